@@ -1,0 +1,2 @@
+DROP TABLE department_quotas;
+DROP TABLE servers;

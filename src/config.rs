@@ -1,0 +1,621 @@
+//! Configuration: built-in defaults < TOML file < `INFRAHUB_*` environment (`__` nests).
+//!
+//! Every struct denies unknown keys, so a typo is an error that names the key instead of a
+//! setting silently ignored. Secrets are [`Secret`]s: they never print, serialize or log.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The configuration file read when `--config` is not given (it may be absent).
+pub const DEFAULT_CONFIG_PATH: &str = "config/infrahub.toml";
+
+/// The demo's own configuration, embedded so `infrahub demo` works from any directory.
+const DEMO_CONFIG: &str = include_str!("../config/demo/infrahub.toml");
+
+/// JWT secrets that are public knowledge; `serve` refuses them.
+const KNOWN_JWT_SECRETS: &[&str] = &[
+    "infrahub-demo-jwt-secret-do-not-use-in-production",
+    "changeme-changeme-changeme-changeme",
+    "secret-secret-secret-secret-secret",
+];
+
+/// Shortest JWT secret accepted: HS256 wants at least 256 bits of key.
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Whether configuration is loaded for the demo (which may use its public secret and accounts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    Demo,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Parsing or merging failed; figment's message names the key and the source.
+    #[error("configuration: {0}")]
+    Load(String),
+    /// A value parsed but makes no sense.
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid { key, message: message.into() }
+    }
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(err: figment::Error) -> Self {
+        let messages: Vec<String> = err.into_iter().map(describe).collect();
+        Self::Load(messages.join("; "))
+    }
+}
+
+/// One figment error as `key `a.b` in <source>: <problem>`, naming the exact environment
+/// variable when the value came from one (figment itself only names the prefix).
+fn describe(err: figment::Error) -> String {
+    let key = err.path.join(".");
+    let unknown_field = matches!(err.kind, figment::error::Kind::UnknownField(..));
+    let source = match err.metadata.as_ref() {
+        Some(meta) if meta.name.contains("environment") => {
+            if unknown_field || key.is_empty() {
+                " in the INFRAHUB_* environment".to_owned()
+            } else {
+                format!(" in environment variable INFRAHUB_{}", err.path.join("__").to_uppercase())
+            }
+        }
+        Some(meta) => match &meta.source {
+            Some(figment::Source::File(path)) => format!(" in {}", path.display()),
+            _ => format!(" in {}", meta.name),
+        },
+        None => String::new(),
+    };
+    if key.is_empty() {
+        format!("{}{source}", err.kind)
+    } else {
+        format!("key `{key}`{source}: {}", err.kind)
+    }
+}
+
+/// A string that must not leak: `Debug` and `Serialize` show `[redacted]`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the intake binds; behind a reverse proxy this stays on loopback.
+    pub listen: SocketAddr,
+    /// Largest request body accepted; every request of the API is small JSON.
+    pub body_limit_bytes: usize,
+    /// How long in-flight requests may take to finish after SIGTERM before the process exits.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            body_limit_bytes: 256 * 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL; a password in it is redacted wherever the URL is shown.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: String,
+    /// Upper bound of pooled connections per daemon; N daemons use N times this many.
+    pub max_connections: u32,
+    /// Connections kept open while idle, so the first requests after a lull are fast.
+    pub min_connections: u32,
+    /// How long a request waits for a pooled connection (and for the first connect) before failing.
+    pub acquire_timeout_secs: u64,
+    /// Idle connections above `min_connections` are closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Apply pending migrations when `serve` starts (under PostgreSQL's advisory lock, so
+    /// several daemons starting together migrate once). Turn off to migrate by hand.
+    pub migrate_on_start: bool,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/infrahub".to_owned(),
+            max_connections: 10,
+            min_connections: 0,
+            acquire_timeout_secs: 5,
+            idle_timeout_secs: 600,
+            migrate_on_start: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 signing key (at least 32 bytes); prefer `jwt_secret_file` or the environment.
+    pub jwt_secret: Option<Secret>,
+    /// File holding the signing key (surrounding whitespace is ignored), e.g. a systemd credential.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// `iss` claim written into and required from every token.
+    pub issuer: String,
+    /// Lifetime of an access token.
+    pub token_ttl_secs: u64,
+    /// Failed logins for one username within `login_failure_window_secs` before it is locked.
+    pub login_max_failures: u32,
+    /// Window in which failures are counted.
+    pub login_failure_window_secs: u64,
+    /// How long a locked username is answered 429.
+    pub login_lockout_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_secret_file: None,
+            issuer: "infrahub".to_owned(),
+            token_ttl_secs: 3600,
+            login_max_failures: 5,
+            login_failure_window_secs: 900,
+            login_lockout_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `infrahub=debug,sqlx=warn`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".to_owned() }
+    }
+}
+
+impl Config {
+    /// Loads configuration for `mode`. `path` is the `--config` argument: when given, the file
+    /// must exist; when absent, [`DEFAULT_CONFIG_PATH`] is read if present (serve) and the
+    /// embedded demo configuration is the base (demo).
+    pub fn load(mode: Mode, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let config: Config = Self::figment(mode, path)?.extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn figment(mode: Mode, path: Option<&Path>) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::new();
+        if mode == Mode::Demo {
+            figment = figment.merge(Toml::string(DEMO_CONFIG));
+        }
+        match path {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::Load(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                )));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if mode == Mode::Serve => figment = figment.merge(Toml::file(DEFAULT_CONFIG_PATH)),
+            None => {}
+        }
+        // INFRAHUB_CONFIG names the file (a CLI option), it is not a configuration key.
+        let env = Env::prefixed("INFRAHUB_").split("__").filter(|key| key != "config");
+        Ok(figment.merge(env))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let db = &self.database;
+        let url = url::Url::parse(&db.url)
+            .map_err(|e| ConfigError::invalid("database.url", format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(ConfigError::invalid(
+                "database.url",
+                "must start with postgres:// or postgresql://",
+            ));
+        }
+        if db.max_connections == 0 {
+            return Err(ConfigError::invalid("database.max_connections", "must be at least 1"));
+        }
+        if db.min_connections > db.max_connections {
+            return Err(ConfigError::invalid(
+                "database.min_connections",
+                "must not exceed database.max_connections",
+            ));
+        }
+        if db.acquire_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "database.acquire_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        let auth = &self.auth;
+        if auth.jwt_secret.is_some() && auth.jwt_secret_file.is_some() {
+            return Err(ConfigError::invalid(
+                "auth.jwt_secret",
+                "set either auth.jwt_secret or auth.jwt_secret_file, not both",
+            ));
+        }
+        if auth.issuer.trim().is_empty() {
+            return Err(ConfigError::invalid("auth.issuer", "must not be empty"));
+        }
+        if auth.token_ttl_secs == 0 {
+            return Err(ConfigError::invalid("auth.token_ttl_secs", "must be at least 1"));
+        }
+        if auth.login_max_failures == 0 {
+            return Err(ConfigError::invalid("auth.login_max_failures", "must be at least 1"));
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return Err(ConfigError::invalid("http.body_limit_bytes", "must be at least 1024"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| {
+            ConfigError::invalid("logging.level", format!("not a tracing filter: {e}"))
+        })?;
+        Ok(())
+    }
+
+    /// The JWT signing key, from `auth.jwt_secret` or `auth.jwt_secret_file`. Outside the demo a
+    /// missing, short or publicly known key is refused.
+    pub fn jwt_secret(&self, mode: Mode) -> Result<Secret, ConfigError> {
+        let secret = match (&self.auth.jwt_secret, &self.auth.jwt_secret_file) {
+            (Some(secret), _) => secret.clone(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::invalid(
+                        "auth.jwt_secret_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                Secret::new(text.trim())
+            }
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "auth.jwt_secret",
+                    "missing: set auth.jwt_secret_file or INFRAHUB_AUTH__JWT_SECRET \
+                     (e.g. `openssl rand -hex 32`)",
+                ));
+            }
+        };
+        if secret.expose().len() < MIN_JWT_SECRET_BYTES {
+            return Err(ConfigError::invalid(
+                "auth.jwt_secret",
+                format!("too short: at least {MIN_JWT_SECRET_BYTES} bytes are required"),
+            ));
+        }
+        if mode == Mode::Serve && KNOWN_JWT_SECRETS.contains(&secret.expose()) {
+            return Err(ConfigError::invalid(
+                "auth.jwt_secret",
+                "is a publicly known default (the demo's); generate your own",
+            ));
+        }
+        Ok(secret)
+    }
+
+    /// The configuration as TOML with every secret redacted, for `config check`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Renders a database URL with its password replaced, for messages and `config check`.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            // A placeholder the URL encoder leaves alone, swapped for the readable marker.
+            if url.password().is_some() && url.set_password(Some("REDACTED")).is_ok() {
+                return url.to_string().replacen(":REDACTED@", ":[redacted]@", 1);
+            }
+            url.to_string()
+        }
+        Err(_) => "[unparsable URL]".to_owned(),
+    }
+}
+
+fn serialize_redacted_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redact_url(url))
+}
+
+#[cfg(test)]
+// figment's Jail closures must return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    const GOOD_SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn load_err(mode: Mode, path: Option<&Path>) -> String {
+        Config::load(mode, path).expect_err("configuration should be refused").to_string()
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_env() {
+        Jail::expect_with(|_| {
+            let config = Config::load(Mode::Serve, None).expect("defaults load");
+            assert_eq!(config.http.listen.to_string(), "127.0.0.1:8000");
+            assert_eq!(config.database.max_connections, 10);
+            assert_eq!(config.auth.issuer, "infrahub");
+            assert_eq!(config.logging.format, LogFormat::Text);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                DEFAULT_CONFIG_PATH.rsplit('/').next().unwrap(),
+                "[http]\nlisten = \"0.0.0.0:9000\"\n[database]\nmax_connections = 3\n",
+            )?;
+            let path = jail.directory().join("infrahub.toml");
+            let from_file = Config::load(Mode::Serve, Some(&path)).expect("file loads");
+            assert_eq!(from_file.http.listen.to_string(), "0.0.0.0:9000");
+            assert_eq!(from_file.database.max_connections, 3);
+            assert_eq!(from_file.database.min_connections, 0, "unset keys keep defaults");
+
+            jail.set_env("INFRAHUB_DATABASE__MAX_CONNECTIONS", "7");
+            jail.set_env("INFRAHUB_LOGGING__FORMAT", "json");
+            let layered = Config::load(Mode::Serve, Some(&path)).expect("env loads");
+            assert_eq!(layered.database.max_connections, 7);
+            assert_eq!(layered.http.listen.to_string(), "0.0.0.0:9000");
+            assert_eq!(layered.logging.format, LogFormat::Json);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn default_path_is_read_when_present() {
+        Jail::expect_with(|jail| {
+            std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+            jail.create_file(DEFAULT_CONFIG_PATH, "[auth]\ntoken_ttl_secs = 60\n")?;
+            let config = Config::load(Mode::Serve, None).expect("loads");
+            assert_eq!(config.auth.token_ttl_secs, 60);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn infrahub_config_env_is_not_a_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("INFRAHUB_CONFIG", "/nonexistent.toml");
+            Config::load(Mode::Serve, None).expect("INFRAHUB_CONFIG is ignored by figment");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[http]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n")?;
+            let err = load_err(Mode::Serve, Some(&jail.directory().join("c.toml")));
+            assert!(err.contains("listne"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[htpp]\nlisten = \"127.0.0.1:1\"\n")?;
+            let err = load_err(Mode::Serve, Some(&jail.directory().join("c.toml")));
+            assert!(err.contains("htpp"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_env_key_is_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("INFRAHUB_DATABASE__MAX_CONECTIONS", "4");
+            let err = load_err(Mode::Serve, None);
+            assert!(err.contains("max_conections"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_source() {
+        Jail::expect_with(|jail| {
+            jail.set_env("INFRAHUB_HTTP__LISTEN", "not-an-address");
+            let err = load_err(Mode::Serve, None);
+            assert!(err.contains("http.listen"), "{err}");
+            assert!(err.contains("INFRAHUB_HTTP__LISTEN"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_toml_is_reported() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[http\nlisten=")?;
+            let err = load_err(Mode::Serve, Some(&jail.directory().join("c.toml")));
+            assert!(err.starts_with("configuration:"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        Jail::expect_with(|jail| {
+            let err = load_err(Mode::Serve, Some(&jail.directory().join("absent.toml")));
+            assert!(err.contains("absent.toml") && err.contains("does not exist"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            ("INFRAHUB_DATABASE__URL", "mysql://x/y", "database.url"),
+            ("INFRAHUB_DATABASE__URL", "not a url", "database.url"),
+            ("INFRAHUB_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections"),
+            ("INFRAHUB_DATABASE__MIN_CONNECTIONS", "11", "database.min_connections"),
+            ("INFRAHUB_DATABASE__ACQUIRE_TIMEOUT_SECS", "0", "database.acquire_timeout_secs"),
+            ("INFRAHUB_AUTH__ISSUER", "\" \"", "auth.issuer"),
+            ("INFRAHUB_AUTH__TOKEN_TTL_SECS", "0", "auth.token_ttl_secs"),
+            ("INFRAHUB_AUTH__LOGIN_MAX_FAILURES", "0", "auth.login_max_failures"),
+            ("INFRAHUB_HTTP__BODY_LIMIT_BYTES", "10", "http.body_limit_bytes"),
+            ("INFRAHUB_LOGGING__LEVEL", "info,[bad", "logging.level"),
+            ("INFRAHUB_LOGGING__FORMAT", "xml", "logging.format"),
+        ];
+        for (var, value, key) in cases {
+            Jail::expect_with(|jail| {
+                jail.set_env(var, value);
+                let err = load_err(Mode::Serve, None);
+                assert!(err.contains(key), "{var}={value}: {err}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn secret_and_secret_file_together_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("INFRAHUB_AUTH__JWT_SECRET", GOOD_SECRET);
+            jail.set_env("INFRAHUB_AUTH__JWT_SECRET_FILE", "/run/secret");
+            let err = load_err(Mode::Serve, None);
+            assert!(err.contains("not both"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn jwt_secret_missing_short_or_known_is_refused_outside_demo() {
+        Jail::expect_with(|jail| {
+            let config = Config::load(Mode::Serve, None).unwrap();
+            let err = config.jwt_secret(Mode::Serve).unwrap_err().to_string();
+            assert!(err.contains("auth.jwt_secret") && err.contains("missing"), "{err}");
+
+            jail.set_env("INFRAHUB_AUTH__JWT_SECRET", "short-secret");
+            let config = Config::load(Mode::Serve, None).unwrap();
+            let err = config.jwt_secret(Mode::Serve).unwrap_err().to_string();
+            assert!(err.contains("too short"), "{err}");
+
+            jail.set_env("INFRAHUB_AUTH__JWT_SECRET", KNOWN_JWT_SECRETS[0]);
+            let config = Config::load(Mode::Serve, None).unwrap();
+            let err = config.jwt_secret(Mode::Serve).unwrap_err().to_string();
+            assert!(err.contains("publicly known"), "{err}");
+            assert!(config.jwt_secret(Mode::Demo).is_ok(), "the demo may use its own secret");
+
+            jail.set_env("INFRAHUB_AUTH__JWT_SECRET", GOOD_SECRET);
+            let config = Config::load(Mode::Serve, None).unwrap();
+            assert_eq!(config.jwt_secret(Mode::Serve).unwrap().expose(), GOOD_SECRET);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn jwt_secret_file_is_read_and_trimmed() {
+        Jail::expect_with(|jail| {
+            jail.create_file("jwt", &format!("{GOOD_SECRET}\n"))?;
+            jail.set_env("INFRAHUB_AUTH__JWT_SECRET_FILE", jail.directory().join("jwt").display());
+            let config = Config::load(Mode::Serve, None).unwrap();
+            assert_eq!(config.jwt_secret(Mode::Serve).unwrap().expose(), GOOD_SECRET);
+
+            jail.set_env("INFRAHUB_AUTH__JWT_SECRET_FILE", jail.directory().join("nope").display());
+            let config = Config::load(Mode::Serve, None).unwrap();
+            let err = config.jwt_secret(Mode::Serve).unwrap_err().to_string();
+            assert!(err.contains("auth.jwt_secret_file") && err.contains("cannot read"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn demo_mode_uses_embedded_demo_config() {
+        Jail::expect_with(|_| {
+            let config = Config::load(Mode::Demo, None).expect("demo config loads");
+            assert!(config.database.url.ends_with("/infrahub_demo"), "{}", config.database.url);
+            assert!(config.jwt_secret(Mode::Demo).is_ok());
+            assert!(config.jwt_secret(Mode::Serve).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redacted_output_hides_secrets() {
+        Jail::expect_with(|jail| {
+            jail.set_env("INFRAHUB_AUTH__JWT_SECRET", GOOD_SECRET);
+            jail.set_env(
+                "INFRAHUB_DATABASE__URL",
+                "postgres://app:hunter2hunter2@db.internal/infrahub",
+            );
+            let config = Config::load(Mode::Serve, None).unwrap();
+            let text = config.to_redacted_toml();
+            assert!(!text.contains(GOOD_SECRET), "{text}");
+            assert!(!text.contains("hunter2hunter2"), "{text}");
+            assert!(text.contains("[redacted]"), "{text}");
+            assert!(text.contains("db.internal"), "{text}");
+            let debug = format!("{config:?}");
+            assert!(!debug.contains(GOOD_SECRET) && !debug.contains("hunter2hunter2"), "{debug}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,21 @@
+//! Rules with no I/O: names, roles, passwords. Nothing here imports axum, sqlx or reqwest,
+//! so every rule is unit-tested beside its definition.
+
+pub mod name;
+pub mod password;
+pub mod role;
+
+/// A value a client sent that breaks a rule; the HTTP layer answers it with 422.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// The request field at fault, as the client spelled it.
+    pub field: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}

@@ -1,0 +1,244 @@
+//! Sites and fields: the same shape, so one implementation serves both resources.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::domain::name::{Label, parse_display_name};
+use crate::domain::role::Role;
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::http::extract::{Json, Path, Query};
+use crate::http::page::PageParams;
+use crate::store::Page;
+use crate::store::audit::{self, Change};
+use crate::store::org::{self, OrgUnit, UnitKind};
+
+pub fn router() -> OpenApiRouter<Context> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sites, create_site))
+        .routes(routes!(get_site, update_site, delete_site))
+        .routes(routes!(list_fields, create_field))
+        .routes(routes!(get_field, update_field, delete_field))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUnit {
+    /// DNS-1123 label; cannot be changed later.
+    pub name: String,
+    /// Defaults to the name.
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUnit {
+    pub display_name: String,
+}
+
+async fn list(
+    ctx: Context,
+    caller: Caller,
+    kind: UnitKind,
+    params: PageParams,
+) -> Result<Json<Page<OrgUnit>>, ApiError> {
+    caller.require(&[Role::CenterAdmin])?;
+    let page = params.request()?;
+    let mut conn = ctx.pool.acquire().await?;
+    Ok(Json(org::list_units(&mut conn, kind, page).await?))
+}
+
+async fn get(
+    ctx: Context,
+    caller: Caller,
+    kind: UnitKind,
+    id: Uuid,
+) -> Result<Json<OrgUnit>, ApiError> {
+    caller.require(&[Role::CenterAdmin])?;
+    let mut conn = ctx.pool.acquire().await?;
+    let unit = org::get_unit(&mut conn, kind, id).await;
+    Ok(Json(unit.map_err(|e| ApiError::from_store(kind.noun(), e))?))
+}
+
+async fn create(
+    ctx: Context,
+    caller: Caller,
+    kind: UnitKind,
+    body: CreateUnit,
+) -> Result<(StatusCode, Json<OrgUnit>), ApiError> {
+    caller.require(&[Role::CenterAdmin])?;
+    let name = Label::parse("name", &body.name)?;
+    let display_name =
+        parse_display_name("display_name", body.display_name.as_deref(), name.as_str())?;
+    let mut tx = ctx.pool.begin().await?;
+    let unit = org::insert_unit(&mut tx, kind, name.as_str(), &display_name)
+        .await
+        .map_err(|e| ApiError::from_store(kind.noun(), e))?;
+    let change = Change::create(kind.noun(), unit.id, &unit);
+    audit::record(&mut tx, &caller.actor(), change).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(unit)))
+}
+
+async fn update(
+    ctx: Context,
+    caller: Caller,
+    kind: UnitKind,
+    id: Uuid,
+    body: UpdateUnit,
+) -> Result<Json<OrgUnit>, ApiError> {
+    caller.require(&[Role::CenterAdmin])?;
+    let mut tx = ctx.pool.begin().await?;
+    let before =
+        org::get_unit(&mut tx, kind, id).await.map_err(|e| ApiError::from_store(kind.noun(), e))?;
+    let display_name = parse_display_name("display_name", Some(&body.display_name), &before.name)?;
+    let after = org::rename_unit(&mut tx, kind, id, &display_name).await?;
+    let change = Change::update(kind.noun(), id, &before, &after);
+    audit::record(&mut tx, &caller.actor(), change).await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+async fn delete(
+    ctx: Context,
+    caller: Caller,
+    kind: UnitKind,
+    id: Uuid,
+) -> Result<StatusCode, ApiError> {
+    caller.require(&[Role::CenterAdmin])?;
+    let mut tx = ctx.pool.begin().await?;
+    let before = org::delete_unit(&mut tx, kind, id)
+        .await
+        .map_err(|e| ApiError::from_store(kind.noun(), e))?;
+    let change = Change::delete(kind.noun(), id, &before);
+    audit::record(&mut tx, &caller.actor(), change).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List sites (data centres).
+#[utoipa::path(get, path = "/admin/sites", tag = "admin", params(PageParams),
+    responses((status = 200, body = Page<OrgUnit>), (status = 403, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn list_sites(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Query(p): Query<PageParams>,
+) -> Result<Json<Page<OrgUnit>>, ApiError> {
+    list(ctx, caller, UnitKind::Site, p).await
+}
+
+/// Create a site.
+#[utoipa::path(post, path = "/admin/sites", tag = "admin", request_body = CreateUnit,
+    responses((status = 201, body = OrgUnit), (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn create_site(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Json(body): Json<CreateUnit>,
+) -> Result<(StatusCode, Json<OrgUnit>), ApiError> {
+    create(ctx, caller, UnitKind::Site, body).await
+}
+
+/// Get a site.
+#[utoipa::path(get, path = "/admin/sites/{id}", tag = "admin", params(("id" = Uuid, Path)),
+    responses((status = 200, body = OrgUnit), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn get_site(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<OrgUnit>, ApiError> {
+    get(ctx, caller, UnitKind::Site, id).await
+}
+
+/// Change a site's display name.
+#[utoipa::path(patch, path = "/admin/sites/{id}", tag = "admin", params(("id" = Uuid, Path)), request_body = UpdateUnit,
+    responses((status = 200, body = OrgUnit), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn update_site(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateUnit>,
+) -> Result<Json<OrgUnit>, ApiError> {
+    update(ctx, caller, UnitKind::Site, id, body).await
+}
+
+/// Delete a site; refused (409) while servers, quotas or projects refer to it.
+#[utoipa::path(delete, path = "/admin/sites/{id}", tag = "admin", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn delete_site(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    delete(ctx, caller, UnitKind::Site, id).await
+}
+
+/// List fields (business areas).
+#[utoipa::path(get, path = "/admin/fields", tag = "admin", params(PageParams),
+    responses((status = 200, body = Page<OrgUnit>), (status = 403, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn list_fields(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Query(p): Query<PageParams>,
+) -> Result<Json<Page<OrgUnit>>, ApiError> {
+    list(ctx, caller, UnitKind::Field, p).await
+}
+
+/// Create a field.
+#[utoipa::path(post, path = "/admin/fields", tag = "admin", request_body = CreateUnit,
+    responses((status = 201, body = OrgUnit), (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn create_field(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Json(body): Json<CreateUnit>,
+) -> Result<(StatusCode, Json<OrgUnit>), ApiError> {
+    create(ctx, caller, UnitKind::Field, body).await
+}
+
+/// Get a field.
+#[utoipa::path(get, path = "/admin/fields/{id}", tag = "admin", params(("id" = Uuid, Path)),
+    responses((status = 200, body = OrgUnit), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn get_field(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<OrgUnit>, ApiError> {
+    get(ctx, caller, UnitKind::Field, id).await
+}
+
+/// Change a field's display name.
+#[utoipa::path(patch, path = "/admin/fields/{id}", tag = "admin", params(("id" = Uuid, Path)), request_body = UpdateUnit,
+    responses((status = 200, body = OrgUnit), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn update_field(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateUnit>,
+) -> Result<Json<OrgUnit>, ApiError> {
+    update(ctx, caller, UnitKind::Field, id, body).await
+}
+
+/// Delete a field; refused (409) while departments, users or servers refer to it.
+#[utoipa::path(delete, path = "/admin/fields/{id}", tag = "admin", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn delete_field(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    delete(ctx, caller, UnitKind::Field, id).await
+}

@@ -1,0 +1,122 @@
+//! HTTP intake: routing, extractors, error mapping. Handlers validate, authorise, write in one
+//! transaction and answer; anything slow will be a job.
+
+pub mod admin;
+pub mod auth;
+pub mod docs;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod page;
+pub mod token;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::{Span, field};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::context::Context;
+use error::ApiError;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The API's routes under `/api/v1`, with the OpenAPI document they describe.
+pub fn api() -> (Router<Context>, utoipa::openapi::OpenApi) {
+    let v1 = OpenApiRouter::new().merge(auth::router()).merge(admin::router()).merge(ops::router());
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi()).nest("/api/v1", v1).split_for_parts()
+}
+
+/// The whole application: API, docs, health probes at the root, and the middleware stack.
+pub fn router(ctx: Context) -> Router {
+    let (api, openapi) = api();
+    let body_limit = ctx.config.http.body_limit_bytes;
+    api.merge(ops::root_router())
+        .merge(docs::router(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(make_request_span)
+                        .on_response(record_response),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(CatchPanicLayer::custom(|_| {
+                    axum::response::IntoResponse::into_response(ApiError::internal(
+                        "handler panicked",
+                    ))
+                }))
+                .layer(middleware::from_fn(record_metrics))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .with_state(ctx)
+}
+
+fn make_request_span(request: &Request) -> Span {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
+    let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        request_id,
+        user = field::Empty,
+        status = field::Empty,
+        latency_ms = field::Empty,
+    )
+}
+
+fn record_response<B>(response: &axum::http::Response<B>, latency: Duration, span: &Span) {
+    span.record("status", response.status().as_u16());
+    span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+    tracing::info!("finished");
+}
+
+/// Counts requests and their durations by method, matched route and status.
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("infrahub_http_requests_total", &labels).increment(1);
+    metrics::histogram!("infrahub_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish. Takes its listener so
+/// tests can bind port 0.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Context,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(ctx)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,66 @@
+//! Liveness, readiness and metrics: at the root (for probes and scrapers) and under `/api/v1`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ErrorEnvelope};
+use super::extract::Json;
+use crate::context::Context;
+use crate::store;
+
+pub fn router() -> OpenApiRouter<Context> {
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
+}
+
+/// The same probes at the root, where process supervisors and Prometheus look by default.
+pub fn root_router() -> Router<Context> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: String,
+}
+
+/// Liveness: the process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".to_owned() })
+}
+
+/// Readiness: the database answers and every migration of this binary is applied.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, body = Health), (status = 503, body = ErrorEnvelope)))]
+async fn readyz(State(ctx): State<Context>) -> Result<Json<Health>, ApiError> {
+    let not_ready = |reason: String| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason.clone())
+            .with_details(json!({ "reason": reason }))
+    };
+    match store::schema_is_current(&ctx.pool).await {
+        Ok(true) => Ok(Json(Health { status: "ready".to_owned() })),
+        Ok(false) => Err(not_ready("database migrations are pending".to_owned())),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check failed");
+            Err(not_ready("database unreachable".to_owned()))
+        }
+    }
+}
+
+/// Prometheus text exposition of every metric the process records.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+async fn metrics(State(ctx): State<Context>) -> Response {
+    let body = ctx.metrics.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

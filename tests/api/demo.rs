@@ -1,0 +1,61 @@
+//! The demo bootstrap is idempotent and its accounts work in demo mode.
+
+use infrahub::config::Mode;
+use infrahub::demo;
+use reqwest::StatusCode;
+use sqlx::PgPool;
+
+use crate::helpers::TestApp;
+
+async fn counts(pool: &PgPool) -> Vec<i64> {
+    let mut out = Vec::new();
+    for table in ["sites", "fields", "departments", "users", "audit_events"] {
+        let sql = format!("SELECT count(*) FROM {table}");
+        out.push(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.unwrap());
+    }
+    out
+}
+
+#[sqlx::test]
+async fn bootstrap_twice_creates_everything_once(pool: PgPool) {
+    let first = demo::bootstrap(&pool).await.unwrap();
+    assert_eq!(first.created.len(), 7, "{first:?}");
+    let after_first = counts(&pool).await;
+    assert_eq!(after_first, vec![2, 1, 1, 3, 7]);
+    let second = demo::bootstrap(&pool).await.unwrap();
+    assert!(second.created.is_empty(), "{second:?}");
+    assert_eq!(counts(&pool).await, after_first);
+}
+
+#[sqlx::test]
+async fn bootstrap_keeps_accounts_that_already_exist(pool: PgPool) {
+    demo::bootstrap(&pool).await.unwrap();
+    sqlx::query("UPDATE users SET password_hash = 'changed' WHERE username = 'admin'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    demo::bootstrap(&pool).await.unwrap();
+    let hash: String =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE username = 'admin'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(hash, "changed");
+}
+
+#[sqlx::test]
+async fn demo_accounts_have_their_documented_scopes(pool: PgPool) {
+    demo::bootstrap(&pool).await.unwrap();
+    let app = TestApp::spawn_with(pool, Mode::Demo, |_| {}).await;
+    for (user, password, role, field, dept) in [
+        ("admin", "admin", "center_admin", None, None),
+        ("field-berlin", "password", "field_admin", Some("berlin"), None),
+        ("team-platform", "password", "team_lead", Some("berlin"), Some("platform")),
+    ] {
+        let token = app.login(user, password).await;
+        let me = app.get("/api/v1/me", &token).await.expect(StatusCode::OK, None);
+        assert_eq!(me["role"], role);
+        assert_eq!(me["field"]["name"].as_str(), field, "{user}");
+        assert_eq!(me["department"]["name"].as_str(), dept, "{user}");
+    }
+}

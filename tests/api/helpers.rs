@@ -1,0 +1,232 @@
+//! `TestApp`: the real router on a free port against the test's own database.
+
+use infrahub::config::{Config, Mode, Secret};
+use infrahub::context::Context;
+use infrahub::domain::password;
+use infrahub::domain::role::{Role, Scope};
+use infrahub::store::org::{self, DepartmentValues, UnitKind};
+use infrahub::store::users::{self, NewUser, User};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const TEST_SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
+pub const PASSWORD: &str = "correct-horse-battery";
+
+pub struct TestApp {
+    pub base: String,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    pub org: Org,
+    _stop: oneshot::Sender<()>,
+}
+
+/// The organisation every test starts with: one site, one field with one department, a
+/// second field with its own department, and one account per role.
+pub struct Org {
+    pub site: Uuid,
+    pub field: Uuid,
+    pub dept: Uuid,
+    pub other_field: Uuid,
+    pub other_dept: Uuid,
+    pub admin: User,
+    pub field_admin: User,
+    pub team_lead: User,
+}
+
+/// A JSON answer: status, body and headers.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    /// Asserts the status and, for errors, our envelope with `code`.
+    pub fn expect(self, status: StatusCode, code: Option<&str>) -> Value {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        if let Some(code) = code {
+            assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
+            assert!(self.body["error"]["message"].is_string(), "body: {}", self.body);
+            assert!(self.body["error"]["details"].is_object(), "body: {}", self.body);
+        }
+        self.body
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(pool: PgPool) -> Self {
+        Self::spawn_with(pool, Mode::Serve, |_| {}).await
+    }
+
+    pub async fn spawn_with(pool: PgPool, mode: Mode, tweak: impl FnOnce(&mut Config)) -> Self {
+        infrahub::install_crypto_provider();
+        let mut config = Config::default();
+        config.auth.jwt_secret = Some(Secret::new(TEST_SECRET));
+        tweak(&mut config);
+        let secret = config.jwt_secret(mode).expect("test secret is valid");
+        let org = seed(&pool).await;
+        let ctx = Context::new(pool.clone(), config, mode, &secret).expect("context");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(infrahub::http::serve(listener, ctx, async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder().build().unwrap();
+        TestApp { base, pool, client, org, _stop: stop }
+    }
+
+    /// Sends `body` (JSON, with a JSON content type) and returns the answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        into_answer(request.send().await.expect("request sent")).await
+    }
+
+    /// Sends raw bytes with an optional content type.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: Option<&str>,
+        body: &'static [u8],
+    ) -> Answer {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        into_answer(request.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn login_answer(&self, username: &str, password: &str) -> Answer {
+        let body = serde_json::json!({ "username": username, "password": password });
+        self.call(Method::POST, "/api/v1/auth/login", None, Some(body)).await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let body = self.login_answer(username, password).await.expect(StatusCode::OK, None);
+        body["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.login(&self.org.admin.username, PASSWORD).await
+    }
+
+    pub async fn field_admin_token(&self) -> String {
+        self.login(&self.org.field_admin.username, PASSWORD).await
+    }
+
+    pub async fn team_lead_token(&self) -> String {
+        self.login(&self.org.team_lead.username, PASSWORD).await
+    }
+}
+
+async fn into_answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body read");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Answer { status, body, headers }
+}
+
+/// Creates an account directly in the database.
+pub async fn create_user(
+    pool: &PgPool,
+    username: &str,
+    role: Role,
+    scope: Scope,
+    is_demo: bool,
+) -> User {
+    let hash = password::hash(PASSWORD).unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let new = NewUser { username, password_hash: &hash, role, scope, is_demo };
+    users::insert(&mut conn, &new).await.expect("user inserted")
+}
+
+async fn seed(pool: &PgPool) -> Org {
+    let mut conn = pool.acquire().await.unwrap();
+    let site = org::insert_unit(&mut conn, UnitKind::Site, "fra", "Frankfurt").await.unwrap();
+    let field = org::insert_unit(&mut conn, UnitKind::Field, "retail", "Retail").await.unwrap();
+    let other_field =
+        org::insert_unit(&mut conn, UnitKind::Field, "finance", "Finance").await.unwrap();
+    let dept_values = DepartmentValues {
+        field_id: field.id,
+        name: "shop",
+        display_name: "Shop",
+        k8s_group: None,
+    };
+    let dept = org::insert_department(&mut conn, &dept_values).await.unwrap();
+    let other_values = DepartmentValues {
+        field_id: other_field.id,
+        name: "ledger",
+        display_name: "Ledger",
+        k8s_group: None,
+    };
+    let other_dept = org::insert_department(&mut conn, &other_values).await.unwrap();
+    drop(conn);
+    Org {
+        site: site.id,
+        field: field.id,
+        dept: dept.id,
+        other_field: other_field.id,
+        other_dept: other_dept.id,
+        admin: create_user(pool, "root", Role::CenterAdmin, Scope::Center, false).await,
+        field_admin: create_user(
+            pool,
+            "retail-admin",
+            Role::FieldAdmin,
+            Scope::Field(field.id),
+            false,
+        )
+        .await,
+        team_lead: create_user(
+            pool,
+            "shop-lead",
+            Role::TeamLead,
+            Scope::Department(dept.id),
+            false,
+        )
+        .await,
+    }
+}
+
+/// The URL of the test's own database, for processes started by the test.
+pub fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set (see .cargo/config.toml)");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+    let name = pool.connect_options().get_database().expect("test database name").to_owned();
+    url.set_path(&name);
+    url.to_string()
+}

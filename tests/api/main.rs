@@ -1,0 +1,12 @@
+//! Integration tests: the real router over TCP against a fresh PostgreSQL database per test
+//! (`#[sqlx::test]`), and the real binary where a process matters.
+
+mod admin;
+mod auth;
+mod bodies;
+mod cli;
+mod demo;
+mod e2e;
+mod helpers;
+mod migrations;
+mod ops;
