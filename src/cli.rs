@@ -20,7 +20,7 @@ use crate::store::audit::{self, Actor, Change};
 use crate::store::org::{self, UnitKind};
 use crate::store::users::{self, NewUser, UserFilter};
 use crate::store::{self, PageRequest};
-use crate::{demo, http, telemetry};
+use crate::{demo, http, jobs, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,9 +43,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon: the HTTP intake on `http.listen`. Applies pending migrations first
-    /// unless `database.migrate_on_start = false`. Stops gracefully on SIGTERM or Ctrl-C.
-    Serve(ListenArgs),
+    /// Run the daemon: the HTTP intake on `http.listen`, the job workers and the cron
+    /// scheduler (`--role` picks a part). Applies pending migrations first unless
+    /// `database.migrate_on_start = false`. On SIGTERM or Ctrl-C it stops taking requests and
+    /// jobs, lets running ones finish within their grace periods, then exits 0.
+    Serve(ServeArgs),
     /// Run the self-contained demo: creates the PostgreSQL database `infrahub_demo` on
     /// 127.0.0.1:5432 if missing, migrates, creates the demo organisation and accounts
     /// (admin/admin, field-berlin/password, team-platform/password) and serves on
@@ -73,6 +75,22 @@ struct ListenArgs {
     /// Address to listen on, overriding `http.listen` (port 0 picks a free port)
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    listen: ListenArgs,
+    /// What this daemon runs: `api` (HTTP intake only), `worker` (jobs and cron only) or `all`
+    #[arg(long, value_enum, default_value_t = ServeRole::All)]
+    role: ServeRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ServeRole {
+    All,
+    Api,
+    Worker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,8 +198,12 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let path = cli.config.as_deref();
     match cli.command {
-        Command::Serve(args) => serve(Config::load(Mode::Serve, path)?, Mode::Serve, args).await,
-        Command::Demo(args) => serve(Config::load(Mode::Demo, path)?, Mode::Demo, args).await,
+        Command::Serve(args) => {
+            serve(Config::load(Mode::Serve, path)?, Mode::Serve, args.listen, args.role).await
+        }
+        Command::Demo(args) => {
+            serve(Config::load(Mode::Demo, path)?, Mode::Demo, args, ServeRole::All).await
+        }
         Command::Migrate { action } => migrate(Config::load(Mode::Serve, path)?, action).await,
         Command::User { action } => user(Config::load(Mode::Serve, path)?, action).await,
         Command::Config { action: ConfigAction::Check { demo } } => {
@@ -195,7 +217,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-async fn serve(mut config: Config, mode: Mode, args: ListenArgs) -> Result<(), Failure> {
+async fn serve(
+    mut config: Config,
+    mode: Mode,
+    args: ListenArgs,
+    role: ServeRole,
+) -> Result<(), Failure> {
     let secret = config.jwt_secret(mode)?;
     if let Some(listen) = args.listen {
         config.http.listen = listen;
@@ -214,17 +241,77 @@ async fn serve(mut config: Config, mode: Mode, args: ListenArgs) -> Result<(), F
         let report = demo::bootstrap(&pool).await.map_err(runtime)?;
         tracing::info!(created = report.created.len(), "demo organisation and accounts ready");
     }
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|e| runtime(format!("cannot listen on {}: {e}", config.http.listen)))?;
-    let address = listener.local_addr().map_err(runtime)?;
-    let grace = Duration::from_secs(config.http.shutdown_grace_secs);
+    let listener = match role {
+        ServeRole::Worker => None,
+        _ => Some(
+            TcpListener::bind(config.http.listen)
+                .await
+                .map_err(|e| runtime(format!("cannot listen on {}: {e}", config.http.listen)))?,
+        ),
+    };
+    let http_grace = Duration::from_secs(config.http.shutdown_grace_secs);
+    let job_grace = Duration::from_secs(config.workers.shutdown_grace_secs);
     let ctx = Context::new(pool.clone(), config, mode, &secret).map_err(runtime)?;
-    announce(mode, address);
-    run_until_signal(listener, ctx, grace).await?;
+    let background = match role {
+        ServeRole::Api => None,
+        _ => Some(Background::start(&ctx)),
+    };
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new requests or jobs; finishing what is running");
+        let _ = stop.send(true);
+    });
+    let http = async {
+        match listener {
+            Some(listener) => {
+                announce(mode, listener.local_addr().map_err(runtime)?);
+                serve_http(listener, ctx, stopping.clone(), http_grace).await
+            }
+            None => {
+                announce_worker();
+                let _ = stopping.clone().wait_for(|stop| *stop).await;
+                Ok(())
+            }
+        }
+    };
+    let workers = async {
+        if let Some(background) = background {
+            let _ = stopping.clone().wait_for(|stop| *stop).await;
+            background.stop(job_grace).await;
+        }
+    };
+    let (served, ()) = tokio::join!(http, workers);
     pool.close().await;
     tracing::info!("stopped");
-    Ok(())
+    served
+}
+
+/// The job engine and the cron scheduler of a daemon that runs workers.
+struct Background {
+    engine: jobs::engine::EngineHandle,
+    stop_scheduler: tokio::sync::watch::Sender<bool>,
+}
+
+impl Background {
+    fn start(ctx: &Context) -> Self {
+        let engine = jobs::engine::start(ctx.clone());
+        let (stop_scheduler, stopped) = tokio::sync::watch::channel(false);
+        jobs::scheduler::spawn(ctx.clone(), jobs::scheduler::configured(ctx), stopped);
+        Self { engine, stop_scheduler }
+    }
+
+    async fn stop(self, grace: Duration) {
+        let _ = self.stop_scheduler.send(true);
+        self.engine.shutdown(grace).await;
+    }
+}
+
+fn announce_worker() {
+    tracing::info!("worker running (no HTTP intake)");
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "InfraHub worker running");
+    let _ = out.flush();
 }
 
 /// Tells a person (and the end-to-end test) where to find the server.
@@ -242,24 +329,22 @@ fn announce(mode: Mode, address: SocketAddr) {
     let _ = out.flush();
 }
 
-/// Serves until SIGTERM or Ctrl-C, then gives in-flight requests `grace` to finish.
-async fn run_until_signal(
+/// Serves until `stopping` turns true, then gives in-flight requests `grace` to finish.
+async fn serve_http(
     listener: TcpListener,
     ctx: Context,
+    stopping: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
 ) -> Result<(), Failure> {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut stopped_rx = stopped.clone();
+    let mut stopped = stopping.clone();
     let server = http::serve(listener, ctx, async move {
-        let _ = stopped_rx.wait_for(|stop| *stop).await;
+        let _ = stopped.wait_for(|stop| *stop).await;
     });
     tokio::pin!(server);
+    let mut stopping = stopping;
     tokio::select! {
         result = &mut server => return result.map_err(runtime),
-        () = shutdown_signal() => {
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stop.send(true);
-        }
+        _ = stopping.wait_for(|stop| *stop) => {}
     }
     match tokio::time::timeout(grace, server).await {
         Ok(result) => result.map_err(runtime),

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -117,7 +118,75 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
+    pub workers: WorkersConfig,
+    pub schedule: ScheduleConfig,
     pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// How long a claimed job stays with its worker without a renewal (renewed every third of
+    /// it). A daemon killed mid-job loses its jobs to another daemon after this long.
+    pub lease_secs: u64,
+    /// Idle dispatchers look for due jobs this often even without a notification (retries and
+    /// re-scheduled polls become due without one).
+    pub poll_interval_ms: u64,
+    /// How long running jobs get to finish after SIGTERM before they are handed back.
+    pub shutdown_grace_secs: u64,
+    /// Finished jobs older than this are deleted by the `prune_jobs` job.
+    pub retention_days: u64,
+    /// Per kind: `concurrency`, `max_attempts`, `timeout_secs`, `backoff_base_ms`,
+    /// `backoff_max_secs`.
+    pub kinds: std::collections::BTreeMap<String, KindConfig>,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            lease_secs: 30,
+            poll_interval_ms: 1000,
+            shutdown_grace_secs: 30,
+            retention_days: 14,
+            kinds: Default::default(),
+        }
+    }
+}
+
+/// Settings of one job kind; anything left out keeps the kind's default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KindConfig {
+    pub concurrency: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub timeout_secs: Option<u64>,
+    pub backoff_base_ms: Option<u64>,
+    pub backoff_max_secs: Option<u64>,
+}
+
+/// Cron expressions with seconds (`sec min hour day-of-month month day-of-week`), in UTC. An
+/// empty string turns a schedule off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Deletes old finished jobs.
+    pub prune_jobs: String,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self { prune_jobs: "0 17 3 * * *".to_owned() }
+    }
+}
+
+impl ScheduleConfig {
+    /// `(schedule name, job kind, cron expression)` of every schedule that is on.
+    pub fn entries(&self) -> Vec<(&'static str, &'static str, &str)> {
+        [("prune_jobs", crate::jobs::prune::PRUNE_JOBS, self.prune_jobs.as_str())]
+            .into_iter()
+            .filter(|(_, _, expr)| !expr.trim().is_empty())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -313,12 +382,53 @@ impl Config {
         if auth.login_max_failures == 0 {
             return Err(ConfigError::invalid("auth.login_max_failures", "must be at least 1"));
         }
+        self.validate_workers()?;
         if self.http.body_limit_bytes < 1024 {
             return Err(ConfigError::invalid("http.body_limit_bytes", "must be at least 1024"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| {
             ConfigError::invalid("logging.level", format!("not a tracing filter: {e}"))
         })?;
+        Ok(())
+    }
+
+    fn validate_workers(&self) -> Result<(), ConfigError> {
+        let workers = &self.workers;
+        if workers.lease_secs < 3 {
+            return Err(ConfigError::invalid("workers.lease_secs", "must be at least 3"));
+        }
+        if workers.poll_interval_ms == 0 {
+            return Err(ConfigError::invalid("workers.poll_interval_ms", "must be at least 1"));
+        }
+        for (kind, settings) in &workers.kinds {
+            if !crate::jobs::KIND_NAMES.contains(&kind.as_str()) {
+                return Err(ConfigError::invalid(
+                    "workers.kinds",
+                    format!(
+                        "unknown job kind `{kind}`; known: {}",
+                        crate::jobs::KIND_NAMES.join(", ")
+                    ),
+                ));
+            }
+            if settings.max_attempts == Some(0) {
+                return Err(ConfigError::invalid(
+                    "workers.kinds",
+                    format!("{kind}.max_attempts must be at least 1"),
+                ));
+            }
+            if settings.timeout_secs == Some(0) {
+                return Err(ConfigError::invalid(
+                    "workers.kinds",
+                    format!("{kind}.timeout_secs must be at least 1"),
+                ));
+            }
+        }
+        for (name, _, expr) in self.schedule.entries() {
+            cron::Schedule::from_str(expr).map_err(|e| ConfigError::Invalid {
+                key: "schedule",
+                message: format!("{name} = {expr:?} is not a cron expression with seconds: {e}"),
+            })?;
+        }
         Ok(())
     }
 
@@ -525,6 +635,13 @@ mod tests {
             ("INFRAHUB_HTTP__BODY_LIMIT_BYTES", "10", "http.body_limit_bytes"),
             ("INFRAHUB_LOGGING__LEVEL", "info,[bad", "logging.level"),
             ("INFRAHUB_LOGGING__FORMAT", "xml", "logging.format"),
+            ("INFRAHUB_WORKERS__LEASE_SECS", "1", "workers.lease_secs"),
+            ("INFRAHUB_WORKERS__POLL_INTERVAL_MS", "0", "workers.poll_interval_ms"),
+            ("INFRAHUB_WORKERS__KINDS__BOGUS__CONCURRENCY", "1", "unknown job kind `bogus`"),
+            ("INFRAHUB_WORKERS__KINDS__NOOP__MAX_ATTEMPTS", "0", "noop.max_attempts"),
+            ("INFRAHUB_WORKERS__KINDS__NOOP__CONCURENCY", "1", "concurency"),
+            ("INFRAHUB_SCHEDULE__PRUNE_JOBS", "every day", "prune_jobs"),
+            ("INFRAHUB_SCHEDULE__NIGHTLY", "0 0 0 * * *", "nightly"),
         ];
         for (var, value, key) in cases {
             Jail::expect_with(|jail| {
@@ -534,6 +651,23 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn job_kinds_and_schedules_layer_like_everything_else() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[workers.kinds.noop]\nconcurrency = 2\n[schedule]\nprune_jobs = \"\"\n",
+            )?;
+            jail.set_env("INFRAHUB_WORKERS__KINDS__NOOP__MAX_ATTEMPTS", "9");
+            let config = Config::load(Mode::Serve, Some(&jail.directory().join("c.toml"))).unwrap();
+            let noop = &config.workers.kinds["noop"];
+            assert_eq!((noop.concurrency, noop.max_attempts), (Some(2), Some(9)));
+            assert!(config.schedule.entries().is_empty(), "an empty expression turns it off");
+            assert_eq!(Config::default().schedule.entries().len(), 1);
+            Ok(())
+        });
     }
 
     #[test]

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use crate::config::{Config, Mode, Secret};
 use crate::domain::password;
 use crate::http::token::TokenKeys;
+use crate::jobs::Registry;
 use crate::telemetry;
 
 #[derive(Clone)]
@@ -18,6 +19,8 @@ pub struct Context {
     /// The demo admits its well-known accounts; `serve` refuses them.
     pub mode: Mode,
     pub tokens: Arc<TokenKeys>,
+    /// Every job kind with its effective settings.
+    pub registry: Arc<Registry>,
     /// Renders the process-wide metrics for `/metrics`.
     pub metrics: PrometheusHandle,
     /// A real argon2id hash checked when a username is unknown, so that an unknown user and a
@@ -34,7 +37,9 @@ impl Context {
     ) -> Result<Self, password::HashError> {
         let tokens = TokenKeys::new(jwt_secret, &config.auth.issuer, config.auth.token_ttl_secs);
         let dummy_hash = password::hash("infrahub-unknown-user-placeholder")?;
+        let registry = Registry::standard(&config);
         Ok(Self {
+            registry: Arc::new(registry),
             pool,
             config: Arc::new(config),
             mode,

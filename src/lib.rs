@@ -12,6 +12,8 @@
 //!   can span a change and its audit event; migrations (`migrations/`, reversible).
 //! - [`http`]: the axum intake under `/api/v1`: extractors that answer in our error envelope,
 //!   the authenticated [`http::auth::Caller`], routes described for OpenAPI as they are written.
+//! - [`jobs`]: durable jobs: one file per kind, the [`jobs::engine`] that claims and runs
+//!   them on apalis workers, the cron [`jobs::scheduler`]. `docs/JOBS.md` explains the design.
 //! - [`context`]: what handlers share (pool, config, token keys, metrics), built once.
 //! - [`demo`]: the embedded default installation behind `infrahub demo`.
 //! - [`telemetry`]: logging and the Prometheus recorder.
@@ -22,6 +24,7 @@ pub mod context;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod jobs;
 pub mod store;
 pub mod telemetry;
 

@@ -15,6 +15,7 @@ use crate::context::Context;
     tags(
         (name = "auth", description = "Login and the caller"),
         (name = "admin", description = "Organisation management (center admins)"),
+        (name = "jobs", description = "Durable jobs: status, listing, cancellation"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

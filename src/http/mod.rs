@@ -6,6 +6,7 @@ pub mod auth;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod ops;
 pub mod page;
 pub mod token;
@@ -34,7 +35,11 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The API's routes under `/api/v1`, with the OpenAPI document they describe.
 pub fn api() -> (Router<Context>, utoipa::openapi::OpenApi) {
-    let v1 = OpenApiRouter::new().merge(auth::router()).merge(admin::router()).merge(ops::router());
+    let v1 = OpenApiRouter::new()
+        .merge(auth::router())
+        .merge(admin::router())
+        .merge(jobs::router())
+        .merge(ops::router());
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi()).nest("/api/v1", v1).split_for_parts()
 }
 

@@ -3,6 +3,7 @@
 //! and every one is exercised by the tests against a real PostgreSQL.
 
 pub mod audit;
+pub mod jobs;
 pub mod org;
 pub mod throttle;
 pub mod users;

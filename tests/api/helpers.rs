@@ -19,6 +19,7 @@ pub const PASSWORD: &str = "correct-horse-battery";
 pub struct TestApp {
     pub base: String,
     pub pool: PgPool,
+    pub ctx: Context,
     pub client: reqwest::Client,
     pub org: Org,
     _stop: oneshot::Sender<()>,
@@ -73,11 +74,11 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(infrahub::http::serve(listener, ctx, async {
+        tokio::spawn(infrahub::http::serve(listener, ctx.clone(), async {
             let _ = stopped.await;
         }));
         let client = reqwest::Client::builder().build().unwrap();
-        TestApp { base, pool, client, org, _stop: stop }
+        TestApp { base, pool, ctx, client, org, _stop: stop }
     }
 
     /// Sends `body` (JSON, with a JSON content type) and returns the answer.
@@ -229,4 +230,18 @@ pub fn database_url(pool: &PgPool) -> String {
     let name = pool.connect_options().get_database().expect("test database name").to_owned();
     url.set_path(&name);
     url.to_string()
+}
+
+/// Polls `check` until it holds, failing the test after `timeout`: for conditions that another
+/// process or task brings about.
+pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

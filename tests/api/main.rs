@@ -8,5 +8,6 @@ mod cli;
 mod demo;
 mod e2e;
 mod helpers;
+mod jobs;
 mod migrations;
 mod ops;

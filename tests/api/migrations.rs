@@ -12,7 +12,7 @@ async fn table_exists(pool: &PgPool, table: &str) -> bool {
 }
 
 /// A table each migration creates, newest last.
-const TABLES: [&str; 4] = ["users", "servers", "projects", "audit_events"];
+const TABLES: [&str; 5] = ["users", "servers", "projects", "audit_events", "jobs"];
 
 #[sqlx::test(migrations = false)]
 async fn every_migration_goes_up_down_and_up_again(pool: PgPool) {

@@ -1,0 +1,2 @@
+DROP TABLE cron_ticks;
+DROP TABLE jobs;

@@ -1,0 +1,484 @@
+//! The job engine of one daemon.
+//!
+//! Per job kind, a dispatcher claims due jobs from PostgreSQL (`FOR UPDATE SKIP LOCKED`, a
+//! batch as large as the kind's free slots) under a lease, and hands each claimed attempt to an
+//! apalis worker, which runs it with the kind's concurrency. A `LISTEN` connection wakes idle
+//! dispatchers the moment a job is enqueued; polling every `workers.poll_interval_ms` catches
+//! retries and re-scheduled polls as they fall due. A keeper renews the leases of running jobs
+//! and hands back those of daemons that died. Every outcome is written with a fence on the
+//! claim, so a stale worker can never complete a job twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apalis::prelude::*;
+use backon::{ExponentialBuilder, Retryable};
+use chrono::Utc;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{JobError, Outcome, Registered, Registry};
+use crate::context::Context;
+use crate::domain::job::backoff;
+use crate::store::StoreError;
+use crate::store::jobs::{self, Claimed, NOTIFY_CHANNEL};
+
+/// One claimed attempt on its way to an apalis worker. Holding `_slot` keeps one unit of the
+/// kind's concurrency busy until the attempt is recorded.
+struct Attempt {
+    job: Claimed,
+    runner: Arc<Runner>,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Runs attempts and records their outcomes.
+struct Runner {
+    ctx: Context,
+    registry: Registry,
+    owner: Arc<str>,
+    /// Attempts in flight, so a shutdown that runs out of grace can hand them back.
+    in_flight: Mutex<HashMap<Uuid, Claimed>>,
+}
+
+/// A running engine; [`EngineHandle::shutdown`] drains it.
+pub struct EngineHandle {
+    owner: Arc<str>,
+    stop_claiming: watch::Sender<bool>,
+    stop_all: watch::Sender<bool>,
+    runner: Arc<Runner>,
+    slots: Vec<(Arc<Semaphore>, u32)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts dispatchers and apalis workers for every kind with a concurrency above zero.
+pub fn start(ctx: Context) -> EngineHandle {
+    let registry = (*ctx.registry).clone();
+    let owner: Arc<str> = worker_identity().into();
+    let settings = ctx.config.workers.clone();
+    let lease_secs = settings.lease_secs as f64;
+    let poll = Duration::from_millis(settings.poll_interval_ms);
+    let (stop_claiming, claiming) = watch::channel(false);
+    let (stop_all, all) = watch::channel(false);
+    let runner = Arc::new(Runner {
+        ctx: ctx.clone(),
+        registry: registry.clone(),
+        owner: owner.clone(),
+        in_flight: Mutex::new(HashMap::new()),
+    });
+    let mut wakers = HashMap::new();
+    let mut slots = Vec::new();
+    let mut tasks = Vec::new();
+    for (kind, registered) in registry.iter() {
+        let concurrency = registered.settings.concurrency;
+        if concurrency == 0 {
+            continue;
+        }
+        let wake = Arc::new(Notify::new());
+        wakers.insert(kind.to_owned(), wake.clone());
+        let semaphore = Arc::new(Semaphore::new(concurrency as usize));
+        slots.push((semaphore.clone(), concurrency));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tasks.push(spawn_worker(&owner, kind, concurrency, rx));
+        let dispatcher = Dispatcher {
+            kind,
+            ctx: ctx.clone(),
+            owner: owner.clone(),
+            slots: semaphore,
+            wake,
+            tx,
+            runner: runner.clone(),
+            poll,
+            lease_secs,
+        };
+        tasks.push(tokio::spawn(dispatcher.run(claiming.clone())));
+    }
+    let wakers = Arc::new(wakers);
+    tasks.push(tokio::spawn(listen(ctx.clone(), wakers.clone(), all.clone())));
+    tasks.push(tokio::spawn(keep_leases(ctx, owner.clone(), wakers, all)));
+    tracing::info!(worker = %owner, "job engine started");
+    EngineHandle { owner, stop_claiming, stop_all, runner, slots, tasks }
+}
+
+impl EngineHandle {
+    /// The identity this daemon claims jobs under.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Stops claiming, lets running attempts finish within `grace`, hands back the ones that
+    /// did not (they retry elsewhere at once), then stops the engine's tasks.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop_claiming.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            for (semaphore, concurrency) in &self.slots {
+                let _ = semaphore.acquire_many(*concurrency).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            self.runner.hand_back_in_flight().await;
+        }
+        let _ = self.stop_all.send(true);
+        for task in self.tasks {
+            task.abort();
+        }
+        tracing::info!(worker = %self.owner, "job engine stopped");
+    }
+}
+
+/// `host:pid:random`: unique per process, readable in `lease_owner`.
+fn worker_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    let random = Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &random[..8])
+}
+
+/// An apalis worker draining one kind's channel with the kind's concurrency.
+fn spawn_worker(
+    owner: &str,
+    kind: &str,
+    concurrency: u32,
+    rx: mpsc::UnboundedReceiver<Attempt>,
+) -> JoinHandle<()> {
+    let stream: BoxStream<'static, Result<Attempt, std::io::Error>> =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|a| (Ok(a), rx)) })
+            .boxed();
+    // Unique per process: apalis accepts duplicate worker names silently.
+    let worker = WorkerBuilder::new(format!("{owner}/{kind}"))
+        .backend(stream)
+        .concurrency(concurrency as usize)
+        .build(run_attempt);
+    let kind = kind.to_owned();
+    tokio::spawn(async move {
+        if let Err(err) = worker.run().await {
+            tracing::error!(%kind, error = %err, "apalis worker stopped");
+        }
+    })
+}
+
+async fn run_attempt(attempt: Attempt) -> Result<(), std::io::Error> {
+    let Attempt { job, runner, _slot } = attempt;
+    runner.run(job).await;
+    Ok(())
+}
+
+struct Dispatcher {
+    kind: &'static str,
+    ctx: Context,
+    owner: Arc<str>,
+    slots: Arc<Semaphore>,
+    wake: Arc<Notify>,
+    tx: mpsc::UnboundedSender<Attempt>,
+    runner: Arc<Runner>,
+    poll: Duration,
+    lease_secs: f64,
+}
+
+impl Dispatcher {
+    /// Claims as many due jobs as there are free slots, hands them over, and sleeps until a
+    /// notification or the poll interval when the queue had fewer.
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let kinds = vec![self.kind.to_owned()];
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => return,
+                permit = self.slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            let mut permits = vec![first];
+            while let Ok(permit) = self.slots.clone().try_acquire_owned() {
+                permits.push(permit);
+            }
+            let wanted = permits.len();
+            // Registered before the claim, so a job enqueued during it still wakes us.
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let claimed = match self.claim(&kinds, wanted).await {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    tracing::warn!(kind = self.kind, error = %err, "claiming jobs failed");
+                    Vec::new()
+                }
+            };
+            let got = claimed.len();
+            for job in claimed {
+                let Some(slot) = permits.pop() else { break };
+                self.runner.track(&job);
+                let attempt = Attempt { job, runner: self.runner.clone(), _slot: slot };
+                if self.tx.send(attempt).is_err() {
+                    return;
+                }
+            }
+            drop(permits);
+            if got < wanted {
+                tokio::select! {
+                    _ = stop.wait_for(|stop| *stop) => return,
+                    () = &mut notified => {}
+                    () = tokio::time::sleep(self.poll) => {}
+                }
+            }
+        }
+    }
+
+    async fn claim(&self, kinds: &[String], limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        let mut conn = self.ctx.pool.acquire().await?;
+        let limit = i64::try_from(limit).unwrap_or(1);
+        jobs::claim(&mut conn, kinds, &self.owner, self.lease_secs, limit).await
+    }
+}
+
+impl Runner {
+    fn track(&self, job: &Claimed) {
+        if let Ok(mut map) = self.in_flight.lock() {
+            map.insert(job.id, job.clone());
+        }
+    }
+
+    fn untrack(&self, id: Uuid) {
+        if let Ok(mut map) = self.in_flight.lock() {
+            map.remove(&id);
+        }
+    }
+
+    async fn run(&self, job: Claimed) {
+        let span =
+            tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempt);
+        async {
+            let pickup = (Utc::now() - job.due_at).to_std().unwrap_or_default();
+            let kind = job.kind.clone();
+            metrics::histogram!("infrahub_job_pickup_latency_seconds", "kind" => kind.clone())
+                .record(pickup.as_secs_f64());
+            let started = Instant::now();
+            let registered = self.registry.get(&job.kind).cloned();
+            let outcome = match &registered {
+                Some(registered) => self.execute(registered, &job).await,
+                None => Err(JobError::permanent(format!("unknown job kind `{}`", job.kind))),
+            };
+            metrics::histogram!("infrahub_job_duration_seconds", "kind" => kind.clone())
+                .record(started.elapsed().as_secs_f64());
+            let label = self.record(registered.as_ref(), &job, outcome).await;
+            metrics::counter!("infrahub_jobs_total", "kind" => kind, "outcome" => label)
+                .increment(1);
+            self.untrack(job.id);
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// Runs the handler in its own task, so a panic or a timeout ends the attempt, not the
+    /// worker; the timeout lives here because apalis' own leaves a timed-out job running.
+    async fn execute(&self, registered: &Registered, job: &Claimed) -> Result<Outcome, JobError> {
+        let handler = registered.handler.clone();
+        let ctx = self.ctx.clone();
+        let owned = job.clone();
+        let mut task = tokio::spawn(
+            async move { handler.run(&ctx, &owned).await }.instrument(tracing::Span::current()),
+        );
+        let timeout = registered.settings.timeout;
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) if join.is_panic() => {
+                Err(JobError::permanent("the job handler panicked (a bug; see the logs)"))
+            }
+            Ok(Err(_)) => Err(JobError::transient("the attempt was cancelled")),
+            Err(_) => {
+                task.abort();
+                Err(JobError::transient(format!(
+                    "the attempt timed out after {}s",
+                    timeout.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Writes the outcome (retrying the write itself on database errors); returns the metric
+    /// label of what happened.
+    async fn record(
+        &self,
+        registered: Option<&Registered>,
+        job: &Claimed,
+        outcome: Result<Outcome, JobError>,
+    ) -> &'static str {
+        let (label, write) = match &outcome {
+            Ok(Outcome::Done(_)) => ("succeeded", Write::Succeed),
+            Ok(Outcome::Reschedule { after, .. }) => {
+                let at = Utc::now() + chrono::Duration::from_std(*after).unwrap_or_default();
+                ("rescheduled", Write::Reschedule(at))
+            }
+            Err(JobError::Permanent(_)) => ("failed", Write::Fail(None)),
+            Err(JobError::Transient(_)) => match registered {
+                Some(r) if job.attempt < job.max_attempts => {
+                    let s = r.settings;
+                    let wait =
+                        backoff(job.attempt as u32, s.backoff_base, s.backoff_max, rand::random());
+                    let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                    ("retrying", Write::Fail(Some(at)))
+                }
+                _ => ("failed", Write::Fail(None)),
+            },
+        };
+        match &outcome {
+            Ok(_) => tracing::debug!(outcome = label, "attempt finished"),
+            Err(err) => tracing::warn!(outcome = label, error = %err, "attempt failed"),
+        }
+        let written = (|| async { self.write(job, &outcome, &write).await })
+            .retry(ExponentialBuilder::default().with_jitter().with_max_times(5))
+            .when(|e| matches!(e, StoreError::Database(_)))
+            .await;
+        match written {
+            Ok(true) => label,
+            Ok(false) => {
+                tracing::warn!(
+                    "the claim was lost (lease expired, cancelled or re-run); result discarded"
+                );
+                "lost"
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot record the outcome; the lease will expire and the job retry");
+                "unrecorded"
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        job: &Claimed,
+        outcome: &Result<Outcome, JobError>,
+        write: &Write,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.ctx.pool.acquire().await?;
+        match (outcome, write) {
+            (Ok(Outcome::Done(result)), _) => {
+                jobs::succeed(&mut conn, job, &self.owner, result).await
+            }
+            (Ok(Outcome::Reschedule { progress, .. }), Write::Reschedule(at)) => {
+                jobs::reschedule(&mut conn, job, &self.owner, *at, progress).await
+            }
+            (Err(err), Write::Fail(retry_at)) => {
+                jobs::fail(&mut conn, job, &self.owner, &err.to_string(), *retry_at).await
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// After the grace period: every attempt still running is handed back for another worker
+    /// to retry at once, and its late result will be refused by the fence.
+    async fn hand_back_in_flight(&self) {
+        let jobs: Vec<Claimed> = match self.in_flight.lock() {
+            Ok(map) => map.values().cloned().collect(),
+            Err(_) => return,
+        };
+        for job in jobs {
+            let retry_at = Some(Utc::now());
+            let message = "interrupted: the daemon shut down before the attempt finished";
+            let result = async {
+                let mut conn = self.ctx.pool.acquire().await?;
+                jobs::fail(&mut conn, &job, &self.owner, message, retry_at).await
+            }
+            .await;
+            if let Err(err) = result {
+                tracing::warn!(job_id = %job.id, error = %err, "cannot hand the job back; its lease will expire");
+            }
+        }
+    }
+}
+
+enum Write {
+    Succeed,
+    Reschedule(chrono::DateTime<Utc>),
+    Fail(Option<chrono::DateTime<Utc>>),
+}
+
+/// Wakes the dispatcher of a kind when a job of that kind is enqueued anywhere.
+async fn listen(
+    ctx: Context,
+    wakers: Arc<HashMap<String, Arc<Notify>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        match PgListener::connect_with(&ctx.pool).await {
+            Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
+                Ok(()) => {
+                    // Anything enqueued while we were not listening is due now.
+                    wakers.values().for_each(|w| w.notify_waiters());
+                    loop {
+                        tokio::select! {
+                            _ = stop.wait_for(|stop| *stop) => return,
+                            received = listener.recv() => match received {
+                                Ok(note) => {
+                                    if let Some(wake) = wakers.get(note.payload()) {
+                                        wake.notify_waiters();
+                                    }
+                                }
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "job notifications interrupted");
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot LISTEN for jobs"),
+            },
+            Err(err) => tracing::warn!(error = %err, "cannot connect the job listener"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Renews this daemon's leases every third of the lease, hands back jobs of vanished workers,
+/// and publishes the queue depth.
+async fn keep_leases(
+    ctx: Context,
+    owner: Arc<str>,
+    wakers: Arc<HashMap<String, Arc<Notify>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let lease_secs = ctx.config.workers.lease_secs as f64;
+    let every = Duration::from_secs_f64((lease_secs / 3.0).max(1.0));
+    loop {
+        if let Err(err) = keep_once(&ctx, &owner, lease_secs, &wakers).await {
+            tracing::warn!(error = %err, "lease upkeep failed");
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn keep_once(
+    ctx: &Context,
+    owner: &str,
+    lease_secs: f64,
+    wakers: &HashMap<String, Arc<Notify>>,
+) -> Result<(), StoreError> {
+    let mut conn = ctx.pool.acquire().await?;
+    jobs::renew_leases(&mut conn, owner, lease_secs).await?;
+    let reaped = jobs::reap_expired_leases(&mut conn).await?;
+    if !reaped.is_empty() {
+        tracing::warn!(count = reaped.len(), "handed back jobs of workers that stopped answering");
+        wakers.values().for_each(|w| w.notify_waiters());
+    }
+    let depths: HashMap<String, i64> = jobs::queue_depth(&mut conn).await?.into_iter().collect();
+    for kind in wakers.keys() {
+        let depth = depths.get(kind).copied().unwrap_or(0);
+        metrics::gauge!("infrahub_jobs_queue_depth", "kind" => kind.clone()).set(depth as f64);
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Cron schedules. Every daemon runs the scheduler; a tick fires only where inserting its
+//! `cron_ticks` row succeeds, so N daemons produce one job per tick. On start, a schedule that
+//! missed ticks while every daemon was down fires once for the latest of them.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::Registry;
+use crate::context::Context;
+use crate::store::StoreError;
+use crate::store::jobs::{self, JobScope, NewJob};
+
+/// One schedule: its name (the `schedule.<name>` key), the kind it enqueues, when.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub kind: &'static str,
+    pub schedule: cron::Schedule,
+}
+
+impl Entry {
+    pub fn new(
+        name: &str,
+        kind: &'static str,
+        expression: &str,
+    ) -> Result<Self, cron::error::Error> {
+        Ok(Self { name: name.to_owned(), kind, schedule: cron::Schedule::from_str(expression)? })
+    }
+}
+
+/// The schedules of the configuration (validated when it was loaded).
+pub fn configured(ctx: &Context) -> Vec<Entry> {
+    ctx.config
+        .schedule
+        .entries()
+        .into_iter()
+        .filter_map(|(name, kind, expr)| Entry::new(name, kind, expr).ok())
+        .collect()
+}
+
+/// Runs every entry until `stop` turns true.
+pub fn spawn(
+    ctx: Context,
+    entries: Vec<Entry>,
+    stop: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    entries
+        .into_iter()
+        .map(|entry| tokio::spawn(run_entry(ctx.clone(), entry, stop.clone())))
+        .collect()
+}
+
+async fn run_entry(ctx: Context, entry: Entry, mut stop: watch::Receiver<bool>) {
+    if let Err(err) = catch_up(&ctx, &entry, Utc::now()).await {
+        tracing::warn!(schedule = %entry.name, error = %err, "cron catch-up failed");
+    }
+    loop {
+        let Some(next) = entry.schedule.after(&Utc::now()).next() else { return };
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        if let Err(err) = fire(&ctx, &entry, next).await {
+            tracing::warn!(schedule = %entry.name, %next, error = %err, "cron tick failed");
+        }
+    }
+}
+
+/// The latest tick after `last` that is due by `now`, if any.
+pub fn latest_due(
+    schedule: &cron::Schedule,
+    last: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    schedule.after(&last).take_while(|tick| *tick <= now).take(1_000_000).last()
+}
+
+/// Fires the latest missed tick once, when the schedule has fired before and missed some.
+pub async fn catch_up(
+    ctx: &Context,
+    entry: &Entry,
+    now: DateTime<Utc>,
+) -> Result<Option<Uuid>, StoreError> {
+    let mut conn = ctx.pool.acquire().await?;
+    let Some(last) = jobs::last_tick(&mut conn, &entry.name).await? else {
+        // Never fired: there is nothing to catch up, only to start recording from now.
+        return Ok(None);
+    };
+    drop(conn);
+    match latest_due(&entry.schedule, last, now) {
+        Some(tick) => {
+            tracing::info!(schedule = %entry.name, %tick, "catching up a missed cron tick");
+            fire(ctx, entry, tick).await
+        }
+        None => Ok(None),
+    }
+}
+
+/// Enqueues the job of `tick` unless another daemon already fired it; returns the job.
+pub async fn fire(
+    ctx: &Context,
+    entry: &Entry,
+    tick: DateTime<Utc>,
+) -> Result<Option<Uuid>, StoreError> {
+    let registry: &Registry = &ctx.registry;
+    let Some(registered) = registry.get(entry.kind) else { return Ok(None) };
+    let mut tx = ctx.pool.begin().await?;
+    if !jobs::record_tick(&mut tx, &entry.name, tick).await? {
+        return Ok(None);
+    }
+    let new = NewJob {
+        kind: entry.kind,
+        payload: json!({ "schedule": entry.name, "tick": tick }),
+        subject: None,
+        scope: JobScope::default(),
+        submitted_by: None,
+        submitted_by_name: "system:cron",
+        max_attempts: registered.settings.max_attempts as i32,
+        run_at: None,
+        dedupe_key: registered.handler.dedupe_key().map(str::to_owned),
+        idempotency: None,
+    };
+    let job = jobs::enqueue(&mut tx, &new).await?.into_job();
+    jobs::set_tick_job(&mut tx, &entry.name, tick, job.id).await?;
+    tx.commit().await?;
+    tracing::info!(schedule = %entry.name, %tick, job_id = %job.id, "cron tick fired");
+    Ok(Some(job.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn latest_due_picks_only_the_newest_missed_tick() {
+        let hourly = cron::Schedule::from_str("0 0 * * * *").unwrap();
+        let last = at("2026-01-01T10:00:00Z");
+        assert_eq!(latest_due(&hourly, last, at("2026-01-01T10:59:59Z")), None);
+        assert_eq!(
+            latest_due(&hourly, last, at("2026-01-01T11:00:00Z")),
+            Some(at("2026-01-01T11:00:00Z"))
+        );
+        assert_eq!(
+            latest_due(&hourly, last, at("2026-01-01T15:30:00Z")),
+            Some(at("2026-01-01T15:00:00Z"))
+        );
+    }
+}

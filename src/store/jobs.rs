@@ -1,0 +1,550 @@
+//! The job table: enqueue (with dedupe and idempotency keys), claim under a lease, fenced
+//! completion, durable retries, cancellation, the lease reaper, listing and pruning.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Page, PageRequest, StoreError};
+use crate::domain::job::JobStatus;
+
+/// PostgreSQL channel that wakes idle dispatchers; the payload is the job kind.
+pub const NOTIFY_CHANNEL: &str = "infrahub_jobs";
+
+/// A job as the API reports it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Job {
+    pub id: Uuid,
+    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    pub subject_type: Option<String>,
+    pub subject_id: Option<String>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    /// When the next attempt may start (queued and retrying jobs).
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Every failed attempt: `{attempt, at, error, permanent}`.
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Value,
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    pub submitted_by: Option<Uuid>,
+    pub submitted_by_name: String,
+}
+
+macro_rules! job_columns {
+    () => {
+        "id, kind, status, payload, subject_type, subject_id, attempts, max_attempts,
+         CASE WHEN status IN ('queued', 'retrying') THEN run_at END AS next_run_at,
+         created_at, started_at, finished_at, last_error, errors, result,
+         submitted_by, submitted_by_name"
+    };
+}
+
+/// Who may see a job: a field's or a department's people see jobs about their scope.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobScope {
+    pub field_id: Option<Uuid>,
+    pub department_id: Option<Uuid>,
+}
+
+pub struct NewJob<'a> {
+    pub kind: &'a str,
+    pub payload: Value,
+    pub subject: Option<(&'a str, String)>,
+    pub scope: JobScope,
+    pub submitted_by: Option<Uuid>,
+    pub submitted_by_name: &'a str,
+    pub max_attempts: i32,
+    /// Not before this instant (cron catch-up, delayed work); now when absent.
+    pub run_at: Option<DateTime<Utc>>,
+    /// While a job of this kind with this key is active, submissions return it instead.
+    pub dedupe_key: Option<String>,
+    /// `(user, Idempotency-Key)`: the same pair within 24 hours returns the first job.
+    pub idempotency: Option<(Uuid, String)>,
+}
+
+/// The job a submission resulted in.
+#[derive(Debug, Clone)]
+pub enum Enqueued {
+    Created(Job),
+    /// An active job with the same dedupe key, or the job of an earlier request with the same
+    /// idempotency key.
+    Existing(Job),
+}
+
+impl Enqueued {
+    pub fn job(&self) -> &Job {
+        match self {
+            Enqueued::Created(job) | Enqueued::Existing(job) => job,
+        }
+    }
+
+    pub fn into_job(self) -> Job {
+        match self {
+            Enqueued::Created(job) | Enqueued::Existing(job) => job,
+        }
+    }
+}
+
+/// Inserts the job (and wakes idle dispatchers when the transaction commits), or returns the
+/// job that a dedupe or idempotency key points at. Safe under concurrent submissions.
+#[tracing::instrument(skip_all, fields(kind = new.kind))]
+pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+    if let Some(existing) = find_by_idempotency(conn, new).await? {
+        return Ok(Enqueued::Existing(existing));
+    }
+    // A conflict means another submission holds the key; re-read it (it may have just finished,
+    // freeing the dedupe key, hence the second round).
+    for _ in 0..3 {
+        let inserted: Option<Job> = sqlx::query_as(concat!(
+            "INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
+                               scope_department_id, submitted_by, submitted_by_name, max_attempts,
+                               run_at, dedupe_key, idempotency_user, idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12, $13, $14)
+             ON CONFLICT DO NOTHING
+             RETURNING ",
+            job_columns!()
+        ))
+        .bind(Uuid::now_v7())
+        .bind(new.kind)
+        .bind(&new.payload)
+        .bind(new.subject.as_ref().map(|s| s.0))
+        .bind(new.subject.as_ref().map(|s| s.1.as_str()))
+        .bind(new.scope.field_id)
+        .bind(new.scope.department_id)
+        .bind(new.submitted_by)
+        .bind(new.submitted_by_name)
+        .bind(new.max_attempts)
+        .bind(new.run_at)
+        .bind(new.dedupe_key.as_deref())
+        .bind(new.idempotency.as_ref().map(|i| i.0))
+        .bind(new.idempotency.as_ref().map(|i| i.1.as_str()))
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(job) = inserted {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(new.kind)
+                .execute(&mut *conn)
+                .await?;
+            return Ok(Enqueued::Created(job));
+        }
+        if let Some(existing) = find_by_idempotency(conn, new).await? {
+            return Ok(Enqueued::Existing(existing));
+        }
+        if let Some(key) = &new.dedupe_key {
+            let active: Option<Job> = sqlx::query_as(concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobs WHERE kind = $1 AND dedupe_key = $2
+                   AND status IN ('queued', 'running', 'retrying')"
+            ))
+            .bind(new.kind)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(job) = active {
+                return Ok(Enqueued::Existing(job));
+            }
+        }
+    }
+    Err(StoreError::Duplicate { constraint: "jobs_active_dedupe_key".to_owned() })
+}
+
+/// The job of an earlier request with the same idempotency key, if within 24 hours. An older
+/// key is released so it can be used again.
+async fn find_by_idempotency(
+    conn: &mut PgConnection,
+    new: &NewJob<'_>,
+) -> Result<Option<Job>, StoreError> {
+    let Some((user, key)) = &new.idempotency else { return Ok(None) };
+    sqlx::query(
+        "UPDATE jobs SET idempotency_user = NULL, idempotency_key = NULL
+          WHERE idempotency_user = $1 AND idempotency_key = $2
+            AND created_at < now() - interval '24 hours'",
+    )
+    .bind(user)
+    .bind(key)
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE idempotency_user = $1 AND idempotency_key = $2"
+    ))
+    .bind(user)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// A claimed attempt: what a worker needs to run it and to report back (fenced by `claim`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub kind: String,
+    pub payload: Value,
+    pub subject_type: Option<String>,
+    pub subject_id: Option<String>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub claim: i32,
+    /// When the job was due: pickup latency is measured from here.
+    pub due_at: DateTime<Utc>,
+}
+
+/// Claims up to `limit` due jobs of `kinds` for `owner` until `lease_secs` from now.
+#[tracing::instrument(skip_all, fields(owner, limit))]
+pub async fn claim(
+    conn: &mut PgConnection,
+    kinds: &[String],
+    owner: &str,
+    lease_secs: f64,
+    limit: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    Ok(sqlx::query_as(
+        "WITH next AS (
+             SELECT id, run_at FROM jobs
+              WHERE kind = ANY($1) AND status IN ('queued', 'retrying') AND run_at <= now()
+              ORDER BY run_at, id
+              LIMIT $4
+              FOR UPDATE SKIP LOCKED)
+         UPDATE jobs AS j
+            SET status = 'running', attempts = j.attempts + 1, claim_seq = j.claim_seq + 1,
+                lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3),
+                started_at = coalesce(j.started_at, now()), updated_at = now()
+           FROM next
+          WHERE j.id = next.id
+      RETURNING j.id, j.kind, j.payload, j.subject_type, j.subject_id, j.attempts AS attempt,
+                j.max_attempts, j.claim_seq AS claim, next.run_at AS due_at",
+    )
+    .bind(kinds)
+    .bind(owner)
+    .bind(lease_secs)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Extends the leases of every job `owner` is running; returns how many.
+pub async fn renew_leases(
+    conn: &mut PgConnection,
+    owner: &str,
+    lease_secs: f64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2)
+          WHERE status = 'running' AND lease_owner = $1",
+    )
+    .bind(owner)
+    .bind(lease_secs)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Jobs whose worker vanished (lease expired): the lost attempt counts as a failure; the job
+/// retries at once, or fails when it has no attempts left. Returns the ids it touched.
+pub async fn reap_expired_leases(conn: &mut PgConnection) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE jobs SET
+             status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END,
+             finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+             run_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+             last_error = 'the worker running attempt ' || attempts || ' stopped answering (lease expired)',
+             errors = errors || jsonb_build_array(jsonb_build_object(
+                 'attempt', attempts, 'at', now(), 'permanent', false,
+                 'error', 'the worker stopped answering (lease expired)'))
+          WHERE status = 'running' AND lease_expires_at < now()
+      RETURNING id",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The fence: the row must still carry this worker's claim.
+const FENCE: &str = "id = $1 AND claim_seq = $2 AND lease_owner = $3 AND status = 'running'";
+
+/// Marks the attempt succeeded; false when the claim was lost (the job was reaped, re-run or
+/// cancelled meanwhile), in which case nothing changes.
+pub async fn succeed(
+    conn: &mut PgConnection,
+    attempt: &Claimed,
+    owner: &str,
+    result: &Value,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET status = 'succeeded', result = $4, finished_at = now(), updated_at = now(),
+                         lease_owner = NULL, lease_expires_at = NULL
+          WHERE {FENCE}"
+    );
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(attempt.id)
+        .bind(attempt.claim)
+        .bind(owner)
+        .bind(result)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records a failed attempt. With `retry_at` and attempts left, the job waits in `retrying`
+/// until then; otherwise it fails for good.
+pub async fn fail(
+    conn: &mut PgConnection,
+    attempt: &Claimed,
+    owner: &str,
+    error: &str,
+    retry_at: Option<DateTime<Utc>>,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET
+             status = CASE WHEN $5::timestamptz IS NOT NULL AND attempts < max_attempts
+                           THEN 'retrying' ELSE 'failed' END,
+             run_at = coalesce($5, run_at),
+             finished_at = CASE WHEN $5::timestamptz IS NOT NULL AND attempts < max_attempts
+                                THEN NULL ELSE now() END,
+             last_error = $4,
+             errors = errors || jsonb_build_array($6::jsonb),
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+          WHERE {FENCE}"
+    );
+    let entry = json!({
+        "attempt": attempt.attempt, "at": Utc::now(), "error": error, "permanent": retry_at.is_none(),
+    });
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(attempt.id)
+        .bind(attempt.claim)
+        .bind(owner)
+        .bind(error)
+        .bind(retry_at)
+        .bind(entry)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts a polling job back in the queue until `run_at` without spending an attempt, keeping
+/// what it reported so far as its result.
+pub async fn reschedule(
+    conn: &mut PgConnection,
+    attempt: &Claimed,
+    owner: &str,
+    run_at: DateTime<Utc>,
+    progress: &Value,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = $4, result = $5,
+                         lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+          WHERE {FENCE}"
+    );
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(attempt.id)
+        .bind(attempt.claim)
+        .bind(owner)
+        .bind(run_at)
+        .bind(progress)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Cancels a queued or retrying job. `None`: no such job; `Err(status)`: not cancellable.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Result<Job, JobStatus>>, StoreError> {
+    let cancelled: Option<Job> = sqlx::query_as(concat!(
+        "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now()
+          WHERE id = $1 AND status IN ('queued', 'retrying')
+      RETURNING ",
+        job_columns!()
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(job) = cancelled {
+        return Ok(Some(Ok(job)));
+    }
+    Ok(find(conn, id).await?.map(|job| Err(job.status)))
+}
+
+pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Job>, StoreError> {
+    Ok(sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// Who is asking: `None` sees everything (center admins); otherwise jobs in the scope or
+/// submitted by the user.
+#[derive(Debug, Clone, Copy)]
+pub struct Visibility {
+    pub user: Uuid,
+    pub scope: Option<JobScope>,
+}
+
+/// The job, when it exists and `who` may see it.
+pub async fn find_visible(
+    conn: &mut PgConnection,
+    id: Uuid,
+    who: Visibility,
+) -> Result<Option<Job>, StoreError> {
+    let (field, dept) = scope_binds(who);
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id = $1 AND ($2 OR submitted_by = $3
+              OR scope_field_id = $4 OR scope_department_id = $5)"
+    ))
+    .bind(id)
+    .bind(who.scope.is_none())
+    .bind(who.user)
+    .bind(field)
+    .bind(dept)
+    .fetch_optional(conn)
+    .await?)
+}
+
+fn scope_binds(who: Visibility) -> (Option<Uuid>, Option<Uuid>) {
+    match who.scope {
+        Some(scope) => (scope.field_id, scope.department_id),
+        None => (None, None),
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub kind: Option<String>,
+    pub status: Option<JobStatus>,
+    /// `type:id`, e.g. `project:0192…`, or just an id.
+    pub subject: Option<String>,
+}
+
+/// Newest first.
+pub async fn list_visible(
+    conn: &mut PgConnection,
+    who: Visibility,
+    filter: &JobFilter,
+    page: PageRequest,
+) -> Result<Page<Job>, StoreError> {
+    let (field, dept) = scope_binds(who);
+    let (subject_type, subject_id) = match filter.subject.as_deref().map(|s| s.split_once(':')) {
+        Some(Some((kind, id))) => (Some(kind.to_owned()), Some(id.to_owned())),
+        Some(None) => (None, filter.subject.clone()),
+        None => (None, None),
+    };
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs
+          WHERE ($1::uuid IS NULL OR id < $1)
+            AND ($3 OR submitted_by = $4 OR scope_field_id = $5 OR scope_department_id = $6)
+            AND ($7::text IS NULL OR kind = $7)
+            AND ($8::text IS NULL OR status = $8)
+            AND ($9::text IS NULL OR subject_type = $9)
+            AND ($10::text IS NULL OR subject_id = $10)
+          ORDER BY id DESC LIMIT $2"
+    ))
+    .bind(page.after)
+    .bind(page.fetch_limit())
+    .bind(who.scope.is_none())
+    .bind(who.user)
+    .bind(field)
+    .bind(dept)
+    .bind(filter.kind.as_deref())
+    .bind(filter.status.map(JobStatus::as_str))
+    .bind(subject_type)
+    .bind(subject_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(Page::from_rows(rows, page, |j: &Job| j.id))
+}
+
+/// Deletes finished jobs older than `older_than_secs`; returns how many.
+pub async fn prune_finished(
+    conn: &mut PgConnection,
+    older_than_secs: f64,
+) -> Result<u64, StoreError> {
+    let done =
+        sqlx::query("DELETE FROM jobs WHERE finished_at < now() - make_interval(secs => $1)")
+            .bind(older_than_secs)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected())
+}
+
+/// Ready jobs per kind, for the queue-depth gauge.
+pub async fn queue_depth(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT kind, count(*) FROM jobs
+          WHERE status IN ('queued', 'retrying') AND run_at <= now() GROUP BY kind",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Records that `schedule` fired for `tick`; false when another daemon already did.
+pub async fn record_tick(
+    conn: &mut PgConnection,
+    schedule: &str,
+    tick: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO cron_ticks (schedule, tick) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(schedule)
+    .bind(tick)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn set_tick_job(
+    conn: &mut PgConnection,
+    schedule: &str,
+    tick: DateTime<Utc>,
+    job: Uuid,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE cron_ticks SET job_id = $3 WHERE schedule = $1 AND tick = $2")
+        .bind(schedule)
+        .bind(tick)
+        .bind(job)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The latest tick `schedule` fired for, if it ever did.
+pub async fn last_tick(
+    conn: &mut PgConnection,
+    schedule: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT max(tick) FROM cron_ticks WHERE schedule = $1")
+        .bind(schedule)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Deletes cron ticks older than `older_than_secs`, keeping each schedule's latest.
+pub async fn prune_ticks(conn: &mut PgConnection, older_than_secs: f64) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM cron_ticks t
+          WHERE tick < now() - make_interval(secs => $1)
+            AND tick < (SELECT max(tick) FROM cron_ticks l WHERE l.schedule = t.schedule)",
+    )
+    .bind(older_than_secs)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
