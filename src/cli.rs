@@ -68,6 +68,39 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Measure performance on the local PostgreSQL (in a scratch database).
+    Bench {
+        #[command(subcommand)]
+        action: BenchAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchAction {
+    /// The job engine against a minimal hand-written SKIP LOCKED queue: enqueue rate (single
+    /// and batched), drain throughput of no-op jobs per concurrency, pickup latency of jobs
+    /// submitted one by one into an idle queue. Uses the server of `database.url`; drops and
+    /// re-creates the scratch database.
+    Queue {
+        /// No-op jobs drained per concurrency level
+        #[arg(long, default_value_t = 20_000)]
+        drain_jobs: usize,
+        /// Concurrency levels, comma-separated
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 4, 16])]
+        concurrency: Vec<u32>,
+        /// Jobs submitted one by one for the pickup latency
+        #[arg(long, default_value_t = 1_000)]
+        latency_jobs: usize,
+        /// Milliseconds between two of those submissions
+        #[arg(long, default_value_t = 5)]
+        latency_gap_ms: u64,
+        /// Jobs enqueued one transaction each
+        #[arg(long, default_value_t = 2_000)]
+        single_enqueues: usize,
+        /// Scratch database, dropped and re-created
+        #[arg(long, default_value = "infrahub_bench")]
+        database: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +239,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Migrate { action } => migrate(Config::load(Mode::Serve, path)?, action).await,
         Command::User { action } => user(Config::load(Mode::Serve, path)?, action).await,
+        Command::Bench { action } => bench(Config::load(Mode::Serve, path)?, action).await,
         Command::Config { action: ConfigAction::Check { demo } } => {
             let mode = if demo { Mode::Demo } else { Mode::Serve };
             let config = Config::load(mode, path)?;
@@ -377,6 +411,36 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+async fn bench(config: Config, action: BenchAction) -> Result<(), Failure> {
+    telemetry::init_logging(&config.logging);
+    let BenchAction::Queue {
+        drain_jobs,
+        concurrency,
+        latency_jobs,
+        latency_gap_ms,
+        single_enqueues,
+        database,
+    } = action;
+    if database == config.database.url.rsplit('/').next().unwrap_or_default() {
+        return Err(Failure::Usage(format!(
+            "refusing to use the configured database {database:?} as scratch"
+        )));
+    }
+    let plan = crate::bench::QueueBench {
+        drain_jobs,
+        concurrency,
+        latency_jobs,
+        latency_gap: Duration::from_millis(latency_gap_ms),
+        single_enqueues,
+        database,
+    };
+    let report = crate::bench::run_queue(&config, &plan)
+        .await
+        .map_err(|e| runtime(format!("bench failed: {e:#}")))?;
+    println!("{}", report.to_markdown());
+    Ok(())
 }
 
 async fn connect(config: &Config) -> Result<PgPool, Failure> {

@@ -18,6 +18,7 @@
 //! - [`demo`]: the embedded default installation behind `infrahub demo`.
 //! - [`telemetry`]: logging and the Prometheus recorder.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod context;

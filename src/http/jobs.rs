@@ -229,17 +229,12 @@ async fn submit_job(
                 .with_details(json!({ "field": "payload" }))
         })?;
     }
+    let max_attempts = registered.settings.max_attempts as i32;
     let new = NewJob {
-        kind,
-        payload,
-        subject: None,
-        scope: JobScope::default(),
         submitted_by: Some(caller.user.id),
-        submitted_by_name: &caller.user.username,
-        max_attempts: registered.settings.max_attempts as i32,
-        run_at: None,
         dedupe_key: registered.handler.dedupe_key().map(str::to_owned),
         idempotency: idempotency.for_caller(&caller),
+        ..NewJob::new(kind, payload, &caller.user.username, max_attempts)
     };
     let mut tx = ctx.pool.begin().await?;
     let enqueued = jobs::enqueue(&mut tx, &new).await?;

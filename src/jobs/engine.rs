@@ -18,7 +18,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -27,7 +27,7 @@ use super::{JobError, Outcome, Registered, Registry};
 use crate::context::Context;
 use crate::domain::job::backoff;
 use crate::store::StoreError;
-use crate::store::jobs::{self, Claimed, NOTIFY_CHANNEL};
+use crate::store::jobs::{self, Claimed, NOTIFY_CHANNEL, Success};
 
 /// One claimed attempt on its way to an apalis worker. Holding `_slot` keeps one unit of the
 /// kind's concurrency busy until the attempt is recorded.
@@ -42,6 +42,9 @@ struct Runner {
     ctx: Context,
     registry: Registry,
     owner: Arc<str>,
+    /// Successes go to the completion writer, which records whatever has piled up in one
+    /// statement (ack batching without added delay).
+    completions: mpsc::UnboundedSender<(Success, oneshot::Sender<Result<bool, StoreError>>)>,
     /// Attempts in flight, so a shutdown that runs out of grace can hand them back.
     in_flight: Mutex<HashMap<Uuid, Claimed>>,
 }
@@ -65,15 +68,17 @@ pub fn start(ctx: Context) -> EngineHandle {
     let poll = Duration::from_millis(settings.poll_interval_ms);
     let (stop_claiming, claiming) = watch::channel(false);
     let (stop_all, all) = watch::channel(false);
+    let (completions, completed) = mpsc::unbounded_channel();
     let runner = Arc::new(Runner {
         ctx: ctx.clone(),
         registry: registry.clone(),
         owner: owner.clone(),
+        completions,
         in_flight: Mutex::new(HashMap::new()),
     });
+    let mut tasks = vec![tokio::spawn(write_completions(ctx.clone(), owner.clone(), completed))];
     let mut wakers = HashMap::new();
     let mut slots = Vec::new();
-    let mut tasks = Vec::new();
     for (kind, registered) in registry.iter() {
         let concurrency = registered.settings.concurrency;
         if concurrency == 0 {
@@ -186,7 +191,6 @@ impl Dispatcher {
     /// Claims as many due jobs as there are free slots, hands them over, and sleeps until a
     /// notification or the poll interval when the queue had fewer.
     async fn run(self, mut stop: watch::Receiver<bool>) {
-        let kinds = vec![self.kind.to_owned()];
         loop {
             let first = tokio::select! {
                 biased;
@@ -205,7 +209,7 @@ impl Dispatcher {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let claimed = match self.claim(&kinds, wanted).await {
+            let claimed = match self.claim(wanted).await {
                 Ok(claimed) => claimed,
                 Err(err) => {
                     tracing::warn!(kind = self.kind, error = %err, "claiming jobs failed");
@@ -232,10 +236,10 @@ impl Dispatcher {
         }
     }
 
-    async fn claim(&self, kinds: &[String], limit: usize) -> Result<Vec<Claimed>, StoreError> {
+    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
         let mut conn = self.ctx.pool.acquire().await?;
         let limit = i64::try_from(limit).unwrap_or(1);
-        jobs::claim(&mut conn, kinds, &self.owner, self.lease_secs, limit).await
+        jobs::claim(&mut conn, self.kind, &self.owner, self.lease_secs, limit).await
     }
 }
 
@@ -358,19 +362,35 @@ impl Runner {
         outcome: &Result<Outcome, JobError>,
         write: &Write,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.ctx.pool.acquire().await?;
         match (outcome, write) {
-            (Ok(Outcome::Done(result)), _) => {
-                jobs::succeed(&mut conn, job, &self.owner, result).await
-            }
+            (Ok(Outcome::Done(result)), _) => self.write_success(job, result).await,
             (Ok(Outcome::Reschedule { progress, .. }), Write::Reschedule(at)) => {
+                let mut conn = self.ctx.pool.acquire().await?;
                 jobs::reschedule(&mut conn, job, &self.owner, *at, progress).await
             }
             (Err(err), Write::Fail(retry_at)) => {
+                let mut conn = self.ctx.pool.acquire().await?;
                 jobs::fail(&mut conn, job, &self.owner, &err.to_string(), *retry_at).await
             }
             _ => Ok(false),
         }
+    }
+
+    /// Hands a success to the completion writer; records it directly if the writer is gone.
+    async fn write_success(
+        &self,
+        job: &Claimed,
+        result: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let success = Success { id: job.id, claim: job.claim, result: result.clone() };
+        let (reply, recorded) = oneshot::channel();
+        if self.completions.send((success, reply)).is_ok()
+            && let Ok(answer) = recorded.await
+        {
+            return answer;
+        }
+        let mut conn = self.ctx.pool.acquire().await?;
+        jobs::succeed(&mut conn, job, &self.owner, result).await
     }
 
     /// After the grace period: every attempt still running is handed back for another worker
@@ -399,6 +419,35 @@ enum Write {
     Succeed,
     Reschedule(chrono::DateTime<Utc>),
     Fail(Option<chrono::DateTime<Utc>>),
+}
+
+type Completion = (Success, oneshot::Sender<Result<bool, StoreError>>);
+
+/// Records successes: takes everything that is waiting, writes it in one fenced statement,
+/// and tells each attempt whether its claim still held. While one write runs the next batch
+/// gathers, so the batch grows with the load and a lone job waits for nothing.
+async fn write_completions(
+    ctx: Context,
+    owner: Arc<str>,
+    mut completed: mpsc::UnboundedReceiver<Completion>,
+) {
+    const MAX_BATCH: usize = 256;
+    let mut batch: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
+    while completed.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let successes: Vec<Success> = batch.iter().map(|(s, _)| s.clone()).collect();
+        let written = async {
+            let mut conn = ctx.pool.acquire().await?;
+            jobs::succeed_many(&mut conn, &owner, &successes).await
+        }
+        .await;
+        for (success, reply) in batch.drain(..) {
+            let answer = match &written {
+                Ok(ids) => Ok(ids.contains(&success.id)),
+                Err(err) => Err(StoreError::Database(sqlx::Error::Protocol(err.to_string()))),
+            };
+            let _ = reply.send(answer);
+        }
+    }
 }
 
 /// Wakes the dispatcher of a kind when a job of that kind is enqueued anywhere.

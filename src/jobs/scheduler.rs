@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::Registry;
 use crate::context::Context;
 use crate::store::StoreError;
-use crate::store::jobs::{self, JobScope, NewJob};
+use crate::store::jobs::{self, NewJob};
 
 /// One schedule: its name (the `schedule.<name>` key), the kind it enqueues, when.
 #[derive(Debug, Clone)]
@@ -114,17 +114,11 @@ pub async fn fire(
     if !jobs::record_tick(&mut tx, &entry.name, tick).await? {
         return Ok(None);
     }
+    let payload = json!({ "schedule": entry.name, "tick": tick });
+    let max_attempts = registered.settings.max_attempts as i32;
     let new = NewJob {
-        kind: entry.kind,
-        payload: json!({ "schedule": entry.name, "tick": tick }),
-        subject: None,
-        scope: JobScope::default(),
-        submitted_by: None,
-        submitted_by_name: "system:cron",
-        max_attempts: registered.settings.max_attempts as i32,
-        run_at: None,
         dedupe_key: registered.handler.dedupe_key().map(str::to_owned),
-        idempotency: None,
+        ..NewJob::new(entry.kind, payload, "system:cron", max_attempts)
     };
     let job = jobs::enqueue(&mut tx, &new).await?.into_job();
     jobs::set_tick_job(&mut tx, &entry.name, tick, job.id).await?;

@@ -73,6 +73,29 @@ pub struct NewJob<'a> {
     pub idempotency: Option<(Uuid, String)>,
 }
 
+impl<'a> NewJob<'a> {
+    /// A job with no subject, scope, submitter account, delay or keys: set those as needed.
+    pub fn new(
+        kind: &'a str,
+        payload: Value,
+        submitted_by_name: &'a str,
+        max_attempts: i32,
+    ) -> Self {
+        Self {
+            kind,
+            payload,
+            subject: None,
+            scope: JobScope::default(),
+            submitted_by: None,
+            submitted_by_name,
+            max_attempts,
+            run_at: None,
+            dedupe_key: None,
+            idempotency: None,
+        }
+    }
+}
+
 /// The job a submission resulted in.
 #[derive(Debug, Clone)]
 pub enum Enqueued {
@@ -203,11 +226,13 @@ pub struct Claimed {
     pub due_at: DateTime<Utc>,
 }
 
-/// Claims up to `limit` due jobs of `kinds` for `owner` until `lease_secs` from now.
+/// Claims up to `limit` due jobs of `kind` for `owner` until `lease_secs` from now. One kind
+/// per query (`kind = $1`, not `= ANY`) lets PostgreSQL walk `jobs_ready_idx` in order
+/// instead of sorting every ready job.
 #[tracing::instrument(skip_all, fields(owner, limit))]
 pub async fn claim(
     conn: &mut PgConnection,
-    kinds: &[String],
+    kind: &str,
     owner: &str,
     lease_secs: f64,
     limit: i64,
@@ -215,7 +240,7 @@ pub async fn claim(
     Ok(sqlx::query_as(
         "WITH next AS (
              SELECT id, run_at FROM jobs
-              WHERE kind = ANY($1) AND status IN ('queued', 'retrying') AND run_at <= now()
+              WHERE kind = $1 AND status IN ('queued', 'retrying') AND run_at <= now()
               ORDER BY run_at, id
               LIMIT $4
               FOR UPDATE SKIP LOCKED)
@@ -228,7 +253,7 @@ pub async fn claim(
       RETURNING j.id, j.kind, j.payload, j.subject_type, j.subject_id, j.attempts AS attempt,
                 j.max_attempts, j.claim_seq AS claim, next.run_at AS due_at",
     )
-    .bind(kinds)
+    .bind(kind)
     .bind(owner)
     .bind(lease_secs)
     .bind(limit)
@@ -547,4 +572,72 @@ pub async fn prune_ticks(conn: &mut PgConnection, older_than_secs: f64) -> Resul
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Inserts `count` copies of `new` in one statement (no dedupe or idempotency key applies) and
+/// wakes dispatchers once; returns how many were inserted.
+pub async fn enqueue_batch(
+    conn: &mut PgConnection,
+    new: &NewJob<'_>,
+    count: usize,
+) -> Result<u64, StoreError> {
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    let done = sqlx::query(
+        "INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
+                           scope_department_id, submitted_by, submitted_by_name, max_attempts, run_at)
+         SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()) FROM unnest($1::uuid[]) AS id",
+    )
+    .bind(&ids)
+    .bind(new.kind)
+    .bind(&new.payload)
+    .bind(new.subject.as_ref().map(|s| s.0))
+    .bind(new.subject.as_ref().map(|s| s.1.as_str()))
+    .bind(new.scope.field_id)
+    .bind(new.scope.department_id)
+    .bind(new.submitted_by)
+    .bind(new.submitted_by_name)
+    .bind(new.max_attempts)
+    .bind(new.run_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(new.kind)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// One successful attempt waiting to be recorded.
+#[derive(Debug, Clone)]
+pub struct Success {
+    pub id: Uuid,
+    pub claim: i32,
+    pub result: Value,
+}
+
+/// Records many successes of `owner` in one statement, each fenced by its claim like
+/// [`succeed`]; returns the ids that were recorded (the others had lost their claim).
+pub async fn succeed_many(
+    conn: &mut PgConnection,
+    owner: &str,
+    batch: &[Success],
+) -> Result<Vec<Uuid>, StoreError> {
+    let ids: Vec<Uuid> = batch.iter().map(|s| s.id).collect();
+    let claims: Vec<i32> = batch.iter().map(|s| s.claim).collect();
+    let results: Vec<Value> = batch.iter().map(|s| s.result.clone()).collect();
+    Ok(sqlx::query_scalar(
+        "UPDATE jobs AS j
+            SET status = 'succeeded', result = b.result, finished_at = now(), updated_at = now(),
+                lease_owner = NULL, lease_expires_at = NULL
+           FROM unnest($1::uuid[], $2::int4[], $3::jsonb[]) AS b(id, claim, result)
+          WHERE j.id = b.id AND j.claim_seq = b.claim AND j.lease_owner = $4 AND j.status = 'running'
+      RETURNING j.id",
+    )
+    .bind(&ids)
+    .bind(&claims)
+    .bind(&results)
+    .bind(owner)
+    .fetch_all(conn)
+    .await?)
 }

@@ -8,7 +8,7 @@ use infrahub::context::Context;
 use infrahub::domain::job::JobStatus;
 use infrahub::jobs::engine::{self, EngineHandle};
 use infrahub::jobs::scheduler::{self, Entry};
-use infrahub::store::jobs::{self, Enqueued, Job, JobScope, NewJob};
+use infrahub::store::jobs::{self, Enqueued, Job, NewJob};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -18,18 +18,7 @@ use crate::helpers::{TestApp, wait_until};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn new_job(kind: &str, payload: Value) -> NewJob<'_> {
-    NewJob {
-        kind,
-        payload,
-        subject: None,
-        scope: JobScope::default(),
-        submitted_by: None,
-        submitted_by_name: "test",
-        max_attempts: 3,
-        run_at: None,
-        dedupe_key: None,
-        idempotency: None,
-    }
+    NewJob::new(kind, payload, "test", 3)
 }
 
 pub async fn submit(pool: &PgPool, new: &NewJob<'_>) -> Uuid {
@@ -290,10 +279,9 @@ async fn idempotency_keys_hold_under_20_concurrent_submissions(pool: PgPool) {
 async fn a_stale_worker_cannot_complete_a_reclaimed_job(pool: PgPool) {
     let id = submit(&pool, &new_job("noop", json!({}))).await;
     let mut conn = pool.acquire().await.unwrap();
-    let kinds = vec!["noop".to_owned()];
-    let first = jobs::claim(&mut conn, &kinds, "worker-a", 30.0, 10).await.unwrap().remove(0);
+    let first = jobs::claim(&mut conn, "noop", "worker-a", 30.0, 10).await.unwrap().remove(0);
     assert!(
-        jobs::claim(&mut conn, &kinds, "worker-b", 30.0, 10).await.unwrap().is_empty(),
+        jobs::claim(&mut conn, "noop", "worker-b", 30.0, 10).await.unwrap().is_empty(),
         "claimed once"
     );
     sqlx::query("UPDATE jobs SET lease_expires_at = now() - interval '1 second'")
@@ -301,7 +289,7 @@ async fn a_stale_worker_cannot_complete_a_reclaimed_job(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(jobs::reap_expired_leases(&mut conn).await.unwrap(), vec![id]);
-    let second = jobs::claim(&mut conn, &kinds, "worker-b", 30.0, 10).await.unwrap().remove(0);
+    let second = jobs::claim(&mut conn, "noop", "worker-b", 30.0, 10).await.unwrap().remove(0);
     assert_eq!((second.attempt, second.claim), (2, 2));
 
     assert!(!jobs::succeed(&mut conn, &first, "worker-a", &json!({ "by": "a" })).await.unwrap());
@@ -320,7 +308,7 @@ async fn jobs_of_a_vanished_worker_are_handed_back_and_rerun(pool: PgPool) {
     let app = TestApp::spawn_with(pool.clone(), Mode::Serve, |c| c.workers.lease_secs = 3).await;
     let id = submit(&pool, &new_job("noop", json!({}))).await;
     let mut conn = pool.acquire().await.unwrap();
-    jobs::claim(&mut conn, &["noop".to_owned()], "ghost:1:dead", 1.0, 1).await.unwrap();
+    jobs::claim(&mut conn, "noop", "ghost:1:dead", 1.0, 1).await.unwrap();
     drop(conn);
     let engine = start(&app.ctx);
     let done = wait_for_status(&pool, id, JobStatus::Succeeded).await;

@@ -1,0 +1,401 @@
+//! `infrahub bench queue`: measures the job engine on the local PostgreSQL against a minimal
+//! hand-written `FOR UPDATE SKIP LOCKED` queue doing the same work, as the machine's baseline.
+//! It works in a scratch database (dropped and created afresh), never in InfraHub's own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::Notify;
+
+use crate::config::{Config, KindConfig, Mode, Secret};
+use crate::context::Context;
+use crate::jobs::diagnostic::NOOP;
+use crate::jobs::engine;
+use crate::store;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct QueueBench {
+    /// Jobs drained per concurrency level.
+    pub drain_jobs: usize,
+    pub concurrency: Vec<u32>,
+    /// Jobs submitted one by one for the pickup latency.
+    pub latency_jobs: usize,
+    /// Pause between two of those submissions.
+    pub latency_gap: Duration,
+    /// Jobs enqueued one transaction each, for the single enqueue rate.
+    pub single_enqueues: usize,
+    /// Scratch database (dropped and re-created).
+    pub database: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub rows: Vec<Row>,
+}
+
+/// One measurement of both queues.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub what: String,
+    pub unit: &'static str,
+    pub engine: f64,
+    pub baseline: f64,
+}
+
+impl Report {
+    /// A Markdown table: what, engine, baseline, ratio.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::from(
+            "| measurement | InfraHub engine | SKIP LOCKED baseline | engine / baseline |\n",
+        );
+        out.push_str("| --- | ---: | ---: | ---: |\n");
+        for row in &self.rows {
+            let ratio = if row.baseline > 0.0 { row.engine / row.baseline } else { f64::NAN };
+            out.push_str(&format!(
+                "| {} | {:.1} {} | {:.1} {} | {:.2} |\n",
+                row.what, row.engine, row.unit, row.baseline, row.unit, ratio
+            ));
+        }
+        out
+    }
+}
+
+/// Runs every measurement and returns the table.
+pub async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Report> {
+    let pool = scratch_database(&config.database.url, &bench.database).await?;
+    store::migrate_up(&pool).await?;
+    create_baseline(&pool).await?;
+    let mut rows = Vec::new();
+
+    let n = bench.single_enqueues;
+    let engine_single = timed(n, || enqueue_engine_single(&pool, n)).await?;
+    let base_single = timed(n, || enqueue_baseline_single(&pool, n)).await?;
+    rows.push(Row {
+        what: format!("enqueue, one transaction per job ({n} jobs)"),
+        unit: "jobs/s",
+        engine: engine_single,
+        baseline: base_single,
+    });
+    reset(&pool).await?;
+
+    let n = bench.drain_jobs;
+    let engine_batched = timed(n, || enqueue_engine_batched(&pool, n)).await?;
+    let base_batched = timed(n, || enqueue_baseline_batched(&pool, n)).await?;
+    rows.push(Row {
+        what: format!("enqueue, batches of 1000 ({n} jobs)"),
+        unit: "jobs/s",
+        engine: engine_batched,
+        baseline: base_batched,
+    });
+
+    for &concurrency in &bench.concurrency {
+        reset(&pool).await?;
+        enqueue_engine_batched(&pool, n).await?;
+        enqueue_baseline_batched(&pool, n).await?;
+        let engine_rate = drain_engine(config, &pool, concurrency, n).await?;
+        let base_rate = drain_baseline(&pool, concurrency, n).await?;
+        rows.push(Row {
+            what: format!("drain {n} no-op jobs, concurrency {concurrency}"),
+            unit: "jobs/s",
+            engine: engine_rate,
+            baseline: base_rate,
+        });
+    }
+
+    reset(&pool).await?;
+    let engine_latency = latency_engine(config, &pool, bench).await?;
+    let base_latency = latency_baseline(&pool, bench).await?;
+    for (i, label) in ["p50", "p99", "max"].into_iter().enumerate() {
+        rows.push(Row {
+            what: format!(
+                "pickup latency {label}, {} jobs one by one into an idle queue",
+                bench.latency_jobs
+            ),
+            unit: "ms",
+            engine: engine_latency[i],
+            baseline: base_latency[i],
+        });
+    }
+    pool.close().await;
+    Ok(Report { rows })
+}
+
+async fn timed<F, Fut>(count: usize, work: F) -> anyhow::Result<f64>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let started = Instant::now();
+    work().await?;
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Drops and creates `name` on the server of `url`, and connects to it.
+async fn scratch_database(url: &str, name: &str) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url.parse()?;
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+        .execute(&mut admin)
+        .await?;
+    Ok(PgPoolOptions::new().max_connections(40).connect_with(options.database(name)).await?)
+}
+
+async fn create_baseline(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "CREATE TABLE bench_queue (
+             id         bigserial PRIMARY KEY,
+             payload    jsonb NOT NULL,
+             status     text NOT NULL DEFAULT 'queued',
+             created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+             started_at timestamptz
+         )",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("CREATE INDEX bench_queue_ready ON bench_queue (id) WHERE status = 'queued'")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+async fn reset(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("TRUNCATE jobs, bench_queue").execute(pool).await?;
+    Ok(())
+}
+
+fn noop_job() -> store::jobs::NewJob<'static> {
+    store::jobs::NewJob::new(NOOP, json!({}), "bench", 5)
+}
+
+async fn enqueue_engine_single(pool: &PgPool, n: usize) -> anyhow::Result<()> {
+    let job = noop_job();
+    for _ in 0..n {
+        let mut tx = pool.begin().await?;
+        store::jobs::enqueue(&mut tx, &job).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+async fn enqueue_baseline_single(pool: &PgPool, n: usize) -> anyhow::Result<()> {
+    for _ in 0..n {
+        let mut tx = pool.begin().await?;
+        sqlx::query("INSERT INTO bench_queue (payload) VALUES ('{}')").execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_notify('bench_queue', '')").execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+async fn enqueue_engine_batched(pool: &PgPool, n: usize) -> anyhow::Result<()> {
+    let job = noop_job();
+    for chunk in chunks(n, 1000) {
+        let mut tx = pool.begin().await?;
+        store::jobs::enqueue_batch(&mut tx, &job, chunk).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+async fn enqueue_baseline_batched(pool: &PgPool, n: usize) -> anyhow::Result<()> {
+    for chunk in chunks(n, 1000) {
+        sqlx::query("INSERT INTO bench_queue (payload) SELECT '{}' FROM generate_series(1, $1)")
+            .bind(chunk as i32)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+fn chunks(total: usize, size: usize) -> impl Iterator<Item = usize> {
+    (0..total.div_ceil(size)).map(move |i| size.min(total - i * size))
+}
+
+/// A context whose only active kind is `noop`, at `concurrency`.
+fn engine_context(config: &Config, pool: &PgPool, concurrency: u32) -> anyhow::Result<Context> {
+    let mut config = config.clone();
+    config.workers.poll_interval_ms = 1000;
+    for kind in crate::jobs::KIND_NAMES {
+        let settings = KindConfig { concurrency: Some(0), ..KindConfig::default() };
+        config.workers.kinds.insert((*kind).to_owned(), settings);
+    }
+    config.workers.kinds.insert(
+        NOOP.to_owned(),
+        KindConfig { concurrency: Some(concurrency), ..KindConfig::default() },
+    );
+    let secret = Secret::new(uuid::Uuid::new_v4().to_string() + &uuid::Uuid::new_v4().to_string());
+    Ok(Context::new(pool.clone(), config, Mode::Serve, &secret)?)
+}
+
+async fn drain_engine(
+    config: &Config,
+    pool: &PgPool,
+    concurrency: u32,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let ctx = engine_context(config, pool, concurrency)?;
+    let started = Instant::now();
+    let handle = engine::start(ctx);
+    wait_for_count(pool, "SELECT count(*) FROM jobs WHERE status = 'succeeded'", n).await?;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    handle.shutdown(Duration::from_secs(10)).await;
+    Ok(rate)
+}
+
+/// Polls a count query until it reaches `n`; the bench's timing granularity is 10 ms.
+async fn wait_for_count(pool: &PgPool, sql: &'static str, n: usize) -> anyhow::Result<()> {
+    loop {
+        let done: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
+        if done as usize >= n {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The baseline: `concurrency` loops, each claiming one job with SKIP LOCKED, then finishing
+/// it, and waiting for a notification (or 1 s) when the queue is empty.
+struct Baseline {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Baseline {
+    async fn start(pool: &PgPool, concurrency: u32) -> anyhow::Result<Self> {
+        let wake = Arc::new(Notify::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen("bench_queue").await?;
+        let mut tasks = Vec::new();
+        let waker = wake.clone();
+        let stopping = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            while !stopping.load(Ordering::Relaxed) {
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_millis(200), listener.recv()).await
+                {
+                    waker.notify_waiters();
+                }
+            }
+            Ok(())
+        }));
+        for _ in 0..concurrency {
+            let pool = pool.clone();
+            let wake = wake.clone();
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conn = pool.acquire().await?;
+                while !stop.load(Ordering::Relaxed) {
+                    let notified = wake.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    let claimed: Option<i64> = sqlx::query_scalar(
+                        "UPDATE bench_queue SET status = 'running', started_at = clock_timestamp()
+                          WHERE id = (SELECT id FROM bench_queue WHERE status = 'queued'
+                                       ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                      RETURNING id",
+                    )
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    match claimed {
+                        Some(id) => {
+                            sqlx::query("UPDATE bench_queue SET status = 'done' WHERE id = $1")
+                                .bind(id)
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        None => {
+                            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+                        }
+                    }
+                }
+                Ok(())
+            }));
+        }
+        Ok(Self { stop, tasks })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+async fn drain_baseline(pool: &PgPool, concurrency: u32, n: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let baseline = Baseline::start(pool, concurrency).await?;
+    wait_for_count(pool, "SELECT count(*) FROM bench_queue WHERE status = 'done'", n).await?;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    baseline.stop().await?;
+    Ok(rate)
+}
+
+/// p50, p99 and max of `started_at - created_at`, in milliseconds.
+async fn percentiles(pool: &PgPool, table: &'static str) -> anyhow::Result<[f64; 3]> {
+    let sql = format!(
+        "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY ms), max(ms)::float8
+           FROM (SELECT (extract(epoch FROM started_at - created_at) * 1000)::float8 AS ms FROM {table}) t"
+    );
+    let (p, max): (Vec<f64>, f64) =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await?;
+    Ok([p[0], p[1], max])
+}
+
+async fn latency_engine(
+    config: &Config,
+    pool: &PgPool,
+    bench: &QueueBench,
+) -> anyhow::Result<[f64; 3]> {
+    let ctx = engine_context(config, pool, 16)?;
+    let handle = engine::start(ctx);
+    // Let the engine connect its listener and reach its idle wait.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let job = noop_job();
+    for _ in 0..bench.latency_jobs {
+        // One statement: created_at (its transaction's start) is the moment of submission.
+        let mut conn = pool.acquire().await?;
+        store::jobs::enqueue(&mut conn, &job).await?;
+        drop(conn);
+        tokio::time::sleep(bench.latency_gap).await;
+    }
+    wait_for_count(
+        pool,
+        "SELECT count(*) FROM jobs WHERE status = 'succeeded'",
+        bench.latency_jobs,
+    )
+    .await?;
+    handle.shutdown(Duration::from_secs(10)).await;
+    percentiles(pool, "jobs").await
+}
+
+async fn latency_baseline(pool: &PgPool, bench: &QueueBench) -> anyhow::Result<[f64; 3]> {
+    let baseline = Baseline::start(pool, 16).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..bench.latency_jobs {
+        sqlx::query("WITH i AS (INSERT INTO bench_queue (payload) VALUES ('{}')) SELECT pg_notify('bench_queue', '')")
+            .execute(pool)
+            .await?;
+        tokio::time::sleep(bench.latency_gap).await;
+    }
+    wait_for_count(
+        pool,
+        "SELECT count(*) FROM bench_queue WHERE status = 'done'",
+        bench.latency_jobs,
+    )
+    .await?;
+    baseline.stop().await?;
+    percentiles(pool, "bench_queue").await
+}
