@@ -11,16 +11,22 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::{TEST_SECRET, database_url};
 
-struct Daemon {
-    child: Child,
-    base: String,
+pub struct Daemon {
+    pub child: Child,
+    pub base: String,
 }
 
 /// Starts `infrahub <command> --listen 127.0.0.1:0` and waits for its "listening on" line.
 async fn start(command: &str, env: &[(&str, &str)]) -> Daemon {
+    spawn(&[command, "--listen", "127.0.0.1:0"], env).await
+}
+
+/// Starts `infrahub <args>` and waits until it says it is listening (or, without HTTP,
+/// running); `base` is its URL, or empty for a worker-only daemon.
+pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_infrahub"));
-    cmd.args([command, "--listen", "127.0.0.1:0"])
+    cmd.args(args)
         .current_dir(dir.path())
         .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
@@ -34,6 +40,9 @@ async fn start(command: &str, env: &[(&str, &str)]) -> Daemon {
             if let Some(rest) = line.split("listening on ").nth(1) {
                 return rest.split_whitespace().next().unwrap().to_owned();
             }
+            if line.contains("InfraHub worker running") {
+                return String::new();
+            }
         }
         panic!("infrahub exited before listening");
     })
@@ -44,13 +53,22 @@ async fn start(command: &str, env: &[(&str, &str)]) -> Daemon {
 
 impl Daemon {
     /// SIGTERM, then the exit status.
-    async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(self) -> std::process::ExitStatus {
+        self.signal("-TERM").await
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub async fn kill(self) -> std::process::ExitStatus {
+        self.signal("-KILL").await
+    }
+
+    async fn signal(mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.child.id().unwrap().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        let killed = Command::new("kill").args([signal, &pid]).status().await.unwrap();
         assert!(killed.success());
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
-            .expect("infrahub exits within 30 s of SIGTERM")
+            .expect("infrahub exits within 30 s of the signal")
             .unwrap()
     }
 }
