@@ -130,8 +130,12 @@ impl EngineHandle {
             self.runner.hand_back_in_flight().await;
         }
         let _ = self.stop_all.send(true);
-        for task in self.tasks {
+        for task in &self.tasks {
             task.abort();
+        }
+        // Wait for them to be gone, so nothing of the engine outlives this call.
+        for task in self.tasks {
+            let _ = task.await;
         }
         tracing::info!(worker = %self.owner, "job engine stopped");
     }

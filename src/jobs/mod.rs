@@ -176,3 +176,31 @@ impl Registry {
 
 /// The names of every job kind, for validating configuration.
 pub const KIND_NAMES: &[&str] = &[diagnostic::NOOP, diagnostic::SLEEP, prune::PRUNE_JOBS];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_kind_is_named_for_configuration() {
+        let registry = Registry::standard(&Config::default());
+        let registered: Vec<&str> = registry.iter().map(|(kind, _)| kind).collect();
+        let mut named = KIND_NAMES.to_vec();
+        named.sort_unstable();
+        assert_eq!(registered, named);
+    }
+
+    #[test]
+    fn configuration_overrides_a_kinds_defaults() {
+        let mut config = Config::default();
+        let noop = config.workers.kinds.entry("noop".to_owned()).or_default();
+        noop.concurrency = Some(2);
+        noop.backoff_base_ms = Some(50);
+        let registry = Registry::standard(&config);
+        let settings = registry.get("noop").unwrap().settings;
+        assert_eq!(settings.concurrency, 2);
+        assert_eq!(settings.backoff_base, Duration::from_millis(50));
+        assert_eq!(settings.max_attempts, KindSettings::default().max_attempts);
+        assert_eq!(registry.get("prune_jobs").unwrap().settings.concurrency, 1);
+    }
+}

@@ -196,3 +196,27 @@ async fn admins_and_submitters_cancel_queued_jobs(pool: PgPool) {
     let own = format!("/api/v1/jobs/{}/cancel", submitted["job_id"].as_str().unwrap());
     app.call(Method::POST, &own, Some(&admin), None).await.expect(StatusCode::OK, None);
 }
+
+#[sqlx::test]
+async fn job_outcomes_and_latency_reach_the_metrics(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let engine = infrahub::jobs::engine::start(app.ctx.clone());
+    let admin = app.admin_token().await;
+    let body = app
+        .post("/api/v1/admin/jobs", &admin, json!({ "kind": "noop" }))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    let id: Uuid = body["job_id"].as_str().unwrap().parse().unwrap();
+    crate::jobs::wait_for_status(&pool, id, infrahub::domain::job::JobStatus::Succeeded).await;
+    engine.shutdown(std::time::Duration::from_secs(5)).await;
+    let text =
+        app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    for needle in [
+        r#"infrahub_jobs_total{kind="noop",outcome="succeeded"}"#,
+        r#"infrahub_job_pickup_latency_seconds_bucket{kind="noop""#,
+        r#"infrahub_job_duration_seconds_count{kind="noop"}"#,
+        r#"infrahub_jobs_queue_depth{kind="noop"}"#,
+    ] {
+        assert!(text.contains(needle), "{needle} in {text}");
+    }
+}
