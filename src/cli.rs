@@ -274,6 +274,12 @@ async fn serve(
     if mode == Mode::Demo {
         let report = demo::bootstrap(&pool).await.map_err(runtime)?;
         tracing::info!(created = report.created.len(), "demo organisation and accounts ready");
+        match demo::seed_capacity(&pool, &config).await {
+            Ok(seed) => tracing::info!(?seed, "demo inventory synced and capacity allocated"),
+            Err(err) => {
+                tracing::warn!(error = %err, "demo inventory not loaded; run the demo from the repository root")
+            }
+        }
     }
     let listener = match role {
         ServeRole::Worker => None,

@@ -120,7 +120,108 @@ pub struct Config {
     pub auth: AuthConfig,
     pub workers: WorkersConfig,
     pub schedule: ScheduleConfig,
+    pub inventory: InventoryConfig,
+    pub capacity: CapacityConfig,
     pub logging: LoggingConfig,
+}
+
+/// Where servers come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InventorySource {
+    #[default]
+    File,
+    Netbox,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InventoryConfig {
+    pub source: InventorySource,
+    pub file: FileInventoryConfig,
+    pub netbox: NetboxConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileInventoryConfig {
+    /// A JSON list of `{id, name, site, cpu_cores, ram_gb, ...}`; relative to the working
+    /// directory.
+    pub path: PathBuf,
+}
+
+impl Default for FileInventoryConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("config/inventory.json") }
+    }
+}
+
+/// NetBox token styles: v2 tokens go as `Bearer nbt_<key>.<token>`, v1 as `Token <token>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetboxTokenVersion {
+    #[default]
+    V2,
+    V1,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetboxConfig {
+    /// Base URL, e.g. `https://netbox.example.com` (the client appends `/api/dcim/devices/`).
+    pub url: String,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    pub token_version: NetboxTokenVersion,
+    /// Device role slug of servers.
+    pub role: String,
+    /// Only these site slugs (all sites when empty); servers of other sites are left alone.
+    pub sites: Vec<String>,
+    /// Device status to sync.
+    pub status: String,
+    /// Devices per page, at most 1000.
+    pub page_size: u32,
+    /// Custom field holding the CPU core count.
+    pub cpu_field: String,
+    /// Custom field holding the RAM in GB.
+    pub ram_field: String,
+    /// Per request.
+    pub timeout_secs: u64,
+    /// Further tries of a page after a 5xx, a timeout or a connection error.
+    pub retries: u32,
+}
+
+impl Default for NetboxConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            token: None,
+            token_file: None,
+            token_version: NetboxTokenVersion::V2,
+            role: "server".to_owned(),
+            sites: Vec::new(),
+            status: "active".to_owned(),
+            page_size: 1000,
+            cpu_field: "cpu_cores".to_owned(),
+            ram_field: "ram_gb".to_owned(),
+            timeout_secs: 30,
+            retries: 3,
+        }
+    }
+}
+
+/// Overcommit factors: capacity = factor × the servers' CPU or RAM.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CapacityConfig {
+    pub cpu_overcommit: f64,
+    pub ram_overcommit: f64,
+}
+
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        Self { cpu_overcommit: 1.0, ram_overcommit: 1.0 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -169,23 +270,28 @@ pub struct KindConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {
+    /// Pulls the server inventory.
+    pub server_sync: String,
     /// Deletes old finished jobs.
     pub prune_jobs: String,
 }
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        Self { prune_jobs: "0 17 3 * * *".to_owned() }
+        Self { server_sync: "0 */15 * * * *".to_owned(), prune_jobs: "0 17 3 * * *".to_owned() }
     }
 }
 
 impl ScheduleConfig {
     /// `(schedule name, job kind, cron expression)` of every schedule that is on.
     pub fn entries(&self) -> Vec<(&'static str, &'static str, &str)> {
-        [("prune_jobs", crate::jobs::prune::PRUNE_JOBS, self.prune_jobs.as_str())]
-            .into_iter()
-            .filter(|(_, _, expr)| !expr.trim().is_empty())
-            .collect()
+        [
+            ("server_sync", crate::jobs::sync_servers::SYNC_SERVERS, self.server_sync.as_str()),
+            ("prune_jobs", crate::jobs::prune::PRUNE_JOBS, self.prune_jobs.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, _, expr)| !expr.trim().is_empty())
+        .collect()
     }
 }
 
@@ -423,6 +529,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_inventory()?;
         for (name, _, expr) in self.schedule.entries() {
             cron::Schedule::from_str(expr).map_err(|e| ConfigError::Invalid {
                 key: "schedule",
@@ -430,6 +537,82 @@ impl Config {
             })?;
         }
         Ok(())
+    }
+
+    fn validate_inventory(&self) -> Result<(), ConfigError> {
+        let netbox = &self.inventory.netbox;
+        if self.inventory.source == InventorySource::Netbox {
+            let url = url::Url::parse(&netbox.url).map_err(|e| {
+                ConfigError::invalid(
+                    "inventory.netbox.url",
+                    format!("not a URL ({e}); NetBox is the inventory source"),
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(
+                    "inventory.netbox.url",
+                    "must be http:// or https://",
+                ));
+            }
+            if netbox.token.is_none() && netbox.token_file.is_none() {
+                return Err(ConfigError::invalid(
+                    "inventory.netbox.token",
+                    "missing: set inventory.netbox.token_file or INFRAHUB_INVENTORY__NETBOX__TOKEN",
+                ));
+            }
+        }
+        if netbox.token.is_some() && netbox.token_file.is_some() {
+            return Err(ConfigError::invalid(
+                "inventory.netbox.token",
+                "set either token or token_file, not both",
+            ));
+        }
+        if !(1..=1000).contains(&netbox.page_size) {
+            return Err(ConfigError::invalid(
+                "inventory.netbox.page_size",
+                "must be between 1 and 1000",
+            ));
+        }
+        if netbox.timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "inventory.netbox.timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        for (key, value) in [
+            ("capacity.cpu_overcommit", self.capacity.cpu_overcommit),
+            ("capacity.ram_overcommit", self.capacity.ram_overcommit),
+        ] {
+            if !(value.is_finite() && (0.1..=100.0).contains(&value)) {
+                return Err(ConfigError::invalid(key, "must be a number between 0.1 and 100"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured overcommit factors.
+    pub fn overcommit(&self) -> crate::domain::capacity::Overcommit {
+        crate::domain::capacity::Overcommit {
+            cpu: self.capacity.cpu_overcommit,
+            ram: self.capacity.ram_overcommit,
+        }
+    }
+
+    /// The NetBox API token, from `inventory.netbox.token` or `inventory.netbox.token_file`.
+    pub fn netbox_token(&self) -> Result<Secret, ConfigError> {
+        let netbox = &self.inventory.netbox;
+        match (&netbox.token, &netbox.token_file) {
+            (Some(token), _) => Ok(token.clone()),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).map(|t| Secret::new(t.trim())).map_err(|e| {
+                    ConfigError::invalid(
+                        "inventory.netbox.token_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })
+            }
+            (None, None) => Err(ConfigError::invalid("inventory.netbox.token", "missing")),
+        }
     }
 
     /// The JWT signing key, from `auth.jwt_secret` or `auth.jwt_secret_file`. Outside the demo a
@@ -642,6 +825,10 @@ mod tests {
             ("INFRAHUB_WORKERS__KINDS__NOOP__CONCURENCY", "1", "concurency"),
             ("INFRAHUB_SCHEDULE__PRUNE_JOBS", "every day", "prune_jobs"),
             ("INFRAHUB_SCHEDULE__NIGHTLY", "0 0 0 * * *", "nightly"),
+            ("INFRAHUB_SCHEDULE__SERVER_SYNC", "*/15 * * * *", "server_sync"),
+            ("INFRAHUB_INVENTORY__SOURCE", "ldap", "inventory.source"),
+            ("INFRAHUB_INVENTORY__NETBOX__PAGE_SIZE", "5000", "inventory.netbox.page_size"),
+            ("INFRAHUB_CAPACITY__CPU_OVERCOMMIT", "0", "capacity.cpu_overcommit"),
         ];
         for (var, value, key) in cases {
             Jail::expect_with(|jail| {
@@ -664,8 +851,25 @@ mod tests {
             let config = Config::load(Mode::Serve, Some(&jail.directory().join("c.toml"))).unwrap();
             let noop = &config.workers.kinds["noop"];
             assert_eq!((noop.concurrency, noop.max_attempts), (Some(2), Some(9)));
-            assert!(config.schedule.entries().is_empty(), "an empty expression turns it off");
-            assert_eq!(Config::default().schedule.entries().len(), 1);
+            assert_eq!(config.schedule.entries().len(), 1, "an empty expression turns it off");
+            assert_eq!(Config::default().schedule.entries().len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn netbox_needs_a_url_and_a_token() {
+        Jail::expect_with(|jail| {
+            jail.set_env("INFRAHUB_INVENTORY__SOURCE", "netbox");
+            let err = load_err(Mode::Serve, None);
+            assert!(err.contains("inventory.netbox.url"), "{err}");
+            jail.set_env("INFRAHUB_INVENTORY__NETBOX__URL", "https://netbox.example");
+            let err = load_err(Mode::Serve, None);
+            assert!(err.contains("inventory.netbox.token"), "{err}");
+            jail.set_env("INFRAHUB_INVENTORY__NETBOX__TOKEN", "nbt_abc.def");
+            let config = Config::load(Mode::Serve, None).unwrap();
+            assert_eq!(config.netbox_token().unwrap().expose(), "nbt_abc.def");
+            assert!(!config.to_redacted_toml().contains("nbt_abc.def"));
             Ok(())
         });
     }

@@ -5,11 +5,15 @@ use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::config::redact_url;
+use crate::clients::inventory::FileInventory;
+use crate::config::{Config, redact_url};
+use crate::domain::capacity::Resources;
 use crate::domain::password;
 use crate::domain::role::{Role, Scope};
+use crate::jobs::sync_servers;
 use crate::store::StoreError;
 use crate::store::audit::{self, Actor, Change};
+use crate::store::capacity;
 use crate::store::org::{self, DepartmentValues, UnitKind};
 use crate::store::users::{self, NewUser};
 
@@ -34,6 +38,8 @@ pub enum DemoError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Hash(#[from] password::HashError),
+    #[error("demo inventory: {0}")]
+    Inventory(crate::jobs::JobError),
 }
 
 impl From<sqlx::Error> for DemoError {
@@ -121,6 +127,72 @@ pub async fn bootstrap(pool: &PgPool) -> Result<Bootstrap, DemoError> {
     }
     tx.commit().await?;
     Ok(report)
+}
+
+/// What [`seed_capacity`] did.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct CapacitySeed {
+    pub servers_synced: u64,
+    pub servers_assigned: u64,
+    pub quota_set: bool,
+}
+
+/// Makes the demo ready for the allocation and project flows: syncs the file inventory, gives
+/// field `berlin` the first half of berlin's servers (only while it has none), and gives
+/// department `platform` half of that capacity as its quota at berlin (only if it has none).
+pub async fn seed_capacity(pool: &PgPool, config: &Config) -> Result<CapacitySeed, DemoError> {
+    let mut seed = CapacitySeed::default();
+    let source = FileInventory { path: config.inventory.file.path.clone() };
+    let actor = Actor::system("demo");
+    let report = sync_servers::sync(pool, &source, &actor).await.map_err(DemoError::Inventory)?;
+    seed.servers_synced = report.added + report.updated + report.unchanged;
+    let mut tx = pool.begin().await?;
+    let (Some(field), Some(site), Some(dept)) = (
+        org::find_unit_by_name(&mut tx, UnitKind::Field, "berlin").await?,
+        org::find_unit_by_name(&mut tx, UnitKind::Site, "berlin").await?,
+        org::find_department_by_name(&mut tx, "platform").await?,
+    ) else {
+        return Ok(seed);
+    };
+    capacity::lock_field_site(&mut tx, field.id, site.id).await?;
+    let owned: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM servers WHERE field_id = $1 AND site_id = $2")
+            .bind(field.id)
+            .bind(site.id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if owned == 0 {
+        let assigned = sqlx::query(
+            "UPDATE servers SET field_id = $1, updated_at = now()
+              WHERE id IN (SELECT id FROM servers WHERE site_id = $2 AND status = 'active' AND field_id IS NULL
+                            ORDER BY name LIMIT (SELECT (count(*) + 1) / 2 FROM servers
+                                                  WHERE site_id = $2 AND status = 'active'))",
+        )
+        .bind(field.id)
+        .bind(site.id)
+        .execute(&mut *tx)
+        .await?;
+        seed.servers_assigned = assigned.rows_affected();
+        let change =
+            Change::new("field", "demo_assign_servers", field.id).after(&seed.servers_assigned);
+        audit::record(&mut tx, &actor, change).await?;
+    }
+    let has_quota = capacity::quotas_at(&mut tx, field.id, site.id)
+        .await?
+        .iter()
+        .any(|q| q.department_id == dept.id);
+    if !has_quota {
+        let hardware = capacity::field_servers(&mut tx, field.id, site.id).await?;
+        let half = crate::domain::capacity::capacity(hardware, config.overcommit());
+        let quota = Resources::new(half.cpu / 2, half.ram_gb / 2);
+        capacity::set_quota(&mut tx, dept.id, site.id, quota).await?;
+        let change = Change::new("department_quota", "set", format!("{}:{}", dept.id, site.id))
+            .after(&quota);
+        audit::record(&mut tx, &actor, change).await?;
+        seed.quota_set = true;
+    }
+    tx.commit().await?;
+    Ok(seed)
 }
 
 async fn record<T: Serialize>(

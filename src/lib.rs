@@ -20,6 +20,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod context;
 pub mod demo;

@@ -1,6 +1,7 @@
 //! Rules with no I/O: names, roles, passwords. Nothing here imports axum, sqlx or reqwest,
 //! so every rule is unit-tested beside its definition.
 
+pub mod capacity;
 pub mod job;
 pub mod name;
 pub mod password;

@@ -16,6 +16,7 @@ use crate::context::Context;
         (name = "auth", description = "Login and the caller"),
         (name = "admin", description = "Organisation management (center admins)"),
         (name = "jobs", description = "Durable jobs: status, listing, cancellation"),
+        (name = "inventory", description = "Servers, allocation to fields, department quotas, capacity"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

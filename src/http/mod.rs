@@ -6,6 +6,7 @@ pub mod auth;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod inventory;
 pub mod jobs;
 pub mod ops;
 pub mod page;
@@ -39,6 +40,7 @@ pub fn api() -> (Router<Context>, utoipa::openapi::OpenApi) {
         .merge(auth::router())
         .merge(admin::router())
         .merge(jobs::router())
+        .merge(inventory::router())
         .merge(ops::router());
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi()).nest("/api/v1", v1).split_for_parts()
 }

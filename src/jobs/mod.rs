@@ -7,10 +7,13 @@
 //! exponential backoff and full jitter, durably, up to the kind's maximum of attempts).
 //! Handlers must be idempotent: after a crash an attempt can run twice.
 
+pub mod allocate_quota;
+pub mod allocate_servers;
 pub mod diagnostic;
 pub mod engine;
 pub mod prune;
 pub mod scheduler;
+pub mod sync_servers;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -156,6 +159,9 @@ impl Registry {
         registry.register(Arc::new(diagnostic::Noop), config);
         registry.register(Arc::new(diagnostic::Sleep), config);
         registry.register(Arc::new(prune::PruneJobs), config);
+        registry.register(Arc::new(sync_servers::SyncServers), config);
+        registry.register(Arc::new(allocate_servers::AllocateServers), config);
+        registry.register(Arc::new(allocate_quota::AllocateQuota), config);
         registry
     }
 
@@ -175,7 +181,14 @@ impl Registry {
 }
 
 /// The names of every job kind, for validating configuration.
-pub const KIND_NAMES: &[&str] = &[diagnostic::NOOP, diagnostic::SLEEP, prune::PRUNE_JOBS];
+pub const KIND_NAMES: &[&str] = &[
+    diagnostic::NOOP,
+    diagnostic::SLEEP,
+    prune::PRUNE_JOBS,
+    sync_servers::SYNC_SERVERS,
+    allocate_servers::ALLOCATE_SERVERS,
+    allocate_quota::ALLOCATE_QUOTA,
+];
 
 #[cfg(test)]
 mod tests {

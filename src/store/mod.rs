@@ -3,8 +3,10 @@
 //! and every one is exercised by the tests against a real PostgreSQL.
 
 pub mod audit;
+pub mod capacity;
 pub mod jobs;
 pub mod org;
+pub mod servers;
 pub mod throttle;
 pub mod users;
 

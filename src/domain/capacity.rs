@@ -1,0 +1,218 @@
+//! Capacity and quota arithmetic: the invariants of InfraHub as pure functions.
+//!
+//! capacity(field, site) = overcommit × the CPU and RAM of the field's active servers there;
+//! the field's department quotas at a site must fit in it, and a department's projects in its
+//! quota. The store calls these under row or advisory locks, so the sums it passes are exact.
+
+use std::ops::{Add, Sub};
+
+use serde::Serialize;
+
+/// CPU cores and RAM in GB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Resources {
+    pub cpu: i64,
+    pub ram_gb: i64,
+}
+
+impl Resources {
+    pub const ZERO: Resources = Resources { cpu: 0, ram_gb: 0 };
+
+    pub fn new(cpu: i64, ram_gb: i64) -> Self {
+        Self { cpu, ram_gb }
+    }
+
+    /// Whether `self` fits in `limit` on both resources.
+    pub fn fits_in(self, limit: Resources) -> bool {
+        self.cpu <= limit.cpu && self.ram_gb <= limit.ram_gb
+    }
+
+    /// What exceeds zero on each resource, e.g. the deficit of `allocated - capacity`.
+    pub fn positive_part(self) -> Resources {
+        Resources { cpu: self.cpu.max(0), ram_gb: self.ram_gb.max(0) }
+    }
+}
+
+impl Add for Resources {
+    type Output = Resources;
+    fn add(self, other: Resources) -> Resources {
+        Resources {
+            cpu: self.cpu.saturating_add(other.cpu),
+            ram_gb: self.ram_gb.saturating_add(other.ram_gb),
+        }
+    }
+}
+
+impl Sub for Resources {
+    type Output = Resources;
+    fn sub(self, other: Resources) -> Resources {
+        Resources {
+            cpu: self.cpu.saturating_sub(other.cpu),
+            ram_gb: self.ram_gb.saturating_sub(other.ram_gb),
+        }
+    }
+}
+
+impl std::iter::Sum for Resources {
+    fn sum<I: Iterator<Item = Resources>>(iter: I) -> Resources {
+        iter.fold(Resources::ZERO, Add::add)
+    }
+}
+
+/// Overcommit factors per resource (1.0: none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Overcommit {
+    pub cpu: f64,
+    pub ram: f64,
+}
+
+impl Default for Overcommit {
+    fn default() -> Self {
+        Self { cpu: 1.0, ram: 1.0 }
+    }
+}
+
+/// What the servers can be promised: their total, times the overcommit, rounded down.
+pub fn capacity(servers: Resources, overcommit: Overcommit) -> Resources {
+    let scale = |value: i64, factor: f64| (value as f64 * factor).floor() as i64;
+    Resources {
+        cpu: scale(servers.cpu, overcommit.cpu),
+        ram_gb: scale(servers.ram_gb, overcommit.ram),
+    }
+}
+
+/// Why a department quota cannot be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaError {
+    #[error(
+        "the field's free capacity at the site is {free_cpu} CPU and {free_ram_gb} GB RAM; \
+         {requested_cpu} CPU and {requested_ram_gb} GB RAM do not fit"
+    )]
+    OverCapacity { requested_cpu: i64, requested_ram_gb: i64, free_cpu: i64, free_ram_gb: i64 },
+    #[error(
+        "the department's projects at the site already use {used_cpu} CPU and {used_ram_gb} GB \
+         RAM; the quota cannot go below that"
+    )]
+    BelowUsage { used_cpu: i64, used_ram_gb: i64 },
+}
+
+/// Checks a new quota for one department at one site: it must fit in the capacity left by
+/// the other departments' quotas, and hold what the department's projects already use.
+pub fn check_quota(
+    capacity: Resources,
+    other_quotas: Resources,
+    used_by_projects: Resources,
+    requested: Resources,
+) -> Result<(), QuotaError> {
+    let free = (capacity - other_quotas).positive_part();
+    if !requested.fits_in(free) {
+        return Err(QuotaError::OverCapacity {
+            requested_cpu: requested.cpu,
+            requested_ram_gb: requested.ram_gb,
+            free_cpu: free.cpu,
+            free_ram_gb: free.ram_gb,
+        });
+    }
+    if !used_by_projects.fits_in(requested) {
+        return Err(QuotaError::BelowUsage {
+            used_cpu: used_by_projects.cpu,
+            used_ram_gb: used_by_projects.ram_gb,
+        });
+    }
+    Ok(())
+}
+
+/// Whether the quotas still fit after the capacity drops to `capacity_after` (a server leaves
+/// the field); `Err` carries the shortfall.
+pub fn check_capacity_drop(capacity_after: Resources, quotas: Resources) -> Result<(), Resources> {
+    if quotas.fits_in(capacity_after) {
+        Ok(())
+    } else {
+        Err((quotas - capacity_after).positive_part())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn r(cpu: i64, ram_gb: i64) -> Resources {
+        Resources::new(cpu, ram_gb)
+    }
+
+    #[test]
+    fn capacity_applies_overcommit_rounding_down() {
+        assert_eq!(capacity(r(10, 100), Overcommit::default()), r(10, 100));
+        assert_eq!(capacity(r(10, 100), Overcommit { cpu: 1.5, ram: 1.0 }), r(15, 100));
+        assert_eq!(capacity(r(3, 7), Overcommit { cpu: 1.5, ram: 1.5 }), r(4, 10));
+    }
+
+    #[test]
+    fn quota_must_fit_the_free_capacity_and_hold_the_projects() {
+        let cap = r(100, 1000);
+        assert_eq!(check_quota(cap, r(60, 600), r(0, 0), r(40, 400)), Ok(()));
+        let err = check_quota(cap, r(60, 600), r(0, 0), r(41, 400)).unwrap_err();
+        assert_eq!(
+            err,
+            QuotaError::OverCapacity {
+                requested_cpu: 41,
+                requested_ram_gb: 400,
+                free_cpu: 40,
+                free_ram_gb: 400
+            }
+        );
+        assert!(err.to_string().contains("40 CPU and 400 GB RAM"));
+        assert!(matches!(
+            check_quota(cap, r(0, 0), r(10, 50), r(9, 100)),
+            Err(QuotaError::BelowUsage { used_cpu: 10, .. })
+        ));
+        // A deficit (quotas above capacity after a server went missing) leaves nothing free.
+        assert!(check_quota(cap, r(120, 0), r(0, 0), r(1, 0)).is_err());
+        assert_eq!(check_quota(cap, r(120, 0), r(0, 0), r(0, 0)), Ok(()));
+    }
+
+    #[test]
+    fn capacity_drop_reports_the_shortfall() {
+        assert_eq!(check_capacity_drop(r(50, 500), r(50, 400)), Ok(()));
+        assert_eq!(check_capacity_drop(r(40, 500), r(50, 600)), Err(r(10, 100)));
+    }
+
+    proptest! {
+        /// Granting quotas one by one through `check_quota` never over-allocates, in any order.
+        #[test]
+        fn granted_quotas_never_exceed_capacity(
+            cap_cpu in 0i64..10_000, cap_ram in 0i64..100_000,
+            requests in proptest::collection::vec((0i64..5_000, 0i64..50_000), 0..40),
+        ) {
+            let cap = r(cap_cpu, cap_ram);
+            let mut granted = Resources::ZERO;
+            for (cpu, ram) in requests {
+                if check_quota(cap, granted, Resources::ZERO, r(cpu, ram)).is_ok() {
+                    granted = granted + r(cpu, ram);
+                }
+                prop_assert!(granted.fits_in(cap));
+            }
+        }
+
+        /// Whatever fits is accepted: the check refuses only what would over-allocate.
+        #[test]
+        fn fitting_requests_are_accepted(
+            cap_cpu in 0i64..10_000, cap_ram in 0i64..100_000, other in 0i64..=100, share in 0i64..=100,
+        ) {
+            let cap = r(cap_cpu, cap_ram);
+            let others = r(cap_cpu * other / 100, cap_ram * other / 100);
+            let free = cap - others;
+            let request = r(free.cpu * share / 100, free.ram_gb * share / 100);
+            prop_assert!(check_quota(cap, others, Resources::ZERO, request).is_ok());
+        }
+
+        /// Overcommit never gives less than the servers themselves when the factor is >= 1.
+        #[test]
+        fn overcommit_at_least_one_never_shrinks(cpu in 0i64..1_000_000, ram in 0i64..1_000_000, f in 1.0f64..4.0) {
+            let c = capacity(r(cpu, ram), Overcommit { cpu: f, ram: f });
+            prop_assert!(r(cpu, ram).fits_in(c));
+        }
+    }
+}

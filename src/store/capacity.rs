@@ -1,0 +1,190 @@
+//! Capacity and department quotas. Writes that can break an invariant take the advisory lock
+//! of the (field, site) they touch, so concurrent allocations serialise on it.
+
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::capacity::Resources;
+
+/// Serialises every capacity-changing write of one field at one site until the transaction
+/// ends. Callers touching two pairs lock them in sorted order.
+pub async fn lock_field_site(
+    conn: &mut PgConnection,
+    field_id: Uuid,
+    site_id: Uuid,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('infrahub:capacity:' || $1::text || ':' || $2::text, 0))")
+        .bind(field_id)
+        .bind(site_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// CPU and RAM of the field's active servers at the site (missing and retired ones do not count).
+pub async fn field_servers(
+    conn: &mut PgConnection,
+    field_id: Uuid,
+    site_id: Uuid,
+) -> Result<Resources, StoreError> {
+    let (cpu, ram): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(cpu_cores), 0)::int8, coalesce(sum(ram_gb), 0)::int8
+           FROM servers WHERE field_id = $1 AND site_id = $2 AND status = 'active'",
+    )
+    .bind(field_id)
+    .bind(site_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(Resources::new(cpu, ram))
+}
+
+/// One department's quota at a site.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct DepartmentQuota {
+    pub department_id: Uuid,
+    pub department: String,
+    pub cpu_limit: i64,
+    pub ram_gb_limit: i64,
+}
+
+/// The quotas of the field's departments at the site.
+pub async fn quotas_at(
+    conn: &mut PgConnection,
+    field_id: Uuid,
+    site_id: Uuid,
+) -> Result<Vec<DepartmentQuota>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT q.department_id, d.name AS department, q.cpu_limit::int8, q.ram_gb_limit::int8
+           FROM department_quotas q JOIN departments d ON d.id = q.department_id
+          WHERE d.field_id = $1 AND q.site_id = $2 ORDER BY d.name",
+    )
+    .bind(field_id)
+    .bind(site_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// What the department's projects (all but deleted ones) reserve at the site.
+pub async fn project_usage(
+    conn: &mut PgConnection,
+    department_id: Uuid,
+    site_id: Uuid,
+) -> Result<Resources, StoreError> {
+    let (cpu, ram): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(cpu), 0)::int8, coalesce(sum(ram_gb), 0)::int8
+           FROM projects WHERE department_id = $1 AND site_id = $2 AND status <> 'deleted'",
+    )
+    .bind(department_id)
+    .bind(site_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(Resources::new(cpu, ram))
+}
+
+pub async fn set_quota(
+    conn: &mut PgConnection,
+    department_id: Uuid,
+    site_id: Uuid,
+    quota: Resources,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (department_id, site_id) DO UPDATE
+            SET cpu_limit = excluded.cpu_limit, ram_gb_limit = excluded.ram_gb_limit, updated_at = now()",
+    )
+    .bind(department_id)
+    .bind(site_id)
+    .bind(i32::try_from(quota.cpu).unwrap_or(i32::MAX))
+    .bind(i32::try_from(quota.ram_gb).unwrap_or(i32::MAX))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Per site of a field: servers and their resources (active and missing), and the quotas.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FieldSiteRow {
+    pub site_id: Uuid,
+    pub site: String,
+    pub active_servers: i64,
+    pub active_cpu: i64,
+    pub active_ram_gb: i64,
+    pub missing_servers: i64,
+    pub missing_cpu: i64,
+    pub missing_ram_gb: i64,
+    pub allocated_cpu: i64,
+    pub allocated_ram_gb: i64,
+}
+
+/// Every site where the field has servers or quotas.
+pub async fn field_report(
+    conn: &mut PgConnection,
+    field_id: Uuid,
+) -> Result<Vec<FieldSiteRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "WITH srv AS (
+             SELECT site_id,
+                    count(*) FILTER (WHERE status = 'active') AS active_servers,
+                    coalesce(sum(cpu_cores) FILTER (WHERE status = 'active'), 0) AS active_cpu,
+                    coalesce(sum(ram_gb) FILTER (WHERE status = 'active'), 0) AS active_ram_gb,
+                    count(*) FILTER (WHERE status = 'missing') AS missing_servers,
+                    coalesce(sum(cpu_cores) FILTER (WHERE status = 'missing'), 0) AS missing_cpu,
+                    coalesce(sum(ram_gb) FILTER (WHERE status = 'missing'), 0) AS missing_ram_gb
+               FROM servers WHERE field_id = $1 GROUP BY site_id),
+         quo AS (
+             SELECT q.site_id, sum(q.cpu_limit) AS cpu, sum(q.ram_gb_limit) AS ram
+               FROM department_quotas q JOIN departments d ON d.id = q.department_id
+              WHERE d.field_id = $1 GROUP BY q.site_id)
+         SELECT si.id AS site_id, si.name AS site,
+                coalesce(srv.active_servers, 0)::int8 AS active_servers,
+                coalesce(srv.active_cpu, 0)::int8 AS active_cpu,
+                coalesce(srv.active_ram_gb, 0)::int8 AS active_ram_gb,
+                coalesce(srv.missing_servers, 0)::int8 AS missing_servers,
+                coalesce(srv.missing_cpu, 0)::int8 AS missing_cpu,
+                coalesce(srv.missing_ram_gb, 0)::int8 AS missing_ram_gb,
+                coalesce(quo.cpu, 0)::int8 AS allocated_cpu,
+                coalesce(quo.ram, 0)::int8 AS allocated_ram_gb
+           FROM sites si
+           LEFT JOIN srv ON srv.site_id = si.id
+           LEFT JOIN quo ON quo.site_id = si.id
+          WHERE srv.site_id IS NOT NULL OR quo.site_id IS NOT NULL
+          ORDER BY si.name",
+    )
+    .bind(field_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Per site of a department: its quota and what its projects use.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DepartmentSiteRow {
+    pub site_id: Uuid,
+    pub site: String,
+    pub cpu_limit: i64,
+    pub ram_gb_limit: i64,
+    pub used_cpu: i64,
+    pub used_ram_gb: i64,
+}
+
+pub async fn department_report(
+    conn: &mut PgConnection,
+    department_id: Uuid,
+) -> Result<Vec<DepartmentSiteRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT si.id AS site_id, si.name AS site,
+                coalesce(q.cpu_limit, 0)::int8 AS cpu_limit, coalesce(q.ram_gb_limit, 0)::int8 AS ram_gb_limit,
+                coalesce(p.cpu, 0)::int8 AS used_cpu, coalesce(p.ram, 0)::int8 AS used_ram_gb
+           FROM sites si
+           LEFT JOIN department_quotas q ON q.site_id = si.id AND q.department_id = $1
+           LEFT JOIN (SELECT site_id, sum(cpu) AS cpu, sum(ram_gb) AS ram FROM projects
+                       WHERE department_id = $1 AND status <> 'deleted' GROUP BY site_id) p ON p.site_id = si.id
+          WHERE q.site_id IS NOT NULL OR p.site_id IS NOT NULL
+          ORDER BY si.name",
+    )
+    .bind(department_id)
+    .fetch_all(conn)
+    .await?)
+}
