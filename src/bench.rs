@@ -137,7 +137,7 @@ where
 }
 
 /// Drops and creates `name` on the server of `url`, and connects to it.
-async fn scratch_database(url: &str, name: &str) -> anyhow::Result<PgPool> {
+pub async fn scratch_database(url: &str, name: &str) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = url.parse()?;
     let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));

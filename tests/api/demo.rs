@@ -59,3 +59,30 @@ async fn demo_accounts_have_their_documented_scopes(pool: PgPool) {
         assert_eq!(me["department"]["name"].as_str(), dept, "{user}");
     }
 }
+
+#[sqlx::test]
+async fn the_demo_capacity_seed_is_idempotent(pool: PgPool) {
+    demo::bootstrap(&pool).await.unwrap();
+    let mut config = infrahub::config::Config::load(infrahub::config::Mode::Demo, None).unwrap();
+    config.inventory.file.path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/inventory.json");
+    let first = demo::seed_capacity(&pool, &config).await.unwrap();
+    assert_eq!((first.servers_synced, first.servers_assigned, first.quota_set), (40, 12, true));
+    let second = demo::seed_capacity(&pool, &config).await.unwrap();
+    assert_eq!((second.servers_synced, second.servers_assigned, second.quota_set), (40, 0, false));
+    let (berlin, owned): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.field_id IS NOT NULL)
+           FROM servers s JOIN sites si ON si.id = s.site_id WHERE si.name = 'berlin'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((berlin, owned), (24, 12), "about half of berlin belongs to field berlin");
+    let unassigned_munich: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM servers s JOIN sites si ON si.id = s.site_id WHERE si.name = 'munich' AND s.field_id IS NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(unassigned_munich, 16);
+}

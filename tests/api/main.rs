@@ -2,6 +2,7 @@
 //! (`#[sqlx::test]`), and the real binary where a process matters.
 
 mod admin;
+mod allocation;
 mod auth;
 mod bodies;
 mod cli;
@@ -9,7 +10,9 @@ mod daemon;
 mod demo;
 mod e2e;
 mod helpers;
+mod inventory;
 mod jobs;
 mod jobs_api;
 mod migrations;
+mod netbox_fake;
 mod ops;

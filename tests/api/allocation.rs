@@ -1,0 +1,454 @@
+//! Allocation over HTTP: the documented flow, scope rules, intake checks, and the invariants
+//! under concurrent requests.
+
+use std::time::Duration;
+
+use infrahub::config::{InventorySource, Mode};
+use infrahub::jobs::engine::{self, EngineHandle};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, wait_until};
+
+fn demo_inventory() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/inventory.json")
+}
+
+/// Waits until the job behind a 202 answer is finished, over HTTP, and returns it.
+async fn finished(app: &TestApp, token: &str, accepted: &Value) -> Value {
+    let path = accepted["location"].as_str().expect("a Location").to_owned();
+    wait_until(&format!("{path} to finish"), Duration::from_secs(30), || async {
+        let job = app.get(&path, token).await.body;
+        matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))
+    })
+    .await;
+    app.get(&path, token).await.body
+}
+
+async fn wait_for_jobs(pool: &PgPool, kind: &str) {
+    wait_until(&format!("{kind} jobs to finish"), Duration::from_secs(60), || async {
+        let active: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE kind = $1 AND status IN ('queued', 'running', 'retrying')",
+        )
+        .bind(kind)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        active == 0
+    })
+    .await;
+}
+
+fn start(app: &TestApp) -> EngineHandle {
+    engine::start(app.ctx.clone())
+}
+
+#[sqlx::test]
+async fn the_documented_allocation_flow_works_over_http(pool: PgPool) {
+    // The demo as `infrahub demo` leaves it: half of berlin's servers belong to field berlin.
+    infrahub::demo::bootstrap(&pool).await.unwrap();
+    let app = TestApp::spawn_with(pool.clone(), Mode::Demo, |c| {
+        c.inventory.source = InventorySource::File;
+        c.inventory.file.path = demo_inventory();
+    })
+    .await;
+    let seed = infrahub::demo::seed_capacity(&pool, &app.ctx.config).await.unwrap();
+    assert_eq!((seed.servers_synced, seed.servers_assigned, seed.quota_set), (40, 12, true));
+    let engine = start(&app);
+    let admin = app.login("admin", "admin").await;
+
+    // center_admin: sync servers, assign one to a field
+    let sync = app
+        .call(Method::POST, "/api/v1/admin/sync/servers", Some(&admin), None)
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    let job = finished(&app, &admin, &sync).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        (job["result"]["seen"].as_u64(), job["result"]["unchanged"].as_u64()),
+        (Some(40), Some(40))
+    );
+    let page = app
+        .get("/api/v1/servers?site=berlin&unassigned=true&limit=500", &admin)
+        .await
+        .expect(StatusCode::OK, None);
+    let free: Vec<&Value> = page["items"].as_array().unwrap().iter().collect();
+    assert_eq!(free.len(), 12);
+    let fields = app.get("/api/v1/admin/fields", &admin).await.expect(StatusCode::OK, None);
+    let berlin =
+        fields["items"].as_array().unwrap().iter().find(|f| f["name"] == "berlin").unwrap()["id"]
+            .clone();
+    let server = free[0]["id"].clone();
+    let raw = format!(r#"{{"server_id":{server},"field_id":{berlin}}}"#);
+    let answer = app
+        .client
+        .post(format!("{}/api/v1/allocations/servers", app.base))
+        .bearer_auth(&admin)
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let assign = answer.json::<Value>().await.unwrap();
+    assert_eq!(finished(&app, &admin, &assign).await["status"], "succeeded");
+    let mine = app
+        .get(&format!("/api/v1/servers?field_id={}", berlin.as_str().unwrap()), &admin)
+        .await
+        .expect(StatusCode::OK, None);
+    assert!(
+        mine["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == server && s["field"] == "berlin")
+    );
+
+    // field_admin: department quota at a site
+    let field_admin = app.login("field-berlin", "password").await;
+    let lead = app.login("team-platform", "password").await;
+    let dept = app.get("/api/v1/me", &lead).await.body["department"]["id"].clone();
+    let body = json!({ "field_id": berlin, "dept_id": dept, "site": "berlin", "cpu_limit": 80, "ram_gb_limit": 256 });
+    let quota = app
+        .post("/api/v1/allocations/department-quota", &field_admin, body)
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    let job = finished(&app, &field_admin, &quota).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let view = app
+        .get(&format!("/api/v1/departments/{}/quota", dept.as_str().unwrap()), &lead)
+        .await
+        .expect(StatusCode::OK, None);
+    assert_eq!(view["sites"][0]["site"], "berlin");
+    assert_eq!(view["sites"][0]["quota"], json!({ "cpu": 80, "ram_gb": 256 }));
+    assert_eq!(view["sites"][0]["free"], json!({ "cpu": 80, "ram_gb": 256 }));
+    let capacity = app
+        .get(&format!("/api/v1/fields/{}/capacity", berlin.as_str().unwrap()), &field_admin)
+        .await
+        .expect(StatusCode::OK, None);
+    let site = &capacity["sites"][0];
+    assert_eq!(site["servers"], 13);
+    assert_eq!(site["allocated"], json!({ "cpu": 80, "ram_gb": 256 }));
+    assert_eq!(
+        site["free"]["cpu"].as_i64().unwrap() + 80,
+        site["capacity"]["cpu"].as_i64().unwrap()
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn a_second_sync_request_returns_the_queued_one(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let admin = app.admin_token().await;
+    let first = app
+        .call(Method::POST, "/api/v1/admin/sync/servers", Some(&admin), None)
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    let second = app
+        .call(Method::POST, "/api/v1/admin/sync/servers", Some(&admin), None)
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    assert_eq!(first["job_id"], second["job_id"]);
+    assert_eq!(second["existing"], true);
+    app.call(
+        Method::POST,
+        "/api/v1/admin/sync/servers",
+        Some(&app.field_admin_token().await),
+        None,
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN, Some("forbidden"));
+}
+
+/// `count` servers of `cpu` cores and `ram` GB at the test site, assigned to `field`.
+async fn add_servers(
+    pool: &PgPool,
+    site: Uuid,
+    field: Option<Uuid>,
+    count: i32,
+    cpu: i32,
+    ram: i32,
+) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, field_id)
+             VALUES ($1, $1::text, 'srv-' || $1::text, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(site)
+        .bind(cpu)
+        .bind(ram)
+        .bind(field)
+        .execute(pool)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+async fn set_quota(pool: &PgPool, dept: Uuid, site: Uuid, cpu: i32, ram: i32) {
+    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, $3, $4)")
+        .bind(dept)
+        .bind(site)
+        .bind(cpu)
+        .bind(ram)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test]
+async fn field_admins_and_team_leads_stay_in_their_scope(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let org = &app.org;
+    add_servers(&pool, org.site, Some(org.field), 2, 16, 128).await;
+    add_servers(&pool, org.site, Some(org.other_field), 3, 16, 128).await;
+    add_servers(&pool, org.site, None, 1, 16, 128).await;
+    let field_admin = app.field_admin_token().await;
+    let lead = app.team_lead_token().await;
+
+    let mine = app.get("/api/v1/servers", &field_admin).await.expect(StatusCode::OK, None);
+    assert_eq!(mine["items"].as_array().unwrap().len(), 2);
+    assert!(mine["items"].as_array().unwrap().iter().all(|s| s["field"] == "retail"));
+    for path in [
+        format!("/api/v1/servers?field_id={}", org.other_field),
+        "/api/v1/servers?unassigned=true".to_owned(),
+    ] {
+        app.get(&path, &field_admin).await.expect(StatusCode::FORBIDDEN, Some("forbidden"));
+    }
+    app.get(&format!("/api/v1/fields/{}/capacity", org.field), &field_admin)
+        .await
+        .expect(StatusCode::OK, None);
+    app.get(&format!("/api/v1/fields/{}/capacity", org.other_field), &field_admin)
+        .await
+        .expect(StatusCode::NOT_FOUND, Some("not_found"));
+    app.get(&format!("/api/v1/departments/{}/quota", org.dept), &field_admin)
+        .await
+        .expect(StatusCode::OK, None);
+    app.get(&format!("/api/v1/departments/{}/quota", org.other_dept), &field_admin)
+        .await
+        .expect(StatusCode::NOT_FOUND, Some("not_found"));
+    let foreign = json!({ "field_id": org.other_field, "dept_id": org.other_dept, "site": "fra", "cpu_limit": 1, "ram_gb_limit": 1 });
+    app.post("/api/v1/allocations/department-quota", &field_admin, foreign)
+        .await
+        .expect(StatusCode::FORBIDDEN, Some("forbidden"));
+    let server = add_servers(&pool, org.site, None, 1, 8, 64).await[0];
+    let assign = json!({ "server_id": server, "field_id": org.field });
+    app.post("/api/v1/allocations/servers", &field_admin, assign)
+        .await
+        .expect(StatusCode::FORBIDDEN, Some("forbidden"));
+
+    app.get("/api/v1/servers", &lead).await.expect(StatusCode::FORBIDDEN, Some("forbidden"));
+    app.get(&format!("/api/v1/fields/{}/capacity", org.field), &lead)
+        .await
+        .expect(StatusCode::FORBIDDEN, Some("forbidden"));
+    let own = json!({ "field_id": org.field, "dept_id": org.dept, "site": "fra", "cpu_limit": 1, "ram_gb_limit": 1 });
+    app.post("/api/v1/allocations/department-quota", &lead, own)
+        .await
+        .expect(StatusCode::FORBIDDEN, Some("forbidden"));
+    app.get(&format!("/api/v1/departments/{}/quota", org.dept), &lead)
+        .await
+        .expect(StatusCode::OK, None);
+    app.get(&format!("/api/v1/departments/{}/quota", org.other_dept), &lead)
+        .await
+        .expect(StatusCode::NOT_FOUND, Some("not_found"));
+}
+
+#[sqlx::test]
+async fn obvious_conflicts_are_refused_at_intake(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let org = &app.org;
+    let owned = add_servers(&pool, org.site, Some(org.field), 2, 10, 100).await;
+    set_quota(&pool, org.dept, org.site, 15, 150).await;
+    let admin = app.admin_token().await;
+    let quota = |dept: Uuid, site: &str, cpu: i64| json!({ "field_id": org.field, "dept_id": dept, "site": site, "cpu_limit": cpu, "ram_gb_limit": 10 });
+
+    let body = app
+        .post("/api/v1/allocations/department-quota", &admin, quota(org.dept, "fra", 21))
+        .await
+        .expect(StatusCode::CONFLICT, Some("over_quota"));
+    assert_eq!(body["error"]["details"]["free"], json!({ "cpu": 20, "ram_gb": 200 }));
+    app.post("/api/v1/allocations/department-quota", &admin, quota(org.other_dept, "fra", 1))
+        .await
+        .expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"));
+    app.post("/api/v1/allocations/department-quota", &admin, quota(org.dept, "atlantis", 1))
+        .await
+        .expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"));
+    app.post("/api/v1/allocations/department-quota", &admin, quota(org.dept, "fra", -1))
+        .await
+        .expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_body"));
+
+    let body = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/allocations/servers/{}", owned[0]),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let body = body.expect(StatusCode::CONFLICT, Some("capacity_in_use"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("shop: 15 CPU"), "{body}");
+    let loose = add_servers(&pool, org.site, None, 1, 4, 4).await[0];
+    app.call(Method::DELETE, &format!("/api/v1/allocations/servers/{loose}"), Some(&admin), None)
+        .await
+        .expect(StatusCode::CONFLICT, Some("not_assigned"));
+    app.call(
+        Method::DELETE,
+        &format!("/api/v1/allocations/servers/{}", Uuid::now_v7()),
+        Some(&admin),
+        None,
+    )
+    .await
+    .expect(StatusCode::NOT_FOUND, Some("not_found"));
+    sqlx::query("UPDATE servers SET status = 'missing' WHERE id = $1")
+        .bind(loose)
+        .execute(&pool)
+        .await
+        .unwrap();
+    app.post(
+        "/api/v1/allocations/servers",
+        &admin,
+        json!({ "server_id": loose, "field_id": org.field }),
+    )
+    .await
+    .expect(StatusCode::CONFLICT, Some("server_not_active"));
+}
+
+async fn retail_quotas(pool: &PgPool, field: Uuid, site: Uuid) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), coalesce(sum(q.cpu_limit), 0)::int8, coalesce(sum(q.ram_gb_limit), 0)::int8
+           FROM department_quotas q JOIN departments d ON d.id = q.department_id
+          WHERE d.field_id = $1 AND q.site_id = $2",
+    )
+    .bind(field)
+    .bind(site)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test]
+async fn fifty_concurrent_quota_requests_never_over_allocate(pool: PgPool) {
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, |c| {
+        c.workers.kinds.entry("allocate_quota".to_owned()).or_default().concurrency = Some(16);
+    })
+    .await;
+    let org = &app.org;
+    add_servers(&pool, org.site, Some(org.field), 10, 10, 100).await;
+    let mut depts = Vec::new();
+    for i in 0..50 {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO departments (id, field_id, name, display_name) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(id)
+        .bind(org.field)
+        .bind(format!("team-{i}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+        depts.push(id);
+    }
+    let engine = start(&app);
+    let admin = app.admin_token().await;
+    let requests = depts.iter().map(|dept| {
+        let body = json!({ "field_id": org.field, "dept_id": dept, "site": "fra", "cpu_limit": 10, "ram_gb_limit": 100 });
+        app.client.post(format!("{}/api/v1/allocations/department-quota", app.base)).bearer_auth(&admin).json(&body).send()
+    });
+    let mut accepted = 0;
+    for response in futures::future::join_all(requests).await {
+        let status = response.unwrap().status();
+        assert!(status == StatusCode::ACCEPTED || status == StatusCode::CONFLICT, "{status}");
+        accepted += usize::from(status == StatusCode::ACCEPTED);
+    }
+    assert!(accepted >= 10, "the intake lets through at least what fits ({accepted})");
+    wait_for_jobs(&pool, "allocate_quota").await;
+    let (count, cpu, ram) = retail_quotas(&pool, org.field, org.site).await;
+    assert!(cpu <= 100 && ram <= 1000, "over-allocated: {cpu} CPU, {ram} GB");
+    assert_eq!(count, 10, "exactly what fits was granted");
+    let failed: Vec<String> = sqlx::query_scalar(
+        "SELECT last_error FROM jobs WHERE kind = 'allocate_quota' AND status = 'failed'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(failed.len(), accepted - 10);
+    assert!(failed.iter().all(|e| e.contains("free capacity")), "{failed:?}");
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn concurrent_unassignments_and_quota_raises_keep_quotas_within_capacity(pool: PgPool) {
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, |c| {
+        c.workers.kinds.entry("allocate_servers".to_owned()).or_default().concurrency = Some(8);
+        c.workers.kinds.entry("allocate_quota".to_owned()).or_default().concurrency = Some(8);
+    })
+    .await;
+    let org = &app.org;
+    let servers = add_servers(&pool, org.site, Some(org.field), 6, 10, 100).await;
+    set_quota(&pool, org.dept, org.site, 25, 250).await;
+    let second = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO departments (id, field_id, name, display_name) VALUES ($1, $2, 'web', 'Web')",
+    )
+    .bind(second)
+    .bind(org.field)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let engine = start(&app);
+    let admin = app.admin_token().await;
+    let mut requests = Vec::new();
+    for server in &servers {
+        requests.push(
+            app.client
+                .delete(format!("{}/api/v1/allocations/servers/{server}", app.base))
+                .bearer_auth(&admin)
+                .send(),
+        );
+    }
+    for cpu in [10, 20, 30] {
+        let body = json!({ "field_id": org.field, "dept_id": second, "site": "fra", "cpu_limit": cpu, "ram_gb_limit": cpu * 10 });
+        requests.push(
+            app.client
+                .post(format!("{}/api/v1/allocations/department-quota", app.base))
+                .bearer_auth(&admin)
+                .json(&body)
+                .send(),
+        );
+    }
+    for response in futures::future::join_all(requests).await {
+        let status = response.unwrap().status();
+        assert!(status == StatusCode::ACCEPTED || status == StatusCode::CONFLICT, "{status}");
+    }
+    wait_for_jobs(&pool, "allocate_servers").await;
+    wait_for_jobs(&pool, "allocate_quota").await;
+    let (_, quota_cpu, quota_ram) = retail_quotas(&pool, org.field, org.site).await;
+    let (cpu, ram): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(cpu_cores), 0)::int8, coalesce(sum(ram_gb), 0)::int8 FROM servers WHERE field_id = $1 AND status = 'active'",
+    )
+    .bind(org.field)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        quota_cpu <= cpu && quota_ram <= ram,
+        "quotas {quota_cpu}/{quota_ram} above capacity {cpu}/{ram}"
+    );
+    assert!(quota_cpu >= 25, "the existing quota stands");
+    let refusals: Vec<String> = sqlx::query_scalar(
+        "SELECT last_error FROM jobs WHERE kind = 'allocate_servers' AND status = 'failed'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        !refusals.is_empty() && refusals.iter().all(|e| e.contains("shop: 25 CPU")),
+        "{refusals:?}"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
