@@ -452,3 +452,60 @@ async fn concurrent_unassignments_and_quota_raises_keep_quotas_within_capacity(p
     );
     engine.shutdown(Duration::from_secs(5)).await;
 }
+
+#[sqlx::test]
+async fn capacity_views_show_overcommit_deficits_and_project_usage(pool: PgPool) {
+    let app =
+        TestApp::spawn_with(pool.clone(), Mode::Serve, |c| c.capacity.cpu_overcommit = 2.0).await;
+    let org = &app.org;
+    let servers = add_servers(&pool, org.site, Some(org.field), 3, 10, 100).await;
+    set_quota(&pool, org.dept, org.site, 50, 250).await;
+    sqlx::query(
+        "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier, cpu, ram_gb, status)
+         VALUES ($1, 'payments', $2, $3, 'shop-payments', 'silver', 'regular', 12, 48, 'active')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org.dept)
+    .bind(org.site)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let admin = app.admin_token().await;
+    let view = app
+        .get(&format!("/api/v1/fields/{}/capacity", org.field), &admin)
+        .await
+        .expect(StatusCode::OK, None);
+    let site = &view["sites"][0];
+    assert_eq!(site["hardware"], json!({ "cpu": 30, "ram_gb": 300 }));
+    assert_eq!(site["capacity"], json!({ "cpu": 60, "ram_gb": 300 }), "CPU overcommitted twice");
+    assert_eq!(site["free"], json!({ "cpu": 10, "ram_gb": 50 }));
+    assert_eq!(site["deficit"], json!({ "cpu": 0, "ram_gb": 0 }));
+
+    // A server vanishes from the inventory: the quotas now exceed the capacity, visibly.
+    sqlx::query("UPDATE servers SET status = 'missing' WHERE id = $1")
+        .bind(servers[0])
+        .execute(&pool)
+        .await
+        .unwrap();
+    let view = app
+        .get(&format!("/api/v1/fields/{}/capacity", org.field), &admin)
+        .await
+        .expect(StatusCode::OK, None);
+    let site = &view["sites"][0];
+    assert_eq!((site["servers"].as_i64(), site["missing_servers"].as_i64()), (Some(2), Some(1)));
+    assert_eq!(site["deficit"], json!({ "cpu": 10, "ram_gb": 50 }));
+    assert_eq!(site["free"], json!({ "cpu": 0, "ram_gb": 0 }));
+
+    let quota = app
+        .get(&format!("/api/v1/departments/{}/quota", org.dept), &admin)
+        .await
+        .expect(StatusCode::OK, None);
+    assert_eq!(quota["sites"][0]["used"], json!({ "cpu": 12, "ram_gb": 48 }));
+    assert_eq!(quota["sites"][0]["free"], json!({ "cpu": 38, "ram_gb": 202 }));
+    let below = json!({ "field_id": org.field, "dept_id": org.dept, "site": "fra", "cpu_limit": 10, "ram_gb_limit": 100 });
+    let body = app
+        .post("/api/v1/allocations/department-quota", &admin, below)
+        .await
+        .expect(StatusCode::CONFLICT, Some("over_quota"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("already use 12 CPU"), "{body}");
+}
