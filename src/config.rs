@@ -112,7 +112,7 @@ impl Serialize for Secret {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub http: HttpConfig,
@@ -122,7 +122,137 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub inventory: InventoryConfig,
     pub capacity: CapacityConfig,
+    pub delivery: DeliveryConfig,
+    /// SLA type -> performance tier -> quota. A `[catalog]` in the file replaces the built-in
+    /// one as a whole.
+    pub catalog: Catalog,
     pub logging: LoggingConfig,
+}
+
+/// What a project of one SLA type and performance tier gets.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    pub cpu: u32,
+    pub ram_gb: u32,
+    /// Further ResourceQuota `hard` entries, e.g. `pods = "100"`, `"requests.storage" = "500Gi"`.
+    #[serde(default)]
+    pub extra: std::collections::BTreeMap<String, String>,
+    /// Further namespace labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+pub type Catalog =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, CatalogEntry>>;
+
+/// Bronze, silver and gold, each regular or high.
+pub fn default_catalog() -> Catalog {
+    let entry = |cpu, ram_gb, pods: &str, storage: Option<&str>, backup: &str| {
+        let mut extra = std::collections::BTreeMap::from([("pods".to_owned(), pods.to_owned())]);
+        if let Some(storage) = storage {
+            extra.insert("requests.storage".to_owned(), storage.to_owned());
+        }
+        let labels = std::collections::BTreeMap::from([(
+            "infrahub.io/backup".to_owned(),
+            backup.to_owned(),
+        )]);
+        CatalogEntry { cpu, ram_gb, extra, labels }
+    };
+    let mut catalog = Catalog::new();
+    for (sla, scale, pods, storage, backup) in [
+        ("bronze", 1, "50", None, "none"),
+        ("silver", 2, "100", Some("200Gi"), "daily"),
+        ("gold", 4, "200", Some("1Ti"), "hourly"),
+    ] {
+        let tiers = std::collections::BTreeMap::from([
+            ("regular".to_owned(), entry(2 * scale, 8 * scale, pods, storage, backup)),
+            ("high".to_owned(), entry(4 * scale, 16 * scale, pods, storage, backup)),
+        ]);
+        catalog.insert(sla.to_owned(), tiers);
+    }
+    catalog
+}
+
+/// How project manifests reach the clusters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryKind {
+    /// Commit them to a Git repository that ArgoCD watches.
+    #[default]
+    Gitops,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    pub kind: DeliveryKind,
+    /// Namespace name; `{department}` and `{name}` are replaced. The result must be a
+    /// DNS-1123 label.
+    pub namespace_template: String,
+    pub git: GitConfig,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            kind: DeliveryKind::Gitops,
+            namespace_template: "{department}-{name}".to_owned(),
+            git: GitConfig::default(),
+        }
+    }
+}
+
+/// Where GitOps manifests are committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitKind {
+    /// A repository on this host's disk (created if missing), optionally pushed to a remote.
+    #[default]
+    Local,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GitConfig {
+    pub kind: GitKind,
+    /// The repository's directory; `<site>/<namespace>.yaml` files are written in it.
+    pub path: PathBuf,
+    pub branch: String,
+    /// Pushed to after every commit when set (a remote name or URL).
+    pub remote: Option<String>,
+    pub author_name: String,
+    pub author_email: String,
+}
+
+impl Default for GitConfig {
+    fn default() -> Self {
+        Self {
+            kind: GitKind::Local,
+            path: PathBuf::from("var/gitops"),
+            branch: "main".to_owned(),
+            remote: None,
+            author_name: "InfraHub".to_owned(),
+            author_email: "infrahub@localhost".to_owned(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            workers: WorkersConfig::default(),
+            schedule: ScheduleConfig::default(),
+            inventory: InventoryConfig::default(),
+            capacity: CapacityConfig::default(),
+            delivery: DeliveryConfig::default(),
+            catalog: default_catalog(),
+            logging: LoggingConfig::default(),
+        }
+    }
 }
 
 /// Where servers come from.
@@ -530,6 +660,7 @@ impl Config {
             }
         }
         self.validate_inventory()?;
+        self.validate_delivery()?;
         for (name, _, expr) in self.schedule.entries() {
             cron::Schedule::from_str(expr).map_err(|e| ConfigError::Invalid {
                 key: "schedule",
@@ -585,6 +716,43 @@ impl Config {
         ] {
             if !(value.is_finite() && (0.1..=100.0).contains(&value)) {
                 return Err(ConfigError::invalid(key, "must be a number between 0.1 and 100"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_delivery(&self) -> Result<(), ConfigError> {
+        let template = &self.delivery.namespace_template;
+        if !template.contains("{name}") {
+            return Err(ConfigError::invalid("delivery.namespace_template", "must contain {name}"));
+        }
+        crate::domain::project::namespace_for(template, "department", "name")
+            .map_err(|e| ConfigError::invalid("delivery.namespace_template", e.message))?;
+        if self.delivery.git.branch.trim().is_empty() {
+            return Err(ConfigError::invalid("delivery.git.branch", "must not be empty"));
+        }
+        if self.catalog.is_empty() || self.catalog.values().any(|tiers| tiers.is_empty()) {
+            return Err(ConfigError::invalid(
+                "catalog",
+                "needs at least one SLA type with one tier",
+            ));
+        }
+        for (sla, tiers) in &self.catalog {
+            for (tier, entry) in tiers {
+                crate::domain::name::Label::parse("catalog", sla)
+                    .and_then(|_| crate::domain::name::Label::parse("catalog", tier))
+                    .map_err(|_| {
+                        ConfigError::invalid(
+                            "catalog",
+                            format!("{sla}.{tier}: names must be DNS-1123 labels"),
+                        )
+                    })?;
+                if entry.cpu == 0 || entry.ram_gb == 0 {
+                    return Err(ConfigError::invalid(
+                        "catalog",
+                        format!("{sla}.{tier}: cpu and ram_gb must be at least 1"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -829,6 +997,14 @@ mod tests {
             ("INFRAHUB_INVENTORY__SOURCE", "ldap", "inventory.source"),
             ("INFRAHUB_INVENTORY__NETBOX__PAGE_SIZE", "5000", "inventory.netbox.page_size"),
             ("INFRAHUB_CAPACITY__CPU_OVERCOMMIT", "0", "capacity.cpu_overcommit"),
+            (
+                "INFRAHUB_DELIVERY__NAMESPACE_TEMPLATE",
+                "{department}",
+                "delivery.namespace_template",
+            ),
+            ("INFRAHUB_DELIVERY__NAMESPACE_TEMPLATE", "Team_{name}", "delivery.namespace_template"),
+            ("INFRAHUB_DELIVERY__KIND", "carrier-pigeon", "delivery.kind"),
+            ("INFRAHUB_CATALOG__GOLD__HIGH__CPU", "0", "catalog"),
         ];
         for (var, value, key) in cases {
             Jail::expect_with(|jail| {

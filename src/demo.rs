@@ -154,6 +154,11 @@ pub async fn seed_capacity(pool: &PgPool, config: &Config) -> Result<CapacitySee
     ) else {
         return Ok(seed);
     };
+    // Server rows first, then the (field, site) lock: the order allocate_servers takes them in.
+    sqlx::query("SELECT id FROM servers WHERE site_id = $1 ORDER BY id FOR UPDATE")
+        .bind(site.id)
+        .execute(&mut *tx)
+        .await?;
     capacity::lock_field_site(&mut tx, field.id, site.id).await?;
     let owned: i64 =
         sqlx::query_scalar("SELECT count(*) FROM servers WHERE field_id = $1 AND site_id = $2")

@@ -1,4 +1,5 @@
 //! Clients of the systems InfraHub talks to, one trait per system with its real
 //! implementation beside it. Test doubles are HTTP servers under `tests/`, never here.
 
+pub mod gitops;
 pub mod inventory;

@@ -3,8 +3,10 @@
 
 pub mod capacity;
 pub mod job;
+pub mod manifests;
 pub mod name;
 pub mod password;
+pub mod project;
 pub mod role;
 
 /// A value a client sent that breaks a rule; the HTTP layer answers it with 422.

@@ -17,6 +17,7 @@ use crate::context::Context;
         (name = "admin", description = "Organisation management (center admins)"),
         (name = "jobs", description = "Durable jobs: status, listing, cancellation"),
         (name = "inventory", description = "Servers, allocation to fields, department quotas, capacity"),
+        (name = "projects", description = "Projects: namespaces with quota, delivered by GitOps"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

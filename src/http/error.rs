@@ -102,6 +102,11 @@ impl ApiError {
                 format!("the {what} refers to something that does not exist"),
             )
             .with_details(json!({ "constraint": constraint })),
+            StoreError::KeyReused { job_id } => Self::unprocessable(
+                "idempotency_key_reused",
+                "this Idempotency-Key already answered a different request; use a new key",
+            )
+            .with_details(json!({ "job_id": job_id })),
             StoreError::Database(err) => Self::internal(err),
         }
     }

@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod ops;
 pub mod page;
+pub mod projects;
 pub mod token;
 
 use std::future::Future;
@@ -41,6 +42,7 @@ pub fn api() -> (Router<Context>, utoipa::openapi::OpenApi) {
         .merge(admin::router())
         .merge(jobs::router())
         .merge(inventory::router())
+        .merge(projects::router())
         .merge(ops::router());
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi()).nest("/api/v1", v1).split_for_parts()
 }

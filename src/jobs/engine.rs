@@ -105,7 +105,7 @@ pub fn start(ctx: Context) -> EngineHandle {
     }
     let wakers = Arc::new(wakers);
     tasks.push(tokio::spawn(listen(ctx.clone(), wakers.clone(), all.clone())));
-    tasks.push(tokio::spawn(keep_leases(ctx, owner.clone(), wakers, all)));
+    tasks.push(tokio::spawn(keep_leases(ctx, runner.clone(), wakers, all)));
     tracing::info!(worker = %owner, "job engine started");
     EngineHandle { owner, stop_claiming, stop_all, runner, slots, tasks }
 }
@@ -254,6 +254,10 @@ impl Runner {
         }
     }
 
+    fn in_flight_ids(&self) -> Vec<Uuid> {
+        self.in_flight.lock().map(|map| map.keys().copied().collect()).unwrap_or_default()
+    }
+
     fn untrack(&self, id: Uuid) {
         if let Ok(mut map) = self.in_flight.lock() {
             map.remove(&id);
@@ -294,6 +298,8 @@ impl Runner {
         let mut task = tokio::spawn(
             async move { handler.run(&ctx, &owned).await }.instrument(tracing::Span::current()),
         );
+        // If this attempt is dropped (the worker stops after the grace period), so is the handler.
+        let _abort = AbortOnDrop(task.abort_handle());
         let timeout = registered.settings.timeout;
         match tokio::time::timeout(timeout, &mut task).await {
             Ok(Ok(result)) => result,
@@ -322,8 +328,7 @@ impl Runner {
         let (label, write) = match &outcome {
             Ok(Outcome::Done(_)) => ("succeeded", Write::Succeed),
             Ok(Outcome::Reschedule { after, .. }) => {
-                let at = Utc::now() + chrono::Duration::from_std(*after).unwrap_or_default();
-                ("rescheduled", Write::Reschedule(at))
+                ("rescheduled", Write::Reschedule(after_now(*after)))
             }
             Err(JobError::Permanent(_)) => ("failed", Write::Fail(None)),
             Err(JobError::Transient(_)) => match registered {
@@ -331,8 +336,7 @@ impl Runner {
                     let s = r.settings;
                     let wait =
                         backoff(job.attempt as u32, s.backoff_base, s.backoff_max, rand::random());
-                    let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                    ("retrying", Write::Fail(Some(at)))
+                    ("retrying", Write::Fail(Some(after_now(wait))))
                 }
                 _ => ("failed", Write::Fail(None)),
             },
@@ -346,6 +350,15 @@ impl Runner {
             .when(|e| matches!(e, StoreError::Database(_)))
             .await;
         match written {
+            Ok(true) if label == "failed" => {
+                if let (Some(registered), Err(err)) = (registered, &outcome)
+                    && let Err(hook) =
+                        registered.handler.on_failure(&self.ctx, job, &err.to_string()).await
+                {
+                    tracing::error!(error = %hook, "the failure hook of the job failed");
+                }
+                label
+            }
             Ok(true) => label,
             Ok(false) => {
                 tracing::warn!(
@@ -397,19 +410,19 @@ impl Runner {
         jobs::succeed(&mut conn, job, &self.owner, result).await
     }
 
-    /// After the grace period: every attempt still running is handed back for another worker
-    /// to retry at once, and its late result will be refused by the fence.
+    /// After the grace period: every attempt still running is handed back, due at once and
+    /// without spending the attempt, for another worker; its handler is aborted when the
+    /// worker stops, and a late result would be refused by the fence anyway.
     async fn hand_back_in_flight(&self) {
         let jobs: Vec<Claimed> = match self.in_flight.lock() {
             Ok(map) => map.values().cloned().collect(),
             Err(_) => return,
         };
         for job in jobs {
-            let retry_at = Some(Utc::now());
             let message = "interrupted: the daemon shut down before the attempt finished";
             let result = async {
                 let mut conn = self.ctx.pool.acquire().await?;
-                jobs::fail(&mut conn, &job, &self.owner, message, retry_at).await
+                jobs::release(&mut conn, &job, &self.owner, message).await
             }
             .await;
             if let Err(err) = result {
@@ -417,6 +430,23 @@ impl Runner {
             }
         }
     }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `now + wait`, with absurd waits (a payload's or a misconfiguration's) capped at a year
+/// instead of overflowing.
+fn after_now(wait: Duration) -> chrono::DateTime<Utc> {
+    let year = chrono::TimeDelta::days(365);
+    let wait = chrono::TimeDelta::from_std(wait).unwrap_or(year).min(year);
+    Utc::now() + wait
 }
 
 enum Write {
@@ -494,18 +524,18 @@ async fn listen(
     }
 }
 
-/// Renews this daemon's leases every third of the lease, hands back jobs of vanished workers,
-/// and publishes the queue depth.
+/// Renews the leases of the attempts in flight every third of the lease, hands back jobs of
+/// vanished workers, and publishes the queue depth.
 async fn keep_leases(
     ctx: Context,
-    owner: Arc<str>,
+    runner: Arc<Runner>,
     wakers: Arc<HashMap<String, Arc<Notify>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let lease_secs = ctx.config.workers.lease_secs as f64;
     let every = Duration::from_secs_f64((lease_secs / 3.0).max(1.0));
     loop {
-        if let Err(err) = keep_once(&ctx, &owner, lease_secs, &wakers).await {
+        if let Err(err) = keep_once(&ctx, &runner, lease_secs, &wakers).await {
             tracing::warn!(error = %err, "lease upkeep failed");
         }
         tokio::select! {
@@ -517,12 +547,15 @@ async fn keep_leases(
 
 async fn keep_once(
     ctx: &Context,
-    owner: &str,
+    runner: &Runner,
     lease_secs: f64,
     wakers: &HashMap<String, Arc<Notify>>,
 ) -> Result<(), StoreError> {
     let mut conn = ctx.pool.acquire().await?;
-    jobs::renew_leases(&mut conn, owner, lease_secs).await?;
+    let in_flight = runner.in_flight_ids();
+    if !in_flight.is_empty() {
+        jobs::renew_leases(&mut conn, &runner.owner, &in_flight, lease_secs).await?;
+    }
     let reaped = jobs::reap_expired_leases(&mut conn).await?;
     if !reaped.is_empty() {
         tracing::warn!(count = reaped.len(), "handed back jobs of workers that stopped answering");

@@ -9,8 +9,10 @@
 
 pub mod allocate_quota;
 pub mod allocate_servers;
+pub mod deprovision_namespace;
 pub mod diagnostic;
 pub mod engine;
+pub mod provision_namespace;
 pub mod prune;
 pub mod scheduler;
 pub mod sync_servers;
@@ -91,7 +93,20 @@ pub trait JobHandler: Send + Sync + 'static {
 
     /// Runs one attempt. `job.payload` holds the submission's parameters.
     fn run<'a>(&'a self, ctx: &'a Context, job: &'a Claimed) -> JobFuture<'a>;
+
+    /// Called once the job has failed for good (a permanent error, or its last attempt), after
+    /// that is recorded: the place to mark its subject failed. Must be idempotent.
+    fn on_failure<'a>(
+        &'a self,
+        _ctx: &'a Context,
+        _job: &'a Claimed,
+        _reason: &'a str,
+    ) -> HookFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
 }
+
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send + 'a>>;
 
 /// How one kind runs: built from the kind's defaults and `workers.kinds.<kind>`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,6 +177,8 @@ impl Registry {
         registry.register(Arc::new(sync_servers::SyncServers), config);
         registry.register(Arc::new(allocate_servers::AllocateServers), config);
         registry.register(Arc::new(allocate_quota::AllocateQuota), config);
+        registry.register(Arc::new(provision_namespace::ProvisionNamespace), config);
+        registry.register(Arc::new(deprovision_namespace::DeprovisionNamespace), config);
         registry
     }
 
@@ -188,6 +205,8 @@ pub const KIND_NAMES: &[&str] = &[
     sync_servers::SYNC_SERVERS,
     allocate_servers::ALLOCATE_SERVERS,
     allocate_quota::ALLOCATE_QUOTA,
+    provision_namespace::PROVISION_NAMESPACE,
+    deprovision_namespace::DEPROVISION_NAMESPACE,
 ];
 
 #[cfg(test)]

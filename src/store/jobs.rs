@@ -124,7 +124,7 @@ impl Enqueued {
 #[tracing::instrument(skip_all, fields(kind = new.kind))]
 pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueued, StoreError> {
     if let Some(existing) = find_by_idempotency(conn, new).await? {
-        return Ok(Enqueued::Existing(existing));
+        return same_request(existing, new);
     }
     // A conflict means another submission holds the key; re-read it (it may have just finished,
     // freeing the dedupe key, hence the second round).
@@ -163,7 +163,7 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
             return Ok(Enqueued::Created(job));
         }
         if let Some(existing) = find_by_idempotency(conn, new).await? {
-            return Ok(Enqueued::Existing(existing));
+            return same_request(existing, new);
         }
         if let Some(key) = &new.dedupe_key {
             let active: Option<Job> = sqlx::query_as(concat!(
@@ -182,6 +182,15 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
         }
     }
     Err(StoreError::Duplicate { constraint: "jobs_active_dedupe_key".to_owned() })
+}
+
+/// The earlier job of an idempotency key, unless the key now comes with another request.
+fn same_request(existing: Job, new: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+    if existing.kind == new.kind && existing.payload == new.payload {
+        Ok(Enqueued::Existing(existing))
+    } else {
+        Err(StoreError::KeyReused { job_id: existing.id })
+    }
 }
 
 /// The job of an earlier request with the same idempotency key, if within 24 hours. An older
@@ -261,21 +270,50 @@ pub async fn claim(
     .await?)
 }
 
-/// Extends the leases of every job `owner` is running; returns how many.
+/// Extends the leases of the listed jobs `owner` is still running; returns how many. Only
+/// attempts in flight are listed, so a claim whose outcome could not be written expires and
+/// the job is handed back.
 pub async fn renew_leases(
     conn: &mut PgConnection,
     owner: &str,
+    ids: &[Uuid],
     lease_secs: f64,
 ) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2)
-          WHERE status = 'running' AND lease_owner = $1",
+          WHERE status = 'running' AND lease_owner = $1 AND id = ANY($3)",
     )
     .bind(owner)
     .bind(lease_secs)
+    .bind(ids)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Hands an interrupted attempt back to the queue, due now, without spending the attempt (the
+/// interruption is noted among the errors). False when the claim was already lost.
+pub async fn release(
+    conn: &mut PgConnection,
+    attempt: &Claimed,
+    owner: &str,
+    why: &str,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = now(),
+                         errors = errors || jsonb_build_array($4::jsonb),
+                         lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+          WHERE {FENCE}"
+    );
+    let entry = json!({ "attempt": attempt.attempt, "at": Utc::now(), "error": why, "permanent": false, "interrupted": true });
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(attempt.id)
+        .bind(attempt.claim)
+        .bind(owner)
+        .bind(entry)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Jobs whose worker vanished (lease expired): the lost attempt counts as a failure; the job

@@ -463,7 +463,54 @@ async fn shutdown_hands_back_attempts_that_outlive_the_grace(pool: PgPool) {
     wait_for_status(&pool, id, JobStatus::Running).await;
     engine.shutdown(Duration::from_millis(200)).await;
     let handed_back = job(&pool, id).await;
-    assert_eq!(handed_back.status, JobStatus::Retrying);
-    assert!(handed_back.last_error.unwrap().contains("shut down"));
+    assert_eq!(
+        (handed_back.status, handed_back.attempts),
+        (JobStatus::Queued, 0),
+        "the attempt is not spent"
+    );
+    assert!(handed_back.errors[0]["error"].as_str().unwrap().contains("shut down"));
+    assert_eq!(handed_back.errors[0]["interrupted"], true);
     assert!(handed_back.next_run_at.unwrap() <= chrono::Utc::now());
+}
+
+#[sqlx::test]
+async fn an_absurd_poll_delay_is_capped_and_the_worker_survives(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let engine = start(&app.ctx);
+    let far = submit(
+        &pool,
+        &new_job("sleep", json!({ "polls": 1, "poll_millis": 10_000_000_000_000_000u64 })),
+    )
+    .await;
+    wait_until("the poll to be re-scheduled", PATIENCE, || async {
+        job(&pool, far).await.status == JobStatus::Queued && job(&pool, far).await.result.is_some()
+    })
+    .await;
+    let next = job(&pool, far).await.next_run_at.unwrap();
+    assert!(next <= chrono::Utc::now() + chrono::Duration::days(366), "capped at a year: {next}");
+    let after = submit(&pool, &new_job("sleep", json!({}))).await;
+    wait_for_status(&pool, after, JobStatus::Succeeded).await;
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn a_claim_that_is_no_longer_in_flight_is_not_renewed(pool: PgPool) {
+    // This daemon runs no `sleep` jobs itself, so the claim below is the only one.
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, |c| {
+        c.workers.lease_secs = 3;
+        c.workers.kinds.entry("sleep".to_owned()).or_default().concurrency = Some(0);
+    })
+    .await;
+    let engine = start(&app.ctx);
+    let id = submit(&pool, &new_job("sleep", json!({ "millis": 0 }))).await;
+    // As if an attempt of this very daemon had finished but its outcome could not be written.
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(jobs::claim(&mut conn, "sleep", engine.owner(), 3.0, 1).await.unwrap().len(), 1);
+    drop(conn);
+    let handed_back = wait_for_status(&pool, id, JobStatus::Retrying).await;
+    assert!(
+        handed_back.errors[0]["error"].as_str().unwrap().contains("lease expired"),
+        "not renewed, so reaped"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
 }

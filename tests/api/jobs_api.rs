@@ -220,3 +220,23 @@ async fn job_outcomes_and_latency_reach_the_metrics(pool: PgPool) {
         assert!(text.contains(needle), "{needle} in {text}");
     }
 }
+
+#[sqlx::test]
+async fn an_idempotency_key_reused_for_another_request_is_refused(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let admin = app.admin_token().await;
+    let send = |body: &'static str| {
+        app.client
+            .post(format!("{}/api/v1/admin/jobs", app.base))
+            .bearer_auth(&admin)
+            .header("Idempotency-Key", "k-1")
+            .body(body)
+            .send()
+    };
+    assert_eq!(send(r#"{"kind":"noop"}"#).await.unwrap().status(), StatusCode::ACCEPTED);
+    assert_eq!(send(r#"{"kind":"noop"}"#).await.unwrap().status(), StatusCode::ACCEPTED);
+    let other = send(r#"{"kind":"sleep","payload":{"millis":1}}"#).await.unwrap();
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = other.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "idempotency_key_reused");
+}

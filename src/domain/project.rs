@@ -1,0 +1,114 @@
+//! Projects: names, namespaces and their life cycle.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::ValidationError;
+use super::name::Label;
+
+/// Where a project is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectStatus {
+    /// Quota reserved; manifests on their way.
+    Provisioning,
+    /// Delivered (and, where ArgoCD is configured, synced and healthy).
+    Active,
+    /// Drift found; being repaired.
+    Degraded,
+    /// Provisioning failed; `failure_reason` says why. Can be retried.
+    Failed,
+    /// Manifests being removed; the quota is freed once the namespace is gone.
+    Deleting,
+    Deleted,
+}
+
+impl ProjectStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectStatus::Provisioning => "provisioning",
+            ProjectStatus::Active => "active",
+            ProjectStatus::Degraded => "degraded",
+            ProjectStatus::Failed => "failed",
+            ProjectStatus::Deleting => "deleting",
+            ProjectStatus::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for ProjectStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProjectStatus {
+    type Err = ValidationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ProjectStatus::Provisioning,
+            ProjectStatus::Active,
+            ProjectStatus::Degraded,
+            ProjectStatus::Failed,
+            ProjectStatus::Deleting,
+            ProjectStatus::Deleted,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or_else(|| ValidationError::new("status", "not a project status"))
+    }
+}
+
+impl TryFrom<String> for ProjectStatus {
+    type Error = ValidationError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+/// The namespace of project `name` of `department`, from the configured template.
+pub fn namespace_for(
+    template: &str,
+    department: &str,
+    name: &str,
+) -> Result<Label, ValidationError> {
+    let namespace = template.replace("{department}", department).replace("{name}", name);
+    Label::parse("name", &namespace).map_err(|e| {
+        ValidationError::new(
+            "name",
+            format!("the namespace {namespace:?} would be invalid: {}", e.message),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_follow_the_template() {
+        assert_eq!(
+            namespace_for("{department}-{name}", "platform", "payments").unwrap().as_str(),
+            "platform-payments"
+        );
+        assert_eq!(
+            namespace_for("p-{name}", "platform", "payments").unwrap().as_str(),
+            "p-payments"
+        );
+        let long = "x".repeat(60);
+        let err = namespace_for("{department}-{name}", "platform", &long).unwrap_err();
+        assert_eq!(err.field, "name");
+        assert!(err.message.contains("63"), "{err}");
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in ["provisioning", "active", "degraded", "failed", "deleting", "deleted"] {
+            assert_eq!(s.parse::<ProjectStatus>().unwrap().as_str(), s);
+        }
+    }
+}

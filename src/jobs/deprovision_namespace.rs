@@ -1,0 +1,77 @@
+//! `deprovision_namespace`: removes a project's manifests from the GitOps repository; once
+//! they are gone the project is `deleted` and its quota is free again.
+
+use serde_json::json;
+
+use super::provision_namespace::{current_project, manifest_path, settle};
+use super::{HookFuture, JobFuture, JobHandler, KindSettings, Outcome};
+use crate::clients::gitops::{Delivered, LocalGit};
+use crate::context::Context;
+use crate::domain::project::ProjectStatus;
+use crate::store::jobs::Claimed;
+
+pub const DEPROVISION_NAMESPACE: &str = "deprovision_namespace";
+
+pub struct DeprovisionNamespace;
+
+impl JobHandler for DeprovisionNamespace {
+    fn kind(&self) -> &'static str {
+        DEPROVISION_NAMESPACE
+    }
+
+    fn defaults(&self) -> KindSettings {
+        KindSettings {
+            concurrency: 4,
+            timeout: std::time::Duration::from_secs(120),
+            ..KindSettings::default()
+        }
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Context, job: &'a Claimed) -> JobFuture<'a> {
+        Box::pin(async move {
+            let (project, payload) =
+                match current_project(ctx, job, &[ProjectStatus::Deleting]).await? {
+                    Ok(found) => found,
+                    Err(skipped) => return Ok(Outcome::Done(json!({ "skipped": skipped }))),
+                };
+            let file = manifest_path(&project);
+            let message = format!(
+                "deprovision {} at {}: project {} of {}, requested by {}",
+                project.namespace,
+                project.site,
+                project.name,
+                project.department,
+                payload.requested_by
+            );
+            let delivered =
+                LocalGit::new(&ctx.config.delivery.git).write(&file, None, &message).await?;
+            settle(ctx, job, project.id, &[ProjectStatus::Deleting], ProjectStatus::Deleted, None)
+                .await?;
+            let commit = match delivered {
+                Delivered::Committed { commit } => Some(commit),
+                Delivered::Unchanged => None,
+            };
+            Ok(Outcome::Done(json!({ "file": file, "commit": commit, "status": "deleted" })))
+        })
+    }
+
+    /// The project stays `deleting` with the reason; deleting it again retries.
+    fn on_failure<'a>(
+        &'a self,
+        ctx: &'a Context,
+        job: &'a Claimed,
+        reason: &'a str,
+    ) -> HookFuture<'a> {
+        Box::pin(async move {
+            let Ok(payload) = serde_json::from_value::<super::provision_namespace::ProjectJob>(
+                job.payload.clone(),
+            ) else {
+                return Ok(());
+            };
+            let deleting = [ProjectStatus::Deleting];
+            settle(ctx, job, payload.project_id, &deleting, ProjectStatus::Deleting, Some(reason))
+                .await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,182 @@
+//! `provision_namespace`: renders a project's manifests and delivers them by GitOps; with no
+//! ArgoCD to wait for, delivery makes the project active. Re-running it re-renders the same
+//! bytes and commits nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{HookFuture, JobError, JobFuture, JobHandler, KindSettings, Outcome};
+use crate::clients::gitops::{Delivered, GitError, LocalGit};
+use crate::context::Context;
+use crate::domain::manifests::{ProjectSpec, render};
+use crate::domain::project::ProjectStatus;
+use crate::store::StoreError;
+use crate::store::audit::{self, Actor, Change};
+use crate::store::jobs::Claimed;
+use crate::store::org;
+use crate::store::projects::{self, Project};
+
+pub const PROVISION_NAMESPACE: &str = "provision_namespace";
+
+/// Payload of the provisioning and deprovisioning jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectJob {
+    pub project_id: Uuid,
+    /// Who asked, for the commit message.
+    pub requested_by: String,
+}
+
+impl From<GitError> for JobError {
+    fn from(err: GitError) -> Self {
+        match err {
+            GitError::Permanent(m) => JobError::Permanent(m),
+            GitError::Transient(m) => JobError::Transient(m),
+        }
+    }
+}
+
+/// The repository file of a project: `<site>/<namespace>.yaml`.
+pub fn manifest_path(project: &Project) -> String {
+    format!("{}/{}.yaml", project.site, project.namespace)
+}
+
+/// The project as the manifests need it.
+pub async fn spec(ctx: &Context, project: &Project) -> Result<ProjectSpec, JobError> {
+    let dept = org::get_department(&mut *ctx.pool.acquire().await?, project.department_id).await?;
+    let labels = ctx
+        .config
+        .catalog
+        .get(&project.sla_type)
+        .and_then(|tiers| tiers.get(&project.performance_tier))
+        .map(|entry| entry.labels.clone())
+        .unwrap_or_default();
+    let extra_quota: BTreeMap<String, String> =
+        serde_json::from_value(project.extra_quota.clone()).unwrap_or_default();
+    Ok(ProjectSpec {
+        project_id: project.id.to_string(),
+        namespace: project.namespace.clone(),
+        department: project.department.clone(),
+        field: project.field.clone(),
+        site: project.site.clone(),
+        sla_type: project.sla_type.clone(),
+        performance_tier: project.performance_tier.clone(),
+        cpu: project.cpu.into(),
+        ram_gb: project.ram_gb.into(),
+        extra_quota,
+        labels,
+        group: dept.k8s_group.unwrap_or(dept.name),
+    })
+}
+
+/// Loads the project this job is about, or says why the job has nothing to do: the project is
+/// gone, a later job superseded this one, or it is not in a state this job acts on.
+pub async fn current_project(
+    ctx: &Context,
+    job: &Claimed,
+    states: &[ProjectStatus],
+) -> Result<Result<(Project, ProjectJob), String>, JobError> {
+    let payload: ProjectJob = serde_json::from_value(job.payload.clone())
+        .map_err(|e| JobError::permanent(format!("bad payload: {e}")))?;
+    let project = match projects::get(&mut *ctx.pool.acquire().await?, payload.project_id).await {
+        Ok(project) => project,
+        Err(StoreError::NotFound) => {
+            return Err(JobError::permanent("the project no longer exists"));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    if project.last_job_id != Some(job.id) {
+        return Ok(Err("a later job superseded this one".to_owned()));
+    }
+    if !states.contains(&project.status) {
+        return Ok(Err(format!("the project is {}", project.status)));
+    }
+    Ok(Ok((project, payload)))
+}
+
+/// Moves the project and records it, in one transaction, if this job is still its latest.
+pub async fn settle(
+    ctx: &Context,
+    job: &Claimed,
+    project: Uuid,
+    from: &[ProjectStatus],
+    to: ProjectStatus,
+    reason: Option<&str>,
+) -> Result<bool, JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    let moved = projects::transition(&mut tx, project, from, to, reason, Some(job.id)).await?;
+    if moved {
+        let actor = Actor { user_id: None, name: format!("job:{}", job.id), request_id: None };
+        let change = Change::new("project", to.as_str(), project)
+            .after(&json!({ "status": to, "reason": reason }));
+        audit::record(&mut tx, &actor, change).await?;
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
+pub struct ProvisionNamespace;
+
+impl JobHandler for ProvisionNamespace {
+    fn kind(&self) -> &'static str {
+        PROVISION_NAMESPACE
+    }
+
+    fn defaults(&self) -> KindSettings {
+        KindSettings {
+            concurrency: 4,
+            timeout: std::time::Duration::from_secs(120),
+            ..KindSettings::default()
+        }
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Context, job: &'a Claimed) -> JobFuture<'a> {
+        Box::pin(async move {
+            let live = [ProjectStatus::Provisioning, ProjectStatus::Degraded];
+            let (project, payload) = match current_project(ctx, job, &live).await? {
+                Ok(found) => found,
+                Err(skipped) => return Ok(Outcome::Done(json!({ "skipped": skipped }))),
+            };
+            let manifests = render(&spec(ctx, &project).await?);
+            let file = manifest_path(&project);
+            let message = format!(
+                "provision {} at {}: project {} ({}/{}) of {}, requested by {}",
+                project.namespace,
+                project.site,
+                project.name,
+                project.sla_type,
+                project.performance_tier,
+                project.department,
+                payload.requested_by
+            );
+            let delivered = LocalGit::new(&ctx.config.delivery.git)
+                .write(&file, Some(&manifests), &message)
+                .await?;
+            settle(ctx, job, project.id, &live, ProjectStatus::Active, None).await?;
+            let commit = match delivered {
+                Delivered::Committed { commit } => Some(commit),
+                Delivered::Unchanged => None,
+            };
+            Ok(Outcome::Done(json!({ "file": file, "commit": commit, "status": "active" })))
+        })
+    }
+
+    fn on_failure<'a>(
+        &'a self,
+        ctx: &'a Context,
+        job: &'a Claimed,
+        reason: &'a str,
+    ) -> HookFuture<'a> {
+        Box::pin(async move {
+            let Ok(payload) = serde_json::from_value::<ProjectJob>(job.payload.clone()) else {
+                return Ok(());
+            };
+            let live = [ProjectStatus::Provisioning, ProjectStatus::Degraded];
+            settle(ctx, job, payload.project_id, &live, ProjectStatus::Failed, Some(reason))
+                .await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! Projects and their quota reservations.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Page, PageRequest, StoreError};
+use crate::domain::project::ProjectStatus;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Project {
+    pub id: Uuid,
+    pub name: String,
+    pub namespace: String,
+    pub department_id: Uuid,
+    pub department: String,
+    pub field_id: Uuid,
+    pub field: String,
+    pub site_id: Uuid,
+    pub site: String,
+    pub sla_type: String,
+    pub performance_tier: String,
+    /// Reserved from the department's quota at the site.
+    pub cpu: i32,
+    pub ram_gb: i32,
+    /// Further ResourceQuota entries from the catalog.
+    #[schema(value_type = Object)]
+    pub extra_quota: Value,
+    #[sqlx(try_from = "String")]
+    pub status: ProjectStatus,
+    pub failure_reason: Option<String>,
+    /// The latest provisioning or deprovisioning job.
+    pub last_job_id: Option<Uuid>,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+macro_rules! project_select {
+    () => {
+        "SELECT p.id, p.name, p.namespace, p.department_id, d.name AS department, d.field_id,
+                f.name AS field, p.site_id, s.name AS site, p.sla_type, p.performance_tier, p.cpu,
+                p.ram_gb, p.extra_quota, p.status, p.failure_reason, p.last_job_id, p.created_by,
+                p.created_at, p.updated_at, p.deleted_at
+           FROM projects p
+           JOIN departments d ON d.id = p.department_id
+           JOIN fields f ON f.id = d.field_id
+           JOIN sites s ON s.id = p.site_id"
+    };
+}
+
+pub struct NewProject<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub department_id: Uuid,
+    pub site_id: Uuid,
+    pub sla_type: &'a str,
+    pub performance_tier: &'a str,
+    pub cpu: i32,
+    pub ram_gb: i32,
+    pub extra_quota: &'a Value,
+    pub created_by: Uuid,
+}
+
+/// Inserts the project in `provisioning`; a live project of the same name or namespace at the
+/// site is a [`StoreError::Duplicate`].
+pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier,
+                               cpu, ram_gb, extra_quota, status, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'provisioning', $11)",
+    )
+    .bind(id)
+    .bind(new.name)
+    .bind(new.department_id)
+    .bind(new.site_id)
+    .bind(new.namespace)
+    .bind(new.sla_type)
+    .bind(new.performance_tier)
+    .bind(new.cpu)
+    .bind(new.ram_gb)
+    .bind(new.extra_quota)
+    .bind(new.created_by)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Project, StoreError> {
+    Ok(sqlx::query_as(concat!(project_select!(), " WHERE p.id = $1"))
+        .bind(id)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Locks the project row for the rest of the transaction and returns it.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Project, StoreError> {
+    sqlx::query("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    get(conn, id).await
+}
+
+/// Whose projects a caller sees: `None` all; otherwise one field's or one department's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProjectScope {
+    pub field_id: Option<Uuid>,
+    pub department_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProjectFilter {
+    pub site: Option<String>,
+    pub status: Option<ProjectStatus>,
+    /// Deleted projects are left out unless asked for by status.
+    pub include_deleted: bool,
+}
+
+pub async fn list(
+    conn: &mut PgConnection,
+    scope: ProjectScope,
+    filter: &ProjectFilter,
+    page: PageRequest,
+) -> Result<Page<Project>, StoreError> {
+    let rows = sqlx::query_as(concat!(
+        project_select!(),
+        " WHERE ($1::uuid IS NULL OR p.id > $1)
+            AND ($3::uuid IS NULL OR d.field_id = $3)
+            AND ($4::uuid IS NULL OR p.department_id = $4)
+            AND ($5::text IS NULL OR s.name = $5)
+            AND ($6::text IS NULL OR p.status = $6)
+            AND ($7 OR $6::text IS NOT NULL OR p.status <> 'deleted')
+          ORDER BY p.id LIMIT $2"
+    ))
+    .bind(page.after)
+    .bind(page.fetch_limit())
+    .bind(scope.field_id)
+    .bind(scope.department_id)
+    .bind(filter.site.as_deref())
+    .bind(filter.status.map(ProjectStatus::as_str))
+    .bind(filter.include_deleted)
+    .fetch_all(conn)
+    .await?;
+    Ok(Page::from_rows(rows, page, |p: &Project| p.id))
+}
+
+pub async fn set_job(conn: &mut PgConnection, id: Uuid, job_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("UPDATE projects SET last_job_id = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(job_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves the project from one of `from` to `to` (with `reason` as its failure reason), but only
+/// while `job` is still its latest job; false when it was not in such a state.
+pub async fn transition(
+    conn: &mut PgConnection,
+    id: Uuid,
+    from: &[ProjectStatus],
+    to: ProjectStatus,
+    reason: Option<&str>,
+    job: Option<Uuid>,
+) -> Result<bool, StoreError> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let done = sqlx::query(
+        "UPDATE projects
+            SET status = $3, failure_reason = $4, updated_at = now(),
+                deleted_at = CASE WHEN $3 = 'deleted' THEN now() END
+          WHERE id = $1 AND status = ANY($2) AND ($5::uuid IS NULL OR last_job_id = $5)",
+    )
+    .bind(id)
+    .bind(&from)
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(job)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Changes SLA type, tier and the reserved quota; the project goes back to `provisioning`.
+pub async fn resize(
+    conn: &mut PgConnection,
+    id: Uuid,
+    sla_type: &str,
+    tier: &str,
+    cpu: i32,
+    ram_gb: i32,
+    extra_quota: &Value,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE projects SET sla_type = $2, performance_tier = $3, cpu = $4, ram_gb = $5,
+                             extra_quota = $6, status = 'provisioning', failure_reason = NULL,
+                             updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(sla_type)
+    .bind(tier)
+    .bind(cpu)
+    .bind(ram_gb)
+    .bind(extra_quota)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The department's quota at the site, if it has one.
+pub async fn department_quota(
+    conn: &mut PgConnection,
+    department_id: Uuid,
+    site_id: Uuid,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT cpu_limit::int8, ram_gb_limit::int8 FROM department_quotas WHERE department_id = $1 AND site_id = $2",
+    )
+    .bind(department_id)
+    .bind(site_id)
+    .fetch_optional(conn)
+    .await?)
+}
