@@ -16,3 +16,4 @@ mod jobs_api;
 mod migrations;
 mod netbox_fake;
 mod ops;
+mod projects;

@@ -1,0 +1,378 @@
+//! Projects over HTTP: the documented flow, GitOps delivery into a real Git repository, quota
+//! reservation under concurrency, resize, delete, failure and retry.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use infrahub::config::{InventorySource, Mode};
+use infrahub::jobs::engine::{self, EngineHandle};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, wait_until};
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let output = Command::new("git").arg("-C").arg(repo).args(args).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+async fn project_status(app: &TestApp, token: &str, id: &str, wanted: &str) -> Value {
+    let path = format!("/api/v1/projects/{id}");
+    wait_until(&format!("project {id} to be {wanted}"), Duration::from_secs(30), || async {
+        app.get(&path, token).await.body["status"] == wanted
+    })
+    .await;
+    app.get(&path, token).await.body
+}
+
+/// The test organisation with a quota for department shop at site fra, delivering into `repo`.
+async fn app_with_quota(pool: &PgPool, repo: &Path, cpu: i32, ram: i32) -> (TestApp, EngineHandle) {
+    let repo = repo.to_owned();
+    let app =
+        TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| c.delivery.git.path = repo).await;
+    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, $3, $4)")
+        .bind(app.org.dept)
+        .bind(app.org.site)
+        .bind(cpu)
+        .bind(ram)
+        .execute(pool)
+        .await
+        .unwrap();
+    let engine = engine::start(app.ctx.clone());
+    (app, engine)
+}
+
+fn create(name: &str, sla: &str, tier: &str) -> Value {
+    json!({ "name": name, "site": "fra", "sla_type": sla, "performance_tier": tier })
+}
+
+#[sqlx::test]
+async fn the_documented_project_flow_reaches_active(pool: PgPool) {
+    let repo = tempfile::tempdir().unwrap();
+    infrahub::demo::bootstrap(&pool).await.unwrap();
+    let repo_path = repo.path().join("gitops");
+    let app = TestApp::spawn_with(pool.clone(), Mode::Demo, |c| {
+        c.inventory.source = InventorySource::File;
+        c.inventory.file.path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/inventory.json");
+        c.delivery.git.path = repo_path.clone();
+    })
+    .await;
+    infrahub::demo::seed_capacity(&pool, &app.ctx.config).await.unwrap();
+    let engine = engine::start(app.ctx.clone());
+
+    let token = app.login("team-platform", "password").await;
+    let raw =
+        r#"{"name":"payments","site":"berlin","sla_type":"silver","performance_tier":"regular"}"#;
+    let response = app
+        .client
+        .post(format!("{}/api/v1/projects", app.base))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["status"], "provisioning");
+    assert_eq!(created["namespace"], "platform-payments");
+    assert!(created["job_id"].is_string());
+    let id = created["id"].as_str().unwrap();
+    let project = project_status(&app, &token, id, "active").await;
+    assert_eq!(
+        (project["site"].as_str(), project["sla_type"].as_str()),
+        (Some("berlin"), Some("silver"))
+    );
+    assert_eq!((project["cpu"].as_i64(), project["ram_gb"].as_i64()), (Some(4), Some(16)));
+    let manifest =
+        std::fs::read_to_string(repo_path.join("berlin/platform-payments.yaml")).unwrap();
+    assert!(
+        manifest.contains("kind: \"ResourceQuota\"") && manifest.contains("requests.cpu: \"4\"")
+    );
+    assert!(
+        manifest.contains("name: \"platform-team\""),
+        "the department's group gets edit rights"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn gitops_commits_once_per_change_and_delete_frees_the_quota(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let (app, engine) = app_with_quota(&pool, &repo, 40, 160).await;
+    let lead = app.team_lead_token().await;
+    let created = app
+        .post("/api/v1/projects", &lead, create("web", "silver", "regular"))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    let id = created["id"].as_str().unwrap().to_owned();
+    project_status(&app, &lead, &id, "active").await;
+    assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]), "1");
+    let message = git(&repo, &["log", "-1", "--format=%s"]);
+    assert!(
+        message.contains("project web")
+            && message.contains("shop-lead")
+            && message.contains("shop-web"),
+        "{message}"
+    );
+    assert_eq!(git(&repo, &["ls-files"]), "fra/shop-web.yaml");
+
+    // Re-provisioning the same sizing renders the same bytes: no new commit.
+    let same = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/projects/{id}"),
+            Some(&lead),
+            Some(json!({ "sla_type": "silver" })),
+        )
+        .await;
+    let same = same.expect(StatusCode::ACCEPTED, None);
+    project_status(&app, &lead, &id, "active").await;
+    let job = app.get(same["location"].as_str().unwrap(), &lead).await.body;
+    assert!(job["result"]["commit"].is_null(), "{job}");
+    assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]), "1");
+
+    let quota = format!("/api/v1/departments/{}/quota", app.org.dept);
+    assert_eq!(
+        app.get(&quota, &lead).await.body["sites"][0]["used"],
+        json!({ "cpu": 4, "ram_gb": 16 })
+    );
+    let deleting = app
+        .call(Method::DELETE, &format!("/api/v1/projects/{id}"), Some(&lead), None)
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    assert_eq!(deleting["status"], "deleting");
+    let deleted = project_status(&app, &lead, &id, "deleted").await;
+    assert!(deleted["deleted_at"].is_string());
+    assert_eq!(git(&repo, &["ls-files"]), "");
+    assert!(git(&repo, &["log", "-1", "--format=%s"]).starts_with("deprovision shop-web"));
+    assert_eq!(
+        app.get(&quota, &lead).await.body["sites"][0]["used"],
+        json!({ "cpu": 0, "ram_gb": 0 }),
+        "quota freed"
+    );
+    let audited: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_events WHERE subject_id = $1 ORDER BY id")
+            .bind(&id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        audited,
+        [
+            "project.create",
+            "project.active",
+            "project.resize",
+            "project.active",
+            "project.delete",
+            "project.deleted"
+        ]
+    );
+    // The name is free again.
+    app.post("/api/v1/projects", &lead, create("web", "bronze", "regular"))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn thirty_concurrent_creations_never_over_reserve(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    // silver/regular is 4 CPU / 16 GB: two fit in 10 CPU, a third does not.
+    let (app, engine) = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
+    let lead = app.team_lead_token().await;
+    let requests = (0..30).map(|i| {
+        app.client
+            .post(format!("{}/api/v1/projects", app.base))
+            .bearer_auth(&lead)
+            .json(&create(&format!("app-{i}"), "silver", "regular"))
+            .send()
+    });
+    let mut accepted = 0;
+    for response in futures::future::join_all(requests).await {
+        let response = response.unwrap();
+        match response.status() {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::CONFLICT => {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "over_quota");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted, 2);
+    let (cpu, ram): (i64, i64) = sqlx::query_as(
+        "SELECT sum(cpu)::int8, sum(ram_gb)::int8 FROM projects WHERE status <> 'deleted'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(cpu <= 10 && ram <= 100, "reserved {cpu} CPU / {ram} GB");
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn resize_checks_the_quota_difference(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, engine) = app_with_quota(&pool, &dir.path().join("gitops"), 20, 80).await;
+    let lead = app.team_lead_token().await;
+    let id = app
+        .post("/api/v1/projects", &lead, create("api", "silver", "regular"))
+        .await
+        .expect(StatusCode::ACCEPTED, None)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    project_status(&app, &lead, &id, "active").await;
+    let path = format!("/api/v1/projects/{id}");
+    // gold/high is 16 CPU / 64 GB: it fits once the project's own 4 CPU are given back.
+    let up = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&lead),
+            Some(json!({ "sla_type": "gold", "performance_tier": "high" })),
+        )
+        .await;
+    assert_eq!(up.expect(StatusCode::ACCEPTED, None)["status"], "provisioning");
+    let active = project_status(&app, &lead, &id, "active").await;
+    assert_eq!((active["cpu"].as_i64(), active["ram_gb"].as_i64()), (Some(16), Some(64)));
+    // 16 + 4 fill the 20 CPU: nothing more fits, and the first project cannot grow.
+    app.post("/api/v1/projects", &lead, create("extra", "silver", "regular"))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    app.post("/api/v1/projects", &lead, create("big", "bronze", "regular"))
+        .await
+        .expect(StatusCode::CONFLICT, Some("over_quota"));
+    let down = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&lead),
+            Some(json!({ "sla_type": "bronze", "performance_tier": "regular" })),
+        )
+        .await;
+    down.expect(StatusCode::ACCEPTED, None);
+    let small = project_status(&app, &lead, &id, "active").await;
+    assert_eq!((small["cpu"].as_i64(), small["ram_gb"].as_i64()), (Some(2), Some(8)));
+    let manifest = std::fs::read_to_string(dir.path().join("gitops/fra/shop-api.yaml")).unwrap();
+    assert!(manifest.contains("requests.cpu: \"2\""), "re-rendered at the new size");
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn requests_are_validated_and_scoped(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, engine) = app_with_quota(&pool, &dir.path().join("gitops"), 20, 80).await;
+    let lead = app.team_lead_token().await;
+    for (body, field) in [
+        (create("Bad_Name", "silver", "regular"), "name"),
+        (create("ok", "platinum", "regular"), "sla_type"),
+        (create("ok", "silver", "turbo"), "performance_tier"),
+        (
+            json!({ "name": "ok", "site": "atlantis", "sla_type": "silver", "performance_tier": "regular" }),
+            "site",
+        ),
+    ] {
+        let answer = app
+            .post("/api/v1/projects", &lead, body)
+            .await
+            .expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"));
+        assert_eq!(answer["error"]["details"]["field"], field);
+    }
+    // gold/high takes 16 of the 20 CPU; a second one no longer fits.
+    app.post("/api/v1/projects", &lead, create("huge", "gold", "high"))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    app.post("/api/v1/projects", &lead, create("huge-2", "gold", "high"))
+        .await
+        .expect(StatusCode::CONFLICT, Some("over_quota"));
+    let first = app
+        .post("/api/v1/projects", &lead, create("dup", "bronze", "regular"))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    app.post("/api/v1/projects", &lead, create("dup", "bronze", "regular"))
+        .await
+        .expect(StatusCode::CONFLICT, Some("already_exists"));
+    let id = first["id"].as_str().unwrap();
+    let busy = app.call(Method::DELETE, &format!("/api/v1/projects/{id}"), Some(&lead), None).await;
+    // Deleting is refused while provisioning runs; it may already be active by now.
+    assert!(
+        busy.status == StatusCode::CONFLICT || busy.status == StatusCode::ACCEPTED,
+        "{}",
+        busy.status
+    );
+    app.call(
+        Method::POST,
+        &format!("/api/v1/projects/{}/retry", Uuid::now_v7()),
+        Some(&lead),
+        None,
+    )
+    .await
+    .expect(StatusCode::NOT_FOUND, Some("not_found"));
+
+    for token in [app.admin_token().await, app.field_admin_token().await] {
+        app.post("/api/v1/projects", &token, create("x", "bronze", "regular"))
+            .await
+            .expect(StatusCode::FORBIDDEN, Some("forbidden"));
+    }
+    let seen = app
+        .get("/api/v1/projects", &app.field_admin_token().await)
+        .await
+        .expect(StatusCode::OK, None);
+    assert_eq!(seen["items"].as_array().unwrap().len(), 2);
+    let catalog = app.get("/api/v1/catalog", &lead).await.expect(StatusCode::OK, None);
+    assert_eq!(catalog["silver"]["regular"]["cpu"], 4);
+
+    // A team lead of another department sees nothing of shop's.
+    let other = crate::helpers::create_user(
+        &pool,
+        "ledger-lead",
+        infrahub::domain::role::Role::TeamLead,
+        infrahub::domain::role::Scope::Department(app.org.other_dept),
+        false,
+    )
+    .await;
+    let stranger = app.login(&other.username, crate::helpers::PASSWORD).await;
+    app.get(&format!("/api/v1/projects/{id}"), &stranger)
+        .await
+        .expect(StatusCode::NOT_FOUND, Some("not_found"));
+    assert!(
+        app.get("/api/v1/projects", &stranger).await.body["items"].as_array().unwrap().is_empty()
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn a_failed_delivery_fails_the_project_and_retry_recovers(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the repository should be: git cannot work there.
+    let blocked = dir.path().join("gitops");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let (app, engine) = app_with_quota(&pool, &blocked, 20, 80).await;
+    let lead = app.team_lead_token().await;
+    let id = app
+        .post("/api/v1/projects", &lead, create("fragile", "bronze", "regular"))
+        .await
+        .expect(StatusCode::ACCEPTED, None)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = project_status(&app, &lead, &id, "failed").await;
+    assert!(failed["failure_reason"].as_str().unwrap().contains("gitops"), "{failed}");
+    std::fs::remove_file(&blocked).unwrap();
+    let retried =
+        app.call(Method::POST, &format!("/api/v1/projects/{id}/retry"), Some(&lead), None).await;
+    assert_eq!(retried.expect(StatusCode::ACCEPTED, None)["status"], "provisioning");
+    let active = project_status(&app, &lead, &id, "active").await;
+    assert!(active["failure_reason"].is_null());
+    app.call(Method::POST, &format!("/api/v1/projects/{id}/retry"), Some(&lead), None)
+        .await
+        .expect(StatusCode::CONFLICT, Some("not_failed"));
+    engine.shutdown(Duration::from_secs(5)).await;
+}
