@@ -123,6 +123,7 @@ pub struct Config {
     pub inventory: InventoryConfig,
     pub capacity: CapacityConfig,
     pub delivery: DeliveryConfig,
+    pub argocd: ArgocdConfig,
     /// SLA type -> performance tier -> quota. A `[catalog]` in the file replaces the built-in
     /// one as a whole.
     pub catalog: Catalog,
@@ -172,6 +173,51 @@ pub fn default_catalog() -> Catalog {
         catalog.insert(sla.to_owned(), tiers);
     }
     catalog
+}
+
+/// Argo CD, watching the GitOps repository. Without a URL (or for sites without an
+/// application) delivery itself makes a project active.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArgocdConfig {
+    /// e.g. `https://argocd.example.com`; empty: no Argo CD.
+    pub url: String,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    /// Site name -> the Argo CD Application that deploys that site's directory.
+    pub apps: std::collections::BTreeMap<String, String>,
+    /// How often a project's Application is read while it is not there yet.
+    pub poll_interval_ms: u64,
+    /// A project not Synced and Healthy after this long fails with Argo CD's message.
+    pub deadline_secs: u64,
+    /// Read with `refresh=hard` (re-reads Git at once instead of at its next poll).
+    pub hard_refresh: bool,
+    /// Ask for a sync when the Application has no automated sync policy.
+    pub sync: bool,
+    pub timeout_secs: u64,
+}
+
+impl Default for ArgocdConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            token: None,
+            token_file: None,
+            apps: Default::default(),
+            poll_interval_ms: 10_000,
+            deadline_secs: 1800,
+            hard_refresh: false,
+            sync: true,
+            timeout_secs: 15,
+        }
+    }
+}
+
+impl ArgocdConfig {
+    /// The Application of `site`, when Argo CD is configured for it.
+    pub fn app_for(&self, site: &str) -> Option<&str> {
+        if self.url.is_empty() { None } else { self.apps.get(site).map(String::as_str) }
+    }
 }
 
 /// How project manifests reach the clusters.
@@ -249,6 +295,7 @@ impl Default for Config {
             inventory: InventoryConfig::default(),
             capacity: CapacityConfig::default(),
             delivery: DeliveryConfig::default(),
+            argocd: ArgocdConfig::default(),
             catalog: default_catalog(),
             logging: LoggingConfig::default(),
         }
@@ -728,6 +775,27 @@ impl Config {
         }
         crate::domain::project::namespace_for(template, "department", "name")
             .map_err(|e| ConfigError::invalid("delivery.namespace_template", e.message))?;
+        let argocd = &self.argocd;
+        if !argocd.url.is_empty() {
+            let url = url::Url::parse(&argocd.url)
+                .map_err(|e| ConfigError::invalid("argocd.url", format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid("argocd.url", "must be http:// or https://"));
+            }
+            if argocd.token.is_none() && argocd.token_file.is_none() {
+                return Err(ConfigError::invalid(
+                    "argocd.token",
+                    "missing: set argocd.token_file or INFRAHUB_ARGOCD__TOKEN",
+                ));
+            }
+            if argocd.poll_interval_ms == 0 || argocd.deadline_secs == 0 || argocd.timeout_secs == 0
+            {
+                return Err(ConfigError::invalid(
+                    "argocd",
+                    "poll_interval_ms, deadline_secs and timeout_secs must be at least 1",
+                ));
+            }
+        }
         if self.delivery.git.branch.trim().is_empty() {
             return Err(ConfigError::invalid("delivery.git.branch", "must not be empty"));
         }
@@ -756,6 +824,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The Argo CD token, from `argocd.token` or `argocd.token_file`.
+    pub fn argocd_token(&self) -> Result<Secret, ConfigError> {
+        match (&self.argocd.token, &self.argocd.token_file) {
+            (Some(token), _) => Ok(token.clone()),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).map(|t| Secret::new(t.trim())).map_err(|e| {
+                    ConfigError::invalid(
+                        "argocd.token_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })
+            }
+            (None, None) => Err(ConfigError::invalid("argocd.token", "missing")),
+        }
     }
 
     /// The configured overcommit factors.

@@ -3,7 +3,8 @@
 
 use serde_json::json;
 
-use super::provision_namespace::{current_project, manifest_path, settle};
+use super::poll_argocd::{Expect, hand_over};
+use super::provision_namespace::{current_project, manifest_path, payload, settle};
 use super::{HookFuture, JobFuture, JobHandler, KindSettings, Outcome};
 use crate::clients::gitops::{Delivered, LocalGit};
 use crate::context::Context;
@@ -29,11 +30,12 @@ impl JobHandler for DeprovisionNamespace {
 
     fn run<'a>(&'a self, ctx: &'a Context, job: &'a Claimed) -> JobFuture<'a> {
         Box::pin(async move {
-            let (project, payload) =
-                match current_project(ctx, job, &[ProjectStatus::Deleting]).await? {
-                    Ok(found) => found,
-                    Err(skipped) => return Ok(Outcome::Done(json!({ "skipped": skipped }))),
-                };
+            let payload = payload(job)?;
+            let deleting = [ProjectStatus::Deleting];
+            let project = match current_project(ctx, job, payload.project_id, &deleting).await? {
+                Ok(found) => found,
+                Err(skipped) => return Ok(Outcome::Done(json!({ "skipped": skipped }))),
+            };
             let file = manifest_path(&project);
             let message = format!(
                 "deprovision {} at {}: project {} of {}, requested by {}",
@@ -45,12 +47,18 @@ impl JobHandler for DeprovisionNamespace {
             );
             let delivered =
                 LocalGit::new(&ctx.config.delivery.git).write(&file, None, &message).await?;
-            settle(ctx, job, project.id, &[ProjectStatus::Deleting], ProjectStatus::Deleted, None)
-                .await?;
             let commit = match delivered {
                 Delivered::Committed { commit } => Some(commit),
                 Delivered::Unchanged => None,
             };
+            // With Argo CD watching the site, the quota is freed once it pruned the namespace.
+            if ctx.config.argocd.app_for(&project.site).is_some() {
+                let poll = hand_over(ctx, job, &project, Expect::Absent).await?;
+                return Ok(Outcome::Done(
+                    json!({ "file": file, "commit": commit, "poll_job": poll }),
+                ));
+            }
+            settle(ctx, job, project.id, &deleting, ProjectStatus::Deleted, None).await?;
             Ok(Outcome::Done(json!({ "file": file, "commit": commit, "status": "deleted" })))
         })
     }

@@ -12,6 +12,7 @@ pub mod allocate_servers;
 pub mod deprovision_namespace;
 pub mod diagnostic;
 pub mod engine;
+pub mod poll_argocd;
 pub mod provision_namespace;
 pub mod prune;
 pub mod scheduler;
@@ -179,6 +180,7 @@ impl Registry {
         registry.register(Arc::new(allocate_quota::AllocateQuota), config);
         registry.register(Arc::new(provision_namespace::ProvisionNamespace), config);
         registry.register(Arc::new(deprovision_namespace::DeprovisionNamespace), config);
+        registry.register(Arc::new(poll_argocd::PollArgocd), config);
         registry
     }
 
@@ -207,6 +209,7 @@ pub const KIND_NAMES: &[&str] = &[
     allocate_quota::ALLOCATE_QUOTA,
     provision_namespace::PROVISION_NAMESPACE,
     deprovision_namespace::DEPROVISION_NAMESPACE,
+    poll_argocd::POLL_ARGOCD,
 ];
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::poll_argocd::{Expect, hand_over};
 use super::{HookFuture, JobError, JobFuture, JobHandler, KindSettings, Outcome};
 use crate::clients::gitops::{Delivered, GitError, LocalGit};
 use crate::context::Context;
@@ -71,16 +72,21 @@ pub async fn spec(ctx: &Context, project: &Project) -> Result<ProjectSpec, JobEr
     })
 }
 
+/// The payload of a provisioning or deprovisioning job.
+pub fn payload(job: &Claimed) -> Result<ProjectJob, JobError> {
+    serde_json::from_value(job.payload.clone())
+        .map_err(|e| JobError::permanent(format!("bad payload: {e}")))
+}
+
 /// Loads the project this job is about, or says why the job has nothing to do: the project is
 /// gone, a later job superseded this one, or it is not in a state this job acts on.
 pub async fn current_project(
     ctx: &Context,
     job: &Claimed,
+    project_id: Uuid,
     states: &[ProjectStatus],
-) -> Result<Result<(Project, ProjectJob), String>, JobError> {
-    let payload: ProjectJob = serde_json::from_value(job.payload.clone())
-        .map_err(|e| JobError::permanent(format!("bad payload: {e}")))?;
-    let project = match projects::get(&mut *ctx.pool.acquire().await?, payload.project_id).await {
+) -> Result<Result<Project, String>, JobError> {
+    let project = match projects::get(&mut *ctx.pool.acquire().await?, project_id).await {
         Ok(project) => project,
         Err(StoreError::NotFound) => {
             return Err(JobError::permanent("the project no longer exists"));
@@ -93,7 +99,7 @@ pub async fn current_project(
     if !states.contains(&project.status) {
         return Ok(Err(format!("the project is {}", project.status)));
     }
-    Ok(Ok((project, payload)))
+    Ok(Ok(project))
 }
 
 /// Moves the project and records it, in one transaction, if this job is still its latest.
@@ -135,7 +141,8 @@ impl JobHandler for ProvisionNamespace {
     fn run<'a>(&'a self, ctx: &'a Context, job: &'a Claimed) -> JobFuture<'a> {
         Box::pin(async move {
             let live = [ProjectStatus::Provisioning, ProjectStatus::Degraded];
-            let (project, payload) = match current_project(ctx, job, &live).await? {
+            let payload = payload(job)?;
+            let project = match current_project(ctx, job, payload.project_id, &live).await? {
                 Ok(found) => found,
                 Err(skipped) => return Ok(Outcome::Done(json!({ "skipped": skipped }))),
             };
@@ -154,11 +161,18 @@ impl JobHandler for ProvisionNamespace {
             let delivered = LocalGit::new(&ctx.config.delivery.git)
                 .write(&file, Some(&manifests), &message)
                 .await?;
-            settle(ctx, job, project.id, &live, ProjectStatus::Active, None).await?;
             let commit = match delivered {
                 Delivered::Committed { commit } => Some(commit),
                 Delivered::Unchanged => None,
             };
+            // With Argo CD watching the site, it decides when the project is there.
+            if ctx.config.argocd.app_for(&project.site).is_some() {
+                let poll = hand_over(ctx, job, &project, Expect::Present).await?;
+                return Ok(Outcome::Done(
+                    json!({ "file": file, "commit": commit, "poll_job": poll }),
+                ));
+            }
+            settle(ctx, job, project.id, &live, ProjectStatus::Active, None).await?;
             Ok(Outcome::Done(json!({ "file": file, "commit": commit, "status": "active" })))
         })
     }

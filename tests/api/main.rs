@@ -3,6 +3,8 @@
 
 mod admin;
 mod allocation;
+mod argocd;
+mod argocd_fake;
 mod auth;
 mod bodies;
 mod cli;

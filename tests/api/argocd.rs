@@ -1,0 +1,206 @@
+//! Projects with Argo CD watching the site: active only once Argo CD reports the namespace and
+//! its quota Synced and Healthy; failed with Argo CD's message past the deadline; deleted once
+//! pruned.
+
+use std::path::Path;
+use std::time::Duration;
+
+use infrahub::config::{Mode, Secret};
+use infrahub::jobs::engine::{self, EngineHandle};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::argocd_fake::{FakeArgocd, application, resource};
+use crate::helpers::{TestApp, wait_until};
+
+const TOKEN: &str = "argocd-api-token-for-infrahub";
+const APP: &str = "infra-fra";
+const NS: &str = "shop-web";
+
+fn synced() -> Value {
+    application(
+        APP,
+        "Synced",
+        "Healthy",
+        Some(("Succeeded", "successfully synced")),
+        vec![
+            resource("Namespace", NS, "", "Synced", Some("Healthy")),
+            resource("ResourceQuota", "infrahub-quota", NS, "Synced", None),
+        ],
+    )
+}
+
+async fn start(
+    pool: &PgPool,
+    repo: &Path,
+    fake: &FakeArgocd,
+    tweak: impl FnOnce(&mut infrahub::config::ArgocdConfig),
+) -> (TestApp, EngineHandle) {
+    let repo = repo.to_owned();
+    let base = fake.base.clone();
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| {
+        c.delivery.git.path = repo;
+        c.argocd.url = base;
+        c.argocd.token = Some(Secret::new(TOKEN));
+        c.argocd.apps.insert("fra".to_owned(), APP.to_owned());
+        c.argocd.poll_interval_ms = 50;
+        tweak(&mut c.argocd);
+    })
+    .await;
+    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 40, 160)")
+        .bind(app.org.dept)
+        .bind(app.org.site)
+        .execute(pool)
+        .await
+        .unwrap();
+    let engine = engine::start(app.ctx.clone());
+    (app, engine)
+}
+
+async fn status_becomes(app: &TestApp, token: &str, id: &str, wanted: &str) -> Value {
+    let path = format!("/api/v1/projects/{id}");
+    wait_until(&format!("project to be {wanted}"), Duration::from_secs(30), || async {
+        app.get(&path, token).await.body["status"] == wanted
+    })
+    .await;
+    app.get(&path, token).await.body
+}
+
+async fn create_web(app: &TestApp, token: &str) -> String {
+    let body = json!({ "name": "web", "site": "fra", "sla_type": "silver", "performance_tier": "regular" });
+    app.post("/api/v1/projects", token, body).await.expect(StatusCode::ACCEPTED, None)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[sqlx::test]
+async fn progressing_then_synced_makes_the_project_active(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let states = vec![
+        application(
+            APP,
+            "OutOfSync",
+            "Missing",
+            Some(("Running", "waiting for healthy state")),
+            vec![resource("Namespace", NS, "", "OutOfSync", Some("Missing"))],
+        ),
+        application(
+            APP,
+            "OutOfSync",
+            "Progressing",
+            None,
+            vec![
+                resource("Namespace", NS, "", "OutOfSync", Some("Missing")),
+                resource("ResourceQuota", "infrahub-quota", NS, "OutOfSync", None),
+            ],
+        ),
+        application(
+            APP,
+            "Synced",
+            "Progressing",
+            None,
+            vec![
+                resource("Namespace", NS, "", "Synced", Some("Progressing")),
+                resource("ResourceQuota", "infrahub-quota", NS, "Synced", None),
+            ],
+        ),
+        synced(),
+    ];
+    let fake = FakeArgocd::start(APP, TOKEN, states).await;
+    fake.set(|s| s.sync_conflicts = true);
+    let (app, engine) =
+        start(&pool, &dir.path().join("gitops"), &fake, |a| a.hard_refresh = true).await;
+    let lead = app.team_lead_token().await;
+    let id = create_web(&app, &lead).await;
+    let active = status_becomes(&app, &lead, &id, "active").await;
+    assert!(active["failure_reason"].is_null());
+    let reads = fake.reads();
+    assert!(reads.len() >= 4, "{reads:?}");
+    assert!(reads.iter().all(|r| r == "/api/v1/applications/infra-fra?refresh=hard"), "{reads:?}");
+    let syncs = fake.syncs();
+    assert!(!syncs.is_empty(), "no auto-sync and OutOfSync: a sync was asked for");
+    assert_eq!(syncs[0], json!({ "name": APP, "prune": true }));
+    let poll: (i32, String) =
+        sqlx::query_as("SELECT attempts, status FROM jobs WHERE kind = 'poll_argocd'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        poll,
+        (1, "succeeded".to_owned()),
+        "polls and a sync already in progress spend no attempts"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn a_project_still_degraded_at_the_deadline_fails_with_argocds_message(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut degraded = application(
+        APP,
+        "Synced",
+        "Degraded",
+        Some(("Failed", "one or more objects failed to apply: quota exceeds limits")),
+        vec![
+            resource("Namespace", NS, "", "Synced", Some("Healthy")),
+            resource("ResourceQuota", "infrahub-quota", NS, "OutOfSync", Some("Degraded")),
+        ],
+    );
+    degraded["spec"]["syncPolicy"] = json!({ "automated": { "prune": true, "selfHeal": true } });
+    let fake = FakeArgocd::start(APP, TOKEN, vec![degraded]).await;
+    let (app, engine) =
+        start(&pool, &dir.path().join("gitops"), &fake, |a| a.deadline_secs = 1).await;
+    let lead = app.team_lead_token().await;
+    let id = create_web(&app, &lead).await;
+    let failed = status_becomes(&app, &lead, &id, "failed").await;
+    let reason = failed["failure_reason"].as_str().unwrap();
+    assert!(reason.contains("quota exceeds limits") && reason.contains(APP), "{reason}");
+    assert!(fake.syncs().is_empty(), "an automated application is not asked to sync");
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn a_refused_token_fails_the_project(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeArgocd::start(APP, "some-other-token", vec![synced()]).await;
+    let (app, engine) = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
+    let lead = app.team_lead_token().await;
+    let id = create_web(&app, &lead).await;
+    let failed = status_becomes(&app, &lead, &id, "failed").await;
+    assert!(failed["failure_reason"].as_str().unwrap().contains("refused the token"), "{failed}");
+    assert_eq!(fake.reads().len(), 1, "a 401 is not retried");
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn deletion_frees_the_quota_once_argocd_pruned_the_namespace(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeArgocd::start(APP, TOKEN, vec![synced()]).await;
+    let (app, engine) = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
+    let lead = app.team_lead_token().await;
+    let id = create_web(&app, &lead).await;
+    status_becomes(&app, &lead, &id, "active").await;
+    let reads_before = fake.reads().len();
+    app.call(Method::DELETE, &format!("/api/v1/projects/{id}"), Some(&lead), None)
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    // Argo CD still lists the namespace: the poll has seen it, and the project waits.
+    wait_until("the deletion poll to read Argo CD twice", Duration::from_secs(30), || async {
+        fake.reads().len() >= reads_before + 2
+    })
+    .await;
+    let quota = format!("/api/v1/departments/{}/quota", app.org.dept);
+    assert_eq!(app.get(&format!("/api/v1/projects/{id}"), &lead).await.body["status"], "deleting");
+    let still = app.get(&quota, &lead).await.body;
+    assert_eq!(
+        still["sites"][0]["used"]["cpu"], 4,
+        "the quota stays reserved until the namespace is gone"
+    );
+    fake.set(|s| s.states = vec![application(APP, "Synced", "Healthy", None, vec![])].into());
+    let deleted = status_becomes(&app, &lead, &id, "deleted").await;
+    assert!(deleted["deleted_at"].is_string());
+    assert_eq!(app.get(&quota, &lead).await.body["sites"][0]["used"]["cpu"], 0);
+    engine.shutdown(Duration::from_secs(5)).await;
+}
