@@ -1118,6 +1118,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        Jail::expect_with(|_| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/infrahub.example.toml");
+            let config = Config::load(Mode::Serve, Some(&path)).expect("the example loads");
+            assert_eq!(config.inventory.source, InventorySource::Netbox);
+            assert_eq!(config.argocd.app_for("berlin"), Some("infrahub-berlin"));
+            assert_eq!(config.argocd.app_for("munich"), None);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn netbox_needs_a_url_and_a_token() {
         Jail::expect_with(|jail| {
             jail.set_env("INFRAHUB_INVENTORY__SOURCE", "netbox");
