@@ -449,13 +449,19 @@ pub struct KindConfig {
 pub struct ScheduleConfig {
     /// Pulls the server inventory.
     pub server_sync: String,
+    /// Compares active projects with what was delivered and repairs drift.
+    pub resync: String,
     /// Deletes old finished jobs.
     pub prune_jobs: String,
 }
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        Self { server_sync: "0 */15 * * * *".to_owned(), prune_jobs: "0 17 3 * * *".to_owned() }
+        Self {
+            server_sync: "0 */15 * * * *".to_owned(),
+            resync: "0 0 * * * *".to_owned(),
+            prune_jobs: "0 17 3 * * *".to_owned(),
+        }
     }
 }
 
@@ -464,6 +470,7 @@ impl ScheduleConfig {
     pub fn entries(&self) -> Vec<(&'static str, &'static str, &str)> {
         [
             ("server_sync", crate::jobs::sync_servers::SYNC_SERVERS, self.server_sync.as_str()),
+            ("resync", crate::jobs::resync::RESYNC, self.resync.as_str()),
             ("prune_jobs", crate::jobs::prune::PRUNE_JOBS, self.prune_jobs.as_str()),
         ]
         .into_iter()
@@ -1111,8 +1118,8 @@ mod tests {
             let config = Config::load(Mode::Serve, Some(&jail.directory().join("c.toml"))).unwrap();
             let noop = &config.workers.kinds["noop"];
             assert_eq!((noop.concurrency, noop.max_attempts), (Some(2), Some(9)));
-            assert_eq!(config.schedule.entries().len(), 1, "an empty expression turns it off");
-            assert_eq!(Config::default().schedule.entries().len(), 2);
+            assert_eq!(config.schedule.entries().len(), 2, "an empty expression turns it off");
+            assert_eq!(Config::default().schedule.entries().len(), 3);
             Ok(())
         });
     }

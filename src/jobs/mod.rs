@@ -15,6 +15,7 @@ pub mod engine;
 pub mod poll_argocd;
 pub mod provision_namespace;
 pub mod prune;
+pub mod resync;
 pub mod scheduler;
 pub mod sync_servers;
 
@@ -181,6 +182,7 @@ impl Registry {
         registry.register(Arc::new(provision_namespace::ProvisionNamespace), config);
         registry.register(Arc::new(deprovision_namespace::DeprovisionNamespace), config);
         registry.register(Arc::new(poll_argocd::PollArgocd), config);
+        registry.register(Arc::new(resync::Resync), config);
         registry
     }
 
@@ -210,6 +212,7 @@ pub const KIND_NAMES: &[&str] = &[
     provision_namespace::PROVISION_NAMESPACE,
     deprovision_namespace::DEPROVISION_NAMESPACE,
     poll_argocd::POLL_ARGOCD,
+    resync::RESYNC,
 ];
 
 #[cfg(test)]

@@ -204,3 +204,32 @@ async fn deletion_frees_the_quota_once_argocd_pruned_the_namespace(pool: PgPool)
     assert_eq!(app.get(&quota, &lead).await.body["sites"][0]["used"]["cpu"], 0);
     engine.shutdown(Duration::from_secs(5)).await;
 }
+
+#[sqlx::test]
+async fn resync_repairs_a_namespace_argocd_reports_out_of_sync(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeArgocd::start(APP, TOKEN, vec![synced()]).await;
+    let (app, engine) = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
+    let lead = app.team_lead_token().await;
+    let id = create_web(&app, &lead).await;
+    status_becomes(&app, &lead, &id, "active").await;
+    // Someone deleted the namespace by hand: Argo CD reports it missing until it is synced again.
+    let drifted = application(
+        APP,
+        "OutOfSync",
+        "Missing",
+        None,
+        vec![
+            resource("Namespace", NS, "", "OutOfSync", Some("Missing")),
+            resource("ResourceQuota", "infrahub-quota", NS, "OutOfSync", None),
+        ],
+    );
+    fake.set(|s| s.states = vec![drifted.clone(), drifted, synced()].into());
+    let report = crate::projects::resync(&pool).await;
+    assert_eq!(report["drifted"], 1, "{report}");
+    assert!(report["drift"][0].as_str().unwrap().contains("OutOfSync"), "{report}");
+    let active = status_becomes(&app, &lead, &id, "active").await;
+    assert!(active["failure_reason"].is_null());
+    assert!(!fake.syncs().is_empty(), "the repair asked Argo CD to sync");
+    engine.shutdown(Duration::from_secs(5)).await;
+}

@@ -376,3 +376,63 @@ async fn a_failed_delivery_fails_the_project_and_retry_recovers(pool: PgPool) {
         .expect(StatusCode::CONFLICT, Some("not_failed"));
     engine.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Runs one `resync` job and returns its result.
+pub async fn resync(pool: &PgPool) -> Value {
+    let mut conn = pool.acquire().await.unwrap();
+    let new = infrahub::store::jobs::NewJob::new("resync", json!({}), "test", 3);
+    let id = infrahub::store::jobs::enqueue(&mut conn, &new).await.unwrap().job().id;
+    drop(conn);
+    crate::jobs::wait_for_status(pool, id, infrahub::domain::job::JobStatus::Succeeded)
+        .await
+        .result
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn resync_repairs_manifests_changed_in_git(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let (app, engine) = app_with_quota(&pool, &repo, 40, 160).await;
+    let lead = app.team_lead_token().await;
+    let mut ids = Vec::new();
+    for name in ["web", "api"] {
+        let created = app
+            .post("/api/v1/projects", &lead, create(name, "silver", "regular"))
+            .await
+            .expect(StatusCode::ACCEPTED, None);
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        project_status(&app, &lead, id, "active").await;
+    }
+    let file = repo.join("fra/shop-web.yaml");
+    let desired = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, desired.replace("requests.cpu: \"4\"", "requests.cpu: \"64\"")).unwrap();
+
+    let report = resync(&pool).await;
+    assert_eq!(
+        (report["checked"].as_u64(), report["in_sync"].as_u64(), report["drifted"].as_u64()),
+        (Some(2), Some(1), Some(1))
+    );
+    assert!(
+        report["drift"][0].as_str().unwrap().starts_with("shop-web: the manifests in Git differ"),
+        "{report}"
+    );
+    let repaired = project_status(&app, &lead, &ids[0], "active").await;
+    assert!(repaired["failure_reason"].is_null());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), desired, "the desired manifests are back");
+    let drift: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE action = 'project.drift'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(drift, 1);
+    let again = resync(&pool).await;
+    assert_eq!(
+        (again["in_sync"].as_u64(), again["drifted"].as_u64()),
+        (Some(2), Some(0)),
+        "nothing left to repair"
+    );
+    engine.shutdown(Duration::from_secs(5)).await;
+}
