@@ -237,6 +237,33 @@ pub struct DeliveryConfig {
     /// DNS-1123 label.
     pub namespace_template: String,
     pub git: GitConfig,
+    pub gitlab: GitlabConfig,
+}
+
+/// The GitLab project that holds the manifests (`delivery.git.kind = "gitlab"`); branch and
+/// author come from `delivery.git`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GitlabConfig {
+    /// e.g. `https://gitlab.example.com`.
+    pub url: String,
+    /// Project id, or its path such as `platform/gitops`.
+    pub project: String,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+}
+
+impl Default for GitlabConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            project: String::new(),
+            token: None,
+            token_file: None,
+            timeout_secs: 30,
+        }
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -245,6 +272,7 @@ impl Default for DeliveryConfig {
             kind: DeliveryKind::Gitops,
             namespace_template: "{department}-{name}".to_owned(),
             git: GitConfig::default(),
+            gitlab: GitlabConfig::default(),
         }
     }
 }
@@ -256,6 +284,8 @@ pub enum GitKind {
     /// A repository on this host's disk (created if missing), optionally pushed to a remote.
     #[default]
     Local,
+    /// A GitLab project, through its commits API (one commit per change).
+    Gitlab,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -782,6 +812,27 @@ impl Config {
         }
         crate::domain::project::namespace_for(template, "department", "name")
             .map_err(|e| ConfigError::invalid("delivery.namespace_template", e.message))?;
+        if self.delivery.git.kind == GitKind::Gitlab {
+            let gitlab = &self.delivery.gitlab;
+            url::Url::parse(&gitlab.url).map_err(|e| {
+                ConfigError::invalid(
+                    "delivery.gitlab.url",
+                    format!("not a URL ({e}); GitLab delivery is on"),
+                )
+            })?;
+            if gitlab.project.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    "delivery.gitlab.project",
+                    "missing: a project id or path",
+                ));
+            }
+            if gitlab.token.is_none() && gitlab.token_file.is_none() {
+                return Err(ConfigError::invalid(
+                    "delivery.gitlab.token",
+                    "missing: set token_file or INFRAHUB_DELIVERY__GITLAB__TOKEN",
+                ));
+            }
+        }
         let argocd = &self.argocd;
         if !argocd.url.is_empty() {
             let url = url::Url::parse(&argocd.url)
@@ -831,6 +882,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The GitLab token, from `delivery.gitlab.token` or `delivery.gitlab.token_file`.
+    pub fn gitlab_token(&self) -> Result<Secret, ConfigError> {
+        let gitlab = &self.delivery.gitlab;
+        match (&gitlab.token, &gitlab.token_file) {
+            (Some(token), _) => Ok(token.clone()),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).map(|t| Secret::new(t.trim())).map_err(|e| {
+                    ConfigError::invalid(
+                        "delivery.gitlab.token_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })
+            }
+            (None, None) => Err(ConfigError::invalid("delivery.gitlab.token", "missing")),
+        }
     }
 
     /// The Argo CD token, from `argocd.token` or `argocd.token_file`.

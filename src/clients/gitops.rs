@@ -1,8 +1,11 @@
-//! GitOps delivery into a local Git repository (the one ArgoCD watches, or a clone pushed to
-//! it). Uses the `git` command: real Git, no library quirks.
+//! GitOps delivery: manifests written into the repository Argo CD watches, either a local Git
+//! repository (using the `git` command: real Git, no library quirks) or a GitLab project
+//! through its commits API.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
 use tokio::process::Command;
 use tokio::sync::Mutex;
@@ -27,6 +30,54 @@ pub enum Delivered {
     },
     /// The file already had that content (or was already gone): no commit.
     Unchanged,
+}
+
+pub type GitFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, GitError>> + Send + 'a>>;
+
+/// Where manifests are committed.
+pub trait Gitops: Send + Sync {
+    /// Writes `content` to `file`, or removes it when `None`, committing with `message` only if
+    /// that changes anything.
+    fn write<'a>(
+        &'a self,
+        file: &'a str,
+        content: Option<&'a str>,
+        message: &'a str,
+    ) -> GitFuture<'a, Delivered>;
+
+    /// The committed content of `file`, if any.
+    fn read<'a>(&'a self, file: &'a str) -> GitFuture<'a, Option<String>>;
+}
+
+/// The backend the configuration names.
+pub fn from_config(config: &crate::config::Config) -> Result<Arc<dyn Gitops>, GitError> {
+    use crate::config::GitKind;
+    match config.delivery.git.kind {
+        GitKind::Local => Ok(Arc::new(LocalGit::new(&config.delivery.git))),
+        GitKind::Gitlab => {
+            let token = config.gitlab_token().map_err(|e| GitError::Permanent(e.to_string()))?;
+            Ok(Arc::new(super::gitlab::Gitlab::new(
+                &config.delivery.gitlab,
+                &config.delivery.git,
+                token,
+            )?))
+        }
+    }
+}
+
+impl Gitops for LocalGit {
+    fn write<'a>(
+        &'a self,
+        file: &'a str,
+        content: Option<&'a str>,
+        message: &'a str,
+    ) -> GitFuture<'a, Delivered> {
+        Box::pin(LocalGit::write(self, file, content, message))
+    }
+
+    fn read<'a>(&'a self, file: &'a str) -> GitFuture<'a, Option<String>> {
+        Box::pin(LocalGit::read(self, file))
+    }
 }
 
 /// A local repository; one writer at a time in this process.

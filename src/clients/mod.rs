@@ -2,5 +2,6 @@
 //! implementation beside it. Test doubles are HTTP servers under `tests/`, never here.
 
 pub mod argocd;
+pub mod gitlab;
 pub mod gitops;
 pub mod inventory;

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::poll_argocd::{Expect, hand_over};
 use super::provision_namespace::{current_project, manifest_path, payload, settle};
 use super::{HookFuture, JobFuture, JobHandler, KindSettings, Outcome};
-use crate::clients::gitops::{Delivered, LocalGit};
+use crate::clients::gitops::{self, Delivered};
 use crate::context::Context;
 use crate::domain::project::ProjectStatus;
 use crate::store::jobs::Claimed;
@@ -45,8 +45,7 @@ impl JobHandler for DeprovisionNamespace {
                 project.department,
                 payload.requested_by
             );
-            let delivered =
-                LocalGit::new(&ctx.config.delivery.git).write(&file, None, &message).await?;
+            let delivered = gitops::from_config(&ctx.config)?.write(&file, None, &message).await?;
             let commit = match delivered {
                 Delivered::Committed { commit } => Some(commit),
                 Delivered::Unchanged => None,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::poll_argocd::{Expect, hand_over};
 use super::{HookFuture, JobError, JobFuture, JobHandler, KindSettings, Outcome};
-use crate::clients::gitops::{Delivered, GitError, LocalGit};
+use crate::clients::gitops::{self, Delivered, GitError};
 use crate::context::Context;
 use crate::domain::manifests::{ProjectSpec, render};
 use crate::domain::project::ProjectStatus;
@@ -158,9 +158,8 @@ impl JobHandler for ProvisionNamespace {
                 project.department,
                 payload.requested_by
             );
-            let delivered = LocalGit::new(&ctx.config.delivery.git)
-                .write(&file, Some(&manifests), &message)
-                .await?;
+            let delivered =
+                gitops::from_config(&ctx.config)?.write(&file, Some(&manifests), &message).await?;
             let commit = match delivered {
                 Delivered::Committed { commit } => Some(commit),
                 Delivered::Unchanged => None,

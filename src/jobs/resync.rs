@@ -10,7 +10,7 @@ use serde_json::json;
 use super::provision_namespace::{PROVISION_NAMESPACE, ProjectJob, manifest_path, spec};
 use super::{JobError, JobFuture, JobHandler, KindSettings, Outcome};
 use crate::clients::argocd::{Application, Argocd};
-use crate::clients::gitops::LocalGit;
+use crate::clients::gitops::{self, Gitops};
 use crate::context::Context;
 use crate::domain::manifests::render;
 use crate::domain::project::ProjectStatus;
@@ -52,7 +52,7 @@ impl JobHandler for Resync {
 
     fn run<'a>(&'a self, ctx: &'a Context, job: &'a Claimed) -> JobFuture<'a> {
         Box::pin(async move {
-            let git = LocalGit::new(&ctx.config.delivery.git);
+            let git = gitops::from_config(&ctx.config)?;
             let argocd = match ctx.config.argocd.url.is_empty() {
                 true => None,
                 false => {
@@ -78,7 +78,7 @@ impl JobHandler for Resync {
                 .await?;
                 for project in &batch.items {
                     report.checked += 1;
-                    match drift_of(ctx, &git, argocd.as_ref(), &mut apps, project).await? {
+                    match drift_of(ctx, git.as_ref(), argocd.as_ref(), &mut apps, project).await? {
                         None => report.in_sync += 1,
                         Some(why) => {
                             if repair(ctx, job, project, &why).await? {
@@ -101,7 +101,7 @@ impl JobHandler for Resync {
 /// Why the delivered state differs from the desired one, if it does.
 async fn drift_of(
     ctx: &Context,
-    git: &LocalGit,
+    git: &dyn Gitops,
     argocd: Option<&Argocd>,
     apps: &mut HashMap<String, Application>,
     project: &Project,

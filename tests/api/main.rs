@@ -11,6 +11,8 @@ mod cli;
 mod daemon;
 mod demo;
 mod e2e;
+mod gitlab;
+mod gitlab_fake;
 mod helpers;
 mod inventory;
 mod jobs;

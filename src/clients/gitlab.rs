@@ -1,0 +1,194 @@
+//! GitOps delivery into a GitLab project through its REST API: the repository files API to read
+//! what is there, and `POST /api/v4/projects/:id/repository/commits` with `create`, `update`
+//! or `delete` actions to change it, one commit per change, authenticated by `PRIVATE-TOKEN`.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::gitops::{Delivered, GitError, GitFuture, Gitops};
+use crate::config::{GitConfig, GitlabConfig, Secret};
+
+pub struct Gitlab {
+    client: reqwest::Client,
+    base: url::Url,
+    project: String,
+    token: Secret,
+    branch: String,
+    author_name: String,
+    author_email: String,
+}
+
+/// `GET /projects/:id/repository/files/:path`.
+#[derive(Debug, Deserialize)]
+struct RepositoryFile {
+    content: String,
+    encoding: Option<String>,
+    last_commit_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Commit {
+    id: String,
+}
+
+impl Gitlab {
+    pub fn new(config: &GitlabConfig, git: &GitConfig, token: Secret) -> Result<Self, GitError> {
+        let base = url::Url::parse(&config.url)
+            .map_err(|e| GitError::Permanent(format!("bad GitLab URL: {e}")))?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.timeout_secs))
+            .build()
+            .map_err(|e| GitError::Permanent(e.to_string()))?;
+        Ok(Self {
+            client,
+            base,
+            project: config.project.clone(),
+            token,
+            branch: git.branch.clone(),
+            author_name: git.author_name.clone(),
+            author_email: git.author_email.clone(),
+        })
+    }
+
+    /// `…/api/v4/projects/<id or url-encoded path>/<rest>`, each segment encoded.
+    fn url(&self, rest: &[&str]) -> Result<url::Url, GitError> {
+        let mut url = self.base.clone();
+        {
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|_| GitError::Permanent("bad GitLab URL".to_owned()))?;
+            segments
+                .pop_if_empty()
+                .extend(["api", "v4", "projects", self.project.as_str()])
+                .extend(rest);
+        }
+        Ok(url)
+    }
+
+    async fn failure(response: reqwest::Response, what: &str) -> GitError {
+        let status = response.status();
+        let body: String = response.text().await.unwrap_or_default().chars().take(300).collect();
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => GitError::Permanent(format!(
+                "GitLab refused the token ({status}) to {what}; check delivery.gitlab.token"
+            )),
+            // A concurrent change (e.g. the file appeared meanwhile) or GitLab itself: try again.
+            s if s.is_server_error()
+                || s == StatusCode::TOO_MANY_REQUESTS
+                || s == StatusCode::CONFLICT =>
+            {
+                GitError::Transient(format!("GitLab answered {status} to {what}: {body}"))
+            }
+            StatusCode::BAD_REQUEST
+                if body.contains("already exists") || body.contains("does not exist") =>
+            {
+                GitError::Transient(format!("GitLab answered {status} to {what}: {body}"))
+            }
+            _ => GitError::Permanent(format!("GitLab answered {status} to {what}: {body}")),
+        }
+    }
+
+    async fn file(&self, path: &str) -> Result<Option<RepositoryFile>, GitError> {
+        let mut url = self.url(&["repository", "files", path])?;
+        url.query_pairs_mut().append_pair("ref", &self.branch);
+        let response = self
+            .client
+            .get(url)
+            .header("PRIVATE-TOKEN", self.token.expose())
+            .send()
+            .await
+            .map_err(|e| GitError::Transient(format!("GitLab at {}: {e}", self.base)))?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => response.json().await.map(Some).map_err(|e| {
+                GitError::Permanent(format!("GitLab's file {path} is unreadable: {e}"))
+            }),
+            _ => Err(Self::failure(response, &format!("read {path}")).await),
+        }
+    }
+
+    fn decode(file: &RepositoryFile) -> Result<String, GitError> {
+        if file.encoding.as_deref() == Some("base64") {
+            let bytes = STANDARD.decode(file.content.replace('\n', "")).map_err(|e| {
+                GitError::Permanent(format!("GitLab sent undecodable content: {e}"))
+            })?;
+            String::from_utf8(bytes)
+                .map_err(|e| GitError::Permanent(format!("GitLab sent non-UTF-8 content: {e}")))
+        } else {
+            Ok(file.content.clone())
+        }
+    }
+
+    async fn commit(
+        &self,
+        action: serde_json::Value,
+        message: &str,
+    ) -> Result<Delivered, GitError> {
+        let body = json!({
+            "branch": self.branch,
+            "commit_message": message,
+            "actions": [action],
+            "author_name": self.author_name,
+            "author_email": self.author_email,
+        });
+        let response = self
+            .client
+            .post(self.url(&["repository", "commits"])?)
+            .header("PRIVATE-TOKEN", self.token.expose())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| GitError::Transient(format!("GitLab at {}: {e}", self.base)))?;
+        if !response.status().is_success() {
+            return Err(Self::failure(response, "commit").await);
+        }
+        let commit: Commit = response.json().await.map_err(|e| {
+            GitError::Permanent(format!("GitLab's commit answer is unreadable: {e}"))
+        })?;
+        Ok(Delivered::Committed { commit: commit.id })
+    }
+}
+
+impl Gitops for Gitlab {
+    fn write<'a>(
+        &'a self,
+        file: &'a str,
+        content: Option<&'a str>,
+        message: &'a str,
+    ) -> GitFuture<'a, Delivered> {
+        Box::pin(async move {
+            let existing = self.file(file).await?;
+            let action = match (&existing, content) {
+                (None, None) => return Ok(Delivered::Unchanged),
+                (Some(current), Some(text)) if Self::decode(current)? == text => {
+                    return Ok(Delivered::Unchanged);
+                }
+                (None, Some(text)) => {
+                    json!({ "action": "create", "file_path": file, "content": text, "encoding": "text" })
+                }
+                (Some(current), Some(text)) => json!({
+                    "action": "update", "file_path": file, "content": text, "encoding": "text",
+                    "last_commit_id": current.last_commit_id,
+                }),
+                (Some(current), None) => json!({
+                    "action": "delete", "file_path": file, "last_commit_id": current.last_commit_id,
+                }),
+            };
+            self.commit(action, message).await
+        })
+    }
+
+    fn read<'a>(&'a self, file: &'a str) -> GitFuture<'a, Option<String>> {
+        Box::pin(async move {
+            match self.file(file).await? {
+                Some(found) => Ok(Some(Self::decode(&found)?)),
+                None => Ok(None),
+            }
+        })
+    }
+}
