@@ -124,6 +124,7 @@ pub struct Config {
     pub capacity: CapacityConfig,
     pub delivery: DeliveryConfig,
     pub argocd: ArgocdConfig,
+    pub kubernetes: KubernetesConfig,
     /// SLA type -> performance tier -> quota. A `[catalog]` in the file replaces the built-in
     /// one as a whole.
     pub catalog: Catalog,
@@ -227,6 +228,8 @@ pub enum DeliveryKind {
     /// Commit them to a Git repository that ArgoCD watches.
     #[default]
     Gitops,
+    /// Apply them to the site's cluster with server-side apply.
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -238,6 +241,31 @@ pub struct DeliveryConfig {
     pub namespace_template: String,
     pub git: GitConfig,
     pub gitlab: GitlabConfig,
+}
+
+/// The clusters, for `delivery.kind = "kubernetes"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The kubeconfig file; the usual lookup (`KUBECONFIG`, `~/.kube/config`) when unset.
+    pub kubeconfig: Option<PathBuf>,
+    /// Site name -> kubeconfig context of that site's cluster.
+    pub contexts: std::collections::BTreeMap<String, String>,
+    /// Field manager of server-side apply.
+    pub field_manager: String,
+    /// While a deleted namespace is still terminating, look again this often.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            contexts: Default::default(),
+            field_manager: "infrahub".to_owned(),
+            poll_interval_ms: 5000,
+        }
+    }
 }
 
 /// The GitLab project that holds the manifests (`delivery.git.kind = "gitlab"`); branch and
@@ -326,6 +354,7 @@ impl Default for Config {
             capacity: CapacityConfig::default(),
             delivery: DeliveryConfig::default(),
             argocd: ArgocdConfig::default(),
+            kubernetes: KubernetesConfig::default(),
             catalog: default_catalog(),
             logging: LoggingConfig::default(),
         }
@@ -812,6 +841,19 @@ impl Config {
         }
         crate::domain::project::namespace_for(template, "department", "name")
             .map_err(|e| ConfigError::invalid("delivery.namespace_template", e.message))?;
+        if self.delivery.kind == DeliveryKind::Kubernetes && self.kubernetes.contexts.is_empty() {
+            return Err(ConfigError::invalid(
+                "kubernetes.contexts",
+                "needs the kubeconfig context of each site",
+            ));
+        }
+        if self.kubernetes.field_manager.trim().is_empty() || self.kubernetes.poll_interval_ms == 0
+        {
+            return Err(ConfigError::invalid(
+                "kubernetes",
+                "field_manager must be set and poll_interval_ms at least 1",
+            ));
+        }
         if self.delivery.git.kind == GitKind::Gitlab {
             let gitlab = &self.delivery.gitlab;
             url::Url::parse(&gitlab.url).map_err(|e| {

@@ -5,3 +5,4 @@ pub mod argocd;
 pub mod gitlab;
 pub mod gitops;
 pub mod inventory;
+pub mod kube;

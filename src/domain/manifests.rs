@@ -28,10 +28,14 @@ pub struct ProjectSpec {
     pub group: String,
 }
 
-/// Namespace, ResourceQuota, LimitRange and RoleBinding, as one multi-document YAML file.
+/// The objects of a project: Namespace, ResourceQuota, LimitRange and RoleBinding.
+pub fn objects(spec: &ProjectSpec) -> Vec<Value> {
+    vec![namespace(spec), resource_quota(spec), limit_range(spec), role_binding(spec)]
+}
+
+/// [`objects`] as one multi-document YAML file.
 pub fn render(spec: &ProjectSpec) -> String {
-    let documents = [namespace(spec), resource_quota(spec), limit_range(spec), role_binding(spec)];
-    documents.iter().map(to_yaml).collect::<Vec<_>>().join("---\n")
+    objects(spec).iter().map(to_yaml).collect::<Vec<_>>().join("---\n")
 }
 
 fn managed_labels(spec: &ProjectSpec) -> Value {

@@ -7,6 +7,8 @@ use super::poll_argocd::{Expect, hand_over};
 use super::provision_namespace::{current_project, manifest_path, payload, settle};
 use super::{HookFuture, JobFuture, JobHandler, KindSettings, Outcome};
 use crate::clients::gitops::{self, Delivered};
+use crate::clients::kube::Cluster;
+use crate::config::DeliveryKind;
 use crate::context::Context;
 use crate::domain::project::ProjectStatus;
 use crate::store::jobs::Claimed;
@@ -36,6 +38,19 @@ impl JobHandler for DeprovisionNamespace {
                 Ok(found) => found,
                 Err(skipped) => return Ok(Outcome::Done(json!({ "skipped": skipped }))),
             };
+            if ctx.config.delivery.kind == DeliveryKind::Kubernetes {
+                let cluster = Cluster::for_site(&ctx.config.kubernetes, &project.site).await?;
+                if cluster.delete_namespace(&project.namespace).await? {
+                    let after =
+                        std::time::Duration::from_millis(ctx.config.kubernetes.poll_interval_ms);
+                    return Ok(Outcome::Reschedule {
+                        after,
+                        progress: json!({ "namespace": "terminating" }),
+                    });
+                }
+                settle(ctx, job, project.id, &deleting, ProjectStatus::Deleted, None).await?;
+                return Ok(Outcome::Done(json!({ "namespace": "gone", "status": "deleted" })));
+            }
             let file = manifest_path(&project);
             let message = format!(
                 "deprovision {} at {}: project {} of {}, requested by {}",

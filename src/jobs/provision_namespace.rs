@@ -11,8 +11,10 @@ use uuid::Uuid;
 use super::poll_argocd::{Expect, hand_over};
 use super::{HookFuture, JobError, JobFuture, JobHandler, KindSettings, Outcome};
 use crate::clients::gitops::{self, Delivered, GitError};
+use crate::clients::kube::{Cluster, KubeError, contains};
+use crate::config::DeliveryKind;
 use crate::context::Context;
-use crate::domain::manifests::{ProjectSpec, render};
+use crate::domain::manifests::{ProjectSpec, objects, render};
 use crate::domain::project::ProjectStatus;
 use crate::store::StoreError;
 use crate::store::audit::{self, Actor, Change};
@@ -123,6 +125,39 @@ pub async fn settle(
     Ok(moved)
 }
 
+impl From<KubeError> for JobError {
+    fn from(err: KubeError) -> Self {
+        match err {
+            KubeError::Permanent(m) => JobError::Permanent(m),
+            KubeError::Transient(m) => JobError::Transient(m),
+        }
+    }
+}
+
+/// Server-side applies the project's objects to its site's cluster and reads each one back;
+/// returns how many were applied.
+async fn apply_and_confirm(
+    ctx: &Context,
+    project: &Project,
+    spec: &ProjectSpec,
+) -> Result<usize, JobError> {
+    let cluster = Cluster::for_site(&ctx.config.kubernetes, &project.site).await?;
+    let desired = objects(spec);
+    cluster.apply(&desired).await?;
+    for object in &desired {
+        match cluster.read(object).await? {
+            Some(actual) if contains(&actual, object) => {}
+            _ => {
+                return Err(JobError::transient(format!(
+                    "the cluster does not show {} {} as applied yet",
+                    object["kind"], object["metadata"]["name"]
+                )));
+            }
+        }
+    }
+    Ok(desired.len())
+}
+
 pub struct ProvisionNamespace;
 
 impl JobHandler for ProvisionNamespace {
@@ -146,7 +181,13 @@ impl JobHandler for ProvisionNamespace {
                 Ok(found) => found,
                 Err(skipped) => return Ok(Outcome::Done(json!({ "skipped": skipped }))),
             };
-            let manifests = render(&spec(ctx, &project).await?);
+            let spec = spec(ctx, &project).await?;
+            if ctx.config.delivery.kind == DeliveryKind::Kubernetes {
+                let applied = apply_and_confirm(ctx, &project, &spec).await?;
+                settle(ctx, job, project.id, &live, ProjectStatus::Active, None).await?;
+                return Ok(Outcome::Done(json!({ "applied": applied, "status": "active" })));
+            }
+            let manifests = render(&spec);
             let file = manifest_path(&project);
             let message = format!(
                 "provision {} at {}: project {} ({}/{}) of {}, requested by {}",

@@ -11,8 +11,10 @@ use super::provision_namespace::{PROVISION_NAMESPACE, ProjectJob, manifest_path,
 use super::{JobError, JobFuture, JobHandler, KindSettings, Outcome};
 use crate::clients::argocd::{Application, Argocd};
 use crate::clients::gitops::{self, Gitops};
+use crate::clients::kube::{Cluster, contains};
+use crate::config::DeliveryKind;
 use crate::context::Context;
-use crate::domain::manifests::render;
+use crate::domain::manifests::{objects, render};
 use crate::domain::project::ProjectStatus;
 use crate::store::PageRequest;
 use crate::store::audit::{self, Actor, Change};
@@ -106,7 +108,26 @@ async fn drift_of(
     apps: &mut HashMap<String, Application>,
     project: &Project,
 ) -> Result<Option<String>, JobError> {
-    let desired = render(&spec(ctx, project).await?);
+    let spec = spec(ctx, project).await?;
+    if ctx.config.delivery.kind == DeliveryKind::Kubernetes {
+        let cluster = Cluster::for_site(&ctx.config.kubernetes, &project.site).await?;
+        for object in objects(&spec) {
+            let what = format!(
+                "{} {}",
+                object["kind"].as_str().unwrap_or("?"),
+                object["metadata"]["name"].as_str().unwrap_or("?")
+            );
+            match cluster.read(&object).await? {
+                None => return Ok(Some(format!("the cluster has no {what}"))),
+                Some(actual) if !contains(&actual, &object) => {
+                    return Ok(Some(format!("the cluster's {what} differs")));
+                }
+                Some(_) => {}
+            }
+        }
+        return Ok(None);
+    }
+    let desired = render(&spec);
     match git.read(&manifest_path(project)).await? {
         None => return Ok(Some("the manifests are missing from Git".to_owned())),
         Some(actual) if actual != desired => {

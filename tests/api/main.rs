@@ -17,6 +17,8 @@ mod helpers;
 mod inventory;
 mod jobs;
 mod jobs_api;
+mod kube;
+mod kube_fake;
 mod migrations;
 mod netbox_fake;
 mod ops;

@@ -1,0 +1,165 @@
+//! Projects delivered straight to Kubernetes: server-side apply through kube's client against
+//! an API-server double, read back, deleted, and repaired by resync.
+
+use std::time::Duration;
+
+use infrahub::config::{DeliveryKind, Mode};
+use infrahub::jobs::engine;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::helpers::{TestApp, wait_until};
+use crate::kube_fake::FakeKube;
+
+async fn app(pool: &PgPool, kube: &FakeKube, dir: &std::path::Path) -> TestApp {
+    let kubeconfig = kube.kubeconfig(dir, "fra-admin");
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| {
+        c.delivery.kind = DeliveryKind::Kubernetes;
+        c.kubernetes.kubeconfig = Some(kubeconfig);
+        c.kubernetes.contexts.insert("fra".to_owned(), "fra-admin".to_owned());
+        c.kubernetes.poll_interval_ms = 50;
+    })
+    .await;
+    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 40, 160)")
+        .bind(app.org.dept)
+        .bind(app.org.site)
+        .execute(pool)
+        .await
+        .unwrap();
+    app
+}
+
+async fn status_becomes(app: &TestApp, token: &str, id: &str, wanted: &str) -> serde_json::Value {
+    let path = format!("/api/v1/projects/{id}");
+    wait_until(&format!("project to be {wanted}"), Duration::from_secs(30), || async {
+        app.get(&path, token).await.body["status"] == wanted
+    })
+    .await;
+    app.get(&path, token).await.body
+}
+
+const QUOTA: &str = "/api/v1/namespaces/shop-web/resourcequotas/infrahub-quota";
+
+#[sqlx::test]
+async fn projects_are_server_side_applied_read_back_and_deleted(pool: PgPool) {
+    infrahub::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start().await;
+    let app = app(&pool, &kube, dir.path()).await;
+    let engine = engine::start(app.ctx.clone());
+    let lead = app.team_lead_token().await;
+    let body = json!({ "name": "web", "site": "fra", "sla_type": "silver", "performance_tier": "regular" });
+    let id =
+        app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::ACCEPTED, None)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    status_becomes(&app, &lead, &id, "active").await;
+
+    let seen = kube.seen();
+    let applies: Vec<_> = seen.iter().filter(|s| s.method == "PATCH").collect();
+    let paths: Vec<&str> = applies.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/namespaces/shop-web",
+            QUOTA,
+            "/api/v1/namespaces/shop-web/limitranges/infrahub-defaults",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/shop-web/rolebindings/infrahub-edit",
+        ]
+    );
+    for apply in &applies {
+        assert!(
+            apply.query.contains("fieldManager=infrahub") && apply.query.contains("force=true"),
+            "{}",
+            apply.query
+        );
+        assert_eq!(apply.content_type, "application/apply-patch+yaml");
+    }
+    assert_eq!(applies[1].body["spec"]["hard"]["requests.cpu"], "4");
+    assert_eq!(applies[0].body["metadata"]["labels"]["infrahub.io/department"], "shop");
+    assert!(seen.iter().filter(|s| s.method == "GET").count() >= 4, "every object is read back");
+
+    app.call(Method::DELETE, &format!("/api/v1/projects/{id}"), Some(&lead), None)
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    let deleted = status_becomes(&app, &lead, &id, "deleted").await;
+    assert!(deleted["deleted_at"].is_string());
+    assert!(kube.object("/api/v1/namespaces/shop-web").is_none() && kube.object(QUOTA).is_none());
+    assert!(
+        kube.seen().iter().any(|s| s.method == "DELETE" && s.path == "/api/v1/namespaces/shop-web")
+    );
+    let used =
+        app.get(&format!("/api/v1/departments/{}/quota", app.org.dept), &lead).await.body["sites"]
+            [0]["used"]["cpu"]
+            .clone();
+    assert_eq!(used, 0, "the quota is free once the namespace is gone");
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn resync_re_applies_objects_changed_in_the_cluster(pool: PgPool) {
+    infrahub::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start().await;
+    let app = app(&pool, &kube, dir.path()).await;
+    let engine = engine::start(app.ctx.clone());
+    let lead = app.team_lead_token().await;
+    let body = json!({ "name": "web", "site": "fra", "sla_type": "silver", "performance_tier": "regular" });
+    let id =
+        app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::ACCEPTED, None)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    status_becomes(&app, &lead, &id, "active").await;
+    kube.set(|c| c.objects.get_mut(QUOTA).unwrap()["spec"]["hard"]["requests.cpu"] = json!("64"));
+
+    let report = crate::projects::resync(&pool).await;
+    assert_eq!(report["drifted"], 1, "{report}");
+    assert!(
+        report["drift"][0].as_str().unwrap().contains("ResourceQuota infrahub-quota differs"),
+        "{report}"
+    );
+    status_becomes(&app, &lead, &id, "active").await;
+    wait_until("the quota to be re-applied", Duration::from_secs(30), || async {
+        kube.object(QUOTA).is_some_and(|q| q["spec"]["hard"]["requests.cpu"] == "4")
+    })
+    .await;
+    engine.shutdown(Duration::from_secs(5)).await;
+}
+
+#[sqlx::test]
+async fn a_site_without_a_context_fails_the_project_with_the_reason(pool: PgPool) {
+    infrahub::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start().await;
+    let kubeconfig = kube.kubeconfig(dir.path(), "elsewhere");
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| {
+        c.delivery.kind = DeliveryKind::Kubernetes;
+        c.kubernetes.kubeconfig = Some(kubeconfig);
+        c.kubernetes.contexts.insert("berlin".to_owned(), "elsewhere".to_owned());
+    })
+    .await;
+    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 40, 160)")
+        .bind(app.org.dept)
+        .bind(app.org.site)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let engine = engine::start(app.ctx.clone());
+    let lead = app.team_lead_token().await;
+    let body = json!({ "name": "web", "site": "fra", "sla_type": "bronze", "performance_tier": "regular" });
+    let id =
+        app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::ACCEPTED, None)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let failed = status_becomes(&app, &lead, &id, "failed").await;
+    assert!(
+        failed["failure_reason"].as_str().unwrap().contains("no kubeconfig context for site fra"),
+        "{failed}"
+    );
+    assert!(kube.seen().is_empty());
+    engine.shutdown(Duration::from_secs(5)).await;
+}
