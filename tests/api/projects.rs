@@ -436,3 +436,47 @@ async fn resync_repairs_manifests_changed_in_git(pool: PgPool) {
     );
     engine.shutdown(Duration::from_secs(5)).await;
 }
+
+#[sqlx::test]
+async fn commits_are_pushed_to_the_configured_remote(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote.git");
+    assert!(
+        Command::new("git")
+            .args(["init", "--quiet", "--bare", "-b", "main"])
+            .arg(&remote)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let repo = dir.path().join("gitops");
+    let remote_url = remote.display().to_string();
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| {
+        c.delivery.git.path = repo;
+        c.delivery.git.remote = Some(remote_url);
+    })
+    .await;
+    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 40, 160)")
+        .bind(app.org.dept)
+        .bind(app.org.site)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let engine = engine::start(app.ctx.clone());
+    let lead = app.team_lead_token().await;
+    let id = app
+        .post("/api/v1/projects", &lead, create("web", "bronze", "regular"))
+        .await
+        .expect(StatusCode::ACCEPTED, None)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    project_status(&app, &lead, &id, "active").await;
+    assert_eq!(
+        git(&remote, &["rev-list", "--count", "main"]),
+        "1",
+        "the commit reached the remote"
+    );
+    assert_eq!(git(&remote, &["ls-tree", "-r", "--name-only", "main"]), "fra/shop-web.yaml");
+    engine.shutdown(Duration::from_secs(5)).await;
+}
