@@ -13,9 +13,9 @@ use crate::domain::role::{Role, Scope};
 use crate::jobs::sync_servers;
 use crate::store::StoreError;
 use crate::store::audit::{self, Actor, Change};
-use crate::store::capacity;
 use crate::store::org::{self, DepartmentValues, UnitKind};
 use crate::store::users::{self, NewUser};
+use crate::store::{capacity, servers};
 
 /// The demo's accounts: username, password, role. Scopes: field `berlin`, department `platform`.
 pub const DEMO_ACCOUNTS: [(&str, &str, Role); 3] = [
@@ -155,29 +155,10 @@ pub async fn seed_capacity(pool: &PgPool, config: &Config) -> Result<CapacitySee
         return Ok(seed);
     };
     // Server rows first, then the (field, site) lock: the order allocate_servers takes them in.
-    sqlx::query("SELECT id FROM servers WHERE site_id = $1 ORDER BY id FOR UPDATE")
-        .bind(site.id)
-        .execute(&mut *tx)
-        .await?;
+    servers::lock_site(&mut tx, site.id).await?;
     capacity::lock_field_site(&mut tx, field.id, site.id).await?;
-    let owned: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM servers WHERE field_id = $1 AND site_id = $2")
-            .bind(field.id)
-            .bind(site.id)
-            .fetch_one(&mut *tx)
-            .await?;
-    if owned == 0 {
-        let assigned = sqlx::query(
-            "UPDATE servers SET field_id = $1, updated_at = now()
-              WHERE id IN (SELECT id FROM servers WHERE site_id = $2 AND status = 'active' AND field_id IS NULL
-                            ORDER BY name LIMIT (SELECT (count(*) + 1) / 2 FROM servers
-                                                  WHERE site_id = $2 AND status = 'active'))",
-        )
-        .bind(field.id)
-        .bind(site.id)
-        .execute(&mut *tx)
-        .await?;
-        seed.servers_assigned = assigned.rows_affected();
+    if servers::count_owned(&mut tx, field.id, site.id).await? == 0 {
+        seed.servers_assigned = servers::assign_first_half(&mut tx, field.id, site.id).await?;
         let change =
             Change::new("field", "demo_assign_servers", field.id).after(&seed.servers_assigned);
         audit::record(&mut tx, &actor, change).await?;

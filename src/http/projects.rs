@@ -214,18 +214,11 @@ async fn existing_idempotent(
     idempotency: &IdempotencyKey,
 ) -> Result<Option<Response>, ApiError> {
     let Some(key) = &idempotency.0 else { return Ok(None) };
-    let job: Option<(Uuid, Option<String>)> = sqlx::query_as(
-        "SELECT id, subject_id FROM jobs WHERE idempotency_user = $1 AND idempotency_key = $2
-            AND created_at > now() - interval '24 hours'",
-    )
-    .bind(caller.user.id)
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((job_id, Some(subject))) = job else { return Ok(None) };
-    let Ok(project_id) = subject.parse::<Uuid>() else { return Ok(None) };
+    let Some(job) = jobs::find_by_key(conn, caller.user.id, key).await? else { return Ok(None) };
+    let Some(project_id) = job.subject_id.as_deref().and_then(|s| s.parse::<Uuid>().ok()) else {
+        return Ok(None);
+    };
     let project = projects::get(conn, project_id).await?;
-    let job = jobs::find(conn, job_id).await?.ok_or_else(|| ApiError::internal("job vanished"))?;
     Ok(Some(project_answer(&crate::store::jobs::Enqueued::Existing(job), &project)))
 }
 

@@ -14,6 +14,7 @@ use crate::store::StoreError;
 use crate::store::audit::{self, Actor, Change};
 use crate::store::capacity as store_capacity;
 use crate::store::jobs::Claimed;
+use crate::store::org;
 
 pub const ALLOCATE_QUOTA: &str = "allocate_quota";
 
@@ -96,11 +97,11 @@ impl JobHandler for AllocateQuota {
                 .map_err(|e| JobError::permanent(format!("bad payload: {e}")))?;
             let actor = Actor { user_id: None, name: format!("job:{}", job.id), request_id: None };
             let mut tx = ctx.pool.begin().await?;
-            let field: Option<Uuid> =
-                sqlx::query_scalar("SELECT field_id FROM departments WHERE id = $1")
-                    .bind(request.department_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let field = match org::get_department(&mut tx, request.department_id).await {
+                Ok(dept) => Some(dept.field_id),
+                Err(StoreError::NotFound) => None,
+                Err(other) => return Err(other.into()),
+            };
             if field != Some(request.field_id) {
                 return Err(JobError::permanent(
                     "the department does not belong to the field (any more)",

@@ -193,6 +193,24 @@ fn same_request(existing: Job, new: &NewJob<'_>) -> Result<Enqueued, StoreError>
     }
 }
 
+/// The job `user` created with `key` within the last 24 hours, if any.
+pub async fn find_by_key(
+    conn: &mut PgConnection,
+    user: Uuid,
+    key: &str,
+) -> Result<Option<Job>, StoreError> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE idempotency_user = $1 AND idempotency_key = $2
+            AND created_at > now() - interval '24 hours'"
+    ))
+    .bind(user)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// The job of an earlier request with the same idempotency key, if within 24 hours. An older
 /// key is released so it can be used again.
 async fn find_by_idempotency(

@@ -187,3 +187,45 @@ pub async fn mark_missing(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Locks every server row of the site until the transaction ends.
+pub async fn lock_site(conn: &mut PgConnection, site_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("SELECT id FROM servers WHERE site_id = $1 ORDER BY id FOR UPDATE")
+        .bind(site_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// How many servers of the site belong to the field.
+pub async fn count_owned(
+    conn: &mut PgConnection,
+    field_id: Uuid,
+    site_id: Uuid,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM servers WHERE field_id = $1 AND site_id = $2")
+        .bind(field_id)
+        .bind(site_id)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Gives the field the first half (by name) of the site's active servers that have no field;
+/// returns how many it got.
+pub async fn assign_first_half(
+    conn: &mut PgConnection,
+    field_id: Uuid,
+    site_id: Uuid,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE servers SET field_id = $1, updated_at = now()
+          WHERE id IN (SELECT id FROM servers WHERE site_id = $2 AND status = 'active' AND field_id IS NULL
+                        ORDER BY name LIMIT (SELECT (count(*) + 1) / 2 FROM servers
+                                              WHERE site_id = $2 AND status = 'active'))",
+    )
+    .bind(field_id)
+    .bind(site_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
