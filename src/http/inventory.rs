@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{Json, Path, Query};
-use super::jobs::{Accepted, IdempotencyKey, accepted};
+use super::jobs::{Accepted, IdempotencyKey, submit};
 use super::page::PageParams;
 use crate::context::Context;
 use crate::domain::capacity::{Resources, capacity};
@@ -21,9 +21,8 @@ use crate::jobs::allocate_servers::{self, ALLOCATE_SERVERS, Allocation};
 use crate::jobs::sync_servers::SYNC_SERVERS;
 use crate::store::Page;
 use crate::store::StoreError;
-use crate::store::audit::{self, Change};
 use crate::store::capacity as store_capacity;
-use crate::store::jobs::{self, Enqueued, JobScope, NewJob};
+use crate::store::jobs::JobScope;
 use crate::store::org::{self, UnitKind};
 use crate::store::servers::{self, Server, ServerFilter};
 
@@ -36,37 +35,6 @@ pub fn router() -> OpenApiRouter<Context> {
         .routes(routes!(set_department_quota))
         .routes(routes!(field_capacity))
         .routes(routes!(department_quota))
-}
-
-/// Enqueues `kind` for the caller in one transaction with an audit event; answers 202.
-async fn submit(
-    ctx: &Context,
-    caller: &Caller,
-    idempotency: &IdempotencyKey,
-    kind: &'static str,
-    payload: serde_json::Value,
-    subject: Option<(&'static str, String)>,
-    scope: JobScope,
-) -> Result<Response, ApiError> {
-    let registered = ctx
-        .registry
-        .get(kind)
-        .ok_or_else(|| ApiError::internal(format!("{kind} not registered")))?;
-    let new = NewJob {
-        subject,
-        scope,
-        submitted_by: Some(caller.user.id),
-        dedupe_key: registered.handler.dedupe_key().map(str::to_owned),
-        idempotency: idempotency.for_caller(caller),
-        ..NewJob::new(kind, payload, &caller.user.username, registered.settings.max_attempts as i32)
-    };
-    let mut tx = ctx.pool.begin().await?;
-    let enqueued = jobs::enqueue(&mut tx, &new).await?;
-    if let Enqueued::Created(job) = &enqueued {
-        audit::record(&mut tx, &caller.actor(), Change::create("job", job.id, job)).await?;
-    }
-    tx.commit().await?;
-    Ok(accepted(&enqueued, json!({})))
 }
 
 /// Pull the server inventory now (center admins). While a sync is queued or running, answers

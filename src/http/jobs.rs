@@ -91,6 +91,37 @@ impl IdempotencyKey {
     }
 }
 
+/// Enqueues `kind` for the caller in one transaction with an audit event; answers 202.
+pub async fn submit(
+    ctx: &Context,
+    caller: &Caller,
+    idempotency: &IdempotencyKey,
+    kind: &'static str,
+    payload: serde_json::Value,
+    subject: Option<(&'static str, String)>,
+    scope: JobScope,
+) -> Result<Response, ApiError> {
+    let registered = ctx
+        .registry
+        .get(kind)
+        .ok_or_else(|| ApiError::internal(format!("{kind} not registered")))?;
+    let new = NewJob {
+        subject,
+        scope,
+        submitted_by: Some(caller.user.id),
+        dedupe_key: registered.handler.dedupe_key().map(str::to_owned),
+        idempotency: idempotency.for_caller(caller),
+        ..NewJob::new(kind, payload, &caller.user.username, registered.settings.max_attempts as i32)
+    };
+    let mut tx = ctx.pool.begin().await?;
+    let enqueued = jobs::enqueue(&mut tx, &new).await?;
+    if let Enqueued::Created(job) = &enqueued {
+        audit::record(&mut tx, &caller.actor(), Change::create("job", job.id, job)).await?;
+    }
+    tx.commit().await?;
+    Ok(accepted(&enqueued, json!({})))
+}
+
 /// What a caller may see: center admins everything, others their scope and their own jobs.
 pub fn visibility(caller: &Caller) -> Visibility {
     let scope = match caller.user.scope() {
@@ -220,8 +251,6 @@ async fn submit_job(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::CenterAdmin])?;
     let kind = body.kind.kind();
-    let registered =
-        ctx.registry.get(kind).ok_or_else(|| ApiError::internal("kind not registered"))?;
     let payload = if body.payload.is_null() { json!({}) } else { body.payload };
     if body.kind == ManualKind::Sleep {
         serde_json::from_value::<diagnostic::SleepParams>(payload.clone()).map_err(|e| {
@@ -229,18 +258,5 @@ async fn submit_job(
                 .with_details(json!({ "field": "payload" }))
         })?;
     }
-    let max_attempts = registered.settings.max_attempts as i32;
-    let new = NewJob {
-        submitted_by: Some(caller.user.id),
-        dedupe_key: registered.handler.dedupe_key().map(str::to_owned),
-        idempotency: idempotency.for_caller(&caller),
-        ..NewJob::new(kind, payload, &caller.user.username, max_attempts)
-    };
-    let mut tx = ctx.pool.begin().await?;
-    let enqueued = jobs::enqueue(&mut tx, &new).await?;
-    if let Enqueued::Created(job) = &enqueued {
-        audit::record(&mut tx, &caller.actor(), Change::create("job", job.id, job)).await?;
-    }
-    tx.commit().await?;
-    Ok(accepted(&enqueued, json!({})))
+    submit(&ctx, &caller, &idempotency, kind, payload, None, JobScope::default()).await
 }

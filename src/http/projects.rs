@@ -123,6 +123,26 @@ async fn enqueue_for(
     Ok(enqueued)
 }
 
+/// Enqueues `kind` for the project (now its latest job), audits `verb` with the project before
+/// and after, commits, and answers 202.
+async fn enqueue_and_answer(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    ctx: &Context,
+    caller: &Caller,
+    idempotency: &IdempotencyKey,
+    kind: &'static str,
+    before: &Project,
+    verb: &str,
+) -> Result<Response, ApiError> {
+    let project = projects::get(&mut tx, before.id).await?;
+    let enqueued = enqueue_for(&mut tx, ctx, caller, idempotency, kind, &project).await?;
+    let after = projects::get(&mut tx, before.id).await?;
+    let change = Change::new("project", verb, before.id).before(before).after(&after);
+    audit::record(&mut tx, &caller.actor(), change).await?;
+    tx.commit().await?;
+    Ok(project_answer(&enqueued, &after))
+}
+
 fn project_answer(enqueued: &crate::store::jobs::Enqueued, project: &Project) -> Response {
     accepted(
         enqueued,
@@ -329,18 +349,8 @@ async fn resize_project(
         &json!(entry.extra),
     )
     .await?;
-    let project = projects::get(&mut tx, id).await?;
-    let enqueued =
-        enqueue_for(&mut tx, &ctx, &caller, &idempotency, PROVISION_NAMESPACE, &project).await?;
-    let after = projects::get(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        &caller.actor(),
-        Change::new("project", "resize", id).before(&before).after(&after),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(project_answer(&enqueued, &after))
+    enqueue_and_answer(tx, &ctx, &caller, &idempotency, PROVISION_NAMESPACE, &before, "resize")
+        .await
 }
 
 /// Delete a project: its manifests are removed, and its quota is freed once they are gone.
@@ -377,18 +387,8 @@ async fn delete_project(
         ProjectStatus::Deleting,
     ];
     projects::transition(&mut tx, id, &from, ProjectStatus::Deleting, None, None).await?;
-    let project = projects::get(&mut tx, id).await?;
-    let enqueued =
-        enqueue_for(&mut tx, &ctx, &caller, &idempotency, DEPROVISION_NAMESPACE, &project).await?;
-    let after = projects::get(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        &caller.actor(),
-        Change::new("project", "delete", id).before(&before).after(&after),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(project_answer(&enqueued, &after))
+    enqueue_and_answer(tx, &ctx, &caller, &idempotency, DEPROVISION_NAMESPACE, &before, "delete")
+        .await
 }
 
 /// Run a failed provisioning again.
@@ -420,16 +420,5 @@ async fn retry_project(
         None,
     )
     .await?;
-    let project = projects::get(&mut tx, id).await?;
-    let enqueued =
-        enqueue_for(&mut tx, &ctx, &caller, &idempotency, PROVISION_NAMESPACE, &project).await?;
-    let after = projects::get(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        &caller.actor(),
-        Change::new("project", "retry", id).before(&before).after(&after),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(project_answer(&enqueued, &after))
+    enqueue_and_answer(tx, &ctx, &caller, &idempotency, PROVISION_NAMESPACE, &before, "retry").await
 }
