@@ -48,23 +48,9 @@ async fn start(
         tweak(&mut c.argocd);
     })
     .await;
-    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 40, 160)")
-        .bind(app.org.dept)
-        .bind(app.org.site)
-        .execute(pool)
-        .await
-        .unwrap();
+    app.give_quota(40, 160).await;
     let engine = engine::start(app.ctx.clone());
     (app, engine)
-}
-
-async fn status_becomes(app: &TestApp, token: &str, id: &str, wanted: &str) -> Value {
-    let path = format!("/api/v1/projects/{id}");
-    wait_until(&format!("project to be {wanted}"), Duration::from_secs(30), || async {
-        app.get(&path, token).await.body["status"] == wanted
-    })
-    .await;
-    app.get(&path, token).await.body
 }
 
 async fn create_web(app: &TestApp, token: &str) -> String {
@@ -114,7 +100,7 @@ async fn progressing_then_synced_makes_the_project_active(pool: PgPool) {
         start(&pool, &dir.path().join("gitops"), &fake, |a| a.hard_refresh = true).await;
     let lead = app.team_lead_token().await;
     let id = create_web(&app, &lead).await;
-    let active = status_becomes(&app, &lead, &id, "active").await;
+    let active = app.project_becomes(&lead, &id, "active").await;
     assert!(active["failure_reason"].is_null());
     let reads = fake.reads();
     assert!(reads.len() >= 4, "{reads:?}");
@@ -154,7 +140,7 @@ async fn a_project_still_degraded_at_the_deadline_fails_with_argocds_message(poo
         start(&pool, &dir.path().join("gitops"), &fake, |a| a.deadline_secs = 1).await;
     let lead = app.team_lead_token().await;
     let id = create_web(&app, &lead).await;
-    let failed = status_becomes(&app, &lead, &id, "failed").await;
+    let failed = app.project_becomes(&lead, &id, "failed").await;
     let reason = failed["failure_reason"].as_str().unwrap();
     assert!(reason.contains("quota exceeds limits") && reason.contains(APP), "{reason}");
     assert!(fake.syncs().is_empty(), "an automated application is not asked to sync");
@@ -168,7 +154,7 @@ async fn a_refused_token_fails_the_project(pool: PgPool) {
     let (app, engine) = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
     let lead = app.team_lead_token().await;
     let id = create_web(&app, &lead).await;
-    let failed = status_becomes(&app, &lead, &id, "failed").await;
+    let failed = app.project_becomes(&lead, &id, "failed").await;
     assert!(failed["failure_reason"].as_str().unwrap().contains("refused the token"), "{failed}");
     assert_eq!(fake.reads().len(), 1, "a 401 is not retried");
     engine.shutdown(Duration::from_secs(5)).await;
@@ -181,7 +167,7 @@ async fn deletion_frees_the_quota_once_argocd_pruned_the_namespace(pool: PgPool)
     let (app, engine) = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
     let lead = app.team_lead_token().await;
     let id = create_web(&app, &lead).await;
-    status_becomes(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
     let reads_before = fake.reads().len();
     app.call(Method::DELETE, &format!("/api/v1/projects/{id}"), Some(&lead), None)
         .await
@@ -199,7 +185,7 @@ async fn deletion_frees_the_quota_once_argocd_pruned_the_namespace(pool: PgPool)
         "the quota stays reserved until the namespace is gone"
     );
     fake.set(|s| s.states = vec![application(APP, "Synced", "Healthy", None, vec![])].into());
-    let deleted = status_becomes(&app, &lead, &id, "deleted").await;
+    let deleted = app.project_becomes(&lead, &id, "deleted").await;
     assert!(deleted["deleted_at"].is_string());
     assert_eq!(app.get(&quota, &lead).await.body["sites"][0]["used"]["cpu"], 0);
     engine.shutdown(Duration::from_secs(5)).await;
@@ -212,7 +198,7 @@ async fn resync_repairs_a_namespace_argocd_reports_out_of_sync(pool: PgPool) {
     let (app, engine) = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
     let lead = app.team_lead_token().await;
     let id = create_web(&app, &lead).await;
-    status_becomes(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
     // Someone deleted the namespace by hand: Argo CD reports it missing until it is synced again.
     let drifted = application(
         APP,
@@ -228,7 +214,7 @@ async fn resync_repairs_a_namespace_argocd_reports_out_of_sync(pool: PgPool) {
     let report = crate::projects::resync(&pool).await;
     assert_eq!(report["drifted"], 1, "{report}");
     assert!(report["drift"][0].as_str().unwrap().contains("OutOfSync"), "{report}");
-    let active = status_becomes(&app, &lead, &id, "active").await;
+    let active = app.project_becomes(&lead, &id, "active").await;
     assert!(active["failure_reason"].is_null());
     assert!(!fake.syncs().is_empty(), "the repair asked Argo CD to sync");
     engine.shutdown(Duration::from_secs(5)).await;

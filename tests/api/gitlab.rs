@@ -22,22 +22,8 @@ async fn app(pool: &PgPool, gitlab: &FakeGitlab, token: &str) -> TestApp {
         c.delivery.gitlab.token = Some(Secret::new(token));
     })
     .await;
-    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 40, 160)")
-        .bind(app.org.dept)
-        .bind(app.org.site)
-        .execute(pool)
-        .await
-        .unwrap();
+    app.give_quota(40, 160).await;
     app
-}
-
-async fn status_becomes(app: &TestApp, token: &str, id: &str, wanted: &str) -> serde_json::Value {
-    let path = format!("/api/v1/projects/{id}");
-    wait_until(&format!("project to be {wanted}"), Duration::from_secs(30), || async {
-        app.get(&path, token).await.body["status"] == wanted
-    })
-    .await;
-    app.get(&path, token).await.body
 }
 
 #[sqlx::test]
@@ -52,7 +38,7 @@ async fn projects_are_committed_updated_and_deleted_through_gitlab(pool: PgPool)
             .as_str()
             .unwrap()
             .to_owned();
-    status_becomes(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
     let commits = gitlab.commits();
     assert_eq!(commits.len(), 1);
     assert_eq!(commits[0]["branch"], "main");
@@ -67,7 +53,7 @@ async fn projects_are_committed_updated_and_deleted_through_gitlab(pool: PgPool)
     app.call(Method::PATCH, &path, Some(&lead), Some(json!({ "sla_type": "silver" })))
         .await
         .expect(StatusCode::ACCEPTED, None);
-    status_becomes(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
     assert_eq!(gitlab.commits().len(), 1);
     app.call(Method::PATCH, &path, Some(&lead), Some(json!({ "performance_tier": "high" })))
         .await
@@ -76,7 +62,7 @@ async fn projects_are_committed_updated_and_deleted_through_gitlab(pool: PgPool)
         gitlab.commits().len() == 2
     })
     .await;
-    status_becomes(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
     let update = &gitlab.commits()[1]["actions"][0];
     assert_eq!(
         (update["action"].as_str(), update["last_commit_id"].as_str()),
@@ -89,7 +75,7 @@ async fn projects_are_committed_updated_and_deleted_through_gitlab(pool: PgPool)
     assert_eq!((report["in_sync"].as_u64(), report["drifted"].as_u64()), (Some(1), Some(0)));
 
     app.call(Method::DELETE, &path, Some(&lead), None).await.expect(StatusCode::ACCEPTED, None);
-    status_becomes(&app, &lead, &id, "deleted").await;
+    app.project_becomes(&lead, &id, "deleted").await;
     assert_eq!(gitlab.commits()[2]["actions"][0]["action"], "delete");
     assert!(gitlab.file("fra/shop-web.yaml").is_none());
     engine.shutdown(Duration::from_secs(5)).await;
@@ -107,7 +93,7 @@ async fn a_refused_gitlab_token_fails_the_project(pool: PgPool) {
             .as_str()
             .unwrap()
             .to_owned();
-    let failed = status_becomes(&app, &lead, &id, "failed").await;
+    let failed = app.project_becomes(&lead, &id, "failed").await;
     assert!(
         failed["failure_reason"].as_str().unwrap().contains("GitLab refused the token"),
         "{failed}"

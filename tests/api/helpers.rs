@@ -137,6 +137,32 @@ impl TestApp {
         body["access_token"].as_str().expect("access_token").to_owned()
     }
 
+    /// Gives department `shop` a quota at site `fra`.
+    pub async fn give_quota(&self, cpu: i32, ram_gb: i32) {
+        sqlx::query(
+            "INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(self.org.dept)
+        .bind(self.org.site)
+        .bind(cpu)
+        .bind(ram_gb)
+        .execute(&self.pool)
+        .await
+        .expect("quota inserted");
+    }
+
+    /// Waits until project `id` has status `wanted` (over HTTP) and returns it.
+    pub async fn project_becomes(&self, token: &str, id: &str, wanted: &str) -> Value {
+        let path = format!("/api/v1/projects/{id}");
+        wait_until(
+            &format!("project {id} to be {wanted}"),
+            std::time::Duration::from_secs(30),
+            || async { self.get(&path, token).await.body["status"] == wanted },
+        )
+        .await;
+        self.get(&path, token).await.body
+    }
+
     pub async fn admin_token(&self) -> String {
         self.login(&self.org.admin.username, PASSWORD).await
     }

@@ -21,22 +21,8 @@ async fn app(pool: &PgPool, kube: &FakeKube, dir: &std::path::Path) -> TestApp {
         c.kubernetes.poll_interval_ms = 50;
     })
     .await;
-    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 40, 160)")
-        .bind(app.org.dept)
-        .bind(app.org.site)
-        .execute(pool)
-        .await
-        .unwrap();
+    app.give_quota(40, 160).await;
     app
-}
-
-async fn status_becomes(app: &TestApp, token: &str, id: &str, wanted: &str) -> serde_json::Value {
-    let path = format!("/api/v1/projects/{id}");
-    wait_until(&format!("project to be {wanted}"), Duration::from_secs(30), || async {
-        app.get(&path, token).await.body["status"] == wanted
-    })
-    .await;
-    app.get(&path, token).await.body
 }
 
 const QUOTA: &str = "/api/v1/namespaces/shop-web/resourcequotas/infrahub-quota";
@@ -55,7 +41,7 @@ async fn projects_are_server_side_applied_read_back_and_deleted(pool: PgPool) {
             .as_str()
             .unwrap()
             .to_owned();
-    status_becomes(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
 
     let seen = kube.seen();
     let applies: Vec<_> = seen.iter().filter(|s| s.method == "PATCH").collect();
@@ -84,7 +70,7 @@ async fn projects_are_server_side_applied_read_back_and_deleted(pool: PgPool) {
     app.call(Method::DELETE, &format!("/api/v1/projects/{id}"), Some(&lead), None)
         .await
         .expect(StatusCode::ACCEPTED, None);
-    let deleted = status_becomes(&app, &lead, &id, "deleted").await;
+    let deleted = app.project_becomes(&lead, &id, "deleted").await;
     assert!(deleted["deleted_at"].is_string());
     assert!(kube.object("/api/v1/namespaces/shop-web").is_none() && kube.object(QUOTA).is_none());
     assert!(
@@ -112,7 +98,7 @@ async fn resync_re_applies_objects_changed_in_the_cluster(pool: PgPool) {
             .as_str()
             .unwrap()
             .to_owned();
-    status_becomes(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
     kube.set(|c| c.objects.get_mut(QUOTA).unwrap()["spec"]["hard"]["requests.cpu"] = json!("64"));
 
     let report = crate::projects::resync(&pool).await;
@@ -121,7 +107,7 @@ async fn resync_re_applies_objects_changed_in_the_cluster(pool: PgPool) {
         report["drift"][0].as_str().unwrap().contains("ResourceQuota infrahub-quota differs"),
         "{report}"
     );
-    status_becomes(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
     wait_until("the quota to be re-applied", Duration::from_secs(30), || async {
         kube.object(QUOTA).is_some_and(|q| q["spec"]["hard"]["requests.cpu"] == "4")
     })
@@ -141,12 +127,7 @@ async fn a_site_without_a_context_fails_the_project_with_the_reason(pool: PgPool
         c.kubernetes.contexts.insert("berlin".to_owned(), "elsewhere".to_owned());
     })
     .await;
-    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 40, 160)")
-        .bind(app.org.dept)
-        .bind(app.org.site)
-        .execute(&pool)
-        .await
-        .unwrap();
+    app.give_quota(40, 160).await;
     let engine = engine::start(app.ctx.clone());
     let lead = app.team_lead_token().await;
     let body = json!({ "name": "web", "site": "fra", "sla_type": "bronze", "performance_tier": "regular" });
@@ -155,7 +136,7 @@ async fn a_site_without_a_context_fails_the_project_with_the_reason(pool: PgPool
             .as_str()
             .unwrap()
             .to_owned();
-    let failed = status_becomes(&app, &lead, &id, "failed").await;
+    let failed = app.project_becomes(&lead, &id, "failed").await;
     assert!(
         failed["failure_reason"].as_str().unwrap().contains("no kubeconfig context for site fra"),
         "{failed}"

@@ -12,20 +12,11 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, wait_until};
+use crate::helpers::TestApp;
 
 fn git(repo: &Path, args: &[&str]) -> String {
     let output = Command::new("git").arg("-C").arg(repo).args(args).output().unwrap();
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-async fn project_status(app: &TestApp, token: &str, id: &str, wanted: &str) -> Value {
-    let path = format!("/api/v1/projects/{id}");
-    wait_until(&format!("project {id} to be {wanted}"), Duration::from_secs(30), || async {
-        app.get(&path, token).await.body["status"] == wanted
-    })
-    .await;
-    app.get(&path, token).await.body
 }
 
 /// The test organisation with a quota for department shop at site fra, delivering into `repo`.
@@ -33,14 +24,7 @@ async fn app_with_quota(pool: &PgPool, repo: &Path, cpu: i32, ram: i32) -> (Test
     let repo = repo.to_owned();
     let app =
         TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| c.delivery.git.path = repo).await;
-    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, $3, $4)")
-        .bind(app.org.dept)
-        .bind(app.org.site)
-        .bind(cpu)
-        .bind(ram)
-        .execute(pool)
-        .await
-        .unwrap();
+    app.give_quota(cpu, ram).await;
     let engine = engine::start(app.ctx.clone());
     (app, engine)
 }
@@ -82,7 +66,7 @@ async fn the_documented_project_flow_reaches_active(pool: PgPool) {
     assert_eq!(created["namespace"], "platform-payments");
     assert!(created["job_id"].is_string());
     let id = created["id"].as_str().unwrap();
-    let project = project_status(&app, &token, id, "active").await;
+    let project = app.project_becomes(&token, id, "active").await;
     assert_eq!(
         (project["site"].as_str(), project["sla_type"].as_str()),
         (Some("berlin"), Some("silver"))
@@ -111,7 +95,7 @@ async fn gitops_commits_once_per_change_and_delete_frees_the_quota(pool: PgPool)
         .await
         .expect(StatusCode::ACCEPTED, None);
     let id = created["id"].as_str().unwrap().to_owned();
-    project_status(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
     assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]), "1");
     let message = git(&repo, &["log", "-1", "--format=%s"]);
     assert!(
@@ -132,7 +116,7 @@ async fn gitops_commits_once_per_change_and_delete_frees_the_quota(pool: PgPool)
         )
         .await;
     let same = same.expect(StatusCode::ACCEPTED, None);
-    project_status(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
     let job = app.get(same["location"].as_str().unwrap(), &lead).await.body;
     assert!(job["result"]["commit"].is_null(), "{job}");
     assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]), "1");
@@ -147,7 +131,7 @@ async fn gitops_commits_once_per_change_and_delete_frees_the_quota(pool: PgPool)
         .await
         .expect(StatusCode::ACCEPTED, None);
     assert_eq!(deleting["status"], "deleting");
-    let deleted = project_status(&app, &lead, &id, "deleted").await;
+    let deleted = app.project_becomes(&lead, &id, "deleted").await;
     assert!(deleted["deleted_at"].is_string());
     assert_eq!(git(&repo, &["ls-files"]), "");
     assert!(git(&repo, &["log", "-1", "--format=%s"]).starts_with("deprovision shop-web"));
@@ -228,7 +212,7 @@ async fn resize_checks_the_quota_difference(pool: PgPool) {
         .as_str()
         .unwrap()
         .to_owned();
-    project_status(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
     let path = format!("/api/v1/projects/{id}");
     // gold/high is 16 CPU / 64 GB: it fits once the project's own 4 CPU are given back.
     let up = app
@@ -240,7 +224,7 @@ async fn resize_checks_the_quota_difference(pool: PgPool) {
         )
         .await;
     assert_eq!(up.expect(StatusCode::ACCEPTED, None)["status"], "provisioning");
-    let active = project_status(&app, &lead, &id, "active").await;
+    let active = app.project_becomes(&lead, &id, "active").await;
     assert_eq!((active["cpu"].as_i64(), active["ram_gb"].as_i64()), (Some(16), Some(64)));
     // 16 + 4 fill the 20 CPU: nothing more fits, and the first project cannot grow.
     app.post("/api/v1/projects", &lead, create("extra", "silver", "regular"))
@@ -258,7 +242,7 @@ async fn resize_checks_the_quota_difference(pool: PgPool) {
         )
         .await;
     down.expect(StatusCode::ACCEPTED, None);
-    let small = project_status(&app, &lead, &id, "active").await;
+    let small = app.project_becomes(&lead, &id, "active").await;
     assert_eq!((small["cpu"].as_i64(), small["ram_gb"].as_i64()), (Some(2), Some(8)));
     let manifest = std::fs::read_to_string(dir.path().join("gitops/fra/shop-api.yaml")).unwrap();
     assert!(manifest.contains("requests.cpu: \"2\""), "re-rendered at the new size");
@@ -363,13 +347,13 @@ async fn a_failed_delivery_fails_the_project_and_retry_recovers(pool: PgPool) {
         .as_str()
         .unwrap()
         .to_owned();
-    let failed = project_status(&app, &lead, &id, "failed").await;
+    let failed = app.project_becomes(&lead, &id, "failed").await;
     assert!(failed["failure_reason"].as_str().unwrap().contains("gitops"), "{failed}");
     std::fs::remove_file(&blocked).unwrap();
     let retried =
         app.call(Method::POST, &format!("/api/v1/projects/{id}/retry"), Some(&lead), None).await;
     assert_eq!(retried.expect(StatusCode::ACCEPTED, None)["status"], "provisioning");
-    let active = project_status(&app, &lead, &id, "active").await;
+    let active = app.project_becomes(&lead, &id, "active").await;
     assert!(active["failure_reason"].is_null());
     app.call(Method::POST, &format!("/api/v1/projects/{id}/retry"), Some(&lead), None)
         .await
@@ -404,7 +388,7 @@ async fn resync_repairs_manifests_changed_in_git(pool: PgPool) {
         ids.push(created["id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
-        project_status(&app, &lead, id, "active").await;
+        app.project_becomes(&lead, id, "active").await;
     }
     let file = repo.join("fra/shop-web.yaml");
     let desired = std::fs::read_to_string(&file).unwrap();
@@ -419,7 +403,7 @@ async fn resync_repairs_manifests_changed_in_git(pool: PgPool) {
         report["drift"][0].as_str().unwrap().starts_with("shop-web: the manifests in Git differ"),
         "{report}"
     );
-    let repaired = project_status(&app, &lead, &ids[0], "active").await;
+    let repaired = app.project_becomes(&lead, &ids[0], "active").await;
     assert!(repaired["failure_reason"].is_null());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), desired, "the desired manifests are back");
     let drift: i64 =
@@ -456,12 +440,7 @@ async fn commits_are_pushed_to_the_configured_remote(pool: PgPool) {
         c.delivery.git.remote = Some(remote_url);
     })
     .await;
-    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 40, 160)")
-        .bind(app.org.dept)
-        .bind(app.org.site)
-        .execute(&pool)
-        .await
-        .unwrap();
+    app.give_quota(40, 160).await;
     let engine = engine::start(app.ctx.clone());
     let lead = app.team_lead_token().await;
     let id = app
@@ -471,7 +450,7 @@ async fn commits_are_pushed_to_the_configured_remote(pool: PgPool) {
         .as_str()
         .unwrap()
         .to_owned();
-    project_status(&app, &lead, &id, "active").await;
+    app.project_becomes(&lead, &id, "active").await;
     assert_eq!(
         git(&remote, &["rev-list", "--count", "main"]),
         "1",
