@@ -7,13 +7,16 @@
 #[allow(dead_code)]
 #[path = "../tests/api/netbox_fake.rs"]
 mod netbox_fake;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::time::Instant;
 
+use infrahub::app::Actor;
+use infrahub::app::inventory::sync;
 use infrahub::clients::inventory::Netbox;
-use infrahub::config::{NetboxConfig, Secret};
-use infrahub::jobs::sync_servers::sync;
-use infrahub::store::audit::Actor;
+use infrahub::config::{Config, NetboxConfig, Secret};
+use infrahub::context::Context;
 use serde_json::json;
 
 const DEVICES: i64 = 10_000;
@@ -22,9 +25,7 @@ const TOKEN: &str = "nbt_bench.token";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     infrahub::install_crypto_provider();
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let pool = infrahub::bench::scratch_database(&url, "infrahub_bench_sync").await?;
+    let pool = support::scratch_database(&support::database_url(), "infrahub_bench_sync").await?;
     infrahub::store::migrate_up(&pool).await?;
     for site in ["ber", "muc"] {
         sqlx::query(
@@ -51,21 +52,23 @@ async fn main() -> anyhow::Result<()> {
         NetboxConfig { url: fake.base.clone(), page_size: 1000, ..NetboxConfig::default() };
     let client = Netbox::new(&config, Secret::new(TOKEN))?;
     let actor = Actor::system("bench");
+    let ctx = Context::for_admin(pool.clone(), Config::default())?;
 
+    let mut results = Vec::new();
     println!("| run | pages | added | updated | unchanged | missing | seconds |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    let measure = async |label: &str| -> anyhow::Result<()> {
+    let mut measure = async |label: &str| -> anyhow::Result<()> {
         let started = Instant::now();
-        let report = sync(&pool, &client, &actor).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let report = sync(&ctx, &client, &actor).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let seconds = started.elapsed().as_secs_f64();
         println!(
-            "| {label} | {} | {} | {} | {} | {} | {:.2} |",
-            report.pages,
-            report.added,
-            report.updated,
-            report.unchanged,
-            report.missing,
-            started.elapsed().as_secs_f64()
+            "| {label} | {} | {} | {} | {} | {} | {seconds:.2} |",
+            report.pages, report.added, report.updated, report.unchanged, report.missing,
         );
+        results.push(format!(
+            "RESULT system=infrahub test=sync run={:?} devices={DEVICES} seconds={seconds:.3}",
+            label
+        ));
         Ok(())
     };
     measure("first sync, empty database").await?;
@@ -77,6 +80,10 @@ async fn main() -> anyhow::Result<()> {
         script.devices.truncate(9_500);
     });
     measure("10% changed, 500 gone").await?;
+    println!();
+    for line in results {
+        println!("{line}");
+    }
     pool.close().await;
     Ok(())
 }

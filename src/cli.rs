@@ -1,26 +1,20 @@
 //! The `infrahub` command line: parse, load configuration, call into the library.
 //! Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sqlx::PgPool;
-use tokio::net::TcpListener;
 
+use crate::app::users::{NewAccount, UnitRef};
+use crate::app::{self, Actor, AppError, ErrorKind};
 use crate::config::{Config, ConfigError, Mode};
-use crate::context::Context;
-use crate::domain::name::Username;
-use crate::domain::password;
-use crate::domain::role::{Role, Scope};
-use crate::store::audit::{self, Actor, Change};
-use crate::store::org::{self, UnitKind};
-use crate::store::users::{self, NewUser, UserFilter};
-use crate::store::{self, PageRequest};
-use crate::{demo, http, jobs, telemetry};
+use crate::context::{Context, ContextError};
+use crate::daemon::{self, DaemonError, DaemonRole};
+use crate::domain::role::Role;
+use crate::{store, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,39 +62,6 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Measure performance on the local PostgreSQL (in a scratch database).
-    Bench {
-        #[command(subcommand)]
-        action: BenchAction,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchAction {
-    /// The job engine against a minimal hand-written SKIP LOCKED queue: enqueue rate (single
-    /// and batched), drain throughput of no-op jobs per concurrency, pickup latency of jobs
-    /// submitted one by one into an idle queue. Uses the server of `database.url`; drops and
-    /// re-creates the scratch database.
-    Queue {
-        /// No-op jobs drained per concurrency level
-        #[arg(long, default_value_t = 20_000)]
-        drain_jobs: usize,
-        /// Concurrency levels, comma-separated
-        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 4, 16])]
-        concurrency: Vec<u32>,
-        /// Jobs submitted one by one for the pickup latency
-        #[arg(long, default_value_t = 1_000)]
-        latency_jobs: usize,
-        /// Milliseconds between two of those submissions
-        #[arg(long, default_value_t = 5)]
-        latency_gap_ms: u64,
-        /// Jobs enqueued one transaction each
-        #[arg(long, default_value_t = 2_000)]
-        single_enqueues: usize,
-        /// Scratch database, dropped and re-created
-        #[arg(long, default_value = "infrahub_bench")]
-        database: String,
-    },
 }
 
 #[derive(Debug, Args)]
@@ -115,15 +76,8 @@ struct ServeArgs {
     #[command(flatten)]
     listen: ListenArgs,
     /// What this daemon runs: `api` (HTTP intake only), `worker` (jobs and cron only) or `all`
-    #[arg(long, value_enum, default_value_t = ServeRole::All)]
-    role: ServeRole,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ServeRole {
-    All,
-    Api,
-    Worker,
+    #[arg(long, value_enum, default_value_t = DaemonRole::All)]
+    role: DaemonRole,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +148,34 @@ impl From<ConfigError> for Failure {
     }
 }
 
+impl From<ContextError> for Failure {
+    fn from(err: ContextError) -> Self {
+        Failure::Usage(err.to_string())
+    }
+}
+
+impl From<DaemonError> for Failure {
+    fn from(err: DaemonError) -> Self {
+        match err {
+            DaemonError::Config(err) => err.into(),
+            DaemonError::Runtime(message) => Failure::Runtime(message),
+        }
+    }
+}
+
+/// A refusal (bad input, a conflict, nothing found) is the operator's to fix: exit 2, worded
+/// with the command's own flags. Anything else is a runtime failure: exit 1.
+impl From<AppError> for Failure {
+    fn from(err: AppError) -> Self {
+        match err.kind {
+            ErrorKind::Unavailable | ErrorKind::Internal => Failure::Runtime(err.message),
+            _ => Failure::Usage(
+                err.message.replace("field_id", "--field").replace("department_id", "--department"),
+            ),
+        }
+    }
+}
+
 fn runtime(err: impl std::fmt::Display) -> Failure {
     Failure::Runtime(err.to_string())
 }
@@ -232,18 +214,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let path = cli.config.as_deref();
     match cli.command {
         Command::Serve(args) => {
-            serve(Config::load(Mode::Serve, path)?, Mode::Serve, args.listen, args.role).await
+            let config = Config::load(Mode::Serve, path)?;
+            serve(config, Mode::Serve, args.listen.listen, args.role).await
         }
         Command::Demo(args) => {
-            serve(Config::load(Mode::Demo, path)?, Mode::Demo, args, ServeRole::All).await
+            let config = Config::load(Mode::Demo, path)?;
+            serve(config, Mode::Demo, args.listen, DaemonRole::All).await
         }
         Command::Migrate { action } => migrate(Config::load(Mode::Serve, path)?, action).await,
         Command::User { action } => user(Config::load(Mode::Serve, path)?, action).await,
-        Command::Bench { action } => bench(Config::load(Mode::Serve, path)?, action).await,
         Command::Config { action: ConfigAction::Check { demo } } => {
             let mode = if demo { Mode::Demo } else { Mode::Serve };
             let config = Config::load(mode, path)?;
-            config.jwt_secret(mode)?;
+            Context::check(&config, mode)?;
             print!("{}", config.to_redacted_toml());
             eprintln!("infrahub: configuration is valid");
             Ok(())
@@ -252,147 +235,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 async fn serve(
-    mut config: Config,
+    config: Config,
     mode: Mode,
-    args: ListenArgs,
-    role: ServeRole,
+    listen: Option<SocketAddr>,
+    role: DaemonRole,
 ) -> Result<(), Failure> {
-    let secret = config.jwt_secret(mode)?;
-    if let Some(listen) = args.listen {
-        config.http.listen = listen;
-    }
-    telemetry::init_logging(&config.logging);
-    if mode == Mode::Demo && demo::ensure_database(&config.database.url).await.map_err(runtime)? {
-        tracing::info!("created the demo database");
-    }
-    let pool = store::connect(&config.database).await.map_err(runtime)?;
-    if mode == Mode::Demo || config.database.migrate_on_start {
-        store::migrate_up(&pool).await.map_err(|e| runtime(format!("migrations failed: {e}")))?;
-    } else if !store::schema_is_current(&pool).await.map_err(runtime)? {
-        tracing::warn!("database migrations are pending: run `infrahub migrate up`");
-    }
-    if mode == Mode::Demo {
-        let report = demo::bootstrap(&pool).await.map_err(runtime)?;
-        tracing::info!(created = report.created.len(), "demo organisation and accounts ready");
-        match demo::seed_capacity(&pool, &config).await {
-            Ok(seed) => tracing::info!(?seed, "demo inventory synced and capacity allocated"),
-            Err(err) => {
-                tracing::warn!(error = %err, "demo inventory not loaded; run the demo from the repository root")
-            }
-        }
-    }
-    let listener = match role {
-        ServeRole::Worker => None,
-        _ => Some(
-            TcpListener::bind(config.http.listen)
-                .await
-                .map_err(|e| runtime(format!("cannot listen on {}: {e}", config.http.listen)))?,
-        ),
-    };
-    let http_grace = Duration::from_secs(config.http.shutdown_grace_secs);
-    let job_grace = Duration::from_secs(config.workers.shutdown_grace_secs);
-    let ctx = Context::new(pool.clone(), config, mode, &secret).map_err(runtime)?;
-    let background = match role {
-        ServeRole::Api => None,
-        _ => Some(Background::start(&ctx)),
-    };
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: no new requests or jobs; finishing what is running");
-        let _ = stop.send(true);
-    });
-    let http = async {
-        match listener {
-            Some(listener) => {
-                announce(mode, listener.local_addr().map_err(runtime)?);
-                serve_http(listener, ctx, stopping.clone(), http_grace).await
-            }
-            None => {
-                announce_worker();
-                let _ = stopping.clone().wait_for(|stop| *stop).await;
-                Ok(())
-            }
-        }
-    };
-    let workers = async {
-        if let Some(background) = background {
-            let _ = stopping.clone().wait_for(|stop| *stop).await;
-            background.stop(job_grace).await;
-        }
-    };
-    let (served, ()) = tokio::join!(http, workers);
-    pool.close().await;
-    tracing::info!("stopped");
-    served
-}
-
-/// The job engine and the cron scheduler of a daemon that runs workers.
-struct Background {
-    engine: jobs::engine::EngineHandle,
-    stop_scheduler: tokio::sync::watch::Sender<bool>,
-}
-
-impl Background {
-    fn start(ctx: &Context) -> Self {
-        let engine = jobs::engine::start(ctx.clone());
-        let (stop_scheduler, stopped) = tokio::sync::watch::channel(false);
-        jobs::scheduler::spawn(ctx.clone(), jobs::scheduler::configured(ctx), stopped);
-        Self { engine, stop_scheduler }
-    }
-
-    async fn stop(self, grace: Duration) {
-        let _ = self.stop_scheduler.send(true);
-        self.engine.shutdown(grace).await;
-    }
-}
-
-fn announce_worker() {
-    tracing::info!("worker running (no HTTP intake)");
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "InfraHub worker running");
-    let _ = out.flush();
-}
-
-/// Tells a person (and the end-to-end test) where to find the server.
-fn announce(mode: Mode, address: SocketAddr) {
-    tracing::info!(%address, "listening");
-    let mut out = std::io::stdout();
-    let _ = match mode {
-        Mode::Demo => writeln!(
-            out,
-            "InfraHub demo listening on http://{address} (accounts: admin/admin, \
-             field-berlin/password, team-platform/password; docs: http://{address}/api/v1/docs)"
-        ),
-        Mode::Serve => writeln!(out, "InfraHub listening on http://{address}"),
-    };
-    let _ = out.flush();
-}
-
-/// Serves until `stopping` turns true, then gives in-flight requests `grace` to finish.
-async fn serve_http(
-    listener: TcpListener,
-    ctx: Context,
-    stopping: tokio::sync::watch::Receiver<bool>,
-    grace: Duration,
-) -> Result<(), Failure> {
-    let mut stopped = stopping.clone();
-    let server = http::serve(listener, ctx, async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    });
-    tokio::pin!(server);
-    let mut stopping = stopping;
-    tokio::select! {
-        result = &mut server => return result.map_err(runtime),
-        _ = stopping.wait_for(|stop| *stop) => {}
-    }
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result.map_err(runtime),
-        Err(_) => {
-            tracing::warn!("grace period over; exiting with requests still in flight");
-            Ok(())
-        }
-    }
+    Ok(daemon::run(config, mode, listen, role, shutdown_signal()).await?)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -419,37 +267,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn bench(config: Config, action: BenchAction) -> Result<(), Failure> {
-    telemetry::init_logging(&config.logging);
-    let BenchAction::Queue {
-        drain_jobs,
-        concurrency,
-        latency_jobs,
-        latency_gap_ms,
-        single_enqueues,
-        database,
-    } = action;
-    if database == config.database.url.rsplit('/').next().unwrap_or_default() {
-        return Err(Failure::Usage(format!(
-            "refusing to use the configured database {database:?} as scratch"
-        )));
-    }
-    let plan = crate::bench::QueueBench {
-        drain_jobs,
-        concurrency,
-        latency_jobs,
-        latency_gap: Duration::from_millis(latency_gap_ms),
-        single_enqueues,
-        database,
-    };
-    let report = crate::bench::run_queue(&config, &plan)
-        .await
-        .map_err(|e| runtime(format!("bench failed: {e:#}")))?;
-    println!("{}", report.to_markdown());
-    Ok(())
-}
-
-async fn connect(config: &Config) -> Result<PgPool, Failure> {
+async fn connect(config: &Config) -> Result<sqlx::PgPool, Failure> {
     telemetry::init_logging(&config.logging);
     store::connect(&config.database).await.map_err(runtime)
 }
@@ -485,126 +303,65 @@ async fn migrate(config: Config, action: MigrateAction) -> Result<(), Failure> {
 }
 
 async fn user(config: Config, action: UserAction) -> Result<(), Failure> {
+    let actor = Actor::system("cli");
     match action {
         UserAction::Add { username, role, field, department, password_stdin } => {
             let role: Role = role
                 .parse()
                 .map_err(|e: crate::domain::ValidationError| Failure::Usage(e.to_string()))?;
-            let username = Username::parse(&username).map_err(|e| Failure::Usage(e.to_string()))?;
             let password = read_password(password_stdin)?;
-            password::check_policy(&password).map_err(|e| Failure::Usage(e.to_string()))?;
-            let pool = connect(&config).await?;
-            add_user(&pool, &username, role, field.as_deref(), department.as_deref(), password)
-                .await
+            let ctx = admin_context(config).await?;
+            let account = NewAccount {
+                username,
+                password,
+                role,
+                field: field.map(UnitRef::Name),
+                department: department.map(UnitRef::Name),
+                demo: false,
+            };
+            let user = app::users::add(&ctx, &actor, account).await?;
+            println!("created {} ({}) {}", user.username, user.role, user.id);
         }
         UserAction::Passwd { username, password_stdin } => {
             let password = read_password(password_stdin)?;
-            password::check_policy(&password).map_err(|e| Failure::Usage(e.to_string()))?;
-            let pool = connect(&config).await?;
-            set_password(&pool, &username, password).await
+            let ctx = admin_context(config).await?;
+            let user = app::users::set_password(&ctx, &actor, &username, password).await?;
+            println!("password of {} changed", user.username);
         }
-        UserAction::List => list_users(&connect(&config).await?).await,
+        UserAction::List => {
+            let ctx = admin_context(config).await?;
+            println!("{:<24} {:<13} {:<24} flags", "username", "role", "scope");
+            for account in app::users::directory(&ctx).await? {
+                let user = &account.user;
+                let scope = match (&account.field, &account.department) {
+                    (Some(field), _) => format!("field {field}"),
+                    (None, Some(dept)) => format!("department {dept}"),
+                    (None, None) => "-".to_owned(),
+                };
+                let mut flags = Vec::new();
+                if user.disabled {
+                    flags.push("disabled");
+                }
+                if user.is_demo {
+                    flags.push("demo");
+                }
+                println!(
+                    "{:<24} {:<13} {:<24} {}",
+                    user.username,
+                    user.role,
+                    scope,
+                    flags.join(",")
+                );
+            }
+        }
     }
-}
-
-async fn add_user(
-    pool: &PgPool,
-    username: &Username,
-    role: Role,
-    field: Option<&str>,
-    department: Option<&str>,
-    password: String,
-) -> Result<(), Failure> {
-    let mut tx = pool.begin().await.map_err(runtime)?;
-    let field_id = match field {
-        Some(name) => Some(
-            org::find_unit_by_name(&mut tx, UnitKind::Field, name)
-                .await
-                .map_err(runtime)?
-                .ok_or_else(|| Failure::Usage(format!("no field named {name:?}")))?
-                .id,
-        ),
-        None => None,
-    };
-    let department_id = match department {
-        Some(name) => Some(
-            org::find_department_by_name(&mut tx, name)
-                .await
-                .map_err(runtime)?
-                .ok_or_else(|| Failure::Usage(format!("no department named {name:?}")))?
-                .id,
-        ),
-        None => None,
-    };
-    let scope = Scope::for_role(role, field_id, department_id).map_err(|e| {
-        Failure::Usage(
-            e.to_string().replace("field_id", "--field").replace("department_id", "--department"),
-        )
-    })?;
-    let hash = password::hash_blocking(password).await.map_err(runtime)?;
-    let new =
-        NewUser { username: username.as_str(), password_hash: &hash, role, scope, is_demo: false };
-    let user = users::insert(&mut tx, &new).await.map_err(|e| match e {
-        store::StoreError::Duplicate { .. } => {
-            Failure::Usage(format!("user {:?} already exists", username.as_str()))
-        }
-        other => runtime(other),
-    })?;
-    let change = Change::create("user", user.id, &user);
-    audit::record(&mut tx, &Actor::system("cli"), change).await.map_err(runtime)?;
-    tx.commit().await.map_err(runtime)?;
-    println!("created {} ({}) {}", user.username, user.role, user.id);
     Ok(())
 }
 
-async fn set_password(pool: &PgPool, username: &str, password: String) -> Result<(), Failure> {
-    let hash = password::hash_blocking(password).await.map_err(runtime)?;
-    let mut tx = pool.begin().await.map_err(runtime)?;
-    let account = users::find_credentials(&mut tx, username)
-        .await
-        .map_err(runtime)?
-        .ok_or_else(|| Failure::Usage(format!("no user named {username:?}")))?;
-    let user = users::set_password(&mut tx, account.user.id, &hash).await.map_err(runtime)?;
-    let change = Change::new("user", "password", user.id);
-    audit::record(&mut tx, &Actor::system("cli"), change).await.map_err(runtime)?;
-    tx.commit().await.map_err(runtime)?;
-    println!("password of {} changed", user.username);
-    Ok(())
-}
-
-async fn list_users(pool: &PgPool) -> Result<(), Failure> {
-    let mut conn = pool.acquire().await.map_err(runtime)?;
-    let mut page = PageRequest { after: None, limit: 500 };
-    println!("{:<24} {:<13} {:<24} flags", "username", "role", "scope");
-    loop {
-        let batch = users::list(&mut conn, &UserFilter::default(), page).await.map_err(runtime)?;
-        for user in &batch.items {
-            let scope = match user.scope() {
-                Scope::Center => "-".to_owned(),
-                Scope::Field(id) => {
-                    let field =
-                        org::get_unit(&mut conn, UnitKind::Field, id).await.map_err(runtime)?;
-                    format!("field {}", field.name)
-                }
-                Scope::Department(id) => {
-                    let dept = org::get_department(&mut conn, id).await.map_err(runtime)?;
-                    format!("department {}", dept.name)
-                }
-            };
-            let mut flags = Vec::new();
-            if user.disabled {
-                flags.push("disabled");
-            }
-            if user.is_demo {
-                flags.push("demo");
-            }
-            println!("{:<24} {:<13} {:<24} {}", user.username, user.role, scope, flags.join(","));
-        }
-        match batch.next_cursor {
-            Some(cursor) => page.after = Some(cursor),
-            None => return Ok(()),
-        }
-    }
+/// The context of commands that work on the database directly (they never sign tokens).
+async fn admin_context(config: Config) -> Result<Context, Failure> {
+    let pool = connect(&config).await?;
+    Ok(Context::for_admin(pool, config)?)
 }
 
 /// Reads a password from stdin's first line, or prompts twice on a terminal.

@@ -1,14 +1,15 @@
-//! The shared context: built once, cloned cheaply into every request handler (and, later,
-//! every job worker).
+//! The shared context: built once at start-up, cloned cheaply into every request handler,
+//! console page and job.
 
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
-use crate::config::{Config, Mode, Secret};
+use crate::app::token::TokenKeys;
+use crate::clients::Clients;
+use crate::config::{Config, ConfigError, Mode, Secret};
 use crate::domain::password;
-use crate::http::token::TokenKeys;
 use crate::jobs::Registry;
 use crate::telemetry;
 
@@ -21,6 +22,8 @@ pub struct Context {
     pub tokens: Arc<TokenKeys>,
     /// Every job kind with its effective settings.
     pub registry: Arc<Registry>,
+    /// The external systems, each behind its trait (tests put their doubles here).
+    pub clients: Clients,
     /// Renders the process-wide metrics for `/metrics`.
     pub metrics: PrometheusHandle,
     /// A real argon2id hash checked when a username is unknown, so that an unknown user and a
@@ -28,24 +31,64 @@ pub struct Context {
     pub dummy_hash: Arc<str>,
 }
 
+/// Why the context could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Hash(#[from] password::HashError),
+}
+
 impl Context {
-    pub fn new(
-        pool: PgPool,
-        config: Config,
-        mode: Mode,
-        jwt_secret: &Secret,
-    ) -> Result<Self, password::HashError> {
-        let tokens = TokenKeys::new(jwt_secret, &config.auth.issuer, config.auth.token_ttl_secs);
+    /// Everything the daemon shares, from configuration: token keys (the JWT secret is checked
+    /// for `mode`), the job registry (unknown job kinds in `workers.kinds` are refused) and the
+    /// clients of external systems.
+    pub fn new(pool: PgPool, config: Config, mode: Mode) -> Result<Self, ContextError> {
+        let (secret, registry, clients) = Self::parts(&config, mode)?;
+        let tokens = TokenKeys::new(&secret, &config.auth.issuer, config.auth.token_ttl_secs);
         let dummy_hash = password::hash("infrahub-unknown-user-placeholder")?;
-        let registry = Registry::standard(&config);
         Ok(Self {
-            registry: Arc::new(registry),
             pool,
             config: Arc::new(config),
             mode,
             tokens: Arc::new(tokens),
+            registry: Arc::new(registry),
+            clients,
             metrics: telemetry::metrics_handle(),
             dummy_hash: dummy_hash.into(),
         })
+    }
+
+    /// The context of administrative commands (`infrahub user ...`), which act on the database
+    /// but never sign or check a token: it needs no JWT secret, and its token keys are a
+    /// throwaway random one.
+    pub fn for_admin(pool: PgPool, config: Config) -> Result<Self, ContextError> {
+        let throwaway = Secret::new(uuid::Uuid::new_v4().simple().to_string().repeat(2));
+        let tokens = TokenKeys::new(&throwaway, &config.auth.issuer, config.auth.token_ttl_secs);
+        Ok(Self {
+            pool,
+            registry: Arc::new(Registry::new(&config.workers)?),
+            clients: Clients::from_config(&config)?,
+            config: Arc::new(config),
+            mode: Mode::Serve,
+            tokens: Arc::new(tokens),
+            metrics: telemetry::metrics_handle(),
+            dummy_hash: Arc::from(""),
+        })
+    }
+
+    /// Checks what [`new`](Self::new) would refuse, without a database: the JWT secret, the
+    /// job kinds, and the clients' settings (token files are read).
+    pub fn check(config: &Config, mode: Mode) -> Result<(), ContextError> {
+        Self::parts(config, mode).map(|_| ()).map_err(ContextError::from)
+    }
+
+    fn parts(config: &Config, mode: Mode) -> Result<(Secret, Registry, Clients), ConfigError> {
+        Ok((
+            config.jwt_secret(mode)?,
+            Registry::new(&config.workers)?,
+            Clients::from_config(config)?,
+        ))
     }
 }

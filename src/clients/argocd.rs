@@ -7,17 +7,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::config::{ArgocdConfig, Secret};
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ArgoError {
-    /// Refused token, unknown application: retrying will not help.
-    #[error("{0}")]
-    Permanent(String),
-    /// 5xx, timeouts, connection errors.
-    #[error("{0}")]
-    Transient(String),
-}
+use super::{ClientError, ClientFuture, ClientResult};
+use crate::config::{ArgocdConfig, ConfigError, Secret};
 
 /// What InfraHub reads of an Application.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -125,6 +116,20 @@ pub enum SyncStarted {
     AlreadyRunning,
 }
 
+/// Argo CD's REST API, as InfraHub uses it.
+pub trait ArgoCd: Send + Sync {
+    /// `GET /api/v1/applications/{name}`, with `refresh=hard` when asked.
+    fn application<'a>(
+        &'a self,
+        name: &'a str,
+        hard_refresh: bool,
+    ) -> ClientFuture<'a, Application>;
+
+    /// `POST /api/v1/applications/{name}/sync` (with pruning, so removed manifests go).
+    fn sync<'a>(&'a self, name: &'a str) -> ClientFuture<'a, SyncStarted>;
+}
+
+/// The real Argo CD client.
 pub struct Argocd {
     client: reqwest::Client,
     base: url::Url,
@@ -139,21 +144,21 @@ struct RuntimeError {
 }
 
 impl Argocd {
-    pub fn new(config: &ArgocdConfig, token: Secret) -> Result<Self, ArgoError> {
+    pub fn new(config: &ArgocdConfig, token: Secret) -> Result<Self, ConfigError> {
         let base = url::Url::parse(&config.url)
-            .map_err(|e| ArgoError::Permanent(format!("bad Argo CD URL: {e}")))?;
+            .map_err(|e| ConfigError::invalid("argocd.url", e.to_string()))?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.timeout_secs))
             .build()
-            .map_err(|e| ArgoError::Permanent(e.to_string()))?;
+            .map_err(|e| ConfigError::invalid("argocd", e.to_string()))?;
         Ok(Self { client, base, token })
     }
 
-    fn url(&self, path: &str) -> Result<url::Url, ArgoError> {
-        self.base.join(path).map_err(|e| ArgoError::Permanent(format!("bad Argo CD URL: {e}")))
+    fn url(&self, path: &str) -> Result<url::Url, ClientError> {
+        self.base.join(path).map_err(|e| ClientError::Permanent(format!("bad Argo CD URL: {e}")))
     }
 
-    async fn refuse(response: reqwest::Response, what: &str) -> ArgoError {
+    async fn refuse(response: reqwest::Response, what: &str) -> ClientError {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         let detail = serde_json::from_str::<RuntimeError>(&body)
@@ -161,25 +166,20 @@ impl Argocd {
             .and_then(|e| e.message.or(e.error))
             .unwrap_or_else(|| body.chars().take(200).collect());
         match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ArgoError::Permanent(format!(
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ClientError::Permanent(format!(
                 "Argo CD refused the token ({status}) for {what}; check argocd.token"
             )),
             StatusCode::NOT_FOUND => {
-                ArgoError::Permanent(format!("Argo CD has no {what}: {detail}"))
+                ClientError::Permanent(format!("Argo CD has no {what}: {detail}"))
             }
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                ArgoError::Transient(format!("Argo CD answered {status} for {what}: {detail}"))
+                ClientError::Transient(format!("Argo CD answered {status} for {what}: {detail}"))
             }
-            _ => ArgoError::Permanent(format!("Argo CD answered {status} for {what}: {detail}")),
+            _ => ClientError::Permanent(format!("Argo CD answered {status} for {what}: {detail}")),
         }
     }
 
-    /// `GET /api/v1/applications/{name}`, with `refresh=hard` when asked.
-    pub async fn application(
-        &self,
-        name: &str,
-        hard_refresh: bool,
-    ) -> Result<Application, ArgoError> {
+    async fn read_application(&self, name: &str, hard_refresh: bool) -> ClientResult<Application> {
         let mut url = self.url(&format!("api/v1/applications/{name}"))?;
         if hard_refresh {
             url.query_pairs_mut().append_pair("refresh", "hard");
@@ -190,17 +190,16 @@ impl Argocd {
             .bearer_auth(self.token.expose())
             .send()
             .await
-            .map_err(|e| ArgoError::Transient(format!("Argo CD at {}: {e}", self.base)))?;
+            .map_err(|e| ClientError::Transient(format!("Argo CD at {}: {e}", self.base)))?;
         if !response.status().is_success() {
             return Err(Self::refuse(response, &format!("application {name}")).await);
         }
         response.json().await.map_err(|e| {
-            ArgoError::Permanent(format!("Argo CD's application {name} is unreadable: {e}"))
+            ClientError::Permanent(format!("Argo CD's application {name} is unreadable: {e}"))
         })
     }
 
-    /// `POST /api/v1/applications/{name}/sync` (with pruning, so removed manifests go).
-    pub async fn sync(&self, name: &str) -> Result<SyncStarted, ArgoError> {
+    async fn request_sync(&self, name: &str) -> ClientResult<SyncStarted> {
         let url = self.url(&format!("api/v1/applications/{name}/sync"))?;
         let response = self
             .client
@@ -209,7 +208,7 @@ impl Argocd {
             .json(&json!({ "name": name, "prune": true }))
             .send()
             .await
-            .map_err(|e| ArgoError::Transient(format!("Argo CD at {}: {e}", self.base)))?;
+            .map_err(|e| ClientError::Transient(format!("Argo CD at {}: {e}", self.base)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(SyncStarted::Started);
@@ -225,15 +224,29 @@ impl Argocd {
         }
         let detail = error.and_then(|e| e.message.or(e.error)).unwrap_or(body);
         match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(ArgoError::Permanent(format!(
-                "Argo CD refused the token ({status}); check argocd.token"
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(ClientError::Permanent(
+                format!("Argo CD refused the token ({status}); check argocd.token"),
+            )),
+            s if s.is_server_error() => Err(ClientError::Transient(format!(
+                "Argo CD answered {status} to a sync: {detail}"
             ))),
-            s if s.is_server_error() => {
-                Err(ArgoError::Transient(format!("Argo CD answered {status} to a sync: {detail}")))
-            }
-            _ => {
-                Err(ArgoError::Permanent(format!("Argo CD answered {status} to a sync: {detail}")))
-            }
+            _ => Err(ClientError::Permanent(format!(
+                "Argo CD answered {status} to a sync: {detail}"
+            ))),
         }
+    }
+}
+
+impl ArgoCd for Argocd {
+    fn application<'a>(
+        &'a self,
+        name: &'a str,
+        hard_refresh: bool,
+    ) -> ClientFuture<'a, Application> {
+        Box::pin(self.read_application(name, hard_refresh))
+    }
+
+    fn sync<'a>(&'a self, name: &'a str) -> ClientFuture<'a, SyncStarted> {
+        Box::pin(self.request_sync(name))
     }
 }

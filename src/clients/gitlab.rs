@@ -10,8 +10,9 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::gitops::{Delivered, GitError, GitFuture, Gitops};
-use crate::config::{GitConfig, GitlabConfig, Secret};
+use super::gitops::{Delivered, Gitops};
+use super::{ClientError, ClientFuture};
+use crate::config::{ConfigError, GitConfig, GitlabConfig, Secret};
 
 pub struct Gitlab {
     client: reqwest::Client,
@@ -37,13 +38,13 @@ struct Commit {
 }
 
 impl Gitlab {
-    pub fn new(config: &GitlabConfig, git: &GitConfig, token: Secret) -> Result<Self, GitError> {
+    pub fn new(config: &GitlabConfig, git: &GitConfig, token: Secret) -> Result<Self, ConfigError> {
         let base = url::Url::parse(&config.url)
-            .map_err(|e| GitError::Permanent(format!("bad GitLab URL: {e}")))?;
+            .map_err(|e| ConfigError::invalid("delivery.gitlab.url", e.to_string()))?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.timeout_secs))
             .build()
-            .map_err(|e| GitError::Permanent(e.to_string()))?;
+            .map_err(|e| ConfigError::invalid("delivery.gitlab", e.to_string()))?;
         Ok(Self {
             client,
             base,
@@ -56,12 +57,12 @@ impl Gitlab {
     }
 
     /// `…/api/v4/projects/<id or url-encoded path>/<rest>`, each segment encoded.
-    fn url(&self, rest: &[&str]) -> Result<url::Url, GitError> {
+    fn url(&self, rest: &[&str]) -> Result<url::Url, ClientError> {
         let mut url = self.base.clone();
         {
             let mut segments = url
                 .path_segments_mut()
-                .map_err(|_| GitError::Permanent("bad GitLab URL".to_owned()))?;
+                .map_err(|_| ClientError::Permanent("bad GitLab URL".to_owned()))?;
             segments
                 .pop_if_empty()
                 .extend(["api", "v4", "projects", self.project.as_str()])
@@ -70,11 +71,11 @@ impl Gitlab {
         Ok(url)
     }
 
-    async fn failure(response: reqwest::Response, what: &str) -> GitError {
+    async fn failure(response: reqwest::Response, what: &str) -> ClientError {
         let status = response.status();
         let body: String = response.text().await.unwrap_or_default().chars().take(300).collect();
         match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => GitError::Permanent(format!(
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ClientError::Permanent(format!(
                 "GitLab refused the token ({status}) to {what}; check delivery.gitlab.token"
             )),
             // A concurrent change (e.g. the file appeared meanwhile) or GitLab itself: try again.
@@ -82,18 +83,18 @@ impl Gitlab {
                 || s == StatusCode::TOO_MANY_REQUESTS
                 || s == StatusCode::CONFLICT =>
             {
-                GitError::Transient(format!("GitLab answered {status} to {what}: {body}"))
+                ClientError::Transient(format!("GitLab answered {status} to {what}: {body}"))
             }
             StatusCode::BAD_REQUEST
                 if body.contains("already exists") || body.contains("does not exist") =>
             {
-                GitError::Transient(format!("GitLab answered {status} to {what}: {body}"))
+                ClientError::Transient(format!("GitLab answered {status} to {what}: {body}"))
             }
-            _ => GitError::Permanent(format!("GitLab answered {status} to {what}: {body}")),
+            _ => ClientError::Permanent(format!("GitLab answered {status} to {what}: {body}")),
         }
     }
 
-    async fn file(&self, path: &str) -> Result<Option<RepositoryFile>, GitError> {
+    async fn file(&self, path: &str) -> Result<Option<RepositoryFile>, ClientError> {
         let mut url = self.url(&["repository", "files", path])?;
         url.query_pairs_mut().append_pair("ref", &self.branch);
         let response = self
@@ -102,23 +103,23 @@ impl Gitlab {
             .header("PRIVATE-TOKEN", self.token.expose())
             .send()
             .await
-            .map_err(|e| GitError::Transient(format!("GitLab at {}: {e}", self.base)))?;
+            .map_err(|e| ClientError::Transient(format!("GitLab at {}: {e}", self.base)))?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => response.json().await.map(Some).map_err(|e| {
-                GitError::Permanent(format!("GitLab's file {path} is unreadable: {e}"))
+                ClientError::Permanent(format!("GitLab's file {path} is unreadable: {e}"))
             }),
             _ => Err(Self::failure(response, &format!("read {path}")).await),
         }
     }
 
-    fn decode(file: &RepositoryFile) -> Result<String, GitError> {
+    fn decode(file: &RepositoryFile) -> Result<String, ClientError> {
         if file.encoding.as_deref() == Some("base64") {
             let bytes = STANDARD.decode(file.content.replace('\n', "")).map_err(|e| {
-                GitError::Permanent(format!("GitLab sent undecodable content: {e}"))
+                ClientError::Permanent(format!("GitLab sent undecodable content: {e}"))
             })?;
             String::from_utf8(bytes)
-                .map_err(|e| GitError::Permanent(format!("GitLab sent non-UTF-8 content: {e}")))
+                .map_err(|e| ClientError::Permanent(format!("GitLab sent non-UTF-8 content: {e}")))
         } else {
             Ok(file.content.clone())
         }
@@ -128,7 +129,7 @@ impl Gitlab {
         &self,
         action: serde_json::Value,
         message: &str,
-    ) -> Result<Delivered, GitError> {
+    ) -> Result<Delivered, ClientError> {
         let body = json!({
             "branch": self.branch,
             "commit_message": message,
@@ -143,12 +144,12 @@ impl Gitlab {
             .json(&body)
             .send()
             .await
-            .map_err(|e| GitError::Transient(format!("GitLab at {}: {e}", self.base)))?;
+            .map_err(|e| ClientError::Transient(format!("GitLab at {}: {e}", self.base)))?;
         if !response.status().is_success() {
             return Err(Self::failure(response, "commit").await);
         }
         let commit: Commit = response.json().await.map_err(|e| {
-            GitError::Permanent(format!("GitLab's commit answer is unreadable: {e}"))
+            ClientError::Permanent(format!("GitLab's commit answer is unreadable: {e}"))
         })?;
         Ok(Delivered::Committed { commit: commit.id })
     }
@@ -160,7 +161,7 @@ impl Gitops for Gitlab {
         file: &'a str,
         content: Option<&'a str>,
         message: &'a str,
-    ) -> GitFuture<'a, Delivered> {
+    ) -> ClientFuture<'a, Delivered> {
         Box::pin(async move {
             let existing = self.file(file).await?;
             let action = match (&existing, content) {
@@ -183,7 +184,7 @@ impl Gitops for Gitlab {
         })
     }
 
-    fn read<'a>(&'a self, file: &'a str) -> GitFuture<'a, Option<String>> {
+    fn read<'a>(&'a self, file: &'a str) -> ClientFuture<'a, Option<String>> {
         Box::pin(async move {
             match self.file(file).await? {
                 Some(found) => Ok(Some(Self::decode(&found)?)),

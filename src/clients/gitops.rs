@@ -2,25 +2,14 @@
 //! repository (using the `git` command: real Git, no library quirks) or a GitLab project
 //! through its commits API.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
+use super::{ClientError, ClientFuture};
 use crate::config::GitConfig;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GitError {
-    /// Git is missing or the repository is unusable: retrying will not help.
-    #[error("{0}")]
-    Permanent(String),
-    /// E.g. the push to the remote failed: try again.
-    #[error("{0}")]
-    Transient(String),
-}
 
 /// What a write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +21,6 @@ pub enum Delivered {
     Unchanged,
 }
 
-pub type GitFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, GitError>> + Send + 'a>>;
-
 /// Where manifests are committed.
 pub trait Gitops: Send + Sync {
     /// Writes `content` to `file`, or removes it when `None`, committing with `message` only if
@@ -43,26 +30,10 @@ pub trait Gitops: Send + Sync {
         file: &'a str,
         content: Option<&'a str>,
         message: &'a str,
-    ) -> GitFuture<'a, Delivered>;
+    ) -> ClientFuture<'a, Delivered>;
 
     /// The committed content of `file`, if any.
-    fn read<'a>(&'a self, file: &'a str) -> GitFuture<'a, Option<String>>;
-}
-
-/// The backend the configuration names.
-pub fn from_config(config: &crate::config::Config) -> Result<Arc<dyn Gitops>, GitError> {
-    use crate::config::GitKind;
-    match config.delivery.git.kind {
-        GitKind::Local => Ok(Arc::new(LocalGit::new(&config.delivery.git))),
-        GitKind::Gitlab => {
-            let token = config.gitlab_token().map_err(|e| GitError::Permanent(e.to_string()))?;
-            Ok(Arc::new(super::gitlab::Gitlab::new(
-                &config.delivery.gitlab,
-                &config.delivery.git,
-                token,
-            )?))
-        }
-    }
+    fn read<'a>(&'a self, file: &'a str) -> ClientFuture<'a, Option<String>>;
 }
 
 impl Gitops for LocalGit {
@@ -71,11 +42,11 @@ impl Gitops for LocalGit {
         file: &'a str,
         content: Option<&'a str>,
         message: &'a str,
-    ) -> GitFuture<'a, Delivered> {
+    ) -> ClientFuture<'a, Delivered> {
         Box::pin(LocalGit::write(self, file, content, message))
     }
 
-    fn read<'a>(&'a self, file: &'a str) -> GitFuture<'a, Option<String>> {
+    fn read<'a>(&'a self, file: &'a str) -> ClientFuture<'a, Option<String>> {
         Box::pin(LocalGit::read(self, file))
     }
 }
@@ -100,7 +71,7 @@ impl LocalGit {
         &self.config.path
     }
 
-    async fn git(&self, args: &[&str]) -> Result<std::process::Output, GitError> {
+    async fn git(&self, args: &[&str]) -> Result<std::process::Output, ClientError> {
         Command::new("git")
             .arg("-C")
             .arg(&self.config.path)
@@ -109,15 +80,15 @@ impl LocalGit {
             .args(args)
             .output()
             .await
-            .map_err(|e| GitError::Permanent(format!("cannot run git: {e}")))
+            .map_err(|e| ClientError::Permanent(format!("cannot run git: {e}")))
     }
 
-    async fn git_ok(&self, args: &[&str]) -> Result<String, GitError> {
+    async fn git_ok(&self, args: &[&str]) -> Result<String, ClientError> {
         let output = self.git(args).await?;
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
         } else {
-            Err(GitError::Permanent(format!(
+            Err(ClientError::Permanent(format!(
                 "git {} failed in {}: {}",
                 args.join(" "),
                 self.config.path.display(),
@@ -127,12 +98,12 @@ impl LocalGit {
     }
 
     /// Creates the repository (on its branch) when the directory has none.
-    async fn ensure_repository(&self) -> Result<(), GitError> {
+    async fn ensure_repository(&self) -> Result<(), ClientError> {
         if self.config.path.join(".git").exists() {
             return Ok(());
         }
         tokio::fs::create_dir_all(&self.config.path).await.map_err(|e| {
-            GitError::Permanent(format!("cannot create {}: {e}", self.config.path.display()))
+            ClientError::Permanent(format!("cannot create {}: {e}", self.config.path.display()))
         })?;
         self.git_ok(&["init", "--quiet", "-b", &self.config.branch]).await?;
         Ok(())
@@ -145,7 +116,7 @@ impl LocalGit {
         file: &str,
         content: Option<&str>,
         message: &str,
-    ) -> Result<Delivered, GitError> {
+    ) -> Result<Delivered, ClientError> {
         let _guard = write_lock().lock().await;
         self.ensure_repository().await?;
         let target: PathBuf = self.config.path.join(file);
@@ -153,18 +124,18 @@ impl LocalGit {
             Some(text) => {
                 if let Some(dir) = target.parent() {
                     tokio::fs::create_dir_all(dir).await.map_err(|e| {
-                        GitError::Permanent(format!("cannot create {}: {e}", dir.display()))
+                        ClientError::Permanent(format!("cannot create {}: {e}", dir.display()))
                     })?;
                 }
                 tokio::fs::write(&target, text).await.map_err(|e| {
-                    GitError::Permanent(format!("cannot write {}: {e}", target.display()))
+                    ClientError::Permanent(format!("cannot write {}: {e}", target.display()))
                 })?;
             }
             None => match tokio::fs::remove_file(&target).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(GitError::Permanent(format!(
+                    return Err(ClientError::Permanent(format!(
                         "cannot remove {}: {e}",
                         target.display()
                     )));
@@ -184,23 +155,23 @@ impl LocalGit {
     }
 
     /// The committed content of `file`, if any.
-    pub async fn read(&self, file: &str) -> Result<Option<String>, GitError> {
+    pub async fn read(&self, file: &str) -> Result<Option<String>, ClientError> {
         match tokio::fs::read_to_string(self.config.path.join(file)).await {
             Ok(text) => Ok(Some(text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(GitError::Permanent(format!("cannot read {file}: {e}"))),
+            Err(e) => Err(ClientError::Permanent(format!("cannot read {file}: {e}"))),
         }
     }
 
     /// Pushes the branch when a remote is configured; a failure is transient, and a later
     /// attempt pushes whatever is still unpushed.
-    async fn push(&self) -> Result<(), GitError> {
+    async fn push(&self) -> Result<(), ClientError> {
         let Some(remote) = &self.config.remote else { return Ok(()) };
         let output = self.git(&["push", "--quiet", remote, &self.config.branch]).await?;
         if output.status.success() {
             Ok(())
         } else {
-            Err(GitError::Transient(format!(
+            Err(ClientError::Transient(format!(
                 "git push to {remote} failed: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
             )))

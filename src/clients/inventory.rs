@@ -1,9 +1,6 @@
 //! Server inventories: NetBox's REST API, or a JSON file.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -11,9 +8,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::config::{
-    Config, ConfigError, InventorySource, NetboxConfig, NetboxTokenVersion, Secret,
-};
+use super::{ClientError, ClientFuture};
+use crate::config::{ConfigError, NetboxConfig, NetboxTokenVersion, Secret};
 
 /// One server as the inventory describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,23 +35,10 @@ pub struct DevicePage {
     pub next: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InventoryError {
-    /// Retrying will not help: wrong URL, refused token, unreadable file.
-    #[error("{0}")]
-    Permanent(String),
-    /// Try again later: 5xx, timeout, connection refused.
-    #[error("{0}")]
-    Transient(String),
-}
-
-pub type PageFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<DevicePage, InventoryError>> + Send + 'a>>;
-
 /// A source of servers, read page by page.
 pub trait Inventory: Send + Sync {
     /// The page at `cursor` (`None`: the first).
-    fn page<'a>(&'a self, cursor: Option<&'a str>) -> PageFuture<'a>;
+    fn page<'a>(&'a self, cursor: Option<&'a str>) -> ClientFuture<'a, DevicePage>;
 
     /// The site slugs this source covers, or `None` for all. Servers of other sites are not
     /// marked missing when the source does not list them.
@@ -65,22 +48,16 @@ pub trait Inventory: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// The source the configuration names.
-pub fn from_config(config: &Config) -> Result<Arc<dyn Inventory>, ConfigError> {
-    Ok(match config.inventory.source {
-        InventorySource::File => {
-            Arc::new(FileInventory { path: config.inventory.file.path.clone() })
-        }
-        InventorySource::Netbox => {
-            Arc::new(Netbox::new(&config.inventory.netbox, config.netbox_token()?)?)
-        }
-    })
-}
-
 /// A JSON list of servers: `[{"id", "name", "site", "cpu_cores", "ram_gb", ...}]`. Any other
 /// keys are kept as attributes.
 pub struct FileInventory {
-    pub path: PathBuf,
+    path: PathBuf,
+}
+
+impl FileInventory {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,16 +72,16 @@ struct FileServer {
 }
 
 impl Inventory for FileInventory {
-    fn page<'a>(&'a self, _cursor: Option<&'a str>) -> PageFuture<'a> {
+    fn page<'a>(&'a self, _cursor: Option<&'a str>) -> ClientFuture<'a, DevicePage> {
         Box::pin(async move {
             let text = tokio::fs::read_to_string(&self.path).await.map_err(|e| {
-                InventoryError::Permanent(format!(
+                ClientError::Permanent(format!(
                     "cannot read the inventory file {}: {e}",
                     self.path.display()
                 ))
             })?;
             let servers: Vec<FileServer> = serde_json::from_str(&text).map_err(|e| {
-                InventoryError::Permanent(format!(
+                ClientError::Permanent(format!(
                     "{} is not a JSON list of servers: {e}",
                     self.path.display()
                 ))
@@ -219,11 +196,11 @@ impl Netbox {
         Ok(Self { client, base, authorization, config: config.clone() })
     }
 
-    fn first_url(&self) -> Result<url::Url, InventoryError> {
+    fn first_url(&self) -> Result<url::Url, ClientError> {
         let mut url = self
             .base
             .join("api/dcim/devices/")
-            .map_err(|e| InventoryError::Permanent(format!("bad NetBox URL: {e}")))?;
+            .map_err(|e| ClientError::Permanent(format!("bad NetBox URL: {e}")))?;
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("role", &self.config.role);
@@ -238,11 +215,11 @@ impl Netbox {
     }
 
     /// `next` links must stay on the configured NetBox: the token never goes anywhere else.
-    fn checked_next(&self, next: &str) -> Result<url::Url, InventoryError> {
+    fn checked_next(&self, next: &str) -> Result<url::Url, ClientError> {
         let url = url::Url::parse(next)
-            .map_err(|e| InventoryError::Permanent(format!("bad next link: {e}")))?;
+            .map_err(|e| ClientError::Permanent(format!("bad next link: {e}")))?;
         if url.origin() != self.base.origin() {
-            return Err(InventoryError::Permanent(format!(
+            return Err(ClientError::Permanent(format!(
                 "NetBox's next link {next} leaves {}; check its BASE_PATH and proxy settings",
                 self.base
             )));
@@ -250,7 +227,7 @@ impl Netbox {
         Ok(url)
     }
 
-    async fn fetch(&self, url: &url::Url) -> Result<NetboxPage, InventoryError> {
+    async fn fetch(&self, url: &url::Url) -> Result<NetboxPage, ClientError> {
         let response = self
             .client
             .get(url.clone())
@@ -258,25 +235,25 @@ impl Netbox {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| InventoryError::Transient(format!("NetBox at {}: {e}", self.base)))?;
+            .map_err(|e| ClientError::Transient(format!("NetBox at {}: {e}", self.base)))?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(InventoryError::Permanent(format!(
+            return Err(ClientError::Permanent(format!(
                 "NetBox refused the token ({status}); check inventory.netbox.token and token_version"
             )));
         }
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(InventoryError::Transient(format!("NetBox answered {status}")));
+            return Err(ClientError::Transient(format!("NetBox answered {status}")));
         }
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            return Err(InventoryError::Permanent(format!(
+            return Err(ClientError::Permanent(format!(
                 "NetBox answered {status}: {}",
                 truncate(&body)
             )));
         }
         response.json::<NetboxPage>().await.map_err(|e| {
-            InventoryError::Permanent(format!("NetBox's answer is not a device list: {e}"))
+            ClientError::Permanent(format!("NetBox's answer is not a device list: {e}"))
         })
     }
 
@@ -306,7 +283,7 @@ fn truncate(text: &str) -> String {
 }
 
 impl Inventory for Netbox {
-    fn page<'a>(&'a self, cursor: Option<&'a str>) -> PageFuture<'a> {
+    fn page<'a>(&'a self, cursor: Option<&'a str>) -> ClientFuture<'a, DevicePage> {
         Box::pin(async move {
             let url = match cursor {
                 Some(next) => self.checked_next(next)?,
@@ -319,7 +296,7 @@ impl Inventory for Netbox {
                 .with_jitter();
             let page = (|| self.fetch(&url))
                 .retry(retry)
-                .when(|e| matches!(e, InventoryError::Transient(_)))
+                .when(|e| matches!(e, ClientError::Transient(_)))
                 .notify(|e, wait| tracing::warn!(error = %e, ?wait, "NetBox page failed; retrying"))
                 .await?;
             Ok(self.to_devices(page))

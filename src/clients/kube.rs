@@ -1,6 +1,8 @@
 //! Delivery straight to Kubernetes: server-side apply (field manager `infrahub` by default) of
 //! a project's objects to its site's cluster, reading them back, and deleting the namespace.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -8,19 +10,59 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
+use tokio::sync::Mutex;
+
+use super::{ClientError, ClientFuture, ClientResult};
 use crate::config::KubernetesConfig;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KubeError {
-    /// No context for the site, a refused credential, an invalid object.
-    #[error("{0}")]
-    Permanent(String),
-    /// The API server is away or busy.
-    #[error("{0}")]
-    Transient(String),
+/// The clusters of the sites, by site name.
+pub trait Clusters: Send + Sync {
+    /// The cluster of `site`; a site without a configured cluster is a permanent error.
+    fn cluster<'a>(&'a self, site: &'a str) -> ClientFuture<'a, Arc<dyn Cluster>>;
 }
 
-fn classify(err: kube::Error, what: &str) -> KubeError {
+/// One cluster, as delivery uses it.
+pub trait Cluster: Send + Sync {
+    /// Server-side applies each object, in order (the namespace first), taking ownership of
+    /// the fields InfraHub manages.
+    fn apply<'a>(&'a self, objects: &'a [Value]) -> ClientFuture<'a, ()>;
+
+    /// The object as the cluster has it, if it exists.
+    fn read<'a>(&'a self, object: &'a Value) -> ClientFuture<'a, Option<Value>>;
+
+    /// Deletes the namespace (its objects go with it); true while it still exists
+    /// (terminating).
+    fn delete_namespace<'a>(&'a self, namespace: &'a str) -> ClientFuture<'a, bool>;
+}
+
+/// The real clusters, from kubeconfig contexts; each site's client is built on first use and
+/// kept.
+pub struct KubeClusters {
+    config: KubernetesConfig,
+    built: Mutex<HashMap<String, Arc<KubeCluster>>>,
+}
+
+impl KubeClusters {
+    pub fn new(config: &KubernetesConfig) -> Self {
+        Self { config: config.clone(), built: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl Clusters for KubeClusters {
+    fn cluster<'a>(&'a self, site: &'a str) -> ClientFuture<'a, Arc<dyn Cluster>> {
+        Box::pin(async move {
+            let mut built = self.built.lock().await;
+            if let Some(cluster) = built.get(site) {
+                return Ok(cluster.clone() as Arc<dyn Cluster>);
+            }
+            let cluster = Arc::new(KubeCluster::for_site(&self.config, site).await?);
+            built.insert(site.to_owned(), cluster.clone());
+            Ok(cluster as Arc<dyn Cluster>)
+        })
+    }
+}
+
+fn classify(err: kube::Error, what: &str) -> ClientError {
     match err {
         kube::Error::Api(status) => {
             let message = format!(
@@ -28,27 +70,27 @@ fn classify(err: kube::Error, what: &str) -> KubeError {
                 status.code, status.message
             );
             match status.code {
-                401 | 403 | 400 | 422 => KubeError::Permanent(message),
-                _ => KubeError::Transient(message),
+                401 | 403 | 400 | 422 => ClientError::Permanent(message),
+                _ => ClientError::Transient(message),
             }
         }
-        other => KubeError::Transient(format!("the Kubernetes API ({what}): {other}")),
+        other => ClientError::Transient(format!("the Kubernetes API ({what}): {other}")),
     }
 }
 
-/// The cluster of one site.
-pub struct Cluster {
+/// The cluster of one site, through kube's client.
+pub struct KubeCluster {
     client: kube::Client,
     field_manager: String,
 }
 
 /// Group, version and kind of a manifest object, and whether it lives in a namespace.
-fn resource_of(object: &Value) -> Result<(ApiResource, Option<String>, String), KubeError> {
+fn resource_of(object: &Value) -> ClientResult<(ApiResource, Option<String>, String)> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
     let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
     if kind.is_empty() || name.is_empty() {
-        return Err(KubeError::Permanent(format!("an object without kind or name: {object}")));
+        return Err(ClientError::Permanent(format!("an object without kind or name: {object}")));
     }
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
@@ -56,11 +98,11 @@ fn resource_of(object: &Value) -> Result<(ApiResource, Option<String>, String), 
     Ok((resource, namespace, name))
 }
 
-impl Cluster {
+impl KubeCluster {
     /// The cluster of `site`, from its kubeconfig context.
-    pub async fn for_site(config: &KubernetesConfig, site: &str) -> Result<Self, KubeError> {
+    async fn for_site(config: &KubernetesConfig, site: &str) -> ClientResult<Self> {
         let context = config.contexts.get(site).ok_or_else(|| {
-            KubeError::Permanent(format!(
+            ClientError::Permanent(format!(
                 "no kubeconfig context for site {site} in kubernetes.contexts"
             ))
         })?;
@@ -68,15 +110,15 @@ impl Cluster {
             Some(path) => Kubeconfig::read_from(path),
             None => Kubeconfig::read(),
         }
-        .map_err(|e| KubeError::Permanent(format!("cannot read the kubeconfig: {e}")))?;
+        .map_err(|e| ClientError::Permanent(format!("cannot read the kubeconfig: {e}")))?;
         let options =
             KubeConfigOptions { context: Some(context.clone()), ..KubeConfigOptions::default() };
         let mut client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
-            .map_err(|e| KubeError::Permanent(format!("kubeconfig context {context}: {e}")))?;
+            .map_err(|e| ClientError::Permanent(format!("kubeconfig context {context}: {e}")))?;
         client_config.read_timeout = Some(Duration::from_secs(30));
         let client = kube::Client::try_from(client_config).map_err(|e| {
-            KubeError::Permanent(format!("cannot build a client for context {context}: {e}"))
+            ClientError::Permanent(format!("cannot build a client for context {context}: {e}"))
         })?;
         Ok(Self { client, field_manager: config.field_manager.clone() })
     }
@@ -88,9 +130,7 @@ impl Cluster {
         }
     }
 
-    /// Server-side applies each object, in order (the namespace first), taking ownership of the
-    /// fields InfraHub manages.
-    pub async fn apply(&self, objects: &[Value]) -> Result<(), KubeError> {
+    async fn apply_all(&self, objects: &[Value]) -> ClientResult<()> {
         let params = PatchParams::apply(&self.field_manager).force();
         for object in objects {
             let (resource, namespace, name) = resource_of(object)?;
@@ -102,8 +142,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// The object as the cluster has it, if it exists.
-    pub async fn read(&self, object: &Value) -> Result<Option<Value>, KubeError> {
+    async fn read_object(&self, object: &Value) -> ClientResult<Option<Value>> {
         let (resource, namespace, name) = resource_of(object)?;
         let found = self
             .api(&resource, namespace.as_deref())
@@ -113,8 +152,7 @@ impl Cluster {
         Ok(found.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)))
     }
 
-    /// Deletes the namespace (its objects go with it); true while it still exists (terminating).
-    pub async fn delete_namespace(&self, namespace: &str) -> Result<bool, KubeError> {
+    async fn remove_namespace(&self, namespace: &str) -> ClientResult<bool> {
         let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Namespace"));
         let api = self.api(&resource, None);
         match api.delete(namespace, &DeleteParams::default()).await {
@@ -127,6 +165,20 @@ impl Cluster {
             .await
             .map_err(|e| classify(e, &format!("read namespace {namespace}")))?;
         Ok(still.is_some())
+    }
+}
+
+impl Cluster for KubeCluster {
+    fn apply<'a>(&'a self, objects: &'a [Value]) -> ClientFuture<'a, ()> {
+        Box::pin(self.apply_all(objects))
+    }
+
+    fn read<'a>(&'a self, object: &'a Value) -> ClientFuture<'a, Option<Value>> {
+        Box::pin(self.read_object(object))
+    }
+
+    fn delete_namespace<'a>(&'a self, namespace: &'a str) -> ClientFuture<'a, bool> {
+        Box::pin(self.remove_namespace(namespace))
     }
 }
 

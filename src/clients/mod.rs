@@ -1,8 +1,89 @@
-//! Clients of the systems InfraHub talks to, one trait per system with its real
-//! implementation beside it. Test doubles are HTTP servers under `tests/`, never here.
+//! Clients of the systems InfraHub talks to: one trait per system, its real implementation
+//! beside it, all built once at start-up into [`Clients`] and shared through the context.
+//! Test doubles are HTTP servers under `tests/` (reached through these same clients), or
+//! implementations of the traits injected into [`Clients`].
 
 pub mod argocd;
 pub mod gitlab;
 pub mod gitops;
 pub mod inventory;
 pub mod kube;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError, GitKind, InventorySource};
+
+/// Why a call to another system failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// Retrying will not help: a refused credential, an unknown object, a bad answer.
+    #[error("{0}")]
+    Permanent(String),
+    /// Might work later: timeouts, 5xx, connection errors, a busy lock.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl ClientError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::Permanent(message.into())
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Transient(message.into())
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// The future of a client call, boxed so the traits can be used as `dyn`.
+pub type ClientFuture<'a, T> = Pin<Box<dyn Future<Output = ClientResult<T>> + Send + 'a>>;
+
+/// Every external system, built once from configuration.
+#[derive(Clone)]
+pub struct Clients {
+    /// The server inventory: NetBox or a JSON file.
+    pub inventory: Arc<dyn inventory::Inventory>,
+    /// The GitOps repository: a local Git repository or a GitLab project.
+    pub gitops: Arc<dyn gitops::Gitops>,
+    /// Argo CD, when `argocd.url` is set.
+    pub argocd: Option<Arc<dyn argocd::ArgoCd>>,
+    /// The Kubernetes cluster of each site, for `delivery.kind = "kubernetes"`.
+    pub clusters: Arc<dyn kube::Clusters>,
+}
+
+impl Clients {
+    /// The clients the configuration names. Fails (as a configuration error) when a token
+    /// file cannot be read or a URL does not parse; no network call is made here.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let inventory: Arc<dyn inventory::Inventory> = match config.inventory.source {
+            InventorySource::File => {
+                Arc::new(inventory::FileInventory::new(config.inventory.file.path.clone()))
+            }
+            InventorySource::Netbox => {
+                let netbox = &config.inventory.netbox;
+                Arc::new(inventory::Netbox::new(netbox, netbox.token()?)?)
+            }
+        };
+        let gitops: Arc<dyn gitops::Gitops> = match config.delivery.git.kind {
+            GitKind::Local => Arc::new(gitops::LocalGit::new(&config.delivery.git)),
+            GitKind::Gitlab => {
+                let gitlab = &config.delivery.gitlab;
+                Arc::new(gitlab::Gitlab::new(gitlab, &config.delivery.git, gitlab.token()?)?)
+            }
+        };
+        let argocd: Option<Arc<dyn argocd::ArgoCd>> = if config.argocd.enabled() {
+            Some(Arc::new(argocd::Argocd::new(&config.argocd, config.argocd.token()?)?))
+        } else {
+            None
+        };
+        let clusters = Arc::new(kube::KubeClusters::new(&config.kubernetes));
+        Ok(Self { inventory, gitops, argocd, clusters })
+    }
+}

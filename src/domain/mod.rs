@@ -1,13 +1,18 @@
-//! Rules with no I/O: names, roles, passwords. Nothing here imports axum, sqlx or reqwest,
-//! so every rule is unit-tested beside its definition.
+//! Rules with no I/O: who may do what ([`scope`]), the project lifecycle ([`lifecycle`]),
+//! quota arithmetic ([`capacity`]), the [`catalog`], names, manifests, passwords, job retry
+//! arithmetic. Nothing here imports axum, sqlx or reqwest, so every rule is unit-tested
+//! beside its definition.
 
 pub mod capacity;
+pub mod catalog;
 pub mod job;
+pub mod lifecycle;
 pub mod manifests;
 pub mod name;
 pub mod password;
 pub mod project;
 pub mod role;
+pub mod scope;
 
 /// A value a client sent that breaks a rule; the HTTP layer answers it with 422.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

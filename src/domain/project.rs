@@ -26,6 +26,16 @@ pub enum ProjectStatus {
 }
 
 impl ProjectStatus {
+    /// Every status.
+    pub const ALL: [ProjectStatus; 6] = [
+        ProjectStatus::Provisioning,
+        ProjectStatus::Active,
+        ProjectStatus::Degraded,
+        ProjectStatus::Failed,
+        ProjectStatus::Deleting,
+        ProjectStatus::Deleted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProjectStatus::Provisioning => "provisioning",
@@ -48,17 +58,10 @@ impl FromStr for ProjectStatus {
     type Err = ValidationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            ProjectStatus::Provisioning,
-            ProjectStatus::Active,
-            ProjectStatus::Degraded,
-            ProjectStatus::Failed,
-            ProjectStatus::Deleting,
-            ProjectStatus::Deleted,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == s)
-        .ok_or_else(|| ValidationError::new("status", "not a project status"))
+        ProjectStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| ValidationError::new("status", "not a project status"))
     }
 }
 

@@ -1,13 +1,12 @@
-//! The one error type of the HTTP layer. It decides status and code; a 5xx logs its cause and
-//! shows the client nothing internal.
+//! The one error type of the HTTP layer: the envelope and its status. Use cases' errors map
+//! onto it by kind; a 5xx shows the client nothing internal.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::domain::ValidationError;
-use crate::store::StoreError;
+use crate::app::{AppError, ErrorKind};
 
 /// `{ "error": { "code", "message", "details" } }` with its status.
 #[derive(Debug)]
@@ -55,27 +54,8 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-
-    /// 404 for `what` (e.g. `site`), also used for resources outside the caller's scope.
-    pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
-    }
-
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
-
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-    }
-
-    pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u64) -> Self {
-        let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
-        err.retry_after = Some(retry_after_secs);
-        err
     }
 
     /// A failure that is ours, not the client's: logged with its cause, shown as a bare 500.
@@ -83,51 +63,25 @@ impl ApiError {
         tracing::error!(error = %cause, "request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
+}
 
-    /// Maps a store error about `what`, so that 404s and 409s name the resource.
-    pub fn from_store(what: &str, err: StoreError) -> Self {
-        match err {
-            StoreError::NotFound => Self::not_found(what),
-            StoreError::Duplicate { constraint } => {
-                Self::conflict("already_exists", format!("a {what} with that name already exists"))
-                    .with_details(json!({ "constraint": constraint }))
+/// A use case's error as an HTTP answer: its kind decides the status.
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> Self {
+        let (status, retry_after) = match err.kind {
+            ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, None),
+            ErrorKind::Unauthorized => (StatusCode::UNAUTHORIZED, None),
+            ErrorKind::Forbidden => (StatusCode::FORBIDDEN, None),
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, None),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, None),
+            ErrorKind::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, None),
+            ErrorKind::TooManyRequests { retry_after_secs } => {
+                (StatusCode::TOO_MANY_REQUESTS, Some(retry_after_secs))
             }
-            StoreError::InUse { table } => Self::conflict(
-                "in_use",
-                format!("the {what} is still referenced by {table}; remove those first"),
-            )
-            .with_details(json!({ "referenced_by": table })),
-            StoreError::MissingReference { constraint } => Self::unprocessable(
-                "unknown_reference",
-                format!("the {what} refers to something that does not exist"),
-            )
-            .with_details(json!({ "constraint": constraint })),
-            StoreError::KeyReused { job_id } => Self::unprocessable(
-                "idempotency_key_reused",
-                "this Idempotency-Key already answered a different request; use a new key",
-            )
-            .with_details(json!({ "job_id": job_id })),
-            StoreError::Database(err) => Self::internal(err),
-        }
-    }
-}
-
-impl From<ValidationError> for ApiError {
-    fn from(err: ValidationError) -> Self {
-        Self::unprocessable("invalid_value", err.to_string())
-            .with_details(json!({ "field": err.field, "reason": err.message }))
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        Self::from_store("resource", err)
-    }
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(err: sqlx::Error) -> Self {
-        Self::from(StoreError::from(err))
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
+            ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        };
+        Self { status, code: err.code, message: err.message, details: err.details, retry_after }
     }
 }
 

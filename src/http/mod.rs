@@ -1,5 +1,6 @@
-//! HTTP intake: routing, extractors, error mapping. Handlers validate, authorise, write in one
-//! transaction and answer; anything slow will be a job.
+//! The JSON API under `/api/v1`: routing, extractors, the error envelope, OpenAPI. Handlers
+//! extract the request, call one use case of [`crate::app`] and shape its answer; they hold no
+//! rule of their own.
 
 pub mod admin;
 pub mod auth;
@@ -11,7 +12,6 @@ pub mod jobs;
 pub mod ops;
 pub mod page;
 pub mod projects;
-pub mod token;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::Json;
+use crate::app;
 use crate::context::Context;
-use crate::store;
 
 pub fn router() -> OpenApiRouter<Context> {
     OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
@@ -47,14 +47,8 @@ async fn readyz(State(ctx): State<Context>) -> Result<Json<Health>, ApiError> {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason.clone())
             .with_details(json!({ "reason": reason }))
     };
-    match store::schema_is_current(&ctx.pool).await {
-        Ok(true) => Ok(Json(Health { status: "ready".to_owned() })),
-        Ok(false) => Err(not_ready("database migrations are pending".to_owned())),
-        Err(err) => {
-            tracing::warn!(error = %err, "readiness check failed");
-            Err(not_ready("database unreachable".to_owned()))
-        }
-    }
+    app::ops::readiness(&ctx).await.map_err(not_ready)?;
+    Ok(Json(Health { status: "ready".to_owned() }))
 }
 
 /// Prometheus text exposition of every metric the process records.

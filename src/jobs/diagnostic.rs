@@ -1,37 +1,33 @@
-//! Diagnostic kinds: `noop` and `sleep`, to check that workers run and to exercise the engine
-//! (retries, polling, timeouts) in tests and benchmarks.
+//! Diagnostic kinds: `noop` and `sleep`, documented for operators (`POST /admin/jobs`) to
+//! check that workers run, and used by the tests and the queue benchmark to exercise the
+//! engine (retries, polling, timeouts).
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
-use super::{JobError, JobFuture, JobHandler, KindSettings, Outcome};
+use super::{Job, JobError, KindSettings, Outcome, Run};
 use crate::context::Context;
-use crate::store::jobs::Claimed;
 
-pub const NOOP: &str = "noop";
-pub const SLEEP: &str = "sleep";
-
-/// Succeeds at once.
+/// Succeeds at once, whatever its payload.
 pub struct Noop;
 
-impl JobHandler for Noop {
-    fn kind(&self) -> &'static str {
-        NOOP
-    }
+impl Job for Noop {
+    const KIND: &'static str = "noop";
+    type Payload = Value;
 
-    fn defaults(&self) -> KindSettings {
+    fn settings(&self) -> KindSettings {
         KindSettings { concurrency: 16, ..KindSettings::default() }
     }
 
-    fn run<'a>(&'a self, _: &'a Context, _: &'a Claimed) -> JobFuture<'a> {
-        Box::pin(async { Ok(Outcome::Done(json!({}))) })
+    async fn run(&self, _: &Context, _: &Run<Value>) -> Result<Outcome, JobError> {
+        Ok(Outcome::Done(json!({})))
     }
 }
 
 /// Parameters of a `sleep` job.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SleepParams {
     /// How long each attempt works.
@@ -49,35 +45,24 @@ pub struct SleepParams {
 /// Sleeps, then succeeds, fails or re-schedules as its payload says.
 pub struct Sleep;
 
-impl JobHandler for Sleep {
-    fn kind(&self) -> &'static str {
-        SLEEP
-    }
+impl Job for Sleep {
+    const KIND: &'static str = "sleep";
+    type Payload = SleepParams;
 
-    fn run<'a>(&'a self, _: &'a Context, job: &'a Claimed) -> JobFuture<'a> {
-        Box::pin(async move {
-            let params: SleepParams = serde_json::from_value(job.payload.clone())
-                .map_err(|e| JobError::permanent(format!("bad payload: {e}")))?;
-            tokio::time::sleep(Duration::from_millis(params.millis)).await;
-            let polls_done =
-                u32::try_from(job.claim).unwrap_or(0).saturating_sub(job.attempt as u32);
-            if polls_done < params.polls {
-                let after = Duration::from_millis(params.poll_millis);
-                return Ok(Outcome::Reschedule {
-                    after,
-                    progress: json!({ "polls": polls_done + 1 }),
-                });
-            }
-            if params.permanent {
-                return Err(JobError::permanent("asked to fail permanently"));
-            }
-            if (job.attempt as u32) <= params.transient_failures {
-                return Err(JobError::transient(format!(
-                    "planned transient failure {}",
-                    job.attempt
-                )));
-            }
-            Ok(Outcome::Done(json!({ "slept_ms": params.millis, "attempt": job.attempt })))
-        })
+    async fn run(&self, _: &Context, job: &Run<SleepParams>) -> Result<Outcome, JobError> {
+        let params = &job.payload;
+        tokio::time::sleep(Duration::from_millis(params.millis)).await;
+        let polls_done = u32::try_from(job.claim).unwrap_or(0).saturating_sub(job.attempt as u32);
+        if polls_done < params.polls {
+            let after = Duration::from_millis(params.poll_millis);
+            return Ok(Outcome::Reschedule { after, progress: json!({ "polls": polls_done + 1 }) });
+        }
+        if params.permanent {
+            return Err(JobError::permanent("asked to fail permanently"));
+        }
+        if (job.attempt as u32) <= params.transient_failures {
+            return Err(JobError::transient(format!("planned transient failure {}", job.attempt)));
+        }
+        Ok(Outcome::Done(json!({ "slept_ms": params.millis, "attempt": job.attempt })))
     }
 }

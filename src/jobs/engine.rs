@@ -43,8 +43,8 @@ struct Runner {
     registry: Registry,
     owner: Arc<str>,
     /// Successes go to the completion writer, which records whatever has piled up in one
-    /// statement (ack batching without added delay).
-    completions: mpsc::UnboundedSender<(Success, oneshot::Sender<Result<bool, StoreError>>)>,
+    /// statement (ack batching without added delay); without one they are written directly.
+    completions: Option<mpsc::UnboundedSender<Completion>>,
     /// Attempts in flight, so a shutdown that runs out of grace can hand them back.
     in_flight: Mutex<HashMap<Uuid, Claimed>>,
 }
@@ -73,7 +73,7 @@ pub fn start(ctx: Context) -> EngineHandle {
         ctx: ctx.clone(),
         registry: registry.clone(),
         owner: owner.clone(),
-        completions,
+        completions: Some(completions),
         in_flight: Mutex::new(HashMap::new()),
     });
     let mut tasks = vec![tokio::spawn(write_completions(ctx.clone(), owner.clone(), completed))];
@@ -401,7 +401,8 @@ impl Runner {
     ) -> Result<bool, StoreError> {
         let success = Success { id: job.id, claim: job.claim, result: result.clone() };
         let (reply, recorded) = oneshot::channel();
-        if self.completions.send((success, reply)).is_ok()
+        if let Some(completions) = &self.completions
+            && completions.send((success, reply)).is_ok()
             && let Ok(answer) = recorded.await
         {
             return answer;
@@ -567,4 +568,53 @@ async fn keep_once(
         metrics::gauge!("infrahub_jobs_queue_depth", "kind" => kind.clone()).set(depth as f64);
     }
     Ok(())
+}
+
+/// What [`run_due`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Attempts run.
+    pub attempts: usize,
+    /// Whether it stopped because nothing was due any more (rather than after its rounds).
+    pub idle: bool,
+}
+
+/// Runs every due job of every kind now, in this task, round after round until nothing is
+/// due or `rounds` rounds ran: the way tests (and one-off tools) move work on without waiting
+/// for the clock. With `advance`, jobs waiting for a retry or a re-scheduled poll are made due
+/// at the start of each round, as if their time had come. Attempts are recorded exactly as
+/// the engine records them.
+pub async fn run_due(ctx: &Context, advance: bool, rounds: usize) -> Result<Drained, StoreError> {
+    let owner: Arc<str> = format!("{}/run-due", worker_identity()).into();
+    let runner = Runner {
+        ctx: ctx.clone(),
+        registry: (*ctx.registry).clone(),
+        owner: owner.clone(),
+        completions: None,
+        in_flight: Mutex::new(HashMap::new()),
+    };
+    let lease_secs = ctx.config.workers.lease_secs as f64;
+    let mut attempts = 0;
+    for _ in 0..rounds {
+        let mut claimed = Vec::new();
+        {
+            let mut conn = ctx.pool.acquire().await?;
+            if advance {
+                jobs::make_waiting_due(&mut conn).await?;
+            }
+            for (kind, _) in runner.registry.iter() {
+                claimed.extend(jobs::claim(&mut conn, kind, &owner, lease_secs, 1000).await?);
+            }
+        }
+        if claimed.is_empty() {
+            return Ok(Drained { attempts, idle: true });
+        }
+        attempts += claimed.len();
+        futures::future::join_all(claimed.into_iter().map(|job| {
+            runner.track(&job);
+            runner.run(job)
+        }))
+        .await;
+    }
+    Ok(Drained { attempts, idle: false })
 }

@@ -1,11 +1,15 @@
-//! Durable jobs. One file per job kind, this module registering them all, [`engine`] running
-//! them and [`scheduler`] firing cron schedules. `docs/JOBS.md` explains the design.
+//! Durable jobs. One file per job kind, [`Registry::new`] registering them all in one list,
+//! [`engine`] running them and [`scheduler`] firing cron schedules. `docs/JOBS.md` explains the
+//! design.
 //!
-//! A kind implements [`JobHandler`]: it returns [`Outcome::Done`] with a result,
-//! [`Outcome::Reschedule`] to poll again later without spending an attempt, or a
-//! [`JobError`] that is either permanent (fail now, with the reason) or transient (retry with
-//! exponential backoff and full jitter, durably, up to the kind's maximum of attempts).
-//! Handlers must be idempotent: after a crash an attempt can run twice.
+//! A kind implements [`Job`]: a stable kind name, a typed payload (decoded once, here, before
+//! `run` sees it) and `run`, which returns [`Outcome::Done`] with a result,
+//! [`Outcome::Reschedule`] to poll again later without spending an attempt, or a [`JobError`]
+//! that is either permanent (fail now, with the reason) or transient (retry with exponential
+//! backoff and full jitter, durably, up to the kind's maximum of attempts). A kind may also
+//! have a failure hook. Jobs are adapters: what they change in the database, they change
+//! through the use cases of [`crate::app`]. Handlers must be idempotent: after a crash an
+//! attempt can run twice.
 
 pub mod allocate_quota;
 pub mod allocate_servers;
@@ -25,10 +29,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::config::{Config, KindConfig};
+use crate::app::AppError;
+use crate::clients::ClientError;
+use crate::config::{ConfigError, KindConfig, WorkersConfig};
 use crate::context::Context;
+use crate::store::StoreError;
 use crate::store::jobs::Claimed;
 
 /// What an attempt achieved.
@@ -39,6 +48,13 @@ pub enum Outcome {
     /// Not finished, nothing failed (e.g. ArgoCD still syncing): run again after `after`
     /// without spending an attempt. `progress` is shown as the job's result meanwhile.
     Reschedule { after: Duration, progress: Value },
+}
+
+impl Outcome {
+    /// A finished attempt whose result is `value` serialized.
+    pub fn done(value: impl Serialize) -> Self {
+        Self::Done(serde_json::to_value(value).unwrap_or(Value::Null))
+    }
 }
 
 /// Why an attempt failed.
@@ -63,52 +79,144 @@ impl JobError {
 }
 
 /// Database errors are transient: the next attempt may find PostgreSQL back.
-impl From<crate::store::StoreError> for JobError {
-    fn from(err: crate::store::StoreError) -> Self {
+impl From<StoreError> for JobError {
+    fn from(err: StoreError) -> Self {
         Self::Transient(format!("database: {err}"))
     }
 }
 
-impl From<sqlx::Error> for JobError {
-    fn from(err: sqlx::Error) -> Self {
-        Self::Transient(format!("database: {err}"))
+impl From<ClientError> for JobError {
+    fn from(err: ClientError) -> Self {
+        match err {
+            ClientError::Permanent(m) => JobError::Permanent(m),
+            ClientError::Transient(m) => JobError::Transient(m),
+        }
     }
 }
 
-pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, JobError>> + Send + 'a>>;
+/// A refusal by a rule is permanent; the database or a bug being in the way is not.
+impl From<AppError> for JobError {
+    fn from(err: AppError) -> Self {
+        if err.is_transient() {
+            JobError::Transient(err.to_string())
+        } else {
+            JobError::Permanent(err.to_string())
+        }
+    }
+}
+
+/// One attempt of a job, with its payload decoded.
+#[derive(Debug, Clone)]
+pub struct Run<P> {
+    pub id: uuid::Uuid,
+    /// 1 for the first attempt.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// Claims so far, re-scheduled polls included.
+    pub claim: i32,
+    pub payload: P,
+}
+
+/// The payload of kinds that need no input: empty when submitted by hand, the schedule and
+/// its tick when cron fires them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Trigger {
+    pub schedule: Option<String>,
+    pub tick: Option<chrono::DateTime<chrono::Utc>>,
+}
 
 /// One kind of job.
-pub trait JobHandler: Send + Sync + 'static {
+pub trait Job: Send + Sync + 'static {
     /// The stable queue name, stored in every job row: never rename it.
-    fn kind(&self) -> &'static str;
+    const KIND: &'static str;
+
+    /// While a job of this kind is queued or running, submissions and cron ticks return it
+    /// instead of adding another (e.g. one server sync at a time).
+    const DEDUPE: bool = false;
+
+    /// What a submission hands the job.
+    type Payload: Serialize + DeserializeOwned + Send + Sync + 'static;
 
     /// Concurrency, attempts, timeout and backoff unless configured otherwise.
-    fn defaults(&self) -> KindSettings {
+    fn settings(&self) -> KindSettings {
         KindSettings::default()
     }
 
-    /// While a job of this kind with this key is queued or running, submissions and cron ticks
-    /// return it instead of adding another (e.g. one server sync at a time).
-    fn dedupe_key(&self) -> Option<&'static str> {
-        None
-    }
-
-    /// Runs one attempt. `job.payload` holds the submission's parameters.
-    fn run<'a>(&'a self, ctx: &'a Context, job: &'a Claimed) -> JobFuture<'a>;
+    /// Runs one attempt.
+    fn run(
+        &self,
+        ctx: &Context,
+        job: &Run<Self::Payload>,
+    ) -> impl Future<Output = Result<Outcome, JobError>> + Send;
 
     /// Called once the job has failed for good (a permanent error, or its last attempt), after
-    /// that is recorded: the place to mark its subject failed. Must be idempotent.
-    fn on_failure<'a>(
-        &'a self,
-        _ctx: &'a Context,
-        _job: &'a Claimed,
-        _reason: &'a str,
-    ) -> HookFuture<'a> {
-        Box::pin(async { Ok(()) })
+    /// that is recorded: the place to settle its subject. Must be idempotent.
+    fn on_failure(
+        &self,
+        _ctx: &Context,
+        _job: &Run<Self::Payload>,
+        _reason: &str,
+    ) -> impl Future<Output = Result<(), JobError>> + Send {
+        async { Ok(()) }
     }
 }
 
-pub type HookFuture<'a> = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send + 'a>>;
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A [`Job`] with its payload type erased, as the engine runs it.
+pub trait Handler: Send + Sync {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a Context,
+        job: &'a Claimed,
+    ) -> BoxFuture<'a, Result<Outcome, JobError>>;
+
+    fn on_failure<'a>(
+        &'a self,
+        ctx: &'a Context,
+        job: &'a Claimed,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), JobError>>;
+}
+
+fn decode<P: DeserializeOwned>(job: &Claimed) -> Result<Run<P>, JobError> {
+    let payload = serde_json::from_value(job.payload.clone())
+        .map_err(|e| JobError::permanent(format!("bad payload: {e}")))?;
+    Ok(Run {
+        id: job.id,
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        claim: job.claim,
+        payload,
+    })
+}
+
+impl<J: Job> Handler for J {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a Context,
+        job: &'a Claimed,
+    ) -> BoxFuture<'a, Result<Outcome, JobError>> {
+        Box::pin(async move {
+            let run = decode::<J::Payload>(job)?;
+            Job::run(self, ctx, &run).await
+        })
+    }
+
+    fn on_failure<'a>(
+        &'a self,
+        ctx: &'a Context,
+        job: &'a Claimed,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            // A payload that does not decode names no subject to settle.
+            let Ok(run) = decode::<J::Payload>(job) else { return Ok(()) };
+            Job::on_failure(self, ctx, &run, reason).await
+        })
+    }
+}
 
 /// How one kind runs: built from the kind's defaults and `workers.kinds.<kind>`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,46 +262,68 @@ impl KindSettings {
         }
         self
     }
+
+    /// The maximum of attempts as stored in a job row.
+    pub fn max_attempts_i32(&self) -> i32 {
+        i32::try_from(self.max_attempts).unwrap_or(i32::MAX)
+    }
 }
 
 /// A registered kind with its effective settings.
 #[derive(Clone)]
 pub struct Registered {
-    pub handler: Arc<dyn JobHandler>,
+    pub handler: Arc<dyn Handler>,
     pub settings: KindSettings,
+    /// One active job of this kind at a time.
+    pub dedupe: bool,
 }
 
-/// Every job kind of InfraHub, by stable name.
+/// Every job kind of InfraHub, by stable name, with its effective settings.
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Registered>,
 }
 
 impl Registry {
-    /// All kinds, with settings from `config`.
-    pub fn standard(config: &Config) -> Self {
+    /// All kinds (the one registration list), with settings from `config`; a configured kind
+    /// that does not exist is refused.
+    pub fn new(config: &WorkersConfig) -> Result<Self, ConfigError> {
         let mut registry = Registry::default();
-        registry.register(Arc::new(diagnostic::Noop), config);
-        registry.register(Arc::new(diagnostic::Sleep), config);
-        registry.register(Arc::new(prune::PruneJobs), config);
-        registry.register(Arc::new(sync_servers::SyncServers), config);
-        registry.register(Arc::new(allocate_servers::AllocateServers), config);
-        registry.register(Arc::new(allocate_quota::AllocateQuota), config);
-        registry.register(Arc::new(provision_namespace::ProvisionNamespace), config);
-        registry.register(Arc::new(deprovision_namespace::DeprovisionNamespace), config);
-        registry.register(Arc::new(poll_argocd::PollArgocd), config);
-        registry.register(Arc::new(resync::Resync), config);
-        registry
+        registry.add(diagnostic::Noop, config);
+        registry.add(diagnostic::Sleep, config);
+        registry.add(prune::PruneJobs, config);
+        registry.add(sync_servers::SyncServers, config);
+        registry.add(allocate_servers::AllocateServers, config);
+        registry.add(allocate_quota::AllocateQuota, config);
+        registry.add(provision_namespace::ProvisionNamespace, config);
+        registry.add(deprovision_namespace::DeprovisionNamespace, config);
+        registry.add(poll_argocd::PollArgocd, config);
+        registry.add(resync::Resync, config);
+        if let Some(unknown) =
+            config.kinds.keys().find(|k| !registry.kinds.contains_key(k.as_str()))
+        {
+            let known: Vec<&str> = registry.kinds.keys().copied().collect();
+            return Err(ConfigError::invalid(
+                "workers.kinds",
+                format!("unknown job kind `{unknown}`; known: {}", known.join(", ")),
+            ));
+        }
+        Ok(registry)
     }
 
-    pub fn register(&mut self, handler: Arc<dyn JobHandler>, config: &Config) {
-        let kind = handler.kind();
-        let settings = handler.defaults().with_overrides(config.workers.kinds.get(kind));
-        self.kinds.insert(kind, Registered { handler, settings });
+    fn add<J: Job>(&mut self, job: J, config: &WorkersConfig) {
+        let settings = job.settings().with_overrides(config.kinds.get(J::KIND));
+        let registered = Registered { handler: Arc::new(job), settings, dedupe: J::DEDUPE };
+        self.kinds.insert(J::KIND, registered);
     }
 
     pub fn get(&self, kind: &str) -> Option<&Registered> {
         self.kinds.get(kind)
+    }
+
+    /// The settings of `kind` (defaults for a kind this binary does not know).
+    pub fn settings(&self, kind: &str) -> KindSettings {
+        self.get(kind).map(|r| r.settings).unwrap_or_default()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Registered)> {
@@ -201,44 +331,53 @@ impl Registry {
     }
 }
 
-/// The names of every job kind, for validating configuration.
-pub const KIND_NAMES: &[&str] = &[
-    diagnostic::NOOP,
-    diagnostic::SLEEP,
-    prune::PRUNE_JOBS,
-    sync_servers::SYNC_SERVERS,
-    allocate_servers::ALLOCATE_SERVERS,
-    allocate_quota::ALLOCATE_QUOTA,
-    provision_namespace::PROVISION_NAMESPACE,
-    deprovision_namespace::DEPROVISION_NAMESPACE,
-    poll_argocd::POLL_ARGOCD,
-    resync::RESYNC,
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_registered_kind_is_named_for_configuration() {
-        let registry = Registry::standard(&Config::default());
-        let registered: Vec<&str> = registry.iter().map(|(kind, _)| kind).collect();
-        let mut named = KIND_NAMES.to_vec();
-        named.sort_unstable();
-        assert_eq!(registered, named);
+    fn every_kind_is_registered_once_under_its_stable_name() {
+        let registry = Registry::new(&WorkersConfig::default()).unwrap();
+        let names: Vec<&str> = registry.iter().map(|(kind, _)| kind).collect();
+        assert_eq!(
+            names,
+            [
+                "allocate_quota",
+                "allocate_servers",
+                "deprovision_namespace",
+                "noop",
+                "poll_argocd",
+                "provision_namespace",
+                "prune_jobs",
+                "resync",
+                "sleep",
+                "sync_servers"
+            ]
+        );
+        let deduped: Vec<&str> =
+            registry.iter().filter(|(_, r)| r.dedupe).map(|(kind, _)| kind).collect();
+        assert_eq!(deduped, ["prune_jobs", "resync", "sync_servers"]);
     }
 
     #[test]
     fn configuration_overrides_a_kinds_defaults() {
-        let mut config = Config::default();
-        let noop = config.workers.kinds.entry("noop".to_owned()).or_default();
+        let mut config = WorkersConfig::default();
+        let noop = config.kinds.entry("noop".to_owned()).or_default();
         noop.concurrency = Some(2);
         noop.backoff_base_ms = Some(50);
-        let registry = Registry::standard(&config);
-        let settings = registry.get("noop").unwrap().settings;
+        let registry = Registry::new(&config).unwrap();
+        let settings = registry.settings("noop");
         assert_eq!(settings.concurrency, 2);
         assert_eq!(settings.backoff_base, Duration::from_millis(50));
         assert_eq!(settings.max_attempts, KindSettings::default().max_attempts);
-        assert_eq!(registry.get("prune_jobs").unwrap().settings.concurrency, 1);
+        assert_eq!(registry.settings("prune_jobs").concurrency, 1);
+    }
+
+    #[test]
+    fn unknown_kinds_in_configuration_are_refused() {
+        let mut config = WorkersConfig::default();
+        config.kinds.entry("bogus".to_owned()).or_default().concurrency = Some(1);
+        let err = Registry::new(&config).err().expect("refused").to_string();
+        assert!(err.contains("unknown job kind `bogus`") && err.contains("noop"), "{err}");
     }
 }

@@ -5,15 +5,17 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::Registry;
+use super::Job;
+use super::prune::PruneJobs;
+use super::resync::Resync;
+use super::sync_servers::SyncServers;
+use crate::app::{self, AppError};
+use crate::config::ScheduleConfig;
 use crate::context::Context;
-use crate::store::StoreError;
-use crate::store::jobs::{self, NewJob};
 
 /// One schedule: its name (the `schedule.<name>` key), the kind it enqueues, when.
 #[derive(Debug, Clone)]
@@ -33,13 +35,22 @@ impl Entry {
     }
 }
 
+/// The job kind each `schedule.<name>` starts.
+fn kind_of(schedule: &str) -> Option<&'static str> {
+    match schedule {
+        "server_sync" => Some(SyncServers::KIND),
+        "resync" => Some(Resync::KIND),
+        "prune_jobs" => Some(PruneJobs::KIND),
+        _ => None,
+    }
+}
+
 /// The schedules of the configuration (validated when it was loaded).
-pub fn configured(ctx: &Context) -> Vec<Entry> {
-    ctx.config
-        .schedule
+pub fn configured(schedule: &ScheduleConfig) -> Vec<Entry> {
+    schedule
         .entries()
         .into_iter()
-        .filter_map(|(name, kind, expr)| Entry::new(name, kind, expr).ok())
+        .filter_map(|(name, expr)| Entry::new(name, kind_of(name)?, expr).ok())
         .collect()
 }
 
@@ -86,13 +97,11 @@ pub async fn catch_up(
     ctx: &Context,
     entry: &Entry,
     now: DateTime<Utc>,
-) -> Result<Option<Uuid>, StoreError> {
-    let mut conn = ctx.pool.acquire().await?;
-    let Some(last) = jobs::last_tick(&mut conn, &entry.name).await? else {
+) -> Result<Option<Uuid>, AppError> {
+    let Some(last) = app::jobs::last_tick(ctx, &entry.name).await? else {
         // Never fired: there is nothing to catch up, only to start recording from now.
         return Ok(None);
     };
-    drop(conn);
     match latest_due(&entry.schedule, last, now) {
         Some(tick) => {
             tracing::info!(schedule = %entry.name, %tick, "catching up a missed cron tick");
@@ -107,24 +116,12 @@ pub async fn fire(
     ctx: &Context,
     entry: &Entry,
     tick: DateTime<Utc>,
-) -> Result<Option<Uuid>, StoreError> {
-    let registry: &Registry = &ctx.registry;
-    let Some(registered) = registry.get(entry.kind) else { return Ok(None) };
-    let mut tx = ctx.pool.begin().await?;
-    if !jobs::record_tick(&mut tx, &entry.name, tick).await? {
-        return Ok(None);
+) -> Result<Option<Uuid>, AppError> {
+    let fired = app::jobs::fire_tick(ctx, &entry.name, entry.kind, tick).await?;
+    if let Some(job_id) = fired {
+        tracing::info!(schedule = %entry.name, %tick, %job_id, "cron tick fired");
     }
-    let payload = json!({ "schedule": entry.name, "tick": tick });
-    let max_attempts = registered.settings.max_attempts as i32;
-    let new = NewJob {
-        dedupe_key: registered.handler.dedupe_key().map(str::to_owned),
-        ..NewJob::new(entry.kind, payload, "system:cron", max_attempts)
-    };
-    let job = jobs::enqueue(&mut tx, &new).await?.into_job();
-    jobs::set_tick_job(&mut tx, &entry.name, tick, job.id).await?;
-    tx.commit().await?;
-    tracing::info!(schedule = %entry.name, %tick, job_id = %job.id, "cron tick fired");
-    Ok(Some(job.id))
+    Ok(fired)
 }
 
 #[cfg(test)]
@@ -133,6 +130,16 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn every_schedule_of_the_configuration_starts_a_kind() {
+        let entries = configured(&ScheduleConfig::default());
+        let kinds: Vec<(&str, &str)> = entries.iter().map(|e| (e.name.as_str(), e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [("server_sync", "sync_servers"), ("resync", "resync"), ("prune_jobs", "prune_jobs")]
+        );
     }
 
     #[test]

@@ -19,6 +19,11 @@ impl Actor {
     pub fn system(name: &str) -> Self {
         Self { user_id: None, name: format!("system:{name}"), request_id: None }
     }
+
+    /// A job acting on its own, e.g. settling its project.
+    pub fn job(id: Uuid) -> Self {
+        Self { user_id: None, name: format!("job:{id}"), request_id: None }
+    }
 }
 
 /// One change: `action` is `<subject>.<verb>`, e.g. `site.create`.

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{Page, PageRequest, StoreError};
 use crate::domain::job::JobStatus;
+use crate::domain::scope::{Owner, ScopeFilter};
 
 /// PostgreSQL channel that wakes idle dispatchers; the payload is the job kind.
 pub const NOTIFY_CHANNEL: &str = "infrahub_jobs";
@@ -50,18 +51,12 @@ macro_rules! job_columns {
     };
 }
 
-/// Who may see a job: a field's or a department's people see jobs about their scope.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct JobScope {
-    pub field_id: Option<Uuid>,
-    pub department_id: Option<Uuid>,
-}
-
 pub struct NewJob<'a> {
     pub kind: &'a str,
     pub payload: Value,
     pub subject: Option<(&'a str, String)>,
-    pub scope: JobScope,
+    /// Whose thing the job is about: its field's and department's people may see it.
+    pub scope: Owner,
     pub submitted_by: Option<Uuid>,
     pub submitted_by_name: &'a str,
     pub max_attempts: i32,
@@ -85,7 +80,7 @@ impl<'a> NewJob<'a> {
             kind,
             payload,
             subject: None,
-            scope: JobScope::default(),
+            scope: Owner::default(),
             submitted_by: None,
             submitted_by_name,
             max_attempts,
@@ -288,6 +283,18 @@ pub async fn claim(
     .await?)
 }
 
+/// Makes every job that waits for a retry or a re-scheduled poll due now, as if its time had
+/// come (for running all pending work at once, e.g. in tests); returns how many.
+pub async fn make_waiting_due(conn: &mut PgConnection) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET run_at = now()
+          WHERE status IN ('queued', 'retrying') AND run_at > now()",
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Extends the leases of the listed jobs `owner` is still running; returns how many. Only
 /// attempts in flight are listed, so a claim whose outcome could not be written expires and
 /// the job is handed back.
@@ -467,12 +474,18 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Job>, Stor
         .await?)
 }
 
-/// Who is asking: `None` sees everything (center admins); otherwise jobs in the scope or
-/// submitted by the user.
+/// Who is asking: the jobs in the scope (everything for center admins), and the user's own
+/// submissions.
 #[derive(Debug, Clone, Copy)]
 pub struct Visibility {
     pub user: Uuid,
-    pub scope: Option<JobScope>,
+    pub scope: ScopeFilter,
+}
+
+impl Visibility {
+    fn sees_all(&self) -> bool {
+        self.scope == ScopeFilter::default()
+    }
 }
 
 /// The job, when it exists and `who` may see it.
@@ -481,7 +494,6 @@ pub async fn find_visible(
     id: Uuid,
     who: Visibility,
 ) -> Result<Option<Job>, StoreError> {
-    let (field, dept) = scope_binds(who);
     Ok(sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
@@ -489,19 +501,12 @@ pub async fn find_visible(
               OR scope_field_id = $4 OR scope_department_id = $5)"
     ))
     .bind(id)
-    .bind(who.scope.is_none())
+    .bind(who.sees_all())
     .bind(who.user)
-    .bind(field)
-    .bind(dept)
+    .bind(who.scope.field_id)
+    .bind(who.scope.department_id)
     .fetch_optional(conn)
     .await?)
-}
-
-fn scope_binds(who: Visibility) -> (Option<Uuid>, Option<Uuid>) {
-    match who.scope {
-        Some(scope) => (scope.field_id, scope.department_id),
-        None => (None, None),
-    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -519,7 +524,6 @@ pub async fn list_visible(
     filter: &JobFilter,
     page: PageRequest,
 ) -> Result<Page<Job>, StoreError> {
-    let (field, dept) = scope_binds(who);
     let (subject_type, subject_id) = match filter.subject.as_deref().map(|s| s.split_once(':')) {
         Some(Some((kind, id))) => (Some(kind.to_owned()), Some(id.to_owned())),
         Some(None) => (None, filter.subject.clone()),
@@ -539,10 +543,10 @@ pub async fn list_visible(
     ))
     .bind(page.after)
     .bind(page.fetch_limit())
-    .bind(who.scope.is_none())
+    .bind(who.sees_all())
     .bind(who.user)
-    .bind(field)
-    .bind(dept)
+    .bind(who.scope.field_id)
+    .bind(who.scope.department_id)
     .bind(filter.kind.as_deref())
     .bind(filter.status.map(JobStatus::as_str))
     .bind(subject_type)

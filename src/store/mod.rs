@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::{ConnectOptions, Connection, PgPool};
 use uuid::Uuid;
 
 use crate::config::{DatabaseConfig, redact_url};
@@ -117,6 +117,38 @@ fn connect_cause(err: &sqlx::Error) -> String {
         sqlx::Error::Io(io) => io.to_string(),
         sqlx::Error::PoolTimedOut => "timed out (is the server up and reachable?)".to_owned(),
         other => other.to_string(),
+    }
+}
+
+/// Creates the database named in `url` when it does not exist, connecting to the server's
+/// `postgres` database to do so (the demo's first start). Returns whether it was created.
+pub async fn ensure_database(url: &str) -> Result<bool, ConnectError> {
+    let failed = |cause: String| ConnectError { url: redact_url(url), cause };
+    let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| failed(e.to_string()))?;
+    let database = options.get_database().unwrap_or("postgres").to_owned();
+    let mut conn = sqlx::PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .map_err(|e| failed(connect_cause(&e)))?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&database)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    if exists {
+        return Ok(false);
+    }
+    let quoted = format!("\"{}\"", database.replace('"', "\"\""));
+    let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+        .execute(&mut conn)
+        .await;
+    match created {
+        Ok(_) => Ok(true),
+        // Another demo created it between our check and our CREATE.
+        Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P04") => {
+            Ok(false)
+        }
+        Err(e) => Err(failed(format!("cannot create database {database}: {e}"))),
     }
 }
 

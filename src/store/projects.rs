@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::{Page, PageRequest, StoreError};
 use crate::domain::project::ProjectStatus;
+use crate::domain::scope::ScopeFilter;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Project {
@@ -57,6 +58,7 @@ pub struct NewProject<'a> {
     pub namespace: &'a str,
     pub department_id: Uuid,
     pub site_id: Uuid,
+    pub status: ProjectStatus,
     pub sla_type: &'a str,
     pub performance_tier: &'a str,
     pub cpu: i32,
@@ -65,14 +67,14 @@ pub struct NewProject<'a> {
     pub created_by: Uuid,
 }
 
-/// Inserts the project in `provisioning`; a live project of the same name or namespace at the
+/// Inserts the project; a live project of the same name or namespace at the
 /// site is a [`StoreError::Duplicate`].
 pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uuid, StoreError> {
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier,
                                cpu, ram_gb, extra_quota, status, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'provisioning', $11)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11)",
     )
     .bind(id)
     .bind(new.name)
@@ -85,6 +87,7 @@ pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uui
     .bind(new.ram_gb)
     .bind(new.extra_quota)
     .bind(new.created_by)
+    .bind(new.status.as_str())
     .execute(conn)
     .await?;
     Ok(id)
@@ -106,13 +109,6 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Project, StoreErr
     get(conn, id).await
 }
 
-/// Whose projects a caller sees: `None` all; otherwise one field's or one department's.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProjectScope {
-    pub field_id: Option<Uuid>,
-    pub department_id: Option<Uuid>,
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct ProjectFilter {
     pub site: Option<String>,
@@ -123,7 +119,7 @@ pub struct ProjectFilter {
 
 pub async fn list(
     conn: &mut PgConnection,
-    scope: ProjectScope,
+    scope: ScopeFilter,
     filter: &ProjectFilter,
     page: PageRequest,
 ) -> Result<Page<Project>, StoreError> {
@@ -185,7 +181,8 @@ pub async fn transition(
     Ok(done.rows_affected() == 1)
 }
 
-/// Changes SLA type, tier and the reserved quota; the project goes back to `provisioning`.
+/// Changes SLA type, tier and the reserved quota, and moves the project to `status`.
+#[allow(clippy::too_many_arguments)]
 pub async fn resize(
     conn: &mut PgConnection,
     id: Uuid,
@@ -194,10 +191,11 @@ pub async fn resize(
     cpu: i32,
     ram_gb: i32,
     extra_quota: &Value,
+    status: ProjectStatus,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE projects SET sla_type = $2, performance_tier = $3, cpu = $4, ram_gb = $5,
-                             extra_quota = $6, status = 'provisioning', failure_reason = NULL,
+                             extra_quota = $6, status = $7, failure_reason = NULL,
                              updated_at = now()
           WHERE id = $1",
     )
@@ -207,6 +205,7 @@ pub async fn resize(
     .bind(cpu)
     .bind(ram_gb)
     .bind(extra_quota)
+    .bind(status.as_str())
     .execute(conn)
     .await?;
     Ok(())

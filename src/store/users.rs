@@ -7,7 +7,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Page, PageRequest, StoreError};
-use crate::domain::role::{Role, Scope};
+use crate::domain::role::Role;
+use crate::domain::scope::Scope;
 
 /// An account as clients see it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -29,11 +30,7 @@ pub struct User {
 
 impl User {
     pub fn scope(&self) -> Scope {
-        match (self.field_id, self.department_id) {
-            (_, Some(dept)) => Scope::Department(dept),
-            (Some(field), None) => Scope::Field(field),
-            (None, None) => Scope::Center,
-        }
+        Scope::of(self.field_id, self.department_id)
     }
 }
 

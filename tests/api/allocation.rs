@@ -1,62 +1,37 @@
 //! Allocation over HTTP: the documented flow, scope rules, intake checks, and the invariants
 //! under concurrent requests.
 
-use std::time::Duration;
-
 use infrahub::config::{InventorySource, Mode};
-use infrahub::jobs::engine::{self, EngineHandle};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, wait_until};
+use crate::helpers::TestApp;
 
 fn demo_inventory() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/inventory.json")
 }
 
-/// Waits until the job behind a 202 answer is finished, over HTTP, and returns it.
+/// Runs the pending jobs, then returns the job behind a 202 answer, over HTTP.
 async fn finished(app: &TestApp, token: &str, accepted: &Value) -> Value {
-    let path = accepted["location"].as_str().expect("a Location").to_owned();
-    wait_until(&format!("{path} to finish"), Duration::from_secs(30), || async {
-        let job = app.get(&path, token).await.body;
-        matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))
-    })
-    .await;
-    app.get(&path, token).await.body
-}
-
-async fn wait_for_jobs(pool: &PgPool, kind: &str) {
-    wait_until(&format!("{kind} jobs to finish"), Duration::from_secs(60), || async {
-        let active: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM jobs WHERE kind = $1 AND status IN ('queued', 'running', 'retrying')",
-        )
-        .bind(kind)
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        active == 0
-    })
-    .await;
-}
-
-fn start(app: &TestApp) -> EngineHandle {
-    engine::start(app.ctx.clone())
+    app.run_jobs().await;
+    let job = app.get(accepted["location"].as_str().expect("a Location"), token).await.body;
+    assert!(matches!(job["status"].as_str(), Some("succeeded" | "failed")), "{job}");
+    job
 }
 
 #[sqlx::test]
 async fn the_documented_allocation_flow_works_over_http(pool: PgPool) {
     // The demo as `infrahub demo` leaves it: half of berlin's servers belong to field berlin.
-    infrahub::demo::bootstrap(&pool).await.unwrap();
     let app = TestApp::spawn_with(pool.clone(), Mode::Demo, |c| {
         c.inventory.source = InventorySource::File;
         c.inventory.file.path = demo_inventory();
     })
     .await;
-    let seed = infrahub::demo::seed_capacity(&pool, &app.ctx.config).await.unwrap();
+    infrahub::app::demo::bootstrap(&app.ctx).await.unwrap();
+    let seed = infrahub::app::demo::seed_capacity(&app.ctx).await.unwrap();
     assert_eq!((seed.servers_synced, seed.servers_assigned, seed.quota_set), (40, 12, true));
-    let engine = start(&app);
     let admin = app.login("admin", "admin").await;
 
     // center_admin: sync servers, assign one to a field
@@ -134,7 +109,6 @@ async fn the_documented_allocation_flow_works_over_http(pool: PgPool) {
         site["free"]["cpu"].as_i64().unwrap() + 80,
         site["capacity"]["cpu"].as_i64().unwrap()
     );
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
@@ -353,7 +327,6 @@ async fn fifty_concurrent_quota_requests_never_over_allocate(pool: PgPool) {
         .unwrap();
         depts.push(id);
     }
-    let engine = start(&app);
     let admin = app.admin_token().await;
     let requests = depts.iter().map(|dept| {
         let body = json!({ "field_id": org.field, "dept_id": dept, "site": "fra", "cpu_limit": 10, "ram_gb_limit": 100 });
@@ -366,7 +339,7 @@ async fn fifty_concurrent_quota_requests_never_over_allocate(pool: PgPool) {
         accepted += usize::from(status == StatusCode::ACCEPTED);
     }
     assert!(accepted >= 10, "the intake lets through at least what fits ({accepted})");
-    wait_for_jobs(&pool, "allocate_quota").await;
+    app.run_jobs().await;
     let (count, cpu, ram) = retail_quotas(&pool, org.field, org.site).await;
     assert!(cpu <= 100 && ram <= 1000, "over-allocated: {cpu} CPU, {ram} GB");
     assert_eq!(count, 10, "exactly what fits was granted");
@@ -378,7 +351,6 @@ async fn fifty_concurrent_quota_requests_never_over_allocate(pool: PgPool) {
     .unwrap();
     assert_eq!(failed.len(), accepted - 10);
     assert!(failed.iter().all(|e| e.contains("free capacity")), "{failed:?}");
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
@@ -400,7 +372,6 @@ async fn concurrent_unassignments_and_quota_raises_keep_quotas_within_capacity(p
     .execute(&pool)
     .await
     .unwrap();
-    let engine = start(&app);
     let admin = app.admin_token().await;
     let mut requests = Vec::new();
     for server in &servers {
@@ -425,8 +396,7 @@ async fn concurrent_unassignments_and_quota_raises_keep_quotas_within_capacity(p
         let status = response.unwrap().status();
         assert!(status == StatusCode::ACCEPTED || status == StatusCode::CONFLICT, "{status}");
     }
-    wait_for_jobs(&pool, "allocate_servers").await;
-    wait_for_jobs(&pool, "allocate_quota").await;
+    app.run_jobs().await;
     let (_, quota_cpu, quota_ram) = retail_quotas(&pool, org.field, org.site).await;
     let (cpu, ram): (i64, i64) = sqlx::query_as(
         "SELECT coalesce(sum(cpu_cores), 0)::int8, coalesce(sum(ram_gb), 0)::int8 FROM servers WHERE field_id = $1 AND status = 'active'",
@@ -450,7 +420,6 @@ async fn concurrent_unassignments_and_quota_raises_keep_quotas_within_capacity(p
         !refusals.is_empty() && refusals.iter().all(|e| e.contains("shop: 25 CPU")),
         "{refusals:?}"
     );
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]

@@ -3,16 +3,14 @@
 //! pruned.
 
 use std::path::Path;
-use std::time::Duration;
 
 use infrahub::config::{Mode, Secret};
-use infrahub::jobs::engine::{self, EngineHandle};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::argocd_fake::{FakeArgocd, application, resource};
-use crate::helpers::{TestApp, wait_until};
+use crate::helpers::TestApp;
 
 const TOKEN: &str = "argocd-api-token-for-infrahub";
 const APP: &str = "infra-fra";
@@ -36,7 +34,7 @@ async fn start(
     repo: &Path,
     fake: &FakeArgocd,
     tweak: impl FnOnce(&mut infrahub::config::ArgocdConfig),
-) -> (TestApp, EngineHandle) {
+) -> TestApp {
     let repo = repo.to_owned();
     let base = fake.base.clone();
     let app = TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| {
@@ -49,8 +47,7 @@ async fn start(
     })
     .await;
     app.give_quota(40, 160).await;
-    let engine = engine::start(app.ctx.clone());
-    (app, engine)
+    app
 }
 
 async fn create_web(app: &TestApp, token: &str) -> String {
@@ -96,8 +93,7 @@ async fn progressing_then_synced_makes_the_project_active(pool: PgPool) {
     ];
     let fake = FakeArgocd::start(APP, TOKEN, states).await;
     fake.set(|s| s.sync_conflicts = true);
-    let (app, engine) =
-        start(&pool, &dir.path().join("gitops"), &fake, |a| a.hard_refresh = true).await;
+    let app = start(&pool, &dir.path().join("gitops"), &fake, |a| a.hard_refresh = true).await;
     let lead = app.team_lead_token().await;
     let id = create_web(&app, &lead).await;
     let active = app.project_becomes(&lead, &id, "active").await;
@@ -118,7 +114,6 @@ async fn progressing_then_synced_makes_the_project_active(pool: PgPool) {
         (1, "succeeded".to_owned()),
         "polls and a sync already in progress spend no attempts"
     );
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
@@ -136,35 +131,43 @@ async fn a_project_still_degraded_at_the_deadline_fails_with_argocds_message(poo
     );
     degraded["spec"]["syncPolicy"] = json!({ "automated": { "prune": true, "selfHeal": true } });
     let fake = FakeArgocd::start(APP, TOKEN, vec![degraded]).await;
-    let (app, engine) =
-        start(&pool, &dir.path().join("gitops"), &fake, |a| a.deadline_secs = 1).await;
+    let app = start(&pool, &dir.path().join("gitops"), &fake, |a| a.deadline_secs = 60).await;
     let lead = app.team_lead_token().await;
     let id = create_web(&app, &lead).await;
+    app.run_due_jobs().await;
+    let waiting = app.get(&format!("/api/v1/projects/{id}"), &lead).await.body;
+    assert_eq!(waiting["status"], "provisioning", "within the deadline the poll waits");
+    // As if the deadline had passed: delivery finished two minutes ago.
+    sqlx::query(
+        "UPDATE jobs SET payload = jsonb_set(payload, '{since}', to_jsonb(now() - interval '2 minutes'))
+          WHERE kind = 'poll_argocd'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let failed = app.project_becomes(&lead, &id, "failed").await;
     let reason = failed["failure_reason"].as_str().unwrap();
     assert!(reason.contains("quota exceeds limits") && reason.contains(APP), "{reason}");
     assert!(fake.syncs().is_empty(), "an automated application is not asked to sync");
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
 async fn a_refused_token_fails_the_project(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeArgocd::start(APP, "some-other-token", vec![synced()]).await;
-    let (app, engine) = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
+    let app = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
     let lead = app.team_lead_token().await;
     let id = create_web(&app, &lead).await;
     let failed = app.project_becomes(&lead, &id, "failed").await;
     assert!(failed["failure_reason"].as_str().unwrap().contains("refused the token"), "{failed}");
     assert_eq!(fake.reads().len(), 1, "a 401 is not retried");
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
 async fn deletion_frees_the_quota_once_argocd_pruned_the_namespace(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeArgocd::start(APP, TOKEN, vec![synced()]).await;
-    let (app, engine) = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
+    let app = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
     let lead = app.team_lead_token().await;
     let id = create_web(&app, &lead).await;
     app.project_becomes(&lead, &id, "active").await;
@@ -172,11 +175,9 @@ async fn deletion_frees_the_quota_once_argocd_pruned_the_namespace(pool: PgPool)
     app.call(Method::DELETE, &format!("/api/v1/projects/{id}"), Some(&lead), None)
         .await
         .expect(StatusCode::ACCEPTED, None);
-    // Argo CD still lists the namespace: the poll has seen it, and the project waits.
-    wait_until("the deletion poll to read Argo CD twice", Duration::from_secs(30), || async {
-        fake.reads().len() >= reads_before + 2
-    })
-    .await;
+    // Argo CD still lists the namespace: the poll has seen it twice, and the project waits.
+    app.run_job_rounds(3).await;
+    assert!(fake.reads().len() >= reads_before + 2, "{:?}", fake.reads());
     let quota = format!("/api/v1/departments/{}/quota", app.org.dept);
     assert_eq!(app.get(&format!("/api/v1/projects/{id}"), &lead).await.body["status"], "deleting");
     let still = app.get(&quota, &lead).await.body;
@@ -188,14 +189,13 @@ async fn deletion_frees_the_quota_once_argocd_pruned_the_namespace(pool: PgPool)
     let deleted = app.project_becomes(&lead, &id, "deleted").await;
     assert!(deleted["deleted_at"].is_string());
     assert_eq!(app.get(&quota, &lead).await.body["sites"][0]["used"]["cpu"], 0);
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
 async fn resync_repairs_a_namespace_argocd_reports_out_of_sync(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeArgocd::start(APP, TOKEN, vec![synced()]).await;
-    let (app, engine) = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
+    let app = start(&pool, &dir.path().join("gitops"), &fake, |_| {}).await;
     let lead = app.team_lead_token().await;
     let id = create_web(&app, &lead).await;
     app.project_becomes(&lead, &id, "active").await;
@@ -211,11 +211,10 @@ async fn resync_repairs_a_namespace_argocd_reports_out_of_sync(pool: PgPool) {
         ],
     );
     fake.set(|s| s.states = vec![drifted.clone(), drifted, synced()].into());
-    let report = crate::projects::resync(&pool).await;
+    let report = crate::projects::resync(&app).await;
     assert_eq!(report["drifted"], 1, "{report}");
     assert!(report["drift"][0].as_str().unwrap().contains("OutOfSync"), "{report}");
     let active = app.project_becomes(&lead, &id, "active").await;
     assert!(active["failure_reason"].is_null());
     assert!(!fake.syncs().is_empty(), "the repair asked Argo CD to sync");
-    engine.shutdown(Duration::from_secs(5)).await;
 }

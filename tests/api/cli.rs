@@ -3,12 +3,12 @@
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use infrahub::demo;
+use infrahub::config::Mode;
 use infrahub::domain::password;
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{TEST_SECRET, database_url};
+use crate::helpers::{TEST_SECRET, context_with, database_url};
 
 /// Runs `infrahub` in an empty directory with only the given `INFRAHUB_*` variables.
 pub async fn infrahub(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
@@ -162,7 +162,7 @@ async fn password_of(pool: &PgPool, username: &str) -> String {
 
 #[sqlx::test]
 async fn user_add_list_and_passwd(pool: PgPool) {
-    demo::bootstrap(&pool).await.unwrap();
+    infrahub::app::demo::bootstrap(&context_with(pool.clone(), Mode::Demo, |_| {})).await.unwrap();
     let url = database_url(&pool);
     let env = [("INFRAHUB_DATABASE__URL", url.as_str())];
     let add = [

@@ -152,7 +152,8 @@ async fn serve_migrates_refuses_demo_accounts_and_drains_on_sigterm(pool: PgPool
         infrahub::store::schema_is_current(&pool).await.unwrap(),
         "serve applied the migrations"
     );
-    infrahub::demo::bootstrap(&pool).await.unwrap();
+    let ctx = crate::helpers::context_with(pool.clone(), infrahub::config::Mode::Demo, |_| {});
+    infrahub::app::demo::bootstrap(&ctx).await.unwrap();
     let client = reqwest::Client::new();
     let response = login(&client, &daemon.base, "admin", "admin", true).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "demo accounts only work in the demo");

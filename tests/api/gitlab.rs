@@ -1,15 +1,12 @@
 //! Projects delivered through GitLab's commits API.
 
-use std::time::Duration;
-
 use infrahub::config::{GitKind, Mode, Secret};
-use infrahub::jobs::engine;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::PgPool;
 
 use crate::gitlab_fake::FakeGitlab;
-use crate::helpers::{TestApp, wait_until};
+use crate::helpers::TestApp;
 
 const TOKEN: &str = "glpat-infrahub-test-token";
 
@@ -30,7 +27,6 @@ async fn app(pool: &PgPool, gitlab: &FakeGitlab, token: &str) -> TestApp {
 async fn projects_are_committed_updated_and_deleted_through_gitlab(pool: PgPool) {
     let gitlab = FakeGitlab::start(TOKEN).await;
     let app = app(&pool, &gitlab, TOKEN).await;
-    let engine = engine::start(app.ctx.clone());
     let lead = app.team_lead_token().await;
     let body = json!({ "name": "web", "site": "fra", "sla_type": "silver", "performance_tier": "regular" });
     let id =
@@ -58,11 +54,8 @@ async fn projects_are_committed_updated_and_deleted_through_gitlab(pool: PgPool)
     app.call(Method::PATCH, &path, Some(&lead), Some(json!({ "performance_tier": "high" })))
         .await
         .expect(StatusCode::ACCEPTED, None);
-    wait_until("the update commit", Duration::from_secs(30), || async {
-        gitlab.commits().len() == 2
-    })
-    .await;
     app.project_becomes(&lead, &id, "active").await;
+    assert_eq!(gitlab.commits().len(), 2, "one update commit");
     let update = &gitlab.commits()[1]["actions"][0];
     assert_eq!(
         (update["action"].as_str(), update["last_commit_id"].as_str()),
@@ -71,21 +64,19 @@ async fn projects_are_committed_updated_and_deleted_through_gitlab(pool: PgPool)
     assert!(gitlab.file("fra/shop-web.yaml").unwrap().contains("requests.cpu: \"8\""));
 
     // Resync reads through GitLab too.
-    let report = crate::projects::resync(&pool).await;
+    let report = crate::projects::resync(&app).await;
     assert_eq!((report["in_sync"].as_u64(), report["drifted"].as_u64()), (Some(1), Some(0)));
 
     app.call(Method::DELETE, &path, Some(&lead), None).await.expect(StatusCode::ACCEPTED, None);
     app.project_becomes(&lead, &id, "deleted").await;
     assert_eq!(gitlab.commits()[2]["actions"][0]["action"], "delete");
     assert!(gitlab.file("fra/shop-web.yaml").is_none());
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
 async fn a_refused_gitlab_token_fails_the_project(pool: PgPool) {
     let gitlab = FakeGitlab::start(TOKEN).await;
     let app = app(&pool, &gitlab, "glpat-wrong").await;
-    let engine = engine::start(app.ctx.clone());
     let lead = app.team_lead_token().await;
     let body = json!({ "name": "web", "site": "fra", "sla_type": "bronze", "performance_tier": "regular" });
     let id =
@@ -99,5 +90,4 @@ async fn a_refused_gitlab_token_fails_the_project(pool: PgPool) {
         "{failed}"
     );
     assert!(gitlab.commits().is_empty());
-    engine.shutdown(Duration::from_secs(5)).await;
 }

@@ -1,16 +1,19 @@
-//! `TestApp`: the real router on a free port against the test's own database.
+//! `TestApp`: the real daemon on a free port against the test's own database, with a way to
+//! run every due job now, so that tests wait on conditions, never on clocks.
 
-use infrahub::config::{Config, Mode, Secret};
+use infrahub::config::{Config, Mode, ScheduleConfig, Secret};
 use infrahub::context::Context;
+use infrahub::daemon::{Daemon, DaemonRole};
 use infrahub::domain::password;
-use infrahub::domain::role::{Role, Scope};
+use infrahub::domain::role::Role;
+use infrahub::domain::scope::Scope;
+use infrahub::jobs::engine;
 use infrahub::store::org::{self, DepartmentValues, UnitKind};
 use infrahub::store::users::{self, NewUser, User};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 pub const TEST_SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
@@ -22,7 +25,8 @@ pub struct TestApp {
     pub ctx: Context,
     pub client: reqwest::Client,
     pub org: Org,
-    _stop: oneshot::Sender<()>,
+    /// The running daemon; it stops with the test's runtime, or with [`stop`](Self::stop).
+    daemon: Daemon,
 }
 
 /// The organisation every test starts with: one site, one field with one department, a
@@ -63,22 +67,55 @@ impl TestApp {
         Self::spawn_with(pool, Mode::Serve, |_| {}).await
     }
 
+    /// The daemon's HTTP intake on a free port, without background workers: jobs run when the
+    /// test says so ([`run_due_jobs`](Self::run_due_jobs), [`run_jobs`](Self::run_jobs)).
     pub async fn spawn_with(pool: PgPool, mode: Mode, tweak: impl FnOnce(&mut Config)) -> Self {
-        infrahub::install_crypto_provider();
-        let mut config = Config::default();
-        config.auth.jwt_secret = Some(Secret::new(TEST_SECRET));
-        tweak(&mut config);
-        let secret = config.jwt_secret(mode).expect("test secret is valid");
+        Self::start(pool, mode, DaemonRole::Api, tweak).await
+    }
+
+    /// The whole daemon (HTTP intake, job workers, cron), as `infrahub serve` runs it.
+    pub async fn spawn_daemon(pool: PgPool, mode: Mode, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start(pool, mode, DaemonRole::All, tweak).await
+    }
+
+    async fn start(
+        pool: PgPool,
+        mode: Mode,
+        role: DaemonRole,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let ctx = context_with(pool.clone(), mode, tweak);
         let org = seed(&pool).await;
-        let ctx = Context::new(pool.clone(), config, mode, &secret).expect("context");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(infrahub::http::serve(listener, ctx.clone(), async {
-            let _ = stopped.await;
-        }));
+        let daemon = Daemon::start(ctx.clone(), Some(listener), role);
+        let base = format!("http://{}", daemon.local_addr().expect("the daemon serves HTTP"));
         let client = reqwest::Client::builder().build().unwrap();
-        TestApp { base, pool, ctx, client, org, _stop: stop }
+        TestApp { base, pool, ctx, client, org, daemon }
+    }
+
+    /// Stops the daemon as SIGTERM would: no new requests or jobs, running ones get their
+    /// grace period.
+    pub async fn stop(self) {
+        self.daemon.stop().await.expect("the daemon stops cleanly");
+    }
+
+    /// Runs every job that is due now, and what those enqueue, until nothing is due.
+    pub async fn run_due_jobs(&self) -> engine::Drained {
+        engine::run_due(&self.ctx, false, 200).await.expect("jobs ran")
+    }
+
+    /// Runs every pending job as if its time had come (retries and re-scheduled polls too),
+    /// until none is left; fails the test if work keeps coming.
+    pub async fn run_jobs(&self) -> engine::Drained {
+        let drained = self.run_job_rounds(200).await;
+        assert!(drained.idle, "jobs are still pending after {} attempts", drained.attempts);
+        drained
+    }
+
+    /// `rounds` rounds of [`run_jobs`](Self::run_jobs): for work that polls until something
+    /// outside changes.
+    pub async fn run_job_rounds(&self, rounds: usize) -> engine::Drained {
+        engine::run_due(&self.ctx, true, rounds).await.expect("jobs ran")
     }
 
     /// Sends `body` (JSON, with a JSON content type) and returns the answer.
@@ -151,16 +188,12 @@ impl TestApp {
         .expect("quota inserted");
     }
 
-    /// Waits until project `id` has status `wanted` (over HTTP) and returns it.
+    /// Runs every pending job, then reads project `id` over HTTP and asserts it is `wanted`.
     pub async fn project_becomes(&self, token: &str, id: &str, wanted: &str) -> Value {
-        let path = format!("/api/v1/projects/{id}");
-        wait_until(
-            &format!("project {id} to be {wanted}"),
-            std::time::Duration::from_secs(30),
-            || async { self.get(&path, token).await.body["status"] == wanted },
-        )
-        .await;
-        self.get(&path, token).await.body
+        self.run_jobs().await;
+        let project = self.get(&format!("/api/v1/projects/{id}"), token).await.body;
+        assert_eq!(project["status"], wanted, "{project}");
+        project
     }
 
     pub async fn admin_token(&self) -> String {
@@ -186,6 +219,21 @@ async fn into_answer(response: reqwest::Response) -> Answer {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
     Answer { status, body, headers }
+}
+
+/// A context on the test's database, as the daemon builds it (the test JWT secret, `tweak`ed).
+pub fn context_with(pool: PgPool, mode: Mode, tweak: impl FnOnce(&mut Config)) -> Context {
+    infrahub::install_crypto_provider();
+    let mut config = Config::default();
+    config.auth.jwt_secret = Some(Secret::new(TEST_SECRET));
+    // No cron unless a test asks: a tick falling inside a test would add jobs it did not make.
+    config.schedule = ScheduleConfig {
+        server_sync: String::new(),
+        resync: String::new(),
+        prune_jobs: String::new(),
+    };
+    tweak(&mut config);
+    Context::new(pool, config, mode).expect("context")
 }
 
 /// Creates an account directly in the database.

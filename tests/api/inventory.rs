@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use infrahub::app::Actor;
+use infrahub::app::inventory::{SyncReport, sync};
 use infrahub::clients::inventory::{FileInventory, Inventory, Netbox};
+use infrahub::config::Mode;
 use infrahub::config::{NetboxConfig, NetboxTokenVersion, Secret};
 use infrahub::jobs::JobError;
-use infrahub::jobs::sync_servers::{SyncReport, sync};
-use infrahub::store::audit::Actor;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -31,8 +32,10 @@ fn client(config: &NetboxConfig) -> Netbox {
     Netbox::new(config, Secret::new(TOKEN)).unwrap()
 }
 
+/// One sync of `source`, with its failure as the sync job would record it.
 async fn run(pool: &PgPool, source: &dyn Inventory) -> Result<SyncReport, JobError> {
-    sync(pool, source, &Actor::system("test")).await
+    let ctx = crate::helpers::context_with(pool.clone(), Mode::Serve, |_| {});
+    Ok(sync(&ctx, source, &Actor::system("test")).await?)
 }
 
 async fn server(pool: &PgPool, inventory_id: &str) -> (String, i32, Option<uuid::Uuid>) {
@@ -205,7 +208,7 @@ async fn a_file_inventory_syncs_like_netbox(pool: PgPool) {
         { "id": "a-1", "name": "dup", "site": "fra", "cpu_cores": 1, "ram_gb": 1 }
     ]);
     std::fs::write(&path, servers.to_string()).unwrap();
-    let source = FileInventory { path: path.clone() };
+    let source = FileInventory::new(path.clone());
     let report = run(&pool, &source).await.unwrap();
     assert_eq!((report.added, report.skipped, report.pages), (2, 3, 1));
     assert_eq!(report.unknown_sites, ["nowhere"]);
@@ -220,7 +223,7 @@ async fn a_file_inventory_syncs_like_netbox(pool: PgPool) {
 
     std::fs::write(&path, "{ not json").unwrap();
     assert!(matches!(run(&pool, &source).await, Err(JobError::Permanent(_))));
-    let missing = FileInventory { path: dir.path().join("absent.json") };
+    let missing = FileInventory::new(dir.path().join("absent.json"));
     let err = run(&pool, &missing).await.unwrap_err();
     assert!(matches!(&err, JobError::Permanent(m) if m.contains("absent.json")), "{err:?}");
 }

@@ -41,7 +41,7 @@ pub async fn wait_for_status(pool: &PgPool, id: Uuid, status: JobStatus) -> Job 
 
 /// An app whose `sleep` kind retries after 10-20 ms.
 async fn app_with_fast_retries(pool: PgPool) -> TestApp {
-    TestApp::spawn_with(pool, Mode::Serve, |c| {
+    TestApp::spawn_daemon(pool, Mode::Serve, |c| {
         let sleep = c.workers.kinds.entry("sleep".to_owned()).or_default();
         sleep.backoff_base_ms = Some(10);
         sleep.max_attempts = Some(3);
@@ -71,8 +71,7 @@ async fn enqueue_is_part_of_the_callers_transaction(pool: PgPool) {
 
 #[sqlx::test]
 async fn queued_jobs_run_to_success(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
-    let engine = start(&app.ctx);
+    let app = TestApp::spawn_daemon(pool.clone(), Mode::Serve, |_| {}).await;
     let mut ids = Vec::new();
     for _ in 0..20 {
         ids.push(submit(&pool, &new_job("noop", json!({}))).await);
@@ -84,13 +83,12 @@ async fn queued_jobs_run_to_success(pool: PgPool) {
         assert!(done.started_at.is_some() && done.finished_at >= done.started_at);
         assert!(done.next_run_at.is_none() && done.last_error.is_none());
     }
-    engine.shutdown(Duration::from_secs(5)).await;
+    app.stop().await;
 }
 
 #[sqlx::test]
 async fn permanent_failures_fail_at_once(pool: PgPool) {
     let app = app_with_fast_retries(pool.clone()).await;
-    let engine = start(&app.ctx);
     let id = submit(&pool, &new_job("sleep", json!({ "permanent": true }))).await;
     let failed = wait_for_status(&pool, id, JobStatus::Failed).await;
     assert_eq!(failed.attempts, 1);
@@ -103,13 +101,12 @@ async fn permanent_failures_fail_at_once(pool: PgPool) {
     let failed = wait_for_status(&pool, bad, JobStatus::Failed).await;
     assert!(failed.last_error.unwrap().starts_with("bad payload"));
     assert_eq!(failed.attempts, 1);
-    engine.shutdown(Duration::from_secs(5)).await;
+    app.stop().await;
 }
 
 #[sqlx::test]
 async fn transient_failures_retry_until_success_or_the_last_attempt(pool: PgPool) {
     let app = app_with_fast_retries(pool.clone()).await;
-    let engine = start(&app.ctx);
     let recovers = submit(&pool, &new_job("sleep", json!({ "transient_failures": 2 }))).await;
     let gives_up = submit(&pool, &new_job("sleep", json!({ "transient_failures": 9 }))).await;
 
@@ -125,7 +122,7 @@ async fn transient_failures_retry_until_success_or_the_last_attempt(pool: PgPool
     assert_eq!((failed.attempts, failed.max_attempts), (3, 3));
     assert_eq!(failed.errors.as_array().unwrap().len(), 3);
     assert_eq!(failed.last_error.as_deref(), Some("planned transient failure 3"));
-    engine.shutdown(Duration::from_secs(5)).await;
+    app.stop().await;
 }
 
 #[sqlx::test]
@@ -174,8 +171,7 @@ async fn a_retry_waits_durably_across_a_restart(pool: PgPool) {
 
 #[sqlx::test]
 async fn polls_are_rescheduled_without_spending_attempts(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
-    let engine = start(&app.ctx);
+    let app = TestApp::spawn_daemon(pool.clone(), Mode::Serve, |_| {}).await;
     let id = submit(&pool, &new_job("sleep", json!({ "polls": 4, "poll_millis": 20 }))).await;
     let done = wait_for_status(&pool, id, JobStatus::Succeeded).await;
     assert_eq!(done.attempts, 1, "polling spent no attempts");
@@ -186,17 +182,16 @@ async fn polls_are_rescheduled_without_spending_attempts(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(claims, 5, "four polls and the final run");
-    engine.shutdown(Duration::from_secs(5)).await;
+    app.stop().await;
 }
 
 #[sqlx::test]
 async fn attempts_time_out_inside_the_handler(pool: PgPool) {
-    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, |c| {
+    let app = TestApp::spawn_daemon(pool.clone(), Mode::Serve, |c| {
         let sleep = c.workers.kinds.entry("sleep".to_owned()).or_default();
         sleep.timeout_secs = Some(1);
     })
     .await;
-    let engine = start(&app.ctx);
     let mut slow = new_job("sleep", json!({ "millis": 60_000 }));
     slow.max_attempts = 1;
     let id = submit(&pool, &slow).await;
@@ -205,7 +200,7 @@ async fn attempts_time_out_inside_the_handler(pool: PgPool) {
     assert!(
         failed.finished_at.unwrap() - failed.started_at.unwrap() < chrono::Duration::seconds(30)
     );
-    engine.shutdown(Duration::from_secs(5)).await;
+    app.stop().await;
 }
 
 #[sqlx::test]
@@ -319,7 +314,7 @@ async fn jobs_of_a_vanished_worker_are_handed_back_and_rerun(pool: PgPool) {
 
 #[sqlx::test]
 async fn cancelled_jobs_never_run(pool: PgPool) {
-    let app = app_with_fast_retries(pool.clone()).await;
+    let app = TestApp::spawn(pool.clone()).await;
     let queued = submit(&pool, &new_job("noop", json!({}))).await;
     let mut conn = pool.acquire().await.unwrap();
     let cancelled = jobs::cancel(&mut conn, queued).await.unwrap().unwrap().unwrap();
@@ -475,8 +470,7 @@ async fn shutdown_hands_back_attempts_that_outlive_the_grace(pool: PgPool) {
 
 #[sqlx::test]
 async fn an_absurd_poll_delay_is_capped_and_the_worker_survives(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
-    let engine = start(&app.ctx);
+    let app = TestApp::spawn_daemon(pool.clone(), Mode::Serve, |_| {}).await;
     let far = submit(
         &pool,
         &new_job("sleep", json!({ "polls": 1, "poll_millis": 10_000_000_000_000_000u64 })),
@@ -490,7 +484,7 @@ async fn an_absurd_poll_delay_is_capped_and_the_worker_survives(pool: PgPool) {
     assert!(next <= chrono::Utc::now() + chrono::Duration::days(366), "capped at a year: {next}");
     let after = submit(&pool, &new_job("sleep", json!({}))).await;
     wait_for_status(&pool, after, JobStatus::Succeeded).await;
-    engine.shutdown(Duration::from_secs(5)).await;
+    app.stop().await;
 }
 
 #[sqlx::test]

@@ -1,6 +1,7 @@
 //! The jobs API over HTTP: 202 answers, Idempotency-Key, scoped visibility, cancellation.
 
-use infrahub::store::jobs::{JobScope, NewJob};
+use infrahub::domain::scope::Owner;
+use infrahub::store::jobs::NewJob;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -11,7 +12,7 @@ use crate::jobs::submit;
 
 fn scoped(
     kind: &'static str,
-    scope: JobScope,
+    scope: Owner,
     subject: Option<(&'static str, String)>,
 ) -> NewJob<'static> {
     NewJob { scope, subject, ..NewJob::new(kind, json!({}), "test", 3) }
@@ -110,12 +111,12 @@ async fn the_idempotency_key_returns_the_first_answer_to_20_concurrent_requests(
 async fn jobs_are_visible_within_their_scope_only(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
     let org = &app.org;
-    let shop = JobScope { field_id: Some(org.field), department_id: Some(org.dept) };
-    let ledger = JobScope { field_id: Some(org.other_field), department_id: Some(org.other_dept) };
+    let shop = Owner::department(org.field, org.dept);
+    let ledger = Owner::department(org.other_field, org.other_dept);
     let shop_job =
         submit(&pool, &scoped("noop", shop, Some(("project", "p-1".to_owned())))).await.to_string();
     let ledger_job = submit(&pool, &scoped("noop", ledger, None)).await.to_string();
-    let center_job = submit(&pool, &scoped("sleep", JobScope::default(), None)).await.to_string();
+    let center_job = submit(&pool, &scoped("sleep", Owner::default(), None)).await.to_string();
 
     let admin = app.admin_token().await;
     let field_admin = app.field_admin_token().await;
@@ -163,7 +164,7 @@ async fn jobs_are_visible_within_their_scope_only(pool: PgPool) {
 async fn admins_and_submitters_cancel_queued_jobs(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
     let org = &app.org;
-    let shop = JobScope { field_id: Some(org.field), department_id: Some(org.dept) };
+    let shop = Owner::department(org.field, org.dept);
     let job = submit(&pool, &scoped("noop", shop, None)).await;
     let path = format!("/api/v1/jobs/{job}/cancel");
     let lead = app.team_lead_token().await;
@@ -200,15 +201,15 @@ async fn admins_and_submitters_cancel_queued_jobs(pool: PgPool) {
 #[sqlx::test]
 async fn job_outcomes_and_latency_reach_the_metrics(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
-    let engine = infrahub::jobs::engine::start(app.ctx.clone());
     let admin = app.admin_token().await;
     let body = app
         .post("/api/v1/admin/jobs", &admin, json!({ "kind": "noop" }))
         .await
         .expect(StatusCode::ACCEPTED, None);
     let id: Uuid = body["job_id"].as_str().unwrap().parse().unwrap();
-    crate::jobs::wait_for_status(&pool, id, infrahub::domain::job::JobStatus::Succeeded).await;
-    engine.shutdown(std::time::Duration::from_secs(5)).await;
+    app.run_due_jobs().await;
+    let done = crate::jobs::job(&pool, id).await;
+    assert_eq!(done.status, infrahub::domain::job::JobStatus::Succeeded);
     let text =
         app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
     for needle in [

@@ -1,15 +1,12 @@
 //! Projects delivered straight to Kubernetes: server-side apply through kube's client against
 //! an API-server double, read back, deleted, and repaired by resync.
 
-use std::time::Duration;
-
 use infrahub::config::{DeliveryKind, Mode};
-use infrahub::jobs::engine;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, wait_until};
+use crate::helpers::TestApp;
 use crate::kube_fake::FakeKube;
 
 async fn app(pool: &PgPool, kube: &FakeKube, dir: &std::path::Path) -> TestApp {
@@ -33,7 +30,6 @@ async fn projects_are_server_side_applied_read_back_and_deleted(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let kube = FakeKube::start().await;
     let app = app(&pool, &kube, dir.path()).await;
-    let engine = engine::start(app.ctx.clone());
     let lead = app.team_lead_token().await;
     let body = json!({ "name": "web", "site": "fra", "sla_type": "silver", "performance_tier": "regular" });
     let id =
@@ -81,7 +77,6 @@ async fn projects_are_server_side_applied_read_back_and_deleted(pool: PgPool) {
             [0]["used"]["cpu"]
             .clone();
     assert_eq!(used, 0, "the quota is free once the namespace is gone");
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
@@ -90,7 +85,6 @@ async fn resync_re_applies_objects_changed_in_the_cluster(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let kube = FakeKube::start().await;
     let app = app(&pool, &kube, dir.path()).await;
-    let engine = engine::start(app.ctx.clone());
     let lead = app.team_lead_token().await;
     let body = json!({ "name": "web", "site": "fra", "sla_type": "silver", "performance_tier": "regular" });
     let id =
@@ -101,18 +95,17 @@ async fn resync_re_applies_objects_changed_in_the_cluster(pool: PgPool) {
     app.project_becomes(&lead, &id, "active").await;
     kube.set(|c| c.objects.get_mut(QUOTA).unwrap()["spec"]["hard"]["requests.cpu"] = json!("64"));
 
-    let report = crate::projects::resync(&pool).await;
+    let report = crate::projects::resync(&app).await;
     assert_eq!(report["drifted"], 1, "{report}");
     assert!(
         report["drift"][0].as_str().unwrap().contains("ResourceQuota infrahub-quota differs"),
         "{report}"
     );
     app.project_becomes(&lead, &id, "active").await;
-    wait_until("the quota to be re-applied", Duration::from_secs(30), || async {
-        kube.object(QUOTA).is_some_and(|q| q["spec"]["hard"]["requests.cpu"] == "4")
-    })
-    .await;
-    engine.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        kube.object(QUOTA).is_some_and(|q| q["spec"]["hard"]["requests.cpu"] == "4"),
+        "the quota is re-applied"
+    );
 }
 
 #[sqlx::test]
@@ -128,7 +121,6 @@ async fn a_site_without_a_context_fails_the_project_with_the_reason(pool: PgPool
     })
     .await;
     app.give_quota(40, 160).await;
-    let engine = engine::start(app.ctx.clone());
     let lead = app.team_lead_token().await;
     let body = json!({ "name": "web", "site": "fra", "sla_type": "bronze", "performance_tier": "regular" });
     let id =
@@ -142,5 +134,4 @@ async fn a_site_without_a_context_fails_the_project_with_the_reason(pool: PgPool
         "{failed}"
     );
     assert!(kube.seen().is_empty());
-    engine.shutdown(Duration::from_secs(5)).await;
 }

@@ -3,10 +3,8 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use infrahub::config::{InventorySource, Mode};
-use infrahub::jobs::engine::{self, EngineHandle};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -20,13 +18,12 @@ fn git(repo: &Path, args: &[&str]) -> String {
 }
 
 /// The test organisation with a quota for department shop at site fra, delivering into `repo`.
-async fn app_with_quota(pool: &PgPool, repo: &Path, cpu: i32, ram: i32) -> (TestApp, EngineHandle) {
+async fn app_with_quota(pool: &PgPool, repo: &Path, cpu: i32, ram: i32) -> TestApp {
     let repo = repo.to_owned();
     let app =
         TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| c.delivery.git.path = repo).await;
     app.give_quota(cpu, ram).await;
-    let engine = engine::start(app.ctx.clone());
-    (app, engine)
+    app
 }
 
 fn create(name: &str, sla: &str, tier: &str) -> Value {
@@ -36,7 +33,6 @@ fn create(name: &str, sla: &str, tier: &str) -> Value {
 #[sqlx::test]
 async fn the_documented_project_flow_reaches_active(pool: PgPool) {
     let repo = tempfile::tempdir().unwrap();
-    infrahub::demo::bootstrap(&pool).await.unwrap();
     let repo_path = repo.path().join("gitops");
     let app = TestApp::spawn_with(pool.clone(), Mode::Demo, |c| {
         c.inventory.source = InventorySource::File;
@@ -45,8 +41,8 @@ async fn the_documented_project_flow_reaches_active(pool: PgPool) {
         c.delivery.git.path = repo_path.clone();
     })
     .await;
-    infrahub::demo::seed_capacity(&pool, &app.ctx.config).await.unwrap();
-    let engine = engine::start(app.ctx.clone());
+    infrahub::app::demo::bootstrap(&app.ctx).await.unwrap();
+    infrahub::app::demo::seed_capacity(&app.ctx).await.unwrap();
 
     let token = app.login("team-platform", "password").await;
     let raw =
@@ -81,14 +77,13 @@ async fn the_documented_project_flow_reaches_active(pool: PgPool) {
         manifest.contains("name: \"platform-team\""),
         "the department's group gets edit rights"
     );
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
 async fn gitops_commits_once_per_change_and_delete_frees_the_quota(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("gitops");
-    let (app, engine) = app_with_quota(&pool, &repo, 40, 160).await;
+    let app = app_with_quota(&pool, &repo, 40, 160).await;
     let lead = app.team_lead_token().await;
     let created = app
         .post("/api/v1/projects", &lead, create("web", "silver", "regular"))
@@ -161,14 +156,13 @@ async fn gitops_commits_once_per_change_and_delete_frees_the_quota(pool: PgPool)
     app.post("/api/v1/projects", &lead, create("web", "bronze", "regular"))
         .await
         .expect(StatusCode::ACCEPTED, None);
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
 async fn thirty_concurrent_creations_never_over_reserve(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     // silver/regular is 4 CPU / 16 GB: two fit in 10 CPU, a third does not.
-    let (app, engine) = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
+    let app = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
     let lead = app.team_lead_token().await;
     let requests = (0..30).map(|i| {
         app.client
@@ -197,13 +191,12 @@ async fn thirty_concurrent_creations_never_over_reserve(pool: PgPool) {
     .await
     .unwrap();
     assert!(cpu <= 10 && ram <= 100, "reserved {cpu} CPU / {ram} GB");
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
 async fn resize_checks_the_quota_difference(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
-    let (app, engine) = app_with_quota(&pool, &dir.path().join("gitops"), 20, 80).await;
+    let app = app_with_quota(&pool, &dir.path().join("gitops"), 20, 80).await;
     let lead = app.team_lead_token().await;
     let id = app
         .post("/api/v1/projects", &lead, create("api", "silver", "regular"))
@@ -246,13 +239,12 @@ async fn resize_checks_the_quota_difference(pool: PgPool) {
     assert_eq!((small["cpu"].as_i64(), small["ram_gb"].as_i64()), (Some(2), Some(8)));
     let manifest = std::fs::read_to_string(dir.path().join("gitops/fra/shop-api.yaml")).unwrap();
     assert!(manifest.contains("requests.cpu: \"2\""), "re-rendered at the new size");
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
 async fn requests_are_validated_and_scoped(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
-    let (app, engine) = app_with_quota(&pool, &dir.path().join("gitops"), 20, 80).await;
+    let app = app_with_quota(&pool, &dir.path().join("gitops"), 20, 80).await;
     let lead = app.team_lead_token().await;
     for (body, field) in [
         (create("Bad_Name", "silver", "regular"), "name"),
@@ -318,7 +310,7 @@ async fn requests_are_validated_and_scoped(pool: PgPool) {
         &pool,
         "ledger-lead",
         infrahub::domain::role::Role::TeamLead,
-        infrahub::domain::role::Scope::Department(app.org.other_dept),
+        infrahub::domain::scope::Scope::Department(app.org.other_dept),
         false,
     )
     .await;
@@ -329,7 +321,6 @@ async fn requests_are_validated_and_scoped(pool: PgPool) {
     assert!(
         app.get("/api/v1/projects", &stranger).await.body["items"].as_array().unwrap().is_empty()
     );
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
@@ -338,7 +329,7 @@ async fn a_failed_delivery_fails_the_project_and_retry_recovers(pool: PgPool) {
     // A file where the repository should be: git cannot work there.
     let blocked = dir.path().join("gitops");
     std::fs::write(&blocked, "not a directory").unwrap();
-    let (app, engine) = app_with_quota(&pool, &blocked, 20, 80).await;
+    let app = app_with_quota(&pool, &blocked, 20, 80).await;
     let lead = app.team_lead_token().await;
     let id = app
         .post("/api/v1/projects", &lead, create("fragile", "bronze", "regular"))
@@ -358,26 +349,26 @@ async fn a_failed_delivery_fails_the_project_and_retry_recovers(pool: PgPool) {
     app.call(Method::POST, &format!("/api/v1/projects/{id}/retry"), Some(&lead), None)
         .await
         .expect(StatusCode::CONFLICT, Some("not_failed"));
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Runs one `resync` job and returns its result.
-pub async fn resync(pool: &PgPool) -> Value {
-    let mut conn = pool.acquire().await.unwrap();
+/// Runs one `resync` job (and the repairs it starts, as far as they are due) and returns its
+/// result.
+pub async fn resync(app: &TestApp) -> Value {
+    let mut conn = app.pool.acquire().await.unwrap();
     let new = infrahub::store::jobs::NewJob::new("resync", json!({}), "test", 3);
     let id = infrahub::store::jobs::enqueue(&mut conn, &new).await.unwrap().job().id;
     drop(conn);
-    crate::jobs::wait_for_status(pool, id, infrahub::domain::job::JobStatus::Succeeded)
-        .await
-        .result
-        .unwrap()
+    app.run_due_jobs().await;
+    let done = crate::jobs::job(&app.pool, id).await;
+    assert_eq!(done.status, infrahub::domain::job::JobStatus::Succeeded, "{:?}", done.last_error);
+    done.result.unwrap()
 }
 
 #[sqlx::test]
 async fn resync_repairs_manifests_changed_in_git(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("gitops");
-    let (app, engine) = app_with_quota(&pool, &repo, 40, 160).await;
+    let app = app_with_quota(&pool, &repo, 40, 160).await;
     let lead = app.team_lead_token().await;
     let mut ids = Vec::new();
     for name in ["web", "api"] {
@@ -394,7 +385,7 @@ async fn resync_repairs_manifests_changed_in_git(pool: PgPool) {
     let desired = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, desired.replace("requests.cpu: \"4\"", "requests.cpu: \"64\"")).unwrap();
 
-    let report = resync(&pool).await;
+    let report = resync(&app).await;
     assert_eq!(
         (report["checked"].as_u64(), report["in_sync"].as_u64(), report["drifted"].as_u64()),
         (Some(2), Some(1), Some(1))
@@ -412,13 +403,12 @@ async fn resync_repairs_manifests_changed_in_git(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(drift, 1);
-    let again = resync(&pool).await;
+    let again = resync(&app).await;
     assert_eq!(
         (again["in_sync"].as_u64(), again["drifted"].as_u64()),
         (Some(2), Some(0)),
         "nothing left to repair"
     );
-    engine.shutdown(Duration::from_secs(5)).await;
 }
 
 #[sqlx::test]
@@ -441,7 +431,6 @@ async fn commits_are_pushed_to_the_configured_remote(pool: PgPool) {
     })
     .await;
     app.give_quota(40, 160).await;
-    let engine = engine::start(app.ctx.clone());
     let lead = app.team_lead_token().await;
     let id = app
         .post("/api/v1/projects", &lead, create("web", "bronze", "regular"))
@@ -457,5 +446,4 @@ async fn commits_are_pushed_to_the_configured_remote(pool: PgPool) {
         "the commit reached the remote"
     );
     assert_eq!(git(&remote, &["ls-tree", "-r", "--name-only", "main"]), "fra/shop-web.yaml");
-    engine.shutdown(Duration::from_secs(5)).await;
 }

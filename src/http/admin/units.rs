@@ -2,44 +2,18 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::app::organisation::{CreateUnit, UpdateUnit};
+use crate::app::{self, Caller};
 use crate::context::Context;
-use crate::domain::name::{Label, parse_display_name};
-use crate::domain::role::Role;
-use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::page::PageParams;
 use crate::store::Page;
-use crate::store::audit::{self, Change};
-use crate::store::org::{self, OrgUnit, UnitKind};
-
-pub fn router() -> OpenApiRouter<Context> {
-    OpenApiRouter::new()
-        .routes(routes!(list_sites, create_site))
-        .routes(routes!(get_site, update_site, delete_site))
-        .routes(routes!(list_fields, create_field))
-        .routes(routes!(get_field, update_field, delete_field))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUnit {
-    /// DNS-1123 label; cannot be changed later.
-    pub name: String,
-    /// Defaults to the name.
-    pub display_name: Option<String>,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateUnit {
-    pub display_name: String,
-}
+use crate::store::org::{OrgUnit, UnitKind};
 
 async fn list(
     ctx: Context,
@@ -47,10 +21,7 @@ async fn list(
     kind: UnitKind,
     params: PageParams,
 ) -> Result<Json<Page<OrgUnit>>, ApiError> {
-    caller.require(&[Role::CenterAdmin])?;
-    let page = params.request()?;
-    let mut conn = ctx.pool.acquire().await?;
-    Ok(Json(org::list_units(&mut conn, kind, page).await?))
+    Ok(Json(app::organisation::list_units(&ctx, &caller, kind, params.request()?).await?))
 }
 
 async fn get(
@@ -59,10 +30,7 @@ async fn get(
     kind: UnitKind,
     id: Uuid,
 ) -> Result<Json<OrgUnit>, ApiError> {
-    caller.require(&[Role::CenterAdmin])?;
-    let mut conn = ctx.pool.acquire().await?;
-    let unit = org::get_unit(&mut conn, kind, id).await;
-    Ok(Json(unit.map_err(|e| ApiError::from_store(kind.noun(), e))?))
+    Ok(Json(app::organisation::get_unit(&ctx, &caller, kind, id).await?))
 }
 
 async fn create(
@@ -71,17 +39,7 @@ async fn create(
     kind: UnitKind,
     body: CreateUnit,
 ) -> Result<(StatusCode, Json<OrgUnit>), ApiError> {
-    caller.require(&[Role::CenterAdmin])?;
-    let name = Label::parse("name", &body.name)?;
-    let display_name =
-        parse_display_name("display_name", body.display_name.as_deref(), name.as_str())?;
-    let mut tx = ctx.pool.begin().await?;
-    let unit = org::insert_unit(&mut tx, kind, name.as_str(), &display_name)
-        .await
-        .map_err(|e| ApiError::from_store(kind.noun(), e))?;
-    let change = Change::create(kind.noun(), unit.id, &unit);
-    audit::record(&mut tx, &caller.actor(), change).await?;
-    tx.commit().await?;
+    let unit = app::organisation::create_unit(&ctx, &caller, kind, body).await?;
     Ok((StatusCode::CREATED, Json(unit)))
 }
 
@@ -92,16 +50,7 @@ async fn update(
     id: Uuid,
     body: UpdateUnit,
 ) -> Result<Json<OrgUnit>, ApiError> {
-    caller.require(&[Role::CenterAdmin])?;
-    let mut tx = ctx.pool.begin().await?;
-    let before =
-        org::get_unit(&mut tx, kind, id).await.map_err(|e| ApiError::from_store(kind.noun(), e))?;
-    let display_name = parse_display_name("display_name", Some(&body.display_name), &before.name)?;
-    let after = org::rename_unit(&mut tx, kind, id, &display_name).await?;
-    let change = Change::update(kind.noun(), id, &before, &after);
-    audit::record(&mut tx, &caller.actor(), change).await?;
-    tx.commit().await?;
-    Ok(Json(after))
+    Ok(Json(app::organisation::update_unit(&ctx, &caller, kind, id, body).await?))
 }
 
 async fn delete(
@@ -110,15 +59,16 @@ async fn delete(
     kind: UnitKind,
     id: Uuid,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(&[Role::CenterAdmin])?;
-    let mut tx = ctx.pool.begin().await?;
-    let before = org::delete_unit(&mut tx, kind, id)
-        .await
-        .map_err(|e| ApiError::from_store(kind.noun(), e))?;
-    let change = Change::delete(kind.noun(), id, &before);
-    audit::record(&mut tx, &caller.actor(), change).await?;
-    tx.commit().await?;
+    app::organisation::delete_unit(&ctx, &caller, kind, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn router() -> OpenApiRouter<Context> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sites, create_site))
+        .routes(routes!(get_site, update_site, delete_site))
+        .routes(routes!(list_fields, create_field))
+        .routes(routes!(get_field, update_field, delete_field))
 }
 
 /// List sites (data centres).

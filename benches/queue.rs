@@ -1,26 +1,85 @@
-//! `infrahub bench queue`: measures the job engine on the local PostgreSQL against a minimal
-//! hand-written `FOR UPDATE SKIP LOCKED` queue doing the same work, as the machine's baseline.
-//! It works in a scratch database (dropped and created afresh), never in InfraHub's own.
+//! The job queue benchmark: measures InfraHub's job engine on the local PostgreSQL against a
+//! minimal hand-written `FOR UPDATE SKIP LOCKED` queue doing the same work, as the machine's
+//! baseline, in a scratch database (dropped and created afresh), never in InfraHub's own.
+//!
+//! `cargo bench --bench queue -- [--drain-jobs N] [--concurrency 1,4,16] [--latency-jobs N]
+//! [--latency-gap-ms N] [--single-enqueues N] [--database NAME]` (the server of DATABASE_URL).
+//! Prints a Markdown table and one `RESULT system=... test=...` line per measurement.
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use infrahub::config::{Config, KindConfig, Mode, Secret, WorkersConfig};
+use infrahub::context::Context;
+use infrahub::jobs::diagnostic::Noop;
+use infrahub::jobs::{Job, Registry, engine};
+use infrahub::store;
 use serde::Serialize;
 use serde_json::json;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 
-use crate::config::{Config, KindConfig, Mode, Secret};
-use crate::context::Context;
-use crate::jobs::diagnostic::NOOP;
-use crate::jobs::engine;
-use crate::store;
+/// What to measure.
+#[derive(Debug, Parser)]
+struct Args {
+    /// No-op jobs drained per concurrency level
+    #[arg(long, default_value_t = 20_000)]
+    drain_jobs: usize,
+    /// Concurrency levels, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 4, 16])]
+    concurrency: Vec<u32>,
+    /// Jobs submitted one by one for the pickup latency
+    #[arg(long, default_value_t = 1_000)]
+    latency_jobs: usize,
+    /// Milliseconds between two of those submissions
+    #[arg(long, default_value_t = 5)]
+    latency_gap_ms: u64,
+    /// Jobs enqueued one transaction each
+    #[arg(long, default_value_t = 2_000)]
+    single_enqueues: usize,
+    /// Scratch database, dropped and re-created
+    #[arg(long, default_value = "infrahub_bench")]
+    database: String,
+    /// Passed by `cargo bench`; ignored
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    infrahub::install_crypto_provider();
+    let args = Args::parse();
+    let mut config = Config::default();
+    config.database.url = support::database_url();
+    let plan = QueueBench {
+        drain_jobs: args.drain_jobs,
+        concurrency: args.concurrency,
+        latency_jobs: args.latency_jobs,
+        latency_gap: Duration::from_millis(args.latency_gap_ms),
+        single_enqueues: args.single_enqueues,
+        database: args.database,
+    };
+    let report = run_queue(&config, &plan).await?;
+    println!("{}", report.to_markdown());
+    for row in &report.rows {
+        println!("RESULT system=infrahub test={} {}={:.3}", row.test, row.key, row.engine);
+        println!(
+            "RESULT system=skip-locked-baseline test={} {}={:.3}",
+            row.test, row.key, row.baseline
+        );
+    }
+    Ok(())
+}
 
 /// What to measure.
 #[derive(Debug, Clone)]
-pub struct QueueBench {
+struct QueueBench {
     /// Jobs drained per concurrency level.
     pub drain_jobs: usize,
     pub concurrency: Vec<u32>,
@@ -35,22 +94,25 @@ pub struct QueueBench {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Report {
+struct Report {
     pub rows: Vec<Row>,
 }
 
 /// One measurement of both queues.
 #[derive(Debug, Serialize)]
-pub struct Row {
-    pub what: String,
-    pub unit: &'static str,
-    pub engine: f64,
-    pub baseline: f64,
+struct Row {
+    what: String,
+    unit: &'static str,
+    /// The `test=` of its RESULT lines, and the key of its value.
+    test: &'static str,
+    key: String,
+    engine: f64,
+    baseline: f64,
 }
 
 impl Report {
     /// A Markdown table: what, engine, baseline, ratio.
-    pub fn to_markdown(&self) -> String {
+    fn to_markdown(&self) -> String {
         let mut out = String::from(
             "| measurement | InfraHub engine | SKIP LOCKED baseline | engine / baseline |\n",
         );
@@ -67,8 +129,8 @@ impl Report {
 }
 
 /// Runs every measurement and returns the table.
-pub async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Report> {
-    let pool = scratch_database(&config.database.url, &bench.database).await?;
+async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Report> {
+    let pool = support::scratch_database(&config.database.url, &bench.database).await?;
     store::migrate_up(&pool).await?;
     create_baseline(&pool).await?;
     let mut rows = Vec::new();
@@ -79,6 +141,8 @@ pub async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Re
     rows.push(Row {
         what: format!("enqueue, one transaction per job ({n} jobs)"),
         unit: "jobs/s",
+        test: "enqueue",
+        key: "single_jobs_per_s".to_owned(),
         engine: engine_single,
         baseline: base_single,
     });
@@ -90,6 +154,8 @@ pub async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Re
     rows.push(Row {
         what: format!("enqueue, batches of 1000 ({n} jobs)"),
         unit: "jobs/s",
+        test: "enqueue",
+        key: "batched_jobs_per_s".to_owned(),
         engine: engine_batched,
         baseline: base_batched,
     });
@@ -103,6 +169,8 @@ pub async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Re
         rows.push(Row {
             what: format!("drain {n} no-op jobs, concurrency {concurrency}"),
             unit: "jobs/s",
+            test: "drain",
+            key: format!("c{concurrency}_jobs_per_s"),
             engine: engine_rate,
             baseline: base_rate,
         });
@@ -118,6 +186,8 @@ pub async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Re
                 bench.latency_jobs
             ),
             unit: "ms",
+            test: "pickup",
+            key: format!("{label}_ms"),
             engine: engine_latency[i],
             baseline: base_latency[i],
         });
@@ -134,20 +204,6 @@ where
     let started = Instant::now();
     work().await?;
     Ok(count as f64 / started.elapsed().as_secs_f64())
-}
-
-/// Drops and creates `name` on the server of `url`, and connects to it.
-pub async fn scratch_database(url: &str, name: &str) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = url.parse()?;
-    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
-    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
-        .execute(&mut admin)
-        .await?;
-    Ok(PgPoolOptions::new().max_connections(40).connect_with(options.database(name)).await?)
 }
 
 async fn create_baseline(pool: &PgPool) -> anyhow::Result<()> {
@@ -174,7 +230,7 @@ async fn reset(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 fn noop_job() -> store::jobs::NewJob<'static> {
-    store::jobs::NewJob::new(NOOP, json!({}), "bench", 5)
+    store::jobs::NewJob::new(Noop::KIND, json!({}), "bench", 5)
 }
 
 async fn enqueue_engine_single(pool: &PgPool, n: usize) -> anyhow::Result<()> {
@@ -225,16 +281,18 @@ fn chunks(total: usize, size: usize) -> impl Iterator<Item = usize> {
 fn engine_context(config: &Config, pool: &PgPool, concurrency: u32) -> anyhow::Result<Context> {
     let mut config = config.clone();
     config.workers.poll_interval_ms = 1000;
-    for kind in crate::jobs::KIND_NAMES {
+    let registry = Registry::new(&WorkersConfig::default())?;
+    for (kind, _) in registry.iter() {
         let settings = KindConfig { concurrency: Some(0), ..KindConfig::default() };
-        config.workers.kinds.insert((*kind).to_owned(), settings);
+        config.workers.kinds.insert(kind.to_owned(), settings);
     }
     config.workers.kinds.insert(
-        NOOP.to_owned(),
+        Noop::KIND.to_owned(),
         KindConfig { concurrency: Some(concurrency), ..KindConfig::default() },
     );
-    let secret = Secret::new(uuid::Uuid::new_v4().to_string() + &uuid::Uuid::new_v4().to_string());
-    Ok(Context::new(pool.clone(), config, Mode::Serve, &secret)?)
+    let secret = uuid::Uuid::new_v4().to_string() + &uuid::Uuid::new_v4().to_string();
+    config.auth.jwt_secret = Some(Secret::new(secret));
+    Ok(Context::new(pool.clone(), config, Mode::Serve)?)
 }
 
 async fn drain_engine(

@@ -1,0 +1,449 @@
+//! Allocation: center admins assign servers to fields; field admins split a field's capacity
+//! at a site into department quotas. A request is checked at once (a clear 409 with what is
+//! free) and applied by a job that checks again under the (field, site) lock, so racing
+//! requests can never over-allocate. Also the capacity and quota views.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::jobs::{JobMeta, submit};
+use super::{Actor, AppError, AppResult, Caller, Submitted};
+use crate::config::Config;
+use crate::context::Context;
+use crate::domain::capacity::{QuotaError, Resources, capacity, check_capacity_drop, check_quota};
+use crate::domain::scope::{Action, Owner};
+use crate::jobs::allocate_quota::{AllocateQuota, QuotaRequest};
+use crate::jobs::allocate_servers::{AllocateServers, Allocation};
+use crate::store::StoreError;
+use crate::store::audit::{self, Change};
+use crate::store::capacity as store_capacity;
+use crate::store::org::{self, UnitKind};
+use crate::store::servers::{self, Server};
+
+/// A server to assign (or move) to a field.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignServer {
+    pub server_id: Uuid,
+    pub field_id: Uuid,
+}
+
+/// Assigns a server to a field, or moves it to another (center admins).
+pub async fn assign_server(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    input: AssignServer,
+) -> AppResult<Submitted> {
+    caller.authorize(Action::AllocateServers)?;
+    let mut conn = ctx.pool.acquire().await?;
+    let server = servers::get(&mut conn, input.server_id)
+        .await
+        .map_err(|e| AppError::from_store("server", e))?;
+    org::get_unit(&mut conn, UnitKind::Field, input.field_id).await.map_err(|e| match e {
+        StoreError::NotFound => AppError::invalid("unknown_reference", "no such field")
+            .with_details(json!({ "field": "field_id" })),
+        other => other.into(),
+    })?;
+    if server.status != "active" {
+        return Err(not_active(&server));
+    }
+    if server.field_id != Some(input.field_id) {
+        refuse_if_release_breaks_quotas(&mut conn, &ctx.config, &server).await?;
+    }
+    drop(conn);
+    let allocation = Allocation { server_id: server.id, field_id: Some(input.field_id) };
+    let meta = JobMeta::by(caller, key).about("server", server.id, Owner::field(input.field_id));
+    submit::<AllocateServers>(ctx, caller, &allocation, meta).await
+}
+
+/// Takes a server away from its field (center admins); refused when the field's department
+/// quotas at that site would no longer fit.
+pub async fn unassign_server(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    server_id: Uuid,
+) -> AppResult<Submitted> {
+    caller.authorize(Action::AllocateServers)?;
+    let mut conn = ctx.pool.acquire().await?;
+    let server =
+        servers::get(&mut conn, server_id).await.map_err(|e| AppError::from_store("server", e))?;
+    let Some(field_id) = server.field_id else {
+        return Err(AppError::conflict(
+            "not_assigned",
+            format!("server {} belongs to no field", server.name),
+        ));
+    };
+    refuse_if_release_breaks_quotas(&mut conn, &ctx.config, &server).await?;
+    drop(conn);
+    let allocation = Allocation { server_id, field_id: None };
+    let meta = JobMeta::by(caller, key).about("server", server_id, Owner::field(field_id));
+    submit::<AllocateServers>(ctx, caller, &allocation, meta).await
+}
+
+fn not_active(server: &Server) -> AppError {
+    AppError::conflict(
+        "server_not_active",
+        format!("server {} is {}: only active servers can be assigned", server.name, server.status),
+    )
+    .with_details(json!({ "status": server.status }))
+}
+
+async fn refuse_if_release_breaks_quotas(
+    conn: &mut PgConnection,
+    config: &Config,
+    server: &Server,
+) -> AppResult<()> {
+    check_release(conn, config, server).await?.map_err(|reason| {
+        AppError::conflict("capacity_in_use", reason)
+            .with_details(json!({ "field_id": server.field_id, "site": server.site }))
+    })
+}
+
+/// Why a server may not leave its field: the quotas left standing, named.
+async fn check_release(
+    conn: &mut PgConnection,
+    config: &Config,
+    server: &Server,
+) -> Result<Result<(), String>, StoreError> {
+    let Some(field_id) = server.field_id else { return Ok(Ok(())) };
+    let own = if server.status == "active" {
+        Resources::new(server.cpu_cores.into(), server.ram_gb.into())
+    } else {
+        Resources::ZERO
+    };
+    let remaining = store_capacity::field_servers(conn, field_id, server.site_id).await? - own;
+    let quotas = store_capacity::quotas_at(conn, field_id, server.site_id).await?;
+    let held: Resources = quotas.iter().map(|q| Resources::new(q.cpu_limit, q.ram_gb_limit)).sum();
+    let after = capacity(remaining, config.capacity.overcommit());
+    Ok(check_capacity_drop(after, held).map_err(|short| {
+        let holders: Vec<String> = quotas
+            .iter()
+            .map(|q| format!("{}: {} CPU / {} GB", q.department, q.cpu_limit, q.ram_gb_limit))
+            .collect();
+        format!(
+            "taking {} out of field {} would leave {} CPU / {} GB at {} for quotas of {} CPU / {} GB \
+             ({}); short by {} CPU / {} GB. Lower those quotas first",
+            server.name,
+            server.field.as_deref().unwrap_or("?"),
+            after.cpu,
+            after.ram_gb,
+            server.site,
+            held.cpu,
+            held.ram_gb,
+            holders.join(", "),
+            short.cpu,
+            short.ram_gb
+        )
+    }))
+}
+
+/// Applies an allocation under the (field, site) locks (the `allocate_servers` job): checks
+/// again that the field the server leaves keeps its quotas, then moves it.
+pub async fn apply_allocation(
+    ctx: &Context,
+    actor: &Actor,
+    allocation: &Allocation,
+) -> AppResult<Value> {
+    let mut tx = ctx.pool.begin().await?;
+    let before = servers::lock(&mut tx, allocation.server_id)
+        .await
+        .map_err(|e| AppError::from_store("server", e))?;
+    if before.field_id == allocation.field_id {
+        return Ok(
+            json!({ "server_id": before.id, "field_id": before.field_id, "unchanged": true }),
+        );
+    }
+    if let Some(field_id) = allocation.field_id {
+        if before.status != "active" {
+            return Err(not_active(&before));
+        }
+        org::get_unit(&mut tx, UnitKind::Field, field_id)
+            .await
+            .map_err(|e| AppError::from_store("field", e))?;
+    }
+    let mut fields: Vec<Uuid> =
+        [before.field_id, allocation.field_id].into_iter().flatten().collect();
+    fields.sort();
+    for field_id in fields {
+        store_capacity::lock_field_site(&mut tx, field_id, before.site_id).await?;
+    }
+    if let Err(reason) = check_release(&mut tx, &ctx.config, &before).await? {
+        return Err(AppError::conflict("capacity_in_use", reason));
+    }
+    servers::set_field(&mut tx, before.id, allocation.field_id).await?;
+    let after = servers::get(&mut tx, before.id).await?;
+    let verb = if allocation.field_id.is_some() { "assign" } else { "unassign" };
+    let change = Change::new("server", verb, before.id).before(&before).after(&after);
+    audit::record(&mut tx, actor, change).await?;
+    tx.commit().await?;
+    Ok(
+        json!({ "server_id": after.id, "field_id": after.field_id, "previous_field_id": before.field_id }),
+    )
+}
+
+/// A department's quota at a site, as the API takes it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetQuota {
+    pub field_id: Uuid,
+    /// The department, which must belong to the field.
+    pub dept_id: Uuid,
+    /// Site name.
+    pub site: String,
+    pub cpu_limit: u32,
+    pub ram_gb_limit: u32,
+}
+
+/// The numbers a quota decision rests on.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuotaCheck {
+    pub capacity: Resources,
+    pub other_quotas: Resources,
+    pub used_by_projects: Resources,
+    pub previous: Option<Resources>,
+}
+
+impl QuotaCheck {
+    /// What the field still has free for this department (capacity minus the others).
+    pub fn free(&self) -> Resources {
+        (self.capacity - self.other_quotas).positive_part()
+    }
+}
+
+/// Reads the numbers and checks the request; takes no lock (the caller decides).
+async fn evaluate(
+    conn: &mut PgConnection,
+    config: &Config,
+    request: &QuotaRequest,
+) -> Result<(QuotaCheck, Result<(), QuotaError>), StoreError> {
+    let servers = store_capacity::field_servers(conn, request.field_id, request.site_id).await?;
+    let quotas = store_capacity::quotas_at(conn, request.field_id, request.site_id).await?;
+    let (own, others): (Vec<_>, Vec<_>) =
+        quotas.iter().partition(|q| q.department_id == request.department_id);
+    let check = QuotaCheck {
+        capacity: capacity(servers, config.capacity.overcommit()),
+        other_quotas: others.iter().map(|q| Resources::new(q.cpu_limit, q.ram_gb_limit)).sum(),
+        used_by_projects: store_capacity::project_usage(
+            conn,
+            request.department_id,
+            request.site_id,
+        )
+        .await?,
+        previous: own.first().map(|q| Resources::new(q.cpu_limit, q.ram_gb_limit)),
+    };
+    let verdict = check_quota(
+        check.capacity,
+        check.other_quotas,
+        check.used_by_projects,
+        request.requested(),
+    );
+    Ok((check, verdict))
+}
+
+/// Creates or changes a department's quota at a site (center admins, or the field's admin):
+/// refused at once above the field's free capacity or below what the projects use; the job
+/// checks again under the lock.
+pub async fn set_quota(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    input: SetQuota,
+) -> AppResult<Submitted> {
+    caller.authorize(Action::SetQuota)?;
+    if !caller.scope.may_write(Owner::field(input.field_id)) {
+        return Err(AppError::forbidden("field admins set quotas of their own field only"));
+    }
+    let mut conn = ctx.pool.acquire().await?;
+    let dept = org::get_department(&mut conn, input.dept_id).await.map_err(|e| match e {
+        StoreError::NotFound => AppError::invalid("unknown_reference", "no such department")
+            .with_details(json!({ "field": "dept_id" })),
+        other => other.into(),
+    })?;
+    if dept.field_id != input.field_id {
+        return Err(AppError::invalid(
+            "invalid_value",
+            "the department does not belong to that field",
+        )
+        .with_details(json!({ "field": "dept_id" })));
+    }
+    let site = org::find_unit_by_name(&mut conn, UnitKind::Site, &input.site)
+        .await?
+        .ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
+    let request = QuotaRequest {
+        field_id: input.field_id,
+        department_id: dept.id,
+        site_id: site.id,
+        cpu_limit: input.cpu_limit.into(),
+        ram_gb_limit: input.ram_gb_limit.into(),
+    };
+    let (check, verdict) = evaluate(&mut conn, &ctx.config, &request).await?;
+    if let Err(err) = verdict {
+        return Err(AppError::conflict("over_quota", err.to_string()).with_details(json!({
+            "free": check.free(),
+            "capacity": check.capacity,
+            "other_quotas": check.other_quotas,
+            "used_by_projects": check.used_by_projects,
+        })));
+    }
+    drop(conn);
+    let owner = Owner::department(input.field_id, dept.id);
+    let meta = JobMeta::by(caller, key).about("department", dept.id, owner);
+    submit::<AllocateQuota>(ctx, caller, &request, meta).await
+}
+
+/// Applies a quota under the (field, site) lock (the `allocate_quota` job), checking again.
+pub async fn apply_quota(ctx: &Context, actor: &Actor, request: &QuotaRequest) -> AppResult<Value> {
+    let mut tx = ctx.pool.begin().await?;
+    let field = match org::get_department(&mut tx, request.department_id).await {
+        Ok(dept) => Some(dept.field_id),
+        Err(StoreError::NotFound) => None,
+        Err(other) => return Err(other.into()),
+    };
+    if field != Some(request.field_id) {
+        return Err(AppError::conflict(
+            "department_moved",
+            "the department does not belong to the field (any more)",
+        ));
+    }
+    store_capacity::lock_field_site(&mut tx, request.field_id, request.site_id).await?;
+    let (check, verdict) = evaluate(&mut tx, &ctx.config, request).await?;
+    verdict.map_err(|e| AppError::conflict("over_quota", e.to_string()))?;
+    store_capacity::set_quota(&mut tx, request.department_id, request.site_id, request.requested())
+        .await?;
+    let subject = format!("{}:{}", request.department_id, request.site_id);
+    let change = Change::new("department_quota", "set", subject)
+        .before(&check.previous)
+        .after(&request.requested());
+    audit::record(&mut tx, actor, change).await?;
+    tx.commit().await?;
+    let free_after = check.free() - request.requested();
+    Ok(json!({
+        "department_id": request.department_id,
+        "site_id": request.site_id,
+        "cpu_limit": request.cpu_limit,
+        "ram_gb_limit": request.ram_gb_limit,
+        "field_free_after": free_after,
+    }))
+}
+
+/// One site of a field's capacity.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SiteCapacity {
+    pub site_id: Uuid,
+    pub site: String,
+    /// Active servers of the field there, and their CPU and RAM.
+    pub servers: i64,
+    pub hardware: Resources,
+    /// Hardware times the configured overcommit: what can be promised.
+    pub capacity: Resources,
+    /// Sum of the department quotas.
+    pub allocated: Resources,
+    pub free: Resources,
+    /// Quotas above capacity, e.g. after servers went missing; zero when the invariant holds.
+    pub deficit: Resources,
+    pub missing_servers: i64,
+    pub missing: Resources,
+}
+
+/// A field's capacity per site.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FieldCapacity {
+    pub field_id: Uuid,
+    pub field: String,
+    pub sites: Vec<SiteCapacity>,
+}
+
+/// A field's capacity per site: servers, CPU, RAM, allocated to departments, free, deficit.
+pub async fn field_capacity(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<FieldCapacity> {
+    caller.authorize(Action::ReadCapacity)?;
+    if !caller.scope.may_read(Owner::field(id)) {
+        return Err(AppError::not_found("field"));
+    }
+    let mut conn = ctx.pool.acquire().await?;
+    let field = org::get_unit(&mut conn, UnitKind::Field, id)
+        .await
+        .map_err(|e| AppError::from_store("field", e))?;
+    let overcommit = ctx.config.capacity.overcommit();
+    let sites = store_capacity::field_report(&mut conn, id)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let hardware = Resources::new(row.active_cpu, row.active_ram_gb);
+            let capacity = capacity(hardware, overcommit);
+            let allocated = Resources::new(row.allocated_cpu, row.allocated_ram_gb);
+            SiteCapacity {
+                site_id: row.site_id,
+                site: row.site,
+                servers: row.active_servers,
+                hardware,
+                capacity,
+                allocated,
+                free: (capacity - allocated).positive_part(),
+                deficit: (allocated - capacity).positive_part(),
+                missing_servers: row.missing_servers,
+                missing: Resources::new(row.missing_cpu, row.missing_ram_gb),
+            }
+        })
+        .collect();
+    Ok(FieldCapacity { field_id: field.id, field: field.name, sites })
+}
+
+/// One site of a department's quota.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SiteQuota {
+    pub site_id: Uuid,
+    pub site: String,
+    pub quota: Resources,
+    /// Reserved by the department's projects.
+    pub used: Resources,
+    pub free: Resources,
+}
+
+/// A department's quota per site.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DepartmentQuotas {
+    pub department_id: Uuid,
+    pub department: String,
+    pub field_id: Uuid,
+    pub sites: Vec<SiteQuota>,
+}
+
+/// A department's quota per site: quota, used by projects, free.
+pub async fn department_quota(
+    ctx: &Context,
+    caller: &Caller,
+    id: Uuid,
+) -> AppResult<DepartmentQuotas> {
+    let mut conn = ctx.pool.acquire().await?;
+    let dept = org::get_department(&mut conn, id)
+        .await
+        .map_err(|e| AppError::from_store("department", e))?;
+    if !caller.scope.may_read(Owner::department(dept.field_id, dept.id)) {
+        return Err(AppError::not_found("department"));
+    }
+    let sites = store_capacity::department_report(&mut conn, id)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let quota = Resources::new(row.cpu_limit, row.ram_gb_limit);
+            let used = Resources::new(row.used_cpu, row.used_ram_gb);
+            SiteQuota {
+                site_id: row.site_id,
+                site: row.site,
+                quota,
+                used,
+                free: (quota - used).positive_part(),
+            }
+        })
+        .collect();
+    Ok(DepartmentQuotas {
+        department_id: dept.id,
+        department: dept.name,
+        field_id: dept.field_id,
+        sites,
+    })
+}

@@ -1,0 +1,262 @@
+//! Jobs as people see them (status, listing, cancellation, maintenance jobs started by hand),
+//! and the one way every use case enqueues a job: in its own transaction, beside the change
+//! that causes it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{AppError, AppResult, Caller, Submitted};
+use crate::context::Context;
+use crate::domain::job::JobStatus;
+use crate::domain::scope::{Action, Owner, may_cancel_job};
+use crate::jobs::diagnostic::{Noop, Sleep, SleepParams};
+use crate::jobs::prune::PruneJobs;
+use crate::jobs::{Job, Trigger};
+use crate::store::audit::{self, Change};
+use crate::store::jobs::{self, Enqueued, Job as JobRow, JobFilter, NewJob, Visibility};
+use crate::store::{Page, PageRequest, StoreError};
+
+/// Who submits a job, what it is about and whose it is.
+#[derive(Debug, Clone)]
+pub struct JobMeta {
+    /// What the job is about, e.g. `("project", "<id>")`.
+    pub subject: Option<(&'static str, String)>,
+    /// Whose people may see it.
+    pub owner: Owner,
+    pub submitted_by: Option<Uuid>,
+    pub submitted_by_name: String,
+    /// `(user, Idempotency-Key)`: the same pair within 24 hours returns the first job.
+    pub idempotency: Option<(Uuid, String)>,
+}
+
+impl JobMeta {
+    /// Submitted by a person, with the request's Idempotency-Key if any.
+    pub fn by(caller: &Caller, key: Option<&str>) -> Self {
+        Self {
+            subject: None,
+            owner: Owner::default(),
+            submitted_by: Some(caller.id),
+            submitted_by_name: caller.username.clone(),
+            idempotency: key.map(|k| (caller.id, k.to_owned())),
+        }
+    }
+
+    /// Submitted by InfraHub itself, e.g. `system:resync`.
+    pub fn system(name: &str) -> Self {
+        Self {
+            subject: None,
+            owner: Owner::default(),
+            submitted_by: None,
+            submitted_by_name: format!("system:{name}"),
+            idempotency: None,
+        }
+    }
+
+    pub fn about(mut self, subject_type: &'static str, id: impl ToString, owner: Owner) -> Self {
+        self.subject = Some((subject_type, id.to_string()));
+        self.owner = owner;
+        self
+    }
+}
+
+/// Enqueues a `J` job with `payload` in the caller's transaction (its notification goes out
+/// on commit). Kinds that run one at a time return the active job instead.
+pub async fn enqueue<J: Job>(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    payload: &J::Payload,
+    meta: JobMeta,
+) -> Result<Enqueued, StoreError> {
+    let payload = serde_json::to_value(payload).map_err(|e| {
+        StoreError::Database(sqlx::Error::Encode(format!("{} payload: {e}", J::KIND).into()))
+    })?;
+    let settings = ctx.registry.settings(J::KIND);
+    let new = NewJob {
+        subject: meta.subject.as_ref().map(|(t, id)| (*t, id.clone())),
+        scope: meta.owner,
+        submitted_by: meta.submitted_by,
+        dedupe_key: J::DEDUPE.then(|| J::KIND.to_owned()),
+        idempotency: meta.idempotency.clone(),
+        ..NewJob::new(J::KIND, payload, &meta.submitted_by_name, settings.max_attempts_i32())
+    };
+    jobs::enqueue(conn, &new).await
+}
+
+/// Enqueues a `J` job for the caller in a transaction of its own, with an audit event when a
+/// new job was made.
+pub async fn submit<J: Job>(
+    ctx: &Context,
+    caller: &Caller,
+    payload: &J::Payload,
+    meta: JobMeta,
+) -> AppResult<Submitted> {
+    let mut tx = ctx.pool.begin().await?;
+    let enqueued = enqueue::<J>(&mut tx, ctx, payload, meta).await?;
+    if let Enqueued::Created(job) = &enqueued {
+        audit::record(&mut tx, &caller.actor(), Change::create("job", job.id, job)).await?;
+    }
+    tx.commit().await?;
+    Ok(enqueued.into())
+}
+
+fn visibility(caller: &Caller) -> Visibility {
+    Visibility { user: caller.id, scope: caller.scope.filter() }
+}
+
+/// Filters of the job list.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobQuery {
+    pub kind: Option<String>,
+    pub status: Option<JobStatus>,
+    /// `type:id` (e.g. `project:0192…`) or a bare subject id.
+    pub subject: Option<String>,
+}
+
+/// The jobs the caller may see, newest first.
+pub async fn list(
+    ctx: &Context,
+    caller: &Caller,
+    query: JobQuery,
+    page: PageRequest,
+) -> AppResult<Page<JobRow>> {
+    let filter = JobFilter { kind: query.kind, status: query.status, subject: query.subject };
+    let mut conn = ctx.pool.acquire().await?;
+    Ok(jobs::list_visible(&mut conn, visibility(caller), &filter, page).await?)
+}
+
+/// A job, if the caller may see it.
+pub async fn get(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<JobRow> {
+    let mut conn = ctx.pool.acquire().await?;
+    let job = jobs::find_visible(&mut conn, id, visibility(caller)).await?;
+    job.ok_or_else(|| AppError::not_found("job"))
+}
+
+/// Cancels a queued or retrying job (center admins, or whoever submitted it).
+pub async fn cancel(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<JobRow> {
+    let mut tx = ctx.pool.begin().await?;
+    let before = jobs::find_visible(&mut tx, id, visibility(caller))
+        .await?
+        .ok_or_else(|| AppError::not_found("job"))?;
+    if !may_cancel_job(caller.role, caller.id, before.submitted_by) {
+        return Err(AppError::forbidden("only center admins and the submitter may cancel a job"));
+    }
+    match jobs::cancel(&mut tx, id).await? {
+        Some(Ok(after)) => {
+            let change =
+                Change::new("job", "cancel", id).before(&before.status).after(&after.status);
+            audit::record(&mut tx, &caller.actor(), change).await?;
+            tx.commit().await?;
+            Ok(after)
+        }
+        Some(Err(status)) => Err(AppError::conflict(
+            "not_cancellable",
+            format!("a {status} job cannot be cancelled; only queued and retrying ones can"),
+        )
+        .with_details(json!({ "status": status }))),
+        None => Err(AppError::not_found("job")),
+    }
+}
+
+/// Jobs a center admin may start by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ManualKind {
+    /// Does nothing: checks that workers pick jobs up.
+    Noop,
+    /// Sleeps, then succeeds, fails or re-schedules as the payload says (diagnostics).
+    Sleep,
+    /// Deletes finished jobs older than `workers.retention_days` now.
+    PruneJobs,
+}
+
+/// A maintenance or diagnostic job to start.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    pub kind: ManualKind,
+    /// For `sleep`: `{millis, transient_failures, permanent, polls, poll_millis}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+/// Starts a maintenance or diagnostic job (center admins).
+pub async fn submit_manual(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    input: SubmitJob,
+) -> AppResult<Submitted> {
+    caller.authorize(Action::RunMaintenance)?;
+    let payload = if input.payload.is_null() { json!({}) } else { input.payload };
+    let meta = JobMeta::by(caller, key);
+    match input.kind {
+        ManualKind::Noop => submit::<Noop>(ctx, caller, &payload, meta).await,
+        ManualKind::Sleep => {
+            let params: SleepParams = serde_json::from_value(payload).map_err(|e| {
+                AppError::invalid("invalid_value", format!("payload: {e}"))
+                    .with_details(json!({ "field": "payload" }))
+            })?;
+            submit::<Sleep>(ctx, caller, &params, meta).await
+        }
+        ManualKind::PruneJobs => {
+            let trigger: Trigger = serde_json::from_value(payload).map_err(|e| {
+                AppError::invalid("invalid_value", format!("payload: {e}"))
+                    .with_details(json!({ "field": "payload" }))
+            })?;
+            submit::<PruneJobs>(ctx, caller, &trigger, meta).await
+        }
+    }
+}
+
+/// Enqueues the job of a cron tick unless another daemon already fired it; returns the job.
+/// The tick and the job are one transaction, so a fired tick always has its job.
+pub async fn fire_tick(
+    ctx: &Context,
+    schedule: &str,
+    kind: &'static str,
+    tick: DateTime<Utc>,
+) -> AppResult<Option<Uuid>> {
+    let Some(registered) = ctx.registry.get(kind) else { return Ok(None) };
+    let mut tx = ctx.pool.begin().await?;
+    if !jobs::record_tick(&mut tx, schedule, tick).await? {
+        return Ok(None);
+    }
+    let trigger = Trigger { schedule: Some(schedule.to_owned()), tick: Some(tick) };
+    let payload = serde_json::to_value(&trigger).map_err(AppError::internal)?;
+    let new = NewJob {
+        dedupe_key: registered.dedupe.then(|| kind.to_owned()),
+        ..NewJob::new(kind, payload, "system:cron", registered.settings.max_attempts_i32())
+    };
+    let job = jobs::enqueue(&mut tx, &new).await?.into_job();
+    jobs::set_tick_job(&mut tx, schedule, tick, job.id).await?;
+    tx.commit().await?;
+    Ok(Some(job.id))
+}
+
+/// The latest tick `schedule` fired for, if it ever did.
+pub async fn last_tick(ctx: &Context, schedule: &str) -> AppResult<Option<DateTime<Utc>>> {
+    let mut conn = ctx.pool.acquire().await?;
+    Ok(jobs::last_tick(&mut conn, schedule).await?)
+}
+
+/// What [`prune`] deleted.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Pruned {
+    pub deleted_jobs: u64,
+    pub deleted_ticks: u64,
+}
+
+/// Deletes finished jobs older than `workers.retention_days`, and cron ticks older than that
+/// except each schedule's latest.
+pub async fn prune(ctx: &Context) -> AppResult<Pruned> {
+    let age = ctx.config.workers.retention_days as f64 * 86_400.0;
+    let mut conn = ctx.pool.acquire().await?;
+    let deleted_jobs = jobs::prune_finished(&mut conn, age).await?;
+    let deleted_ticks = jobs::prune_ticks(&mut conn, age).await?;
+    Ok(Pruned { deleted_jobs, deleted_ticks })
+}

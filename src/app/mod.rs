@@ -1,0 +1,252 @@
+//! The use cases: everything InfraHub does, once, for every adapter (the JSON API, the web
+//! console, the jobs, the command line and the demo).
+//!
+//! A use case takes the caller (a person's [`Caller`], or a system [`Actor`] for jobs and
+//! bootstrapping) and its input. It owns its transaction: it checks the caller's role and
+//! scope through [`crate::domain::scope`], validates, reserves quota, writes through
+//! [`crate::store`], enqueues its job and records its audit event, all in that transaction.
+//! It answers with its result or an [`AppError`], which each adapter maps: an HTTP status and
+//! envelope, a console message, a CLI exit code.
+
+pub mod allocation;
+pub mod auth;
+pub mod demo;
+pub mod inventory;
+pub mod jobs;
+pub mod ops;
+pub mod organisation;
+pub mod projects;
+pub mod token;
+pub mod users;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::domain::ValidationError;
+use crate::domain::lifecycle::Refusal;
+use crate::domain::role::Role;
+use crate::domain::scope::{Action, Denied, Scope};
+use crate::store::StoreError;
+pub use crate::store::audit::Actor;
+use crate::store::users::User;
+
+/// The authenticated person behind a request, as the account is now (re-read per request).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub id: Uuid,
+    pub username: String,
+    pub role: Role,
+    pub scope: Scope,
+    /// The request's id, carried into audit events.
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    pub fn new(user: &User, request_id: Option<String>) -> Self {
+        Self {
+            id: user.id,
+            username: user.username.clone(),
+            role: user.role,
+            scope: user.scope(),
+            request_id,
+        }
+    }
+
+    /// 403 unless the caller's role may take `action`.
+    pub fn authorize(&self, action: Action) -> Result<(), AppError> {
+        Ok(self.role.authorize(action)?)
+    }
+
+    /// Who the audit trail names.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: Some(self.id),
+            name: self.username.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
+/// What kind of failure a use case met; each adapter maps it (HTTP status, exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed (400).
+    BadRequest,
+    /// No valid credentials (401).
+    Unauthorized,
+    /// The role may not do this, or a write names something outside the caller's scope (403).
+    Forbidden,
+    /// No such thing, or not in the caller's scope (404).
+    NotFound,
+    /// The current state does not allow it (409).
+    Conflict,
+    /// A value breaks a rule (422).
+    Invalid,
+    /// Too many attempts; try again after the given seconds (429).
+    TooManyRequests { retry_after_secs: u64 },
+    /// The database is away; try again (503).
+    Unavailable,
+    /// A fault of ours (500): logged where it happened, shown to nobody.
+    Internal,
+}
+
+/// The error of every use case: a kind, a stable machine-readable code, a sentence for people
+/// and structured details.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct AppError {
+    pub kind: ErrorKind,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Value,
+}
+
+impl AppError {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self { kind, code, message: message.into(), details: json!({}) }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthorized, code, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, "forbidden", message)
+    }
+
+    /// `what` (e.g. `project`) was not found, or is outside the caller's scope.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorKind::NotFound, "not_found", format!("{what} not found"))
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, code, message)
+    }
+
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, code, message)
+    }
+
+    /// A value that names something that does not exist, e.g. `no site named "x"`.
+    pub fn unknown(field: &str, message: impl Into<String>) -> Self {
+        Self::invalid("invalid_value", message).with_details(json!({ "field": field }))
+    }
+
+    /// A failure that is ours, not the caller's: logged here with its cause, shown as a bare
+    /// internal error.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "use case failed");
+        Self::new(ErrorKind::Internal, "internal", "internal error")
+    }
+
+    /// Whether trying again later may succeed (the database was away, or a fault of ours).
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind, ErrorKind::Unavailable | ErrorKind::Internal)
+    }
+
+    /// Maps a store error about `what`, so that 404s and 409s name the resource.
+    pub fn from_store(what: &str, err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => Self::not_found(what),
+            StoreError::Duplicate { constraint } => {
+                Self::conflict("already_exists", format!("a {what} with that name already exists"))
+                    .with_details(json!({ "constraint": constraint }))
+            }
+            StoreError::InUse { table } => Self::conflict(
+                "in_use",
+                format!("the {what} is still referenced by {table}; remove those first"),
+            )
+            .with_details(json!({ "referenced_by": table })),
+            StoreError::MissingReference { constraint } => Self::invalid(
+                "unknown_reference",
+                format!("the {what} refers to something that does not exist"),
+            )
+            .with_details(json!({ "constraint": constraint })),
+            StoreError::KeyReused { job_id } => Self::invalid(
+                "idempotency_key_reused",
+                "this Idempotency-Key already answered a different request; use a new key",
+            )
+            .with_details(json!({ "job_id": job_id })),
+            StoreError::Database(err) if is_unavailable(&err) => {
+                tracing::warn!(error = %err, "the database is unavailable");
+                Self::new(
+                    ErrorKind::Unavailable,
+                    "unavailable",
+                    "the database is unavailable; try again shortly",
+                )
+            }
+            StoreError::Database(err) => Self::internal(err),
+        }
+    }
+}
+
+/// Whether a database error means the server cannot be reached (rather than a bad statement).
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    // SQLSTATE class 08 is a connection exception; 57P01-57P03 a server shutting down or
+    // starting up.
+    let code = err.as_database_error().and_then(|db| db.code()).unwrap_or_default();
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || matches!(
+            err,
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed
+        )
+}
+
+impl From<ValidationError> for AppError {
+    fn from(err: ValidationError) -> Self {
+        Self::invalid("invalid_value", err.to_string())
+            .with_details(json!({ "field": err.field, "reason": err.message }))
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        Self::from_store("resource", err)
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::from(StoreError::from(err))
+    }
+}
+
+impl From<Denied> for AppError {
+    fn from(err: Denied) -> Self {
+        Self::forbidden(err.0)
+    }
+}
+
+impl From<Refusal> for AppError {
+    fn from(err: Refusal) -> Self {
+        Self::conflict(err.code, err.message)
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+/// The job a submission resulted in: a new one, or the one that already covers the request
+/// (the same Idempotency-Key, or an active job of a kind that runs one at a time).
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub job: crate::store::jobs::Job,
+    pub existing: bool,
+}
+
+impl From<crate::store::jobs::Enqueued> for Submitted {
+    fn from(enqueued: crate::store::jobs::Enqueued) -> Self {
+        let existing = matches!(enqueued, crate::store::jobs::Enqueued::Existing(_));
+        Self { job: enqueued.into_job(), existing }
+    }
+}

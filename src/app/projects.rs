@@ -1,0 +1,447 @@
+//! Projects: a team lead's namespace with a quota reserved from the department's quota at a
+//! site. People create, read, resize, delete and retry them; the provisioning jobs move them
+//! on. Every move asks the state machine of [`crate::domain::lifecycle`], and every move that
+//! starts work enqueues its job in the same transaction.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::jobs::{JobMeta, enqueue};
+use super::{AppError, AppResult, Caller, Submitted};
+use crate::context::Context;
+use crate::domain::capacity::Resources;
+use crate::domain::catalog::Catalog;
+use crate::domain::lifecycle::{self, Event, Reservation, Work};
+use crate::domain::manifests::ProjectSpec;
+use crate::domain::name::Label;
+use crate::domain::project::{ProjectStatus, namespace_for};
+use crate::domain::scope::{Action, Owner, ScopeFilter};
+use crate::jobs::deprovision_namespace::DeprovisionNamespace;
+use crate::jobs::poll_argocd::{Expect, PollArgocd, PollPayload};
+use crate::jobs::provision_namespace::{ProjectJob, ProvisionNamespace};
+use crate::store::audit::{self, Actor, Change};
+use crate::store::capacity as store_capacity;
+use crate::store::jobs::{self as store_jobs, Enqueued};
+use crate::store::org::{self, UnitKind};
+use crate::store::projects::{self, NewProject, Project, ProjectFilter};
+use crate::store::{Page, PageRequest, StoreError};
+
+/// A project and the job that moves it on.
+#[derive(Debug, Clone)]
+pub struct ProjectSubmitted {
+    pub project: Project,
+    pub submitted: Submitted,
+}
+
+/// The catalog: SLA type -> performance tier -> quota.
+pub fn catalog<'a>(ctx: &'a Context, _caller: &Caller) -> &'a Catalog {
+    &ctx.config.catalog
+}
+
+/// A new project, in the caller's department.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    /// DNS-1123 label; the namespace is `{department}-{name}` by default.
+    pub name: String,
+    /// Site name.
+    pub site: String,
+    pub sla_type: String,
+    pub performance_tier: String,
+}
+
+/// A new SLA type or tier; absent keys keep their value.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeProject {
+    pub sla_type: Option<String>,
+    pub performance_tier: Option<String>,
+}
+
+/// Filters of the project list.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectQuery {
+    pub site: Option<String>,
+    pub status: Option<ProjectStatus>,
+}
+
+fn owner(project: &Project) -> Owner {
+    Owner::department(project.field_id, project.department_id)
+}
+
+/// Whether the department's quota at the site holds its projects' use, minus `freed`, plus
+/// `wanted`; 409 naming what is free otherwise. Takes the (field, site) lock first, so
+/// racing reservations serialise.
+async fn reserve(
+    conn: &mut PgConnection,
+    project: Owner,
+    site_id: Uuid,
+    freed: Resources,
+    wanted: Resources,
+) -> AppResult<()> {
+    let (Some(field_id), Some(department_id)) = (project.field_id, project.department_id) else {
+        return Err(AppError::internal("a project without field or department"));
+    };
+    store_capacity::lock_field_site(conn, field_id, site_id).await?;
+    let quota = projects::department_quota(conn, department_id, site_id).await?;
+    let quota = quota.map(|(cpu, ram)| Resources::new(cpu, ram)).unwrap_or(Resources::ZERO);
+    let used = store_capacity::project_usage(conn, department_id, site_id).await? - freed;
+    let free = (quota - used).positive_part();
+    if wanted.fits_in(free) {
+        return Ok(());
+    }
+    Err(AppError::conflict(
+        "over_quota",
+        format!(
+            "the department's quota at this site has {} CPU and {} GB RAM free; {} CPU and {} GB RAM do not fit",
+            free.cpu, free.ram_gb, wanted.cpu, wanted.ram_gb
+        ),
+    )
+    .with_details(json!({ "free": free, "quota": quota, "used": used, "requested": wanted })))
+}
+
+/// Enqueues the job of `work` for the project and makes it the project's latest job.
+async fn start_work(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    project: &Project,
+    work: Work,
+    meta: JobMeta,
+    requested_by: &str,
+) -> AppResult<Enqueued> {
+    let payload = ProjectJob { project_id: project.id, requested_by: requested_by.to_owned() };
+    let meta = meta.about("project", project.id, owner(project));
+    let enqueued = match work {
+        Work::Provision => enqueue::<ProvisionNamespace>(conn, ctx, &payload, meta).await?,
+        Work::Deprovision => enqueue::<DeprovisionNamespace>(conn, ctx, &payload, meta).await?,
+    };
+    projects::set_job(conn, project.id, enqueued.job().id).await?;
+    Ok(enqueued)
+}
+
+/// A repeated `Idempotency-Key`: the first answer again, without creating anything.
+async fn earlier_submission(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    key: Option<&str>,
+) -> AppResult<Option<ProjectSubmitted>> {
+    let Some(key) = key else { return Ok(None) };
+    let Some(job) = store_jobs::find_by_key(conn, caller.id, key).await? else { return Ok(None) };
+    let Some(project_id) = job.subject_id.as_deref().and_then(|s| s.parse::<Uuid>().ok()) else {
+        return Ok(None);
+    };
+    let project = projects::get(conn, project_id).await?;
+    Ok(Some(ProjectSubmitted { project, submitted: Submitted { job, existing: true } }))
+}
+
+/// Creates a project in the caller's department (team leads): reserves the catalog's quota
+/// and starts provisioning.
+pub async fn create(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    input: CreateProject,
+) -> AppResult<ProjectSubmitted> {
+    caller.authorize(Action::CreateProject)?;
+    let department_id = caller.scope.department_id().ok_or_else(|| {
+        AppError::forbidden("projects are created by team leads, in their own department")
+    })?;
+    let name = Label::parse("name", &input.name)?;
+    let entry = ctx.config.catalog.entry(&input.sla_type, &input.performance_tier)?.clone();
+    let mut tx = ctx.pool.begin().await?;
+    if let Some(earlier) = earlier_submission(&mut tx, caller, key).await? {
+        return Ok(earlier);
+    }
+    let dept = org::get_department(&mut tx, department_id).await?;
+    let namespace =
+        namespace_for(&ctx.config.delivery.namespace_template, &dept.name, name.as_str())?;
+    let site = org::find_unit_by_name(&mut tx, UnitKind::Site, &input.site)
+        .await?
+        .ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
+    let wanted = entry.resources();
+    reserve(&mut tx, Owner::department(dept.field_id, dept.id), site.id, Resources::ZERO, wanted)
+        .await?;
+    let extra = json!(entry.extra);
+    let new = NewProject {
+        name: name.as_str(),
+        namespace: namespace.as_str(),
+        department_id: dept.id,
+        site_id: site.id,
+        status: lifecycle::INITIAL,
+        sla_type: &input.sla_type,
+        performance_tier: &input.performance_tier,
+        cpu: entry.cpu as i32,
+        ram_gb: entry.ram_gb as i32,
+        extra_quota: &extra,
+        created_by: caller.id,
+    };
+    let id = projects::insert(&mut tx, &new).await.map_err(|e| match e {
+        StoreError::Duplicate { .. } => AppError::conflict(
+            "already_exists",
+            format!(
+                "a project named {name} (namespace {namespace}) already exists at {}",
+                site.name
+            ),
+        ),
+        other => other.into(),
+    })?;
+    let project = projects::get(&mut tx, id).await?;
+    let meta = JobMeta::by(caller, key);
+    let enqueued =
+        start_work(&mut tx, ctx, &project, Work::Provision, meta, &caller.username).await?;
+    let project = projects::get(&mut tx, id).await?;
+    audit::record(&mut tx, &caller.actor(), Change::create("project", id, &project)).await?;
+    tx.commit().await?;
+    Ok(ProjectSubmitted { project, submitted: enqueued.into() })
+}
+
+/// The projects the caller may see (deleted ones only when asked for by status).
+pub async fn list(
+    ctx: &Context,
+    caller: &Caller,
+    query: ProjectQuery,
+    page: PageRequest,
+) -> AppResult<Page<Project>> {
+    let filter = ProjectFilter { site: query.site, status: query.status, include_deleted: false };
+    let mut conn = ctx.pool.acquire().await?;
+    Ok(projects::list(&mut conn, caller.scope.filter(), &filter, page).await?)
+}
+
+/// The project, if the caller may see it (404 otherwise).
+async fn visible(conn: &mut PgConnection, caller: &Caller, id: Uuid) -> AppResult<Project> {
+    let project = projects::get(conn, id).await.map_err(|e| AppError::from_store("project", e))?;
+    if caller.scope.may_read(owner(&project)) {
+        Ok(project)
+    } else {
+        Err(AppError::not_found("project"))
+    }
+}
+
+pub async fn get(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<Project> {
+    let mut conn = ctx.pool.acquire().await?;
+    visible(&mut conn, caller, id).await
+}
+
+/// Changes SLA type or tier: the quota difference is checked and reserved, then the project
+/// is provisioned again.
+pub async fn resize(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    id: Uuid,
+    input: ResizeProject,
+) -> AppResult<ProjectSubmitted> {
+    change(ctx, caller, key, id, Event::Resize, |before| {
+        let sla = input.sla_type.unwrap_or_else(|| before.sla_type.clone());
+        let tier = input.performance_tier.unwrap_or_else(|| before.performance_tier.clone());
+        let entry = ctx.config.catalog.entry(&sla, &tier)?.clone();
+        Ok(Some((sla, tier, entry)))
+    })
+    .await
+}
+
+/// Deletes a project: its manifests are removed, and its quota is freed once they are gone.
+pub async fn delete(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    id: Uuid,
+) -> AppResult<ProjectSubmitted> {
+    change(ctx, caller, key, id, Event::Delete, |_| Ok(None)).await
+}
+
+/// Runs a failed provisioning again.
+pub async fn retry(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    id: Uuid,
+) -> AppResult<ProjectSubmitted> {
+    change(ctx, caller, key, id, Event::Retry, |_| Ok(None)).await
+}
+
+type Resizing = Option<(String, String, crate::domain::catalog::CatalogEntry)>;
+
+/// A person's change to a project: scope, the state machine, the quota when it is resized,
+/// the write, the job it starts and the audit event, in one transaction.
+async fn change(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    id: Uuid,
+    event: Event,
+    sizing: impl FnOnce(&Project) -> AppResult<Resizing>,
+) -> AppResult<ProjectSubmitted> {
+    caller.authorize(Action::ChangeProject)?;
+    let mut tx = ctx.pool.begin().await?;
+    visible(&mut tx, caller, id).await?;
+    let before = projects::lock(&mut tx, id).await?;
+    let step = lifecycle::transition(before.status, event)?;
+    match sizing(&before)? {
+        Some((sla, tier, entry)) if step.reservation == Reservation::Replace => {
+            let old = Resources::new(before.cpu.into(), before.ram_gb.into());
+            reserve(&mut tx, owner(&before), before.site_id, old, entry.resources()).await?;
+            let (cpu, ram_gb) = (entry.cpu as i32, entry.ram_gb as i32);
+            let extra = json!(entry.extra);
+            projects::resize(&mut tx, id, &sla, &tier, cpu, ram_gb, &extra, step.to).await?;
+        }
+        _ => {
+            projects::transition(&mut tx, id, &event.sources(), step.to, None, None).await?;
+        }
+    }
+    let project = projects::get(&mut tx, id).await?;
+    let work = step.starts.ok_or_else(|| AppError::internal("a change that starts no work"))?;
+    let meta = JobMeta::by(caller, key);
+    let enqueued = start_work(&mut tx, ctx, &project, work, meta, &caller.username).await?;
+    let after = projects::get(&mut tx, id).await?;
+    let verb = match event {
+        Event::Resize => "resize",
+        Event::Delete => "delete",
+        _ => "retry",
+    };
+    let change = Change::new("project", verb, id).before(&before).after(&after);
+    audit::record(&mut tx, &caller.actor(), change).await?;
+    tx.commit().await?;
+    Ok(ProjectSubmitted { project: after, submitted: enqueued.into() })
+}
+
+/// The project a job is about, if the job still has something to do: `Err` says why not (the
+/// project moved on to a later job, or is in a status where `event` does not apply).
+pub async fn current_for_job(
+    ctx: &Context,
+    job_id: Uuid,
+    project_id: Uuid,
+    event: Event,
+) -> AppResult<Result<Project, String>> {
+    let mut conn = ctx.pool.acquire().await?;
+    let project = projects::get(&mut conn, project_id)
+        .await
+        .map_err(|e| AppError::from_store("project", e))?;
+    if project.last_job_id != Some(job_id) {
+        return Ok(Err("a later job superseded this one".to_owned()));
+    }
+    if let Err(refusal) = lifecycle::transition(project.status, event) {
+        return Ok(Err(refusal.message));
+    }
+    Ok(Ok(project))
+}
+
+/// Moves the project on by `event` and records it, in one transaction, if `job_id` is still
+/// its latest job and the event applies; false otherwise.
+pub async fn settle(
+    ctx: &Context,
+    job_id: Uuid,
+    project_id: Uuid,
+    event: Event,
+    reason: Option<&str>,
+) -> AppResult<bool> {
+    let mut tx = ctx.pool.begin().await?;
+    let project = projects::lock(&mut tx, project_id)
+        .await
+        .map_err(|e| AppError::from_store("project", e))?;
+    let Ok(step) = lifecycle::transition(project.status, event) else { return Ok(false) };
+    let moved =
+        projects::transition(&mut tx, project_id, &event.sources(), step.to, reason, Some(job_id))
+            .await?;
+    if moved {
+        let change = Change::new("project", step.to.as_str(), project_id)
+            .after(&json!({ "status": step.to, "reason": reason }));
+        audit::record(&mut tx, &Actor::job(job_id), change).await?;
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// Makes a `poll_argocd` job the project's latest job, in one transaction; called by the job
+/// that delivered the manifests, while it is still the project's latest.
+pub async fn hand_over_to_poll(
+    ctx: &Context,
+    job_id: Uuid,
+    project: &Project,
+    expect: Expect,
+) -> AppResult<Option<Uuid>> {
+    let mut tx = ctx.pool.begin().await?;
+    let current = projects::lock(&mut tx, project.id).await?;
+    if current.last_job_id != Some(job_id) {
+        return Ok(None);
+    }
+    let payload = PollPayload { project_id: project.id, expect, since: chrono::Utc::now() };
+    let meta = JobMeta::system("delivery").about("project", project.id, owner(project));
+    let poll = enqueue::<PollArgocd>(&mut tx, ctx, &payload, meta).await?.into_job();
+    projects::set_job(&mut tx, project.id, poll.id).await?;
+    tx.commit().await?;
+    Ok(Some(poll.id))
+}
+
+/// Active projects, a page at a time (for the reconciler).
+pub async fn list_active(ctx: &Context, page: PageRequest) -> AppResult<Page<Project>> {
+    let filter = ProjectFilter { status: Some(ProjectStatus::Active), ..ProjectFilter::default() };
+    let mut conn = ctx.pool.acquire().await?;
+    Ok(projects::list(&mut conn, ScopeFilter::default(), &filter, page).await?)
+}
+
+/// Marks an active project degraded with `why` and enqueues its re-provisioning, in one
+/// transaction; false when it was no longer active.
+pub async fn mark_drifted(
+    ctx: &Context,
+    job_id: Uuid,
+    project: &Project,
+    why: &str,
+) -> AppResult<bool> {
+    let mut tx = ctx.pool.begin().await?;
+    let current = projects::lock(&mut tx, project.id).await?;
+    let Ok(step) = lifecycle::transition(current.status, Event::DriftFound) else {
+        return Ok(false);
+    };
+    let sources = Event::DriftFound.sources();
+    if !projects::transition(&mut tx, project.id, &sources, step.to, Some(why), None).await? {
+        return Ok(false);
+    }
+    let work = step.starts.unwrap_or(Work::Provision);
+    let meta = JobMeta::system("resync");
+    let provision = start_work(&mut tx, ctx, &current, work, meta, "resync").await?.into_job();
+    let change = Change::new("project", "drift", project.id)
+        .after(&json!({ "reason": why, "job_id": provision.id }));
+    audit::record(&mut tx, &Actor::job(job_id), change).await?;
+    tx.commit().await?;
+    tracing::warn!(namespace = %project.namespace, reason = why, "drift found; re-provisioning");
+    Ok(true)
+}
+
+/// Everything a project's manifests depend on.
+pub async fn spec(ctx: &Context, project: &Project) -> AppResult<ProjectSpec> {
+    let mut conn = ctx.pool.acquire().await?;
+    let dept = org::get_department(&mut conn, project.department_id).await?;
+    let labels = ctx
+        .config
+        .catalog
+        .entry(&project.sla_type, &project.performance_tier)
+        .map(|entry| entry.labels.clone())
+        .unwrap_or_default();
+    let extra_quota: BTreeMap<String, String> =
+        serde_json::from_value(project.extra_quota.clone()).unwrap_or_default();
+    Ok(ProjectSpec {
+        project_id: project.id.to_string(),
+        namespace: project.namespace.clone(),
+        department: project.department.clone(),
+        field: project.field.clone(),
+        site: project.site.clone(),
+        sla_type: project.sla_type.clone(),
+        performance_tier: project.performance_tier.clone(),
+        cpu: project.cpu.into(),
+        ram_gb: project.ram_gb.into(),
+        extra_quota,
+        labels,
+        group: dept.k8s_group.unwrap_or(dept.name),
+    })
+}
+
+/// The repository file of a project: `<site>/<namespace>.yaml`.
+pub fn manifest_path(project: &Project) -> String {
+    format!("{}/{}.yaml", project.site, project.namespace)
+}

@@ -1,0 +1,299 @@
+//! Loading and validating configuration: layering, unknown keys, values naming their keys.
+
+// figment's Jail closures must return figment's own (large) error type.
+#![allow(clippy::result_large_err)]
+
+use std::path::Path;
+
+use super::auth::KNOWN_JWT_SECRETS;
+use super::*;
+use figment::Jail;
+
+const GOOD_SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn load_err(mode: Mode, path: Option<&Path>) -> String {
+    Config::load(mode, path).expect_err("configuration should be refused").to_string()
+}
+
+#[test]
+fn defaults_apply_without_file_or_env() {
+    Jail::expect_with(|_| {
+        let config = Config::load(Mode::Serve, None).expect("defaults load");
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.database.max_connections, 10);
+        assert_eq!(config.auth.issuer, "infrahub");
+        assert_eq!(config.logging.format, LogFormat::Text);
+        Ok(())
+    });
+}
+
+#[test]
+fn file_overrides_defaults_and_env_overrides_file() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            DEFAULT_CONFIG_PATH.rsplit('/').next().unwrap(),
+            "[http]\nlisten = \"0.0.0.0:9000\"\n[database]\nmax_connections = 3\n",
+        )?;
+        let path = jail.directory().join("infrahub.toml");
+        let from_file = Config::load(Mode::Serve, Some(&path)).expect("file loads");
+        assert_eq!(from_file.http.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(from_file.database.max_connections, 3);
+        assert_eq!(from_file.database.min_connections, 0, "unset keys keep defaults");
+
+        jail.set_env("INFRAHUB_DATABASE__MAX_CONNECTIONS", "7");
+        jail.set_env("INFRAHUB_LOGGING__FORMAT", "json");
+        let layered = Config::load(Mode::Serve, Some(&path)).expect("env loads");
+        assert_eq!(layered.database.max_connections, 7);
+        assert_eq!(layered.http.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(layered.logging.format, LogFormat::Json);
+        Ok(())
+    });
+}
+
+#[test]
+fn default_path_is_read_when_present() {
+    Jail::expect_with(|jail| {
+        std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+        jail.create_file(DEFAULT_CONFIG_PATH, "[auth]\ntoken_ttl_secs = 60\n")?;
+        let config = Config::load(Mode::Serve, None).expect("loads");
+        assert_eq!(config.auth.token_ttl_secs, 60);
+        Ok(())
+    });
+}
+
+#[test]
+fn infrahub_config_env_is_not_a_key() {
+    Jail::expect_with(|jail| {
+        jail.set_env("INFRAHUB_CONFIG", "/nonexistent.toml");
+        Config::load(Mode::Serve, None).expect("INFRAHUB_CONFIG is ignored by figment");
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_key_in_file_is_named() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "[http]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n")?;
+        let err = load_err(Mode::Serve, Some(&jail.directory().join("c.toml")));
+        assert!(err.contains("listne"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_section_is_named() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "[htpp]\nlisten = \"127.0.0.1:1\"\n")?;
+        let err = load_err(Mode::Serve, Some(&jail.directory().join("c.toml")));
+        assert!(err.contains("htpp"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_env_key_is_named() {
+    Jail::expect_with(|jail| {
+        jail.set_env("INFRAHUB_DATABASE__MAX_CONECTIONS", "4");
+        let err = load_err(Mode::Serve, None);
+        assert!(err.contains("max_conections"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn wrong_type_names_key_and_source() {
+    Jail::expect_with(|jail| {
+        jail.set_env("INFRAHUB_HTTP__LISTEN", "not-an-address");
+        let err = load_err(Mode::Serve, None);
+        assert!(err.contains("http.listen"), "{err}");
+        assert!(err.contains("INFRAHUB_HTTP__LISTEN"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_toml_is_reported() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "[http\nlisten=")?;
+        let err = load_err(Mode::Serve, Some(&jail.directory().join("c.toml")));
+        assert!(err.starts_with("configuration:"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn explicit_missing_file_is_an_error() {
+    Jail::expect_with(|jail| {
+        let err = load_err(Mode::Serve, Some(&jail.directory().join("absent.toml")));
+        assert!(err.contains("absent.toml") && err.contains("does not exist"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    let cases = [
+        ("INFRAHUB_DATABASE__URL", "mysql://x/y", "database.url"),
+        ("INFRAHUB_DATABASE__URL", "not a url", "database.url"),
+        ("INFRAHUB_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections"),
+        ("INFRAHUB_DATABASE__MIN_CONNECTIONS", "11", "database.min_connections"),
+        ("INFRAHUB_DATABASE__ACQUIRE_TIMEOUT_SECS", "0", "database.acquire_timeout_secs"),
+        ("INFRAHUB_AUTH__ISSUER", "\" \"", "auth.issuer"),
+        ("INFRAHUB_AUTH__TOKEN_TTL_SECS", "0", "auth.token_ttl_secs"),
+        ("INFRAHUB_AUTH__LOGIN_MAX_FAILURES", "0", "auth.login_max_failures"),
+        ("INFRAHUB_HTTP__BODY_LIMIT_BYTES", "10", "http.body_limit_bytes"),
+        ("INFRAHUB_LOGGING__LEVEL", "info,[bad", "logging.level"),
+        ("INFRAHUB_LOGGING__FORMAT", "xml", "logging.format"),
+        ("INFRAHUB_WORKERS__LEASE_SECS", "1", "workers.lease_secs"),
+        ("INFRAHUB_WORKERS__POLL_INTERVAL_MS", "0", "workers.poll_interval_ms"),
+        ("INFRAHUB_WORKERS__KINDS__NOOP__MAX_ATTEMPTS", "0", "noop.max_attempts"),
+        ("INFRAHUB_WORKERS__KINDS__NOOP__CONCURENCY", "1", "concurency"),
+        ("INFRAHUB_SCHEDULE__PRUNE_JOBS", "every day", "prune_jobs"),
+        ("INFRAHUB_SCHEDULE__NIGHTLY", "0 0 0 * * *", "nightly"),
+        ("INFRAHUB_SCHEDULE__SERVER_SYNC", "*/15 * * * *", "server_sync"),
+        ("INFRAHUB_INVENTORY__SOURCE", "ldap", "inventory.source"),
+        ("INFRAHUB_INVENTORY__NETBOX__PAGE_SIZE", "5000", "inventory.netbox.page_size"),
+        ("INFRAHUB_CAPACITY__CPU_OVERCOMMIT", "0", "capacity.cpu_overcommit"),
+        ("INFRAHUB_DELIVERY__NAMESPACE_TEMPLATE", "{department}", "delivery.namespace_template"),
+        ("INFRAHUB_DELIVERY__NAMESPACE_TEMPLATE", "Team_{name}", "delivery.namespace_template"),
+        ("INFRAHUB_DELIVERY__KIND", "carrier-pigeon", "delivery.kind"),
+        ("INFRAHUB_CATALOG__GOLD__HIGH__CPU", "0", "catalog"),
+    ];
+    for (var, value, key) in cases {
+        Jail::expect_with(|jail| {
+            jail.set_env(var, value);
+            let err = load_err(Mode::Serve, None);
+            assert!(err.contains(key), "{var}={value}: {err}");
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn job_kinds_and_schedules_layer_like_everything_else() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "c.toml",
+            "[workers.kinds.noop]\nconcurrency = 2\n[schedule]\nprune_jobs = \"\"\n",
+        )?;
+        jail.set_env("INFRAHUB_WORKERS__KINDS__NOOP__MAX_ATTEMPTS", "9");
+        let config = Config::load(Mode::Serve, Some(&jail.directory().join("c.toml"))).unwrap();
+        let noop = &config.workers.kinds["noop"];
+        assert_eq!((noop.concurrency, noop.max_attempts), (Some(2), Some(9)));
+        assert_eq!(config.schedule.entries().len(), 2, "an empty expression turns it off");
+        assert_eq!(Config::default().schedule.entries().len(), 3);
+        Ok(())
+    });
+}
+
+#[test]
+fn the_example_configuration_is_valid() {
+    Jail::expect_with(|_| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/infrahub.example.toml");
+        let config = Config::load(Mode::Serve, Some(&path)).expect("the example loads");
+        assert_eq!(config.inventory.source, InventorySource::Netbox);
+        assert_eq!(config.argocd.app_for("berlin"), Some("infrahub-berlin"));
+        assert_eq!(config.argocd.app_for("munich"), None);
+        Ok(())
+    });
+}
+
+#[test]
+fn netbox_needs_a_url_and_a_token() {
+    Jail::expect_with(|jail| {
+        jail.set_env("INFRAHUB_INVENTORY__SOURCE", "netbox");
+        let err = load_err(Mode::Serve, None);
+        assert!(err.contains("inventory.netbox.url"), "{err}");
+        jail.set_env("INFRAHUB_INVENTORY__NETBOX__URL", "https://netbox.example");
+        let err = load_err(Mode::Serve, None);
+        assert!(err.contains("inventory.netbox.token"), "{err}");
+        jail.set_env("INFRAHUB_INVENTORY__NETBOX__TOKEN", "nbt_abc.def");
+        let config = Config::load(Mode::Serve, None).unwrap();
+        assert_eq!(config.inventory.netbox.token().unwrap().expose(), "nbt_abc.def");
+        assert!(!config.to_redacted_toml().contains("nbt_abc.def"));
+        Ok(())
+    });
+}
+
+#[test]
+fn secret_and_secret_file_together_are_refused() {
+    Jail::expect_with(|jail| {
+        jail.set_env("INFRAHUB_AUTH__JWT_SECRET", GOOD_SECRET);
+        jail.set_env("INFRAHUB_AUTH__JWT_SECRET_FILE", "/run/secret");
+        let err = load_err(Mode::Serve, None);
+        assert!(err.contains("not both"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn jwt_secret_missing_short_or_known_is_refused_outside_demo() {
+    Jail::expect_with(|jail| {
+        let config = Config::load(Mode::Serve, None).unwrap();
+        let err = config.jwt_secret(Mode::Serve).unwrap_err().to_string();
+        assert!(err.contains("auth.jwt_secret") && err.contains("missing"), "{err}");
+
+        jail.set_env("INFRAHUB_AUTH__JWT_SECRET", "short-secret");
+        let config = Config::load(Mode::Serve, None).unwrap();
+        let err = config.jwt_secret(Mode::Serve).unwrap_err().to_string();
+        assert!(err.contains("too short"), "{err}");
+
+        jail.set_env("INFRAHUB_AUTH__JWT_SECRET", KNOWN_JWT_SECRETS[0]);
+        let config = Config::load(Mode::Serve, None).unwrap();
+        let err = config.jwt_secret(Mode::Serve).unwrap_err().to_string();
+        assert!(err.contains("publicly known"), "{err}");
+        assert!(config.jwt_secret(Mode::Demo).is_ok(), "the demo may use its own secret");
+
+        jail.set_env("INFRAHUB_AUTH__JWT_SECRET", GOOD_SECRET);
+        let config = Config::load(Mode::Serve, None).unwrap();
+        assert_eq!(config.jwt_secret(Mode::Serve).unwrap().expose(), GOOD_SECRET);
+        Ok(())
+    });
+}
+
+#[test]
+fn jwt_secret_file_is_read_and_trimmed() {
+    Jail::expect_with(|jail| {
+        jail.create_file("jwt", &format!("{GOOD_SECRET}\n"))?;
+        jail.set_env("INFRAHUB_AUTH__JWT_SECRET_FILE", jail.directory().join("jwt").display());
+        let config = Config::load(Mode::Serve, None).unwrap();
+        assert_eq!(config.jwt_secret(Mode::Serve).unwrap().expose(), GOOD_SECRET);
+
+        jail.set_env("INFRAHUB_AUTH__JWT_SECRET_FILE", jail.directory().join("nope").display());
+        let config = Config::load(Mode::Serve, None).unwrap();
+        let err = config.jwt_secret(Mode::Serve).unwrap_err().to_string();
+        assert!(err.contains("auth.jwt_secret_file") && err.contains("cannot read"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn demo_mode_uses_embedded_demo_config() {
+    Jail::expect_with(|_| {
+        let config = Config::load(Mode::Demo, None).expect("demo config loads");
+        assert!(config.database.url.ends_with("/infrahub_demo"), "{}", config.database.url);
+        assert!(config.jwt_secret(Mode::Demo).is_ok());
+        assert!(config.jwt_secret(Mode::Serve).is_err());
+        Ok(())
+    });
+}
+
+#[test]
+fn redacted_output_hides_secrets() {
+    Jail::expect_with(|jail| {
+        jail.set_env("INFRAHUB_AUTH__JWT_SECRET", GOOD_SECRET);
+        jail.set_env(
+            "INFRAHUB_DATABASE__URL",
+            "postgres://app:hunter2hunter2@db.internal/infrahub",
+        );
+        let config = Config::load(Mode::Serve, None).unwrap();
+        let text = config.to_redacted_toml();
+        assert!(!text.contains(GOOD_SECRET), "{text}");
+        assert!(!text.contains("hunter2hunter2"), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
+        assert!(text.contains("db.internal"), "{text}");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(GOOD_SECRET) && !debug.contains("hunter2hunter2"), "{debug}");
+        Ok(())
+    });
+}

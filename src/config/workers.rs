@@ -1,0 +1,74 @@
+//! `[workers]`: leases, polling, shutdown and retention of jobs, and per-kind settings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// How long a claimed job stays with its worker without a renewal (renewed every third of
+    /// it). A daemon killed mid-job loses its jobs to another daemon after this long.
+    pub lease_secs: u64,
+    /// Idle dispatchers look for due jobs this often even without a notification (retries and
+    /// re-scheduled polls become due without one).
+    pub poll_interval_ms: u64,
+    /// How long running jobs get to finish after SIGTERM before they are handed back.
+    pub shutdown_grace_secs: u64,
+    /// Finished jobs older than this are deleted by the `prune_jobs` job.
+    pub retention_days: u64,
+    /// Per kind: `concurrency`, `max_attempts`, `timeout_secs`, `backoff_base_ms`,
+    /// `backoff_max_secs`. The job registry refuses kinds it does not know.
+    pub kinds: BTreeMap<String, KindConfig>,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            lease_secs: 30,
+            poll_interval_ms: 1000,
+            shutdown_grace_secs: 30,
+            retention_days: 14,
+            kinds: BTreeMap::new(),
+        }
+    }
+}
+
+/// Settings of one job kind; anything left out keeps the kind's default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KindConfig {
+    pub concurrency: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub timeout_secs: Option<u64>,
+    pub backoff_base_ms: Option<u64>,
+    pub backoff_max_secs: Option<u64>,
+}
+
+impl WorkersConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.lease_secs < 3 {
+            return Err(ConfigError::invalid("workers.lease_secs", "must be at least 3"));
+        }
+        if self.poll_interval_ms == 0 {
+            return Err(ConfigError::invalid("workers.poll_interval_ms", "must be at least 1"));
+        }
+        for (kind, settings) in &self.kinds {
+            if settings.max_attempts == Some(0) {
+                return Err(ConfigError::invalid(
+                    "workers.kinds",
+                    format!("{kind}.max_attempts must be at least 1"),
+                ));
+            }
+            if settings.timeout_secs == Some(0) {
+                return Err(ConfigError::invalid(
+                    "workers.kinds",
+                    format!("{kind}.timeout_secs must be at least 1"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

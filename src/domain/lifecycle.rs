@@ -1,0 +1,232 @@
+//! The project lifecycle as a state machine: which events move a project from which status
+//! to which, what each does to its quota reservation, and which job it starts. Use cases and
+//! jobs ask [`transition`] instead of comparing statuses themselves; the store's guarded
+//! update takes its allowed sources from [`Event::sources`].
+//!
+//! ```text
+//!  create ──> provisioning ──delivered──> active ──resize──> provisioning
+//!                  │  ▲                    │  │
+//!      failed <────┘  └──retry── failed    │  └─drift──> degraded ──delivered──> active
+//!                                          └─delete──> deleting ──removed──> deleted
+//! ```
+
+use super::project::ProjectStatus;
+
+/// Something that happens to a project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A person asks for another SLA type or tier.
+    Resize,
+    /// A person asks for the project to go.
+    Delete,
+    /// A person runs a failed provisioning again.
+    Retry,
+    /// Delivery (and, where Argo CD watches, its sync) finished: the namespace is there.
+    Delivered,
+    /// Provisioning failed for good.
+    ProvisioningFailed,
+    /// The reconciler found the delivered state differing from the desired one.
+    DriftFound,
+    /// The namespace is gone.
+    Removed,
+    /// Deprovisioning failed for good; the project stays deleting, with the reason.
+    DeprovisioningFailed,
+}
+
+/// What a transition does to the quota the project holds in its department.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The reservation stays as it is.
+    Keep,
+    /// The old size is given back and the new one reserved, checked against the quota.
+    Replace,
+    /// The reservation is given back.
+    Release,
+}
+
+/// The job a transition starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    Provision,
+    Deprovision,
+}
+
+/// An allowed move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub to: ProjectStatus,
+    pub reservation: Reservation,
+    pub starts: Option<Work>,
+}
+
+/// Why an event does not apply in the project's status: a stable code and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The status a new project starts in: its quota is reserved and provisioning starts.
+pub const INITIAL: ProjectStatus = ProjectStatus::Provisioning;
+
+/// The state machine: where `event` takes a project in `from`, or why it does not apply.
+pub fn transition(from: ProjectStatus, event: Event) -> Result<Transition, Refusal> {
+    use Event::*;
+    use ProjectStatus::*;
+    let to = |to, reservation, starts| Ok(Transition { to, reservation, starts });
+    match (event, from) {
+        (Resize, Active | Failed | Degraded) => {
+            to(Provisioning, Reservation::Replace, Some(Work::Provision))
+        }
+        (Delete, Active | Failed | Degraded | Deleting) => {
+            to(Deleting, Reservation::Keep, Some(Work::Deprovision))
+        }
+        (Retry, Failed) => to(Provisioning, Reservation::Keep, Some(Work::Provision)),
+        (Delivered, Provisioning | Degraded) => to(Active, Reservation::Keep, None),
+        (ProvisioningFailed, Provisioning | Degraded) => to(Failed, Reservation::Keep, None),
+        (DriftFound, Active) => to(Degraded, Reservation::Keep, Some(Work::Provision)),
+        (Removed, Deleting) => to(Deleted, Reservation::Release, None),
+        (DeprovisioningFailed, Deleting) => to(Deleting, Reservation::Keep, None),
+        (Resize, _) => {
+            Err(refuse("project_busy", format!("the project is {from}; try again when it is not")))
+        }
+        (Delete, Provisioning) => Err(refuse(
+            "project_busy",
+            "the project is still provisioning; delete it once that is over".to_owned(),
+        )),
+        (Delete, _) => Err(refuse("already_deleted", "the project is already deleted".to_owned())),
+        (Retry, _) => Err(refuse(
+            "not_failed",
+            format!("the project is {from}; only failed projects are retried"),
+        )),
+        (_, _) => Err(refuse("stale", format!("the project is {from}"))),
+    }
+}
+
+fn refuse(code: &'static str, message: String) -> Refusal {
+    Refusal { code, message }
+}
+
+impl Event {
+    /// The statuses this event applies in.
+    pub fn sources(self) -> Vec<ProjectStatus> {
+        ProjectStatus::ALL.into_iter().filter(|from| transition(*from, self).is_ok()).collect()
+    }
+}
+
+impl ProjectStatus {
+    /// Whether a project in this status holds its quota reservation: from the request until
+    /// the namespace is gone.
+    pub fn holds_quota(self) -> bool {
+        self != ProjectStatus::Deleted
+    }
+
+    /// Whether a job is on its way to move the project on.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ProjectStatus::Provisioning | ProjectStatus::Deleting)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Event::*;
+    use ProjectStatus::*;
+
+    const EVENTS: [Event; 8] = [
+        Resize,
+        Delete,
+        Retry,
+        Delivered,
+        ProvisioningFailed,
+        DriftFound,
+        Removed,
+        DeprovisioningFailed,
+    ];
+
+    /// Every (status, event) pair, spelled out: the target, or the refusal's code.
+    #[test]
+    fn every_transition_of_every_status() {
+        let expected = |from: ProjectStatus, event: Event| -> Result<ProjectStatus, &str> {
+            match (from, event) {
+                (Provisioning, Delivered) => Ok(Active),
+                (Provisioning, ProvisioningFailed) => Ok(Failed),
+                (Provisioning, Resize | Delete) => Err("project_busy"),
+                (Provisioning, Retry) => Err("not_failed"),
+                (Active, Resize) => Ok(Provisioning),
+                (Active, Delete) => Ok(Deleting),
+                (Active, DriftFound) => Ok(Degraded),
+                (Active, Retry) => Err("not_failed"),
+                (Degraded, Resize) => Ok(Provisioning),
+                (Degraded, Delete) => Ok(Deleting),
+                (Degraded, Delivered) => Ok(Active),
+                (Degraded, ProvisioningFailed) => Ok(Failed),
+                (Degraded, Retry) => Err("not_failed"),
+                (Failed, Resize | Retry) => Ok(Provisioning),
+                (Failed, Delete) => Ok(Deleting),
+                (Deleting, Delete | DeprovisioningFailed) => Ok(Deleting),
+                (Deleting, Removed) => Ok(Deleted),
+                (Deleting, Resize) => Err("project_busy"),
+                (Deleting, Retry) => Err("not_failed"),
+                (Deleted, Resize) => Err("project_busy"),
+                (Deleted, Delete) => Err("already_deleted"),
+                (Deleted, Retry) => Err("not_failed"),
+                _ => Err("stale"),
+            }
+        };
+        for from in ProjectStatus::ALL {
+            for event in EVENTS {
+                let got = transition(from, event).map(|t| t.to).map_err(|r| r.code);
+                assert_eq!(got, expected(from, event), "{from} on {event:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn reservations_are_replaced_on_resize_and_released_only_when_gone() {
+        for from in ProjectStatus::ALL {
+            for event in EVENTS {
+                let Ok(t) = transition(from, event) else { continue };
+                let want = match event {
+                    Resize => Reservation::Replace,
+                    Removed => Reservation::Release,
+                    _ => Reservation::Keep,
+                };
+                assert_eq!(t.reservation, want, "{from} on {event:?}");
+                assert_eq!(t.to.holds_quota(), t.reservation != Reservation::Release);
+            }
+        }
+        assert!(INITIAL.holds_quota());
+        assert_eq!(ProjectStatus::ALL.iter().filter(|s| !s.holds_quota()).count(), 1);
+    }
+
+    /// Every move into a transient status starts the job that moves the project on again.
+    #[test]
+    fn transient_statuses_always_have_work_on_the_way() {
+        for from in ProjectStatus::ALL {
+            for event in EVENTS {
+                let Ok(t) = transition(from, event) else { continue };
+                let work = match t.to {
+                    Provisioning => Some(Work::Provision),
+                    Deleting if event == Delete => Some(Work::Deprovision),
+                    Degraded => Some(Work::Provision),
+                    _ => None,
+                };
+                // A failed deprovisioning leaves the project deleting until someone deletes it
+                // again: no job of its own.
+                assert_eq!(t.starts, work, "{from} on {event:?}");
+            }
+        }
+        assert!(INITIAL.is_transient());
+    }
+
+    #[test]
+    fn sources_are_derived_from_the_table() {
+        assert_eq!(Delivered.sources(), vec![Provisioning, Degraded]);
+        assert_eq!(Delete.sources(), vec![Active, Degraded, Failed, Deleting]);
+        assert_eq!(Retry.sources(), vec![Failed]);
+        assert_eq!(Removed.sources(), vec![Deleting]);
+        assert!(EVENTS.iter().all(|e| !e.sources().contains(&Deleted)), "deleted is final");
+    }
+}
