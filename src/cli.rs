@@ -309,16 +309,19 @@ async fn user(config: Config, action: UserAction) -> Result<(), Failure> {
             let role: Role = role
                 .parse()
                 .map_err(|e: crate::domain::ValidationError| Failure::Usage(e.to_string()))?;
-            let password = read_password(password_stdin)?;
-            let ctx = admin_context(config).await?;
-            let account = NewAccount {
+            let mut account = NewAccount {
                 username,
-                password,
+                password: String::new(),
                 role,
                 field: field.map(UnitRef::Name),
                 department: department.map(UnitRef::Name),
                 demo: false,
             };
+            // Refuse a bad name or a missing --field before asking for the password.
+            app::users::check_name_and_scope(&account)?;
+            account.password = read_password(password_stdin)?;
+            app::users::check(&account)?;
+            let ctx = admin_context(config).await?;
             let user = app::users::add(&ctx, &actor, account).await?;
             println!("created {} ({}) {}", user.username, user.role, user.id);
         }

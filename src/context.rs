@@ -61,15 +61,15 @@ impl Context {
     }
 
     /// The context of administrative commands (`infrahub user ...`), which act on the database
-    /// but never sign or check a token: it needs no JWT secret, and its token keys are a
-    /// throwaway random one.
+    /// but never sign or check a token nor reach another system: it needs no JWT secret (its
+    /// token keys are a throwaway random one) and reads no client token.
     pub fn for_admin(pool: PgPool, config: Config) -> Result<Self, ContextError> {
         let throwaway = Secret::new(uuid::Uuid::new_v4().simple().to_string().repeat(2));
         let tokens = TokenKeys::new(&throwaway, &config.auth.issuer, config.auth.token_ttl_secs);
         Ok(Self {
             pool,
             registry: Arc::new(Registry::new(&config.workers)?),
-            clients: Clients::from_config(&config)?,
+            clients: Clients::offline(),
             config: Arc::new(config),
             mode: Mode::Serve,
             tokens: Arc::new(tokens),

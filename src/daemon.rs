@@ -136,16 +136,15 @@ impl Daemon {
         let http_grace = Duration::from_secs(self.ctx.config.http.shutdown_grace_secs);
         let job_grace = Duration::from_secs(self.ctx.config.workers.shutdown_grace_secs);
         let served = async {
-            match self.http {
-                Some(task) => match tokio::time::timeout(http_grace, task).await {
-                    Ok(Ok(result)) => result.map_err(runtime),
-                    Ok(Err(join)) => Err(runtime(join)),
-                    Err(_) => {
-                        tracing::warn!("grace period over; exiting with requests still in flight");
-                        Ok(())
-                    }
-                },
-                None => Ok(()),
+            let Some(mut task) = self.http else { return Ok(()) };
+            match tokio::time::timeout(http_grace, &mut task).await {
+                Ok(Ok(result)) => result.map_err(runtime),
+                Ok(Err(join)) => Err(runtime(join)),
+                Err(_) => {
+                    tracing::warn!("grace period over; dropping the requests still in flight");
+                    task.abort();
+                    Ok(())
+                }
             }
         };
         let jobs = async {

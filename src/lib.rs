@@ -19,8 +19,9 @@
 //! - [`http`]: the JSON API under `/api/v1`: extractors that answer in our error envelope,
 //!   routes described for OpenAPI as they are written; each handler calls one use case.
 //! - [`jobs`]: durable jobs, one file per kind with a typed payload, registered in one list;
-//!   the [`jobs::engine`] that claims and runs them on apalis workers, the cron
-//!   [`jobs::scheduler`]. `docs/JOBS.md` explains the design.
+//!   the [`jobs::engine`] that claims and runs them on apalis workers (and, for tests, runs
+//!   every due job in place: [`jobs::engine::run_due`]), the cron [`jobs::scheduler`].
+//!   `docs/JOBS.md` explains the design.
 //! - [`config`]: figment layering (defaults < TOML file < `INFRAHUB_*` env), one file per
 //!   section with its own validation; secrets never print.
 //! - [`context`]: what everything shares (pool, config, token keys, job registry, clients),

@@ -8,15 +8,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::jobs::{JobMeta, submit};
-use super::{Actor, AppResult, Caller, Submitted};
+use super::{Actor, AppResult, Caller, PageParams, Submitted};
 use crate::clients::inventory::Inventory;
 use crate::context::Context;
 use crate::domain::scope::Action;
 use crate::jobs::Trigger;
 use crate::jobs::sync_servers::SyncServers;
+use crate::store::Page;
 use crate::store::audit::{self, Change};
 use crate::store::servers::{self, Server, ServerFilter, Upsert, UpsertCounts};
-use crate::store::{Page, PageRequest};
 
 /// Servers written per statement.
 const BATCH: usize = 1000;
@@ -42,9 +42,10 @@ pub async fn list_servers(
     ctx: &Context,
     caller: &Caller,
     query: ServerQuery,
-    page: PageRequest,
+    page: PageParams,
 ) -> AppResult<Page<Server>> {
     caller.authorize(Action::ReadServers)?;
+    let page = page.request()?;
     let field_id = caller.scope.narrow_to_field(query.field_id, query.unassigned)?;
     let filter = ServerFilter {
         site: query.site,

@@ -8,16 +8,16 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{AppError, AppResult, Caller, Submitted};
+use super::{AppError, AppResult, Caller, PageParams, Submitted};
 use crate::context::Context;
 use crate::domain::job::JobStatus;
 use crate::domain::scope::{Action, Owner, may_cancel_job};
 use crate::jobs::diagnostic::{Noop, Sleep, SleepParams};
 use crate::jobs::prune::PruneJobs;
 use crate::jobs::{Job, Trigger};
+use crate::store::Page;
 use crate::store::audit::{self, Change};
 use crate::store::jobs::{self, Enqueued, Job as JobRow, JobFilter, NewJob, Visibility};
-use crate::store::{Page, PageRequest, StoreError};
 
 /// Who submits a job, what it is about and whose it is.
 #[derive(Debug, Clone)]
@@ -69,10 +69,9 @@ pub async fn enqueue<J: Job>(
     ctx: &Context,
     payload: &J::Payload,
     meta: JobMeta,
-) -> Result<Enqueued, StoreError> {
-    let payload = serde_json::to_value(payload).map_err(|e| {
-        StoreError::Database(sqlx::Error::Encode(format!("{} payload: {e}", J::KIND).into()))
-    })?;
+) -> AppResult<Enqueued> {
+    let payload = serde_json::to_value(payload)
+        .map_err(|e| AppError::internal(format!("{} payload: {e}", J::KIND)))?;
     let settings = ctx.registry.settings(J::KIND);
     let new = NewJob {
         subject: meta.subject.as_ref().map(|(t, id)| (*t, id.clone())),
@@ -82,7 +81,7 @@ pub async fn enqueue<J: Job>(
         idempotency: meta.idempotency.clone(),
         ..NewJob::new(J::KIND, payload, &meta.submitted_by_name, settings.max_attempts_i32())
     };
-    jobs::enqueue(conn, &new).await
+    Ok(jobs::enqueue(conn, &new).await?)
 }
 
 /// Enqueues a `J` job for the caller in a transaction of its own, with an audit event when a
@@ -103,7 +102,7 @@ pub async fn submit<J: Job>(
 }
 
 fn visibility(caller: &Caller) -> Visibility {
-    Visibility { user: caller.id, scope: caller.scope.filter() }
+    Visibility { user: caller.id, scope: caller.scope }
 }
 
 /// Filters of the job list.
@@ -121,8 +120,9 @@ pub async fn list(
     ctx: &Context,
     caller: &Caller,
     query: JobQuery,
-    page: PageRequest,
+    page: PageParams,
 ) -> AppResult<Page<JobRow>> {
+    let page = page.request()?;
     let filter = JobFilter { kind: query.kind, status: query.status, subject: query.subject };
     let mut conn = ctx.pool.acquire().await?;
     Ok(jobs::list_visible(&mut conn, visibility(caller), &filter, page).await?)

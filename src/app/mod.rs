@@ -236,6 +236,35 @@ impl From<Refusal> for AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
+/// Items per page of a list when the caller does not say.
+pub const DEFAULT_LIMIT: u32 = 50;
+/// The most items a page may hold.
+pub const MAX_LIMIT: u32 = 500;
+
+/// `limit` and `cursor` of every list; checked by the use case, after its role check.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+}
+
+impl PageParams {
+    pub fn request(&self) -> AppResult<crate::store::PageRequest> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(AppError::new(
+                ErrorKind::BadRequest,
+                "invalid_query",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        Ok(crate::store::PageRequest { after: self.cursor, limit })
+    }
+}
+
 /// The job a submission resulted in: a new one, or the one that already covers the request
 /// (the same Idempotency-Key, or an active job of a kind that runs one at a time).
 #[derive(Debug, Clone)]

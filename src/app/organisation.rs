@@ -4,22 +4,23 @@
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Actor, AppError, AppResult, Caller};
+use super::{Actor, AppError, AppResult, Caller, PageParams};
 use crate::context::Context;
 use crate::domain::ValidationError;
 use crate::domain::name::{Label, parse_display_name};
 use crate::domain::scope::Action;
+use crate::store::Page;
 use crate::store::audit::{self, Change};
 use crate::store::org::{self, Department, DepartmentValues, OrgUnit, UnitKind};
-use crate::store::{Page, PageRequest};
 
 pub async fn list_units(
     ctx: &Context,
     caller: &Caller,
     kind: UnitKind,
-    page: PageRequest,
+    page: PageParams,
 ) -> AppResult<Page<OrgUnit>> {
     caller.authorize(Action::ManageOrganisation)?;
+    let page = page.request()?;
     let mut conn = ctx.pool.acquire().await?;
     Ok(org::list_units(&mut conn, kind, page).await?)
 }
@@ -111,9 +112,10 @@ pub async fn list_departments(
     ctx: &Context,
     caller: &Caller,
     field_id: Option<Uuid>,
-    page: PageRequest,
+    page: PageParams,
 ) -> AppResult<Page<Department>> {
     caller.authorize(Action::ManageOrganisation)?;
+    let page = page.request()?;
     let mut conn = ctx.pool.acquire().await?;
     Ok(org::list_departments(&mut conn, field_id, page).await?)
 }

@@ -7,19 +7,19 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::json;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::jobs::{JobMeta, enqueue};
-use super::{AppError, AppResult, Caller, Submitted};
+use super::{AppError, AppResult, Caller, PageParams, Submitted};
 use crate::context::Context;
 use crate::domain::capacity::Resources;
 use crate::domain::catalog::Catalog;
-use crate::domain::lifecycle::{self, Event, Reservation, Work};
+use crate::domain::lifecycle::{self, Event, Transition, Work};
 use crate::domain::manifests::ProjectSpec;
 use crate::domain::name::Label;
 use crate::domain::project::{ProjectStatus, namespace_for};
-use crate::domain::scope::{Action, Owner, ScopeFilter};
+use crate::domain::scope::{Action, Owner, Scope};
 use crate::jobs::deprovision_namespace::DeprovisionNamespace;
 use crate::jobs::poll_argocd::{Expect, PollArgocd, PollPayload};
 use crate::jobs::provision_namespace::{ProjectJob, ProvisionNamespace};
@@ -79,14 +79,12 @@ fn owner(project: &Project) -> Owner {
 /// racing reservations serialise.
 async fn reserve(
     conn: &mut PgConnection,
-    project: Owner,
+    field_id: Uuid,
+    department_id: Uuid,
     site_id: Uuid,
     freed: Resources,
     wanted: Resources,
 ) -> AppResult<()> {
-    let (Some(field_id), Some(department_id)) = (project.field_id, project.department_id) else {
-        return Err(AppError::internal("a project without field or department"));
-    };
     store_capacity::lock_field_site(conn, field_id, site_id).await?;
     let quota = projects::department_quota(conn, department_id, site_id).await?;
     let quota = quota.map(|(cpu, ram)| Resources::new(cpu, ram)).unwrap_or(Resources::ZERO);
@@ -164,8 +162,7 @@ pub async fn create(
         .await?
         .ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
     let wanted = entry.resources();
-    reserve(&mut tx, Owner::department(dept.field_id, dept.id), site.id, Resources::ZERO, wanted)
-        .await?;
+    reserve(&mut tx, dept.field_id, dept.id, site.id, Resources::ZERO, wanted).await?;
     let extra = json!(entry.extra);
     let new = NewProject {
         name: name.as_str(),
@@ -205,11 +202,12 @@ pub async fn list(
     ctx: &Context,
     caller: &Caller,
     query: ProjectQuery,
-    page: PageRequest,
+    page: PageParams,
 ) -> AppResult<Page<Project>> {
+    let page = page.request()?;
     let filter = ProjectFilter { site: query.site, status: query.status, include_deleted: false };
     let mut conn = ctx.pool.acquire().await?;
-    Ok(projects::list(&mut conn, caller.scope.filter(), &filter, page).await?)
+    Ok(projects::list(&mut conn, caller.scope, &filter, page).await?)
 }
 
 /// The project, if the caller may see it (404 otherwise).
@@ -236,13 +234,16 @@ pub async fn resize(
     id: Uuid,
     input: ResizeProject,
 ) -> AppResult<ProjectSubmitted> {
-    change(ctx, caller, key, id, Event::Resize, |before| {
-        let sla = input.sla_type.unwrap_or_else(|| before.sla_type.clone());
-        let tier = input.performance_tier.unwrap_or_else(|| before.performance_tier.clone());
-        let entry = ctx.config.catalog.entry(&sla, &tier)?.clone();
-        Ok(Some((sla, tier, entry)))
-    })
-    .await
+    let (mut tx, before, step) = begin_change(ctx, caller, id, Event::Resize).await?;
+    let sla = input.sla_type.unwrap_or_else(|| before.sla_type.clone());
+    let tier = input.performance_tier.unwrap_or_else(|| before.performance_tier.clone());
+    let entry = ctx.config.catalog.entry(&sla, &tier)?;
+    let old = Resources::new(before.cpu.into(), before.ram_gb.into());
+    reserve(&mut tx, before.field_id, before.department_id, before.site_id, old, entry.resources())
+        .await?;
+    let (cpu, ram_gb, extra) = (entry.cpu as i32, entry.ram_gb as i32, json!(entry.extra));
+    projects::resize(&mut tx, id, &sla, &tier, cpu, ram_gb, &extra, step.to).await?;
+    finish_change(tx, ctx, caller, key, &before, Event::Resize, step).await
 }
 
 /// Deletes a project: its manifests are removed, and its quota is freed once they are gone.
@@ -252,7 +253,7 @@ pub async fn delete(
     key: Option<&str>,
     id: Uuid,
 ) -> AppResult<ProjectSubmitted> {
-    change(ctx, caller, key, id, Event::Delete, |_| Ok(None)).await
+    move_on(ctx, caller, key, id, Event::Delete).await
 }
 
 /// Runs a failed provisioning again.
@@ -262,49 +263,54 @@ pub async fn retry(
     key: Option<&str>,
     id: Uuid,
 ) -> AppResult<ProjectSubmitted> {
-    change(ctx, caller, key, id, Event::Retry, |_| Ok(None)).await
+    move_on(ctx, caller, key, id, Event::Retry).await
 }
 
-type Resizing = Option<(String, String, crate::domain::catalog::CatalogEntry)>;
-
-/// A person's change to a project: scope, the state machine, the quota when it is resized,
-/// the write, the job it starts and the audit event, in one transaction.
-async fn change(
+/// A person's change that only moves the project's status, and starts its job.
+async fn move_on(
     ctx: &Context,
     caller: &Caller,
     key: Option<&str>,
     id: Uuid,
     event: Event,
-    sizing: impl FnOnce(&Project) -> AppResult<Resizing>,
 ) -> AppResult<ProjectSubmitted> {
+    let (mut tx, before, step) = begin_change(ctx, caller, id, event).await?;
+    projects::transition(&mut tx, id, &event.sources(), step.to, None, None).await?;
+    finish_change(tx, ctx, caller, key, &before, event, step).await
+}
+
+/// The start of a person's change to a project: role, scope (404 outside it), the row lock,
+/// and the state machine's verdict on `event`.
+async fn begin_change(
+    ctx: &Context,
+    caller: &Caller,
+    id: Uuid,
+    event: Event,
+) -> AppResult<(Transaction<'static, Postgres>, Project, Transition)> {
     caller.authorize(Action::ChangeProject)?;
     let mut tx = ctx.pool.begin().await?;
     visible(&mut tx, caller, id).await?;
     let before = projects::lock(&mut tx, id).await?;
     let step = lifecycle::transition(before.status, event)?;
-    match sizing(&before)? {
-        Some((sla, tier, entry)) if step.reservation == Reservation::Replace => {
-            let old = Resources::new(before.cpu.into(), before.ram_gb.into());
-            reserve(&mut tx, owner(&before), before.site_id, old, entry.resources()).await?;
-            let (cpu, ram_gb) = (entry.cpu as i32, entry.ram_gb as i32);
-            let extra = json!(entry.extra);
-            projects::resize(&mut tx, id, &sla, &tier, cpu, ram_gb, &extra, step.to).await?;
-        }
-        _ => {
-            projects::transition(&mut tx, id, &event.sources(), step.to, None, None).await?;
-        }
-    }
-    let project = projects::get(&mut tx, id).await?;
+    Ok((tx, before, step))
+}
+
+/// The end of a person's change: the job it starts, the audit event, the commit.
+async fn finish_change(
+    mut tx: Transaction<'static, Postgres>,
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    before: &Project,
+    event: Event,
+    step: Transition,
+) -> AppResult<ProjectSubmitted> {
+    let project = projects::get(&mut tx, before.id).await?;
     let work = step.starts.ok_or_else(|| AppError::internal("a change that starts no work"))?;
     let meta = JobMeta::by(caller, key);
     let enqueued = start_work(&mut tx, ctx, &project, work, meta, &caller.username).await?;
-    let after = projects::get(&mut tx, id).await?;
-    let verb = match event {
-        Event::Resize => "resize",
-        Event::Delete => "delete",
-        _ => "retry",
-    };
-    let change = Change::new("project", verb, id).before(&before).after(&after);
+    let after = projects::get(&mut tx, before.id).await?;
+    let change = Change::new("project", event.verb(), before.id).before(before).after(&after);
     audit::record(&mut tx, &caller.actor(), change).await?;
     tx.commit().await?;
     Ok(ProjectSubmitted { project: after, submitted: enqueued.into() })
@@ -332,7 +338,7 @@ pub async fn current_for_job(
 }
 
 /// Moves the project on by `event` and records it, in one transaction, if `job_id` is still
-/// its latest job and the event applies; false otherwise.
+/// its latest job and the event applies; false otherwise (also when the project is gone).
 pub async fn settle(
     ctx: &Context,
     job_id: Uuid,
@@ -341,9 +347,11 @@ pub async fn settle(
     reason: Option<&str>,
 ) -> AppResult<bool> {
     let mut tx = ctx.pool.begin().await?;
-    let project = projects::lock(&mut tx, project_id)
-        .await
-        .map_err(|e| AppError::from_store("project", e))?;
+    let project = match projects::lock(&mut tx, project_id).await {
+        Ok(project) => project,
+        Err(StoreError::NotFound) => return Ok(false),
+        Err(other) => return Err(other.into()),
+    };
     let Ok(step) = lifecycle::transition(project.status, event) else { return Ok(false) };
     let moved =
         projects::transition(&mut tx, project_id, &event.sources(), step.to, reason, Some(job_id))
@@ -382,7 +390,7 @@ pub async fn hand_over_to_poll(
 pub async fn list_active(ctx: &Context, page: PageRequest) -> AppResult<Page<Project>> {
     let filter = ProjectFilter { status: Some(ProjectStatus::Active), ..ProjectFilter::default() };
     let mut conn = ctx.pool.acquire().await?;
-    Ok(projects::list(&mut conn, ScopeFilter::default(), &filter, page).await?)
+    Ok(projects::list(&mut conn, Scope::Center, &filter, page).await?)
 }
 
 /// Marks an active project degraded with `why` and enqueues its re-provisioning, in one
@@ -402,7 +410,7 @@ pub async fn mark_drifted(
     if !projects::transition(&mut tx, project.id, &sources, step.to, Some(why), None).await? {
         return Ok(false);
     }
-    let work = step.starts.unwrap_or(Work::Provision);
+    let work = step.starts.ok_or_else(|| AppError::internal("drift that starts no work"))?;
     let meta = JobMeta::system("resync");
     let provision = start_work(&mut tx, ctx, &current, work, meta, "resync").await?.into_job();
     let change = Change::new("project", "drift", project.id)

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Actor, AppError, AppResult, Caller};
+use super::{Actor, AppError, AppResult, Caller, PageParams};
 use crate::context::Context;
 use crate::domain::name::Username;
 use crate::domain::password;
@@ -76,9 +76,10 @@ pub async fn list(
     ctx: &Context,
     caller: &Caller,
     query: UserQuery,
-    page: PageRequest,
+    page: PageParams,
 ) -> AppResult<Page<User>> {
     caller.authorize(Action::ManageOrganisation)?;
+    let page = page.request()?;
     let filter = UserFilter {
         role: query.role,
         field_id: query.field_id,
@@ -108,16 +109,29 @@ pub async fn create(ctx: &Context, caller: &Caller, input: CreateUser) -> AppRes
     add(ctx, &caller.actor(), account).await
 }
 
-/// Creates an account: checks the name, the password policy and the scope of the role,
-/// hashes the password, stores the account and audits it, in one transaction.
-pub async fn add(ctx: &Context, actor: &Actor, account: NewAccount) -> AppResult<User> {
+/// The name of a new account, and the ids its role needs (judged by which are given).
+pub fn check_name_and_scope(account: &NewAccount) -> AppResult<Username> {
     let username = Username::parse(&account.username)?;
-    // Which ids a role needs depends only on which are given: refuse before the costly hash.
     let placeholder = |given: &Option<UnitRef>| given.as_ref().map(|_| Uuid::nil());
     Scope::for_role(account.role, placeholder(&account.field), placeholder(&account.department))?;
+    Ok(username)
+}
+
+/// The checks of a new account that need no database: [`check_name_and_scope`] and the
+/// password policy (not for demo accounts). [`add`] makes them first; an operator's command
+/// can make them before it even connects.
+pub fn check(account: &NewAccount) -> AppResult<Username> {
+    let username = check_name_and_scope(account)?;
     if !account.demo {
         password::check_policy(&account.password)?;
     }
+    Ok(username)
+}
+
+/// Creates an account: checks it, hashes the password, resolves its field or department,
+/// stores the account and audits it, in one transaction.
+pub async fn add(ctx: &Context, actor: &Actor, account: NewAccount) -> AppResult<User> {
+    let username = check(&account)?;
     let hash = password::hash_blocking(account.password).await.map_err(AppError::internal)?;
     let mut tx = ctx.pool.begin().await?;
     let field_id = resolve(&mut tx, UnitKind::Field, account.field).await?;
@@ -141,13 +155,7 @@ pub async fn add(ctx: &Context, actor: &Actor, account: NewAccount) -> AppResult
         scope,
         is_demo: account.demo,
     };
-    let user = users::insert(&mut tx, &new).await.map_err(|e| match e {
-        crate::store::StoreError::Duplicate { .. } => AppError::conflict(
-            "already_exists",
-            format!("user {:?} already exists", username.as_str()),
-        ),
-        other => AppError::from_store("user", other),
-    })?;
+    let user = users::insert(&mut tx, &new).await.map_err(|e| AppError::from_store("user", e))?;
     audit::record(&mut tx, actor, Change::create("user", user.id, &user)).await?;
     tx.commit().await?;
     Ok(user)

@@ -51,13 +51,15 @@ impl KubeClusters {
 impl Clusters for KubeClusters {
     fn cluster<'a>(&'a self, site: &'a str) -> ClientFuture<'a, Arc<dyn Cluster>> {
         Box::pin(async move {
-            let mut built = self.built.lock().await;
-            if let Some(cluster) = built.get(site) {
+            if let Some(cluster) = self.built.lock().await.get(site) {
                 return Ok(cluster.clone() as Arc<dyn Cluster>);
             }
+            // Built outside the lock, so one slow kubeconfig does not hold up other sites; two
+            // first uses at once build it twice, and the first stays.
             let cluster = Arc::new(KubeCluster::for_site(&self.config, site).await?);
-            built.insert(site.to_owned(), cluster.clone());
-            Ok(cluster as Arc<dyn Cluster>)
+            let mut built = self.built.lock().await;
+            let kept = built.entry(site.to_owned()).or_insert(cluster);
+            Ok(kept.clone() as Arc<dyn Cluster>)
         })
     }
 }

@@ -86,4 +86,58 @@ impl Clients {
         let clusters = Arc::new(kube::KubeClusters::new(&config.kubernetes));
         Ok(Self { inventory, gitops, argocd, clusters })
     }
+
+    /// Clients for commands that never reach another system (`infrahub user ...`): every call
+    /// fails permanently, and no token is read.
+    pub fn offline() -> Self {
+        let offline = Arc::new(Offline);
+        Self {
+            inventory: offline.clone(),
+            gitops: offline.clone(),
+            argocd: None,
+            clusters: offline,
+        }
+    }
+}
+
+/// The stand-in of [`Clients::offline`].
+struct Offline;
+
+fn offline<'a, T: Send + 'a>() -> ClientFuture<'a, T> {
+    Box::pin(async { Err(ClientError::permanent("this command reaches no other system")) })
+}
+
+impl inventory::Inventory for Offline {
+    fn page<'a>(&'a self, _: Option<&'a str>) -> ClientFuture<'a, inventory::DevicePage> {
+        offline()
+    }
+
+    fn sites(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    fn describe(&self) -> String {
+        "offline".to_owned()
+    }
+}
+
+impl gitops::Gitops for Offline {
+    fn write<'a>(
+        &'a self,
+        _: &'a str,
+        _: Option<&'a str>,
+        _: &'a str,
+    ) -> ClientFuture<'a, gitops::Delivered> {
+        offline()
+    }
+
+    fn read<'a>(&'a self, _: &'a str) -> ClientFuture<'a, Option<String>> {
+        offline()
+    }
+}
+
+impl kube::Clusters for Offline {
+    fn cluster<'a>(&'a self, _: &'a str) -> ClientFuture<'a, Arc<dyn kube::Cluster>> {
+        offline()
+    }
 }

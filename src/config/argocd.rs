@@ -71,10 +71,10 @@ impl ArgocdConfig {
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        self.token_source().check_exclusive()?;
         if !self.enabled() {
             return Ok(());
         }
+        self.token_source().check_exclusive()?;
         let url = url::Url::parse(&self.url)
             .map_err(|e| ConfigError::invalid("argocd.url", format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {

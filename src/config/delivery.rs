@@ -166,8 +166,8 @@ impl DeliveryConfig {
             ));
         }
         let gitlab = &self.gitlab;
-        gitlab.token_source().check_exclusive()?;
         if self.git.kind == GitKind::Gitlab {
+            gitlab.token_source().check_exclusive()?;
             url::Url::parse(&gitlab.url).map_err(|e| {
                 ConfigError::invalid(
                     "delivery.gitlab.url",

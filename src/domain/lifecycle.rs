@@ -3,12 +3,21 @@
 //! jobs ask [`transition`] instead of comparing statuses themselves; the store's guarded
 //! update takes its allowed sources from [`Event::sources`].
 //!
-//! ```text
-//!  create ──> provisioning ──delivered──> active ──resize──> provisioning
-//!                  │  ▲                    │  │
-//!      failed <────┘  └──retry── failed    │  └─drift──> degraded ──delivered──> active
-//!                                          └─delete──> deleting ──removed──> deleted
-//! ```
+//! | from | event | to | starts |
+//! | --- | --- | --- | --- |
+//! | (a new project) | create | provisioning | provisioning |
+//! | provisioning, degraded | delivered | active | |
+//! | provisioning, degraded | provisioning failed | failed | |
+//! | active, failed, degraded | resize | provisioning | provisioning |
+//! | failed | retry | provisioning | provisioning |
+//! | active | drift found | degraded | provisioning |
+//! | active, failed, degraded, deleting | delete | deleting | deprovisioning |
+//! | deleting | removed | deleted | |
+//! | deleting | deprovisioning failed | deleting | |
+//!
+//! A project holds its quota from the request until it is deleted ([`ProjectStatus::holds_quota`]):
+//! the store sums the reservations of the projects in those statuses, so the release of a
+//! reservation is the move to `deleted`, and a resize replaces it under the quota check.
 
 use super::project::ProjectStatus;
 
@@ -109,6 +118,20 @@ fn refuse(code: &'static str, message: String) -> Refusal {
 }
 
 impl Event {
+    /// The verb of the audit event a person's change records (`project.<verb>`).
+    pub fn verb(self) -> &'static str {
+        match self {
+            Event::Resize => "resize",
+            Event::Delete => "delete",
+            Event::Retry => "retry",
+            Event::Delivered => "delivered",
+            Event::ProvisioningFailed => "provisioning_failed",
+            Event::DriftFound => "drift",
+            Event::Removed => "removed",
+            Event::DeprovisioningFailed => "deprovisioning_failed",
+        }
+    }
+
     /// The statuses this event applies in.
     pub fn sources(self) -> Vec<ProjectStatus> {
         ProjectStatus::ALL.into_iter().filter(|from| transition(*from, self).is_ok()).collect()

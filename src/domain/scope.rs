@@ -1,6 +1,7 @@
 //! Who may do what, in one place: which role may use which kind of action ([`Action`]), and
 //! which resources an account's [`Scope`] reaches. Every use case asks these rules; the store's
-//! list queries filter by [`ScopeFilter`], which comes from here too.
+//! list queries filter by the scope's [`reaches_everything`](Scope::reaches_everything),
+//! [`field_id`](Scope::field_id) and [`department_id`](Scope::department_id).
 //!
 //! The answers follow DESIGN.md: a role that may not use an endpoint at all is refused (403);
 //! a resource by id outside the caller's scope is not found (404, so its existence is not
@@ -37,14 +38,6 @@ impl Owner {
     pub fn department(field_id: Uuid, department_id: Uuid) -> Self {
         Self { field_id: Some(field_id), department_id: Some(department_id) }
     }
-}
-
-/// What a list query may return: `None` on both is everything; otherwise one field's or one
-/// department's rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScopeFilter {
-    pub field_id: Option<Uuid>,
-    pub department_id: Option<Uuid>,
 }
 
 impl Scope {
@@ -118,13 +111,11 @@ impl Scope {
         self.may_read(owner)
     }
 
-    /// The rows of a list query this scope may return.
-    pub fn filter(self) -> ScopeFilter {
-        match self {
-            Scope::Center => ScopeFilter::default(),
-            Scope::Field(field) => ScopeFilter { field_id: Some(field), department_id: None },
-            Scope::Department(dept) => ScopeFilter { field_id: None, department_id: Some(dept) },
-        }
+    /// Whether the scope reaches everything (a center admin's): list queries then filter
+    /// nothing; otherwise they keep the rows of [`field_id`](Self::field_id) or
+    /// [`department_id`](Self::department_id).
+    pub fn reaches_everything(self) -> bool {
+        self == Scope::Center
     }
 
     /// The field a list of one field's things (servers) is about: a center admin's choice, or a
@@ -308,10 +299,16 @@ mod tests {
     #[test]
     fn list_filters_follow_the_scope() {
         let id = Uuid::now_v7();
-        assert_eq!(Scope::Center.filter(), ScopeFilter::default());
-        assert_eq!(Scope::Field(id).filter().field_id, Some(id));
-        assert_eq!(Scope::Department(id).filter().department_id, Some(id));
-        assert_eq!(Scope::Department(id).filter().field_id, None);
+        assert!(Scope::Center.reaches_everything());
+        assert!(!Scope::Field(id).reaches_everything());
+        assert_eq!(
+            (Scope::Field(id).field_id(), Scope::Field(id).department_id()),
+            (Some(id), None)
+        );
+        assert_eq!(
+            (Scope::Department(id).field_id(), Scope::Department(id).department_id()),
+            (None, Some(id))
+        );
     }
 
     #[test]

@@ -10,10 +10,9 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{Json, Path, Query};
 use super::jobs::{Accepted, IdempotencyKey, accepted};
-use super::page::PageParams;
 use crate::app::allocation::{AssignServer, DepartmentQuotas, FieldCapacity, SetQuota};
 use crate::app::inventory::ServerQuery;
-use crate::app::{self, Caller};
+use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
 use crate::store::Page;
 use crate::store::servers::Server;
@@ -53,7 +52,7 @@ async fn list_servers(
     Query(params): Query<PageParams>,
     Query(query): Query<ServerQuery>,
 ) -> Result<Json<Page<Server>>, ApiError> {
-    Ok(Json(app::inventory::list_servers(&ctx, &caller, query, params.request()?).await?))
+    Ok(Json(app::inventory::list_servers(&ctx, &caller, query, params).await?))
 }
 
 /// Assign a server to a field, or move it to another (center admins). The job re-checks that

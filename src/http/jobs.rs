@@ -13,9 +13,8 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{Json, Path, Query};
-use super::page::PageParams;
 use crate::app::jobs::{JobQuery, SubmitJob};
-use crate::app::{self, Caller, Submitted};
+use crate::app::{self, Caller, PageParams, Submitted};
 use crate::context::Context;
 use crate::domain::job::JobStatus;
 use crate::store::Page;
@@ -99,7 +98,7 @@ async fn list_jobs(
     Query(params): Query<PageParams>,
     Query(query): Query<JobQuery>,
 ) -> Result<Json<Page<Job>>, ApiError> {
-    Ok(Json(app::jobs::list(&ctx, &caller, query, params.request()?).await?))
+    Ok(Json(app::jobs::list(&ctx, &caller, query, params).await?))
 }
 
 /// A job: kind, status, attempts, next run, timestamps, every attempt's error, result, subject.

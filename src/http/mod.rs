@@ -10,7 +10,6 @@ pub mod extract;
 pub mod inventory;
 pub mod jobs;
 pub mod ops;
-pub mod page;
 pub mod projects;
 
 use std::future::Future;

@@ -10,9 +10,8 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{Json, Path, Query};
 use super::jobs::{Accepted, IdempotencyKey, accepted};
-use super::page::PageParams;
 use crate::app::projects::{CreateProject, ProjectQuery, ProjectSubmitted, ResizeProject};
-use crate::app::{self, Caller};
+use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
 use crate::domain::catalog::{Catalog, CatalogEntry};
 use crate::store::Page;
@@ -68,7 +67,7 @@ async fn list_projects(
     Query(params): Query<PageParams>,
     Query(query): Query<ProjectQuery>,
 ) -> Result<Json<Page<Project>>, ApiError> {
-    Ok(Json(app::projects::list(&ctx, &caller, query, params.request()?).await?))
+    Ok(Json(app::projects::list(&ctx, &caller, query, params).await?))
 }
 
 /// A project: status, namespace, quota, SLA, tier, site, latest job, failure reason.

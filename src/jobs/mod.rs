@@ -120,9 +120,11 @@ pub struct Run<P> {
 /// The payload of kinds that need no input: empty when submitted by hand, the schedule and
 /// its tick when cron fires them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Trigger {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tick: Option<chrono::DateTime<chrono::Utc>>,
 }
 

@@ -102,10 +102,15 @@ impl Job for PollArgocd {
                 Err(skipped) => return Ok(Outcome::Done(json!({ "skipped": skipped }))),
             };
         let config = &ctx.config.argocd;
-        let (Some(app), Some(argocd)) = (config.app_for(&project.site), &ctx.clients.argocd) else {
+        let Some(app) = config.app_for(&project.site) else {
             app::projects::settle(ctx, job.id, project.id, done, None).await?;
             return Ok(Outcome::Done(json!({ "status": payload.expect.status(), "argocd": null })));
         };
+        let argocd = ctx.clients.argocd.as_ref().ok_or_else(|| {
+            JobError::permanent(format!(
+                "Argo CD application {app} is configured, but no Argo CD client"
+            ))
+        })?;
         let application = argocd.application(app, config.hard_refresh).await?;
         let namespace = application.resource("Namespace", &project.namespace, None);
         let quota =

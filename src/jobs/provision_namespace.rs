@@ -71,7 +71,7 @@ pub(super) const DELIVERY_SETTINGS: KindSettings = KindSettings {
 
 /// Whether Argo CD, rather than delivery itself, decides when the project at `site` is there.
 pub(super) fn argocd_watches(ctx: &Context, site: &str) -> bool {
-    ctx.clients.argocd.is_some() && ctx.config.argocd.app_for(site).is_some()
+    ctx.config.argocd.app_for(site).is_some()
 }
 
 /// Writes the project's file (or removes it, without `content`) in the GitOps repository; then

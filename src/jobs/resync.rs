@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::provision_namespace::argocd_watches;
 use super::{Job, JobError, KindSettings, Outcome, Run, Trigger};
 use crate::app;
 use crate::clients::argocd::Application;
@@ -103,11 +102,8 @@ async fn drift_of(
         }
         Some(_) => {}
     }
-    let (true, Some(app), Some(argocd)) = (
-        argocd_watches(ctx, &project.site),
-        ctx.config.argocd.app_for(&project.site),
-        &ctx.clients.argocd,
-    ) else {
+    let (Some(app), Some(argocd)) = (ctx.config.argocd.app_for(&project.site), &ctx.clients.argocd)
+    else {
         return Ok(None);
     };
     if !apps.contains_key(app) {

@@ -66,7 +66,8 @@ pub async fn quotas_at(
     .await?)
 }
 
-/// What the department's projects (all but deleted ones) reserve at the site.
+/// What the department's projects reserve at the site: every project but the deleted ones
+/// (`ProjectStatus::holds_quota`, whose tests keep the two in step).
 pub async fn project_usage(
     conn: &mut PgConnection,
     department_id: Uuid,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{Page, PageRequest, StoreError};
 use crate::domain::job::JobStatus;
-use crate::domain::scope::{Owner, ScopeFilter};
+use crate::domain::scope::{Owner, Scope};
 
 /// PostgreSQL channel that wakes idle dispatchers; the payload is the job kind.
 pub const NOTIFY_CHANNEL: &str = "infrahub_jobs";
@@ -479,13 +479,7 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Job>, Stor
 #[derive(Debug, Clone, Copy)]
 pub struct Visibility {
     pub user: Uuid,
-    pub scope: ScopeFilter,
-}
-
-impl Visibility {
-    fn sees_all(&self) -> bool {
-        self.scope == ScopeFilter::default()
-    }
+    pub scope: Scope,
 }
 
 /// The job, when it exists and `who` may see it.
@@ -501,10 +495,10 @@ pub async fn find_visible(
               OR scope_field_id = $4 OR scope_department_id = $5)"
     ))
     .bind(id)
-    .bind(who.sees_all())
+    .bind(who.scope.reaches_everything())
     .bind(who.user)
-    .bind(who.scope.field_id)
-    .bind(who.scope.department_id)
+    .bind(who.scope.field_id())
+    .bind(who.scope.department_id())
     .fetch_optional(conn)
     .await?)
 }
@@ -543,10 +537,10 @@ pub async fn list_visible(
     ))
     .bind(page.after)
     .bind(page.fetch_limit())
-    .bind(who.sees_all())
+    .bind(who.scope.reaches_everything())
     .bind(who.user)
-    .bind(who.scope.field_id)
-    .bind(who.scope.department_id)
+    .bind(who.scope.field_id())
+    .bind(who.scope.department_id())
     .bind(filter.kind.as_deref())
     .bind(filter.status.map(JobStatus::as_str))
     .bind(subject_type)

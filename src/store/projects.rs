@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{Page, PageRequest, StoreError};
 use crate::domain::project::ProjectStatus;
-use crate::domain::scope::ScopeFilter;
+use crate::domain::scope::Scope;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Project {
@@ -119,7 +119,7 @@ pub struct ProjectFilter {
 
 pub async fn list(
     conn: &mut PgConnection,
-    scope: ScopeFilter,
+    scope: Scope,
     filter: &ProjectFilter,
     page: PageRequest,
 ) -> Result<Page<Project>, StoreError> {
@@ -135,8 +135,8 @@ pub async fn list(
     ))
     .bind(page.after)
     .bind(page.fetch_limit())
-    .bind(scope.field_id)
-    .bind(scope.department_id)
+    .bind(scope.field_id())
+    .bind(scope.department_id())
     .bind(filter.site.as_deref())
     .bind(filter.status.map(ProjectStatus::as_str))
     .bind(filter.include_deleted)

@@ -1,6 +1,7 @@
 //! `TestApp`: the real daemon on a free port against the test's own database, with a way to
 //! run every due job now, so that tests wait on conditions, never on clocks.
 
+use infrahub::clients::Clients;
 use infrahub::config::{Config, Mode, ScheduleConfig, Secret};
 use infrahub::context::Context;
 use infrahub::daemon::{Daemon, DaemonRole};
@@ -78,6 +79,19 @@ impl TestApp {
         Self::start(pool, mode, DaemonRole::All, tweak).await
     }
 
+    /// [`spawn_with`](Self::spawn_with), with doubles of external systems put into the
+    /// context's clients by `clients`.
+    pub async fn spawn_with_clients(
+        pool: PgPool,
+        mode: Mode,
+        tweak: impl FnOnce(&mut Config),
+        clients: impl FnOnce(&mut Clients),
+    ) -> Self {
+        let mut ctx = context_with(pool.clone(), mode, tweak);
+        clients(&mut ctx.clients);
+        Self::start_with(pool, ctx, DaemonRole::Api).await
+    }
+
     async fn start(
         pool: PgPool,
         mode: Mode,
@@ -85,6 +99,10 @@ impl TestApp {
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
         let ctx = context_with(pool.clone(), mode, tweak);
+        Self::start_with(pool, ctx, role).await
+    }
+
+    async fn start_with(pool: PgPool, ctx: Context, role: DaemonRole) -> Self {
         let org = seed(&pool).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let daemon = Daemon::start(ctx.clone(), Some(listener), role);

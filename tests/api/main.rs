@@ -13,6 +13,7 @@ mod demo;
 mod e2e;
 mod gitlab;
 mod gitlab_fake;
+mod gitops_double;
 mod helpers;
 mod inventory;
 mod jobs;

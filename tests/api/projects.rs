@@ -447,3 +447,34 @@ async fn commits_are_pushed_to_the_configured_remote(pool: PgPool) {
     );
     assert_eq!(git(&remote, &["ls-tree", "-r", "--name-only", "main"]), "fra/shop-web.yaml");
 }
+
+#[sqlx::test]
+async fn a_transient_delivery_failure_is_retried_until_the_project_is_active(pool: PgPool) {
+    let git = std::sync::Arc::new(crate::gitops_double::FlakyGit::failing(2));
+    let injected = git.clone();
+    let app = TestApp::spawn_with_clients(
+        pool.clone(),
+        Mode::Serve,
+        |_| {},
+        move |clients| {
+            clients.gitops = injected;
+        },
+    )
+    .await;
+    app.give_quota(20, 80).await;
+    let lead = app.team_lead_token().await;
+    let created = app
+        .post("/api/v1/projects", &lead, create("web", "bronze", "regular"))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    let id = created["id"].as_str().unwrap();
+    app.project_becomes(&lead, id, "active").await;
+    let job = app.get(created["location"].as_str().unwrap(), &lead).await.body;
+    assert_eq!((job["status"].as_str(), job["attempts"].as_i64()), (Some("succeeded"), Some(3)));
+    let errors = job["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{job}");
+    assert!(errors.iter().all(|e| e["permanent"] == false && e["error"] == "the remote hung up"));
+    assert_eq!(git.writes.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let files = git.files.lock().unwrap();
+    assert!(files["fra/shop-web.yaml"].contains("kind: \"ResourceQuota\""), "{files:?}");
+}

@@ -8,11 +8,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::organisation::{CreateDepartment, UpdateDepartment};
-use crate::app::{self, Caller};
+use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::extract::{Json, Path, Query};
-use crate::http::page::PageParams;
 use crate::store::Page;
 use crate::store::org::Department;
 
@@ -41,8 +40,7 @@ async fn list_departments(
     Query(params): Query<PageParams>,
     Query(filter): Query<DepartmentFilter>,
 ) -> Result<Json<Page<Department>>, ApiError> {
-    let page = params.request()?;
-    Ok(Json(app::organisation::list_departments(&ctx, &caller, filter.field_id, page).await?))
+    Ok(Json(app::organisation::list_departments(&ctx, &caller, filter.field_id, params).await?))
 }
 
 /// Create a department in a field.

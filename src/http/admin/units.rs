@@ -7,11 +7,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::organisation::{CreateUnit, UpdateUnit};
-use crate::app::{self, Caller};
+use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::extract::{Json, Path, Query};
-use crate::http::page::PageParams;
 use crate::store::Page;
 use crate::store::org::{OrgUnit, UnitKind};
 
@@ -21,7 +20,7 @@ async fn list(
     kind: UnitKind,
     params: PageParams,
 ) -> Result<Json<Page<OrgUnit>>, ApiError> {
-    Ok(Json(app::organisation::list_units(&ctx, &caller, kind, params.request()?).await?))
+    Ok(Json(app::organisation::list_units(&ctx, &caller, kind, params).await?))
 }
 
 async fn get(

@@ -7,11 +7,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::users::{CreateUser, UpdateUser, UserQuery};
-use crate::app::{self, Caller};
+use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::extract::{Json, Path, Query};
-use crate::http::page::PageParams;
 use crate::store::Page;
 use crate::store::users::User;
 
@@ -33,7 +32,7 @@ async fn list_users(
     Query(params): Query<PageParams>,
     Query(query): Query<UserQuery>,
 ) -> Result<Json<Page<User>>, ApiError> {
-    Ok(Json(app::users::list(&ctx, &caller, query, params.request()?).await?))
+    Ok(Json(app::users::list(&ctx, &caller, query, params).await?))
 }
 
 /// Create an account.
