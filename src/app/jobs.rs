@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{AppError, AppResult, Caller, PageParams, Submitted};
+use super::{AppError, AppResult, Caller, ErrorKind, PageParams, Submitted};
 use crate::context::Context;
 use crate::domain::job::JobStatus;
 use crate::domain::scope::{Action, Owner, may_cancel_job};
@@ -17,7 +17,7 @@ use crate::jobs::prune::PruneJobs;
 use crate::jobs::{Job, Trigger};
 use crate::store::Page;
 use crate::store::audit::{self, Change};
-use crate::store::jobs::{self, Enqueued, Job as JobRow, JobFilter, NewJob, Visibility};
+use crate::store::jobs::{self, Claimed, Enqueued, Job as JobRow, JobFilter, NewJob, Visibility};
 
 /// Who submits a job, what it is about and whose it is.
 #[derive(Debug, Clone)]
@@ -135,7 +135,8 @@ pub async fn get(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<JobRow> 
     job.ok_or_else(|| AppError::not_found("job"))
 }
 
-/// Cancels a queued or retrying job (center admins, or whoever submitted it).
+/// Cancels a queued or retrying job (center admins, or whoever submitted it); its subject
+/// settles in the same transaction (a project waiting on it fails, with who cancelled it).
 pub async fn cancel(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<JobRow> {
     let mut tx = ctx.pool.begin().await?;
     let before = jobs::find_visible(&mut tx, id, visibility(caller))
@@ -146,6 +147,8 @@ pub async fn cancel(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<JobRo
     }
     match jobs::cancel(&mut tx, id).await? {
         Some(Ok(after)) => {
+            let reason = format!("cancelled by {}", caller.username);
+            run_failure_hook(ctx, &mut tx, &after.as_claimed(), &reason).await?;
             let change =
                 Change::new("job", "cancel", id).before(&before.status).after(&after.status);
             audit::record(&mut tx, &caller.actor(), change).await?;
@@ -159,6 +162,57 @@ pub async fn cancel(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<JobRo
         .with_details(json!({ "status": status }))),
         None => Err(AppError::not_found("job")),
     }
+}
+
+/// The kind's failure hook, in the caller's transaction.
+async fn run_failure_hook(
+    ctx: &Context,
+    conn: &mut PgConnection,
+    job: &Claimed,
+    reason: &str,
+) -> AppResult<()> {
+    let Some(registered) = ctx.registry.get(&job.kind) else { return Ok(()) };
+    registered.handler.on_failure(ctx, conn, job, reason).await.map_err(|e| {
+        AppError::new(
+            ErrorKind::Internal,
+            "failure_hook",
+            format!("settling the subject of {} {} failed: {e}", job.kind, job.id),
+        )
+    })
+}
+
+/// Records a failed attempt of `job`, claimed by `owner`: with `retry_at` it waits in
+/// `retrying`; without, it fails for good and its kind's failure hook settles its subject in the
+/// same transaction. False when the claim was lost (nothing is written then).
+pub async fn fail_attempt(
+    ctx: &Context,
+    job: &Claimed,
+    owner: &str,
+    error: &str,
+    retry_at: Option<DateTime<Utc>>,
+) -> AppResult<bool> {
+    let mut tx = ctx.pool.begin().await?;
+    if !jobs::fail(&mut tx, job, owner, error, retry_at).await? {
+        return Ok(false);
+    }
+    if retry_at.is_none() {
+        run_failure_hook(ctx, &mut tx, job, error).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Hands back the jobs of workers that stopped answering (expired leases); those that had no
+/// attempt left fail, and their subjects settle in the same transaction. Returns the ids.
+pub async fn reap_expired_leases(ctx: &Context) -> AppResult<Vec<Uuid>> {
+    let mut tx = ctx.pool.begin().await?;
+    let reaped = jobs::reap_expired_leases(&mut tx).await?;
+    for lost in reaped.iter().filter(|r| r.failed) {
+        let reason = "the worker running the last attempt stopped answering (lease expired)";
+        run_failure_hook(ctx, &mut tx, &lost.job, reason).await?;
+    }
+    tx.commit().await?;
+    Ok(reaped.into_iter().map(|r| r.job.id).collect())
 }
 
 /// Jobs a center admin may start by hand.

@@ -103,7 +103,8 @@ async fn reserve(
     .with_details(json!({ "free": free, "quota": quota, "used": used, "requested": wanted })))
 }
 
-/// Enqueues the job of `work` for the project and makes it the project's latest job.
+/// Enqueues the job of `work` for the project's current generation and makes it the project's
+/// latest job.
 async fn start_work(
     conn: &mut PgConnection,
     ctx: &Context,
@@ -112,7 +113,11 @@ async fn start_work(
     meta: JobMeta,
     requested_by: &str,
 ) -> AppResult<Enqueued> {
-    let payload = ProjectJob { project_id: project.id, requested_by: requested_by.to_owned() };
+    let payload = ProjectJob {
+        project_id: project.id,
+        requested_by: requested_by.to_owned(),
+        generation: Some(project.generation),
+    };
     let meta = meta.about("project", project.id, owner(project));
     let enqueued = match work {
         Work::Provision => enqueue::<ProvisionNamespace>(conn, ctx, &payload, meta).await?,
@@ -243,6 +248,11 @@ pub async fn resize(
         .await?;
     let (cpu, ram_gb, extra) = (entry.cpu as i32, entry.ram_gb as i32, json!(entry.extra));
     projects::resize(&mut tx, id, &sla, &tier, cpu, ram_gb, &extra, step.to).await?;
+    if (sla.as_str(), tier.as_str()) != (before.sla_type.as_str(), before.performance_tier.as_str())
+    {
+        // New desired manifests: deliveries of the old ones must not write any more.
+        projects::next_generation(&mut tx, id).await?;
+    }
     finish_change(tx, ctx, caller, key, &before, Event::Resize, step).await
 }
 
@@ -276,6 +286,9 @@ async fn move_on(
 ) -> AppResult<ProjectSubmitted> {
     let (mut tx, before, step) = begin_change(ctx, caller, id, event).await?;
     projects::transition(&mut tx, id, &event.sources(), step.to, None, None).await?;
+    if event.supersedes_deliveries() {
+        projects::next_generation(&mut tx, id).await?;
+    }
     finish_change(tx, ctx, caller, key, &before, event, step).await
 }
 
@@ -347,38 +360,71 @@ pub async fn settle(
     reason: Option<&str>,
 ) -> AppResult<bool> {
     let mut tx = ctx.pool.begin().await?;
-    let project = match projects::lock(&mut tx, project_id).await {
+    let moved = settle_in(&mut tx, job_id, project_id, event, reason).await?;
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// Settles the project of a job that ended without success (failed, lost or cancelled), in
+/// the transaction that records the job's end: a project still waiting on that job fails with
+/// `reason`.
+pub async fn settle_failed(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    project_id: Uuid,
+    reason: &str,
+) -> AppResult<bool> {
+    let status = match projects::lock(conn, project_id).await {
+        Ok(project) => project.status,
+        Err(StoreError::NotFound) => return Ok(false),
+        Err(other) => return Err(other.into()),
+    };
+    let Some(event) = lifecycle::failure_event(status) else { return Ok(false) };
+    settle_in(conn, job_id, project_id, event, Some(reason)).await
+}
+
+/// [`settle`] in the caller's transaction.
+async fn settle_in(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    project_id: Uuid,
+    event: Event,
+    reason: Option<&str>,
+) -> AppResult<bool> {
+    let project = match projects::lock(conn, project_id).await {
         Ok(project) => project,
         Err(StoreError::NotFound) => return Ok(false),
         Err(other) => return Err(other.into()),
     };
     let Ok(step) = lifecycle::transition(project.status, event) else { return Ok(false) };
     let moved =
-        projects::transition(&mut tx, project_id, &event.sources(), step.to, reason, Some(job_id))
+        projects::transition(conn, project_id, &event.sources(), step.to, reason, Some(job_id))
             .await?;
     if moved {
         let change = Change::new("project", step.to.as_str(), project_id)
             .after(&json!({ "status": step.to, "reason": reason }));
-        audit::record(&mut tx, &Actor::job(job_id), change).await?;
+        audit::record(conn, &Actor::job(job_id), change).await?;
     }
-    tx.commit().await?;
     Ok(moved)
 }
 
 /// Makes a `poll_argocd` job the project's latest job, in one transaction; called by the job
-/// that delivered the manifests, while it is still the project's latest.
+/// that delivered the manifests (as `revision`, when it committed), while it is still the
+/// project's latest.
 pub async fn hand_over_to_poll(
     ctx: &Context,
     job_id: Uuid,
     project: &Project,
     expect: Expect,
+    revision: Option<String>,
 ) -> AppResult<Option<Uuid>> {
     let mut tx = ctx.pool.begin().await?;
     let current = projects::lock(&mut tx, project.id).await?;
     if current.last_job_id != Some(job_id) {
         return Ok(None);
     }
-    let payload = PollPayload { project_id: project.id, expect, since: chrono::Utc::now() };
+    let payload =
+        PollPayload { project_id: project.id, expect, since: chrono::Utc::now(), revision };
     let meta = JobMeta::system("delivery").about("project", project.id, owner(project));
     let poll = enqueue::<PollArgocd>(&mut tx, ctx, &payload, meta).await?.into_job();
     projects::set_job(&mut tx, project.id, poll.id).await?;
@@ -421,6 +467,127 @@ pub async fn mark_drifted(
     Ok(true)
 }
 
+/// What [`reconcile`] did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Reconciled {
+    /// `namespace: status` of each project whose work was started again.
+    pub restarted: Vec<String>,
+}
+
+/// Finds projects waiting (provisioning, degraded, deleting) on a job that is no longer live
+/// and starts their work again: the repair of the lifecycle's invariant, whatever broke it.
+pub async fn reconcile(ctx: &Context, job_id: Uuid) -> AppResult<Reconciled> {
+    let waiting = Event::Restart.sources();
+    let mut report = Reconciled::default();
+    let stranded = projects::stranded(&mut *ctx.pool.acquire().await?, &waiting, 500).await?;
+    for id in stranded {
+        let mut tx = ctx.pool.begin().await?;
+        let project = projects::lock(&mut tx, id).await?;
+        // Re-checked under the lock: its job may have moved it on meanwhile.
+        let Ok(step) = lifecycle::transition(project.status, Event::Restart) else { continue };
+        if projects::job_is_live(&mut tx, project.last_job_id).await? {
+            continue;
+        }
+        let work = step.starts.ok_or_else(|| AppError::internal("a restart with no work"))?;
+        let meta = JobMeta::system("reconciler");
+        let job = start_work(&mut tx, ctx, &project, work, meta, "reconciler").await?.into_job();
+        let change = Change::new("project", Event::Restart.verb(), id)
+            .before(&json!({ "status": project.status, "job_id": project.last_job_id }))
+            .after(&json!({ "status": step.to, "job_id": job.id }));
+        audit::record(&mut tx, &Actor::job(job_id), change).await?;
+        tx.commit().await?;
+        tracing::warn!(namespace = %project.namespace, status = %project.status, "a project waited on no live job; its work is restarted");
+        report.restarted.push(format!("{}: {}", project.namespace, project.status));
+    }
+    Ok(report)
+}
+
+/// A center admin's forced step on a stuck project, with the reason recorded.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForceProject {
+    /// Why: recorded in the audit trail (and, when failing, as the failure reason).
+    pub reason: String,
+}
+
+fn force_reason(input: &ForceProject) -> AppResult<String> {
+    let reason = input.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(crate::domain::ValidationError::new(
+            "reason",
+            "must be 1 to 500 characters long",
+        )
+        .into());
+    }
+    Ok(reason.to_owned())
+}
+
+/// Runs the work of a project's status again (provisioning for a failed one), replacing its
+/// job (center admins): for a change that is stuck, e.g. waiting on a system that was fixed.
+pub async fn force_retry(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    id: Uuid,
+    input: ForceProject,
+) -> AppResult<ProjectSubmitted> {
+    caller.authorize(Action::ForceProject)?;
+    let reason = force_reason(&input)?;
+    let (mut tx, before, step) = begin_forced(ctx, id, Event::ForceRetry).await?;
+    projects::transition(&mut tx, id, &Event::ForceRetry.sources(), step.to, None, None).await?;
+    let project = projects::get(&mut tx, id).await?;
+    let work = step.starts.ok_or_else(|| AppError::internal("a forced retry with no work"))?;
+    let enqueued =
+        start_work(&mut tx, ctx, &project, work, JobMeta::by(caller, key), &caller.username)
+            .await?;
+    let after = projects::get(&mut tx, id).await?;
+    let change = Change::new("project", Event::ForceRetry.verb(), id)
+        .before(&before)
+        .after(&json!({ "project": after, "reason": reason }));
+    audit::record(&mut tx, &caller.actor(), change).await?;
+    tx.commit().await?;
+    Ok(ProjectSubmitted { project: after, submitted: enqueued.into() })
+}
+
+/// Fails a project whose change is stuck (center admins), with the reason: its job is
+/// cancelled, and a delivery still running can no longer write.
+pub async fn force_fail(
+    ctx: &Context,
+    caller: &Caller,
+    id: Uuid,
+    input: ForceProject,
+) -> AppResult<Project> {
+    caller.authorize(Action::ForceProject)?;
+    let reason = force_reason(&input)?;
+    let (mut tx, before, step) = begin_forced(ctx, id, Event::ForceFail).await?;
+    let sources = Event::ForceFail.sources();
+    let why = format!("failed by {}: {reason}", caller.username);
+    projects::transition(&mut tx, id, &sources, step.to, Some(&why), None).await?;
+    projects::next_generation(&mut tx, id).await?;
+    let after = projects::get(&mut tx, id).await?;
+    let change = Change::new("project", Event::ForceFail.verb(), id).before(&before).after(&after);
+    audit::record(&mut tx, &caller.actor(), change).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// The start of a forced step: the row lock, the state machine's verdict, and the project's
+/// job cancelled if it has not started (one that runs is fenced by the next generation).
+async fn begin_forced(
+    ctx: &Context,
+    id: Uuid,
+    event: Event,
+) -> AppResult<(Transaction<'static, Postgres>, Project, Transition)> {
+    let mut tx = ctx.pool.begin().await?;
+    let before =
+        projects::lock(&mut tx, id).await.map_err(|e| AppError::from_store("project", e))?;
+    let step = lifecycle::transition(before.status, event)?;
+    if let Some(job) = before.last_job_id {
+        store_jobs::cancel(&mut tx, job).await?;
+    }
+    Ok((tx, before, step))
+}
+
 /// Everything a project's manifests depend on.
 pub async fn spec(ctx: &Context, project: &Project) -> AppResult<ProjectSpec> {
     let mut conn = ctx.pool.acquire().await?;
@@ -446,7 +613,40 @@ pub async fn spec(ctx: &Context, project: &Project) -> AppResult<ProjectSpec> {
         extra_quota,
         labels,
         group: dept.k8s_group.unwrap_or(dept.name),
+        generation: project.generation,
     })
+}
+
+/// The project's delivery lock, held while a job writes its manifests or objects: one
+/// delivery at a time per project, on any daemon. Release it once the write is done.
+pub struct DeliveryLock {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl DeliveryLock {
+    pub async fn release(self) -> AppResult<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+/// Takes the project's delivery lock for a job started for `generation` (`None`: a job from
+/// before generations, which is not checked). `Err` says why the job must not write: a newer
+/// change superseded it. Dropping the lock without releasing it also lets it go.
+pub async fn lock_delivery(
+    ctx: &Context,
+    project_id: Uuid,
+    generation: Option<i64>,
+) -> AppResult<Result<DeliveryLock, String>> {
+    let mut tx = ctx.pool.begin().await?;
+    let current = projects::lock_delivery(&mut tx, project_id)
+        .await
+        .map_err(|e| AppError::from_store("project", e))?;
+    match generation {
+        Some(generation) if generation != current => Ok(Err(format!(
+            "superseded: generation {generation} of the project was replaced by generation {current}"
+        ))),
+        _ => Ok(Ok(DeliveryLock { tx })),
+    }
 }
 
 /// The repository file of a project: `<site>/<namespace>.yaml`.

@@ -45,6 +45,8 @@ pub struct AppStatus {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Status {
     pub status: Option<String>,
+    /// The Git revision the comparison (and the last sync) was made against.
+    pub revision: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -54,9 +56,17 @@ pub struct Health {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OperationState {
     pub phase: Option<String>,
     pub message: Option<String>,
+    pub sync_result: Option<SyncResult>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SyncResult {
+    /// The revision the last sync operation applied.
+    pub revision: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -88,6 +98,22 @@ impl Application {
                 && r.name.as_deref() == Some(name)
                 && r.namespace.as_deref().filter(|n| !n.is_empty()) == namespace
         })
+    }
+
+    /// Whether Argo CD compares against (or last synced) `revision`, a commit id, full or
+    /// abbreviated on either side.
+    pub fn synced(&self, revision: &str) -> bool {
+        let status = &self.status;
+        let compared = status.sync.as_ref().and_then(|s| s.revision.as_deref());
+        let applied = status
+            .operation_state
+            .as_ref()
+            .and_then(|o| o.sync_result.as_ref())
+            .and_then(|r| r.revision.as_deref());
+        let same = |seen: &str| {
+            !seen.is_empty() && (seen.starts_with(revision) || revision.starts_with(seen))
+        };
+        compared.is_some_and(same) || applied.is_some_and(same)
     }
 
     pub fn operation_running(&self) -> bool {

@@ -132,6 +132,9 @@ pub struct KubernetesConfig {
     pub field_manager: String,
     /// While a deleted namespace is still terminating, look again this often.
     pub poll_interval_ms: u64,
+    /// A namespace still terminating this long after its deletion fails the deletion (with the
+    /// reason); deleting the project again tries again.
+    pub delete_deadline_secs: u64,
 }
 
 impl Default for KubernetesConfig {
@@ -141,6 +144,7 @@ impl Default for KubernetesConfig {
             contexts: BTreeMap::new(),
             field_manager: "infrahub".to_owned(),
             poll_interval_ms: 5000,
+            delete_deadline_secs: 1800,
         }
     }
 }
@@ -159,10 +163,13 @@ impl DeliveryConfig {
                 "needs the kubeconfig context of each site",
             ));
         }
-        if kubernetes.field_manager.trim().is_empty() || kubernetes.poll_interval_ms == 0 {
+        if kubernetes.field_manager.trim().is_empty()
+            || kubernetes.poll_interval_ms == 0
+            || kubernetes.delete_deadline_secs == 0
+        {
             return Err(ConfigError::invalid(
                 "kubernetes",
-                "field_manager must be set and poll_interval_ms at least 1",
+                "field_manager must be set, poll_interval_ms and delete_deadline_secs at least 1",
             ));
         }
         let gitlab = &self.gitlab;

@@ -18,6 +18,8 @@ pub struct ScheduleConfig {
     pub resync: String,
     /// Deletes old finished jobs.
     pub prune_jobs: String,
+    /// Restarts the work of projects left waiting on a job that is no longer live.
+    pub reconcile: String,
 }
 
 impl Default for ScheduleConfig {
@@ -26,6 +28,7 @@ impl Default for ScheduleConfig {
             server_sync: "0 */15 * * * *".to_owned(),
             resync: "0 0 * * * *".to_owned(),
             prune_jobs: "0 17 3 * * *".to_owned(),
+            reconcile: "30 * * * * *".to_owned(),
         }
     }
 }
@@ -37,6 +40,7 @@ impl ScheduleConfig {
             ("server_sync", self.server_sync.as_str()),
             ("resync", self.resync.as_str()),
             ("prune_jobs", self.prune_jobs.as_str()),
+            ("reconcile", self.reconcile.as_str()),
         ]
         .into_iter()
         .filter(|(_, expr)| !expr.trim().is_empty())

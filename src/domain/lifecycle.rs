@@ -13,7 +13,15 @@
 //! | active | drift found | degraded | provisioning |
 //! | active, failed, degraded, deleting | delete | deleting | deprovisioning |
 //! | deleting | removed | deleted | |
-//! | deleting | deprovisioning failed | deleting | |
+//! | deleting | deprovisioning failed | failed | |
+//! | provisioning, degraded, deleting | force fail (center admin) | failed | |
+//! | provisioning, degraded, failed | force retry (center admin) | provisioning | provisioning |
+//! | deleting | force retry (center admin) | deleting | deprovisioning |
+//! | provisioning, degraded, deleting | restart (the reconciler, its job gone) | the same | its work |
+//!
+//! Every move into `provisioning`, `degraded` or `deleting` starts the job that moves the
+//! project on, and every job that ends without success settles its project
+//! ([`failure_event`]), so a project is never left waiting on nothing.
 //!
 //! A project holds its quota from the request until it is deleted ([`ProjectStatus::holds_quota`]):
 //! the store sums the reservations of the projects in those statuses, so the release of a
@@ -38,8 +46,17 @@ pub enum Event {
     DriftFound,
     /// The namespace is gone.
     Removed,
-    /// Deprovisioning failed for good; the project stays deleting, with the reason.
+    /// Deprovisioning failed for good: the project is failed, with the reason; deleting it
+    /// again retries.
     DeprovisioningFailed,
+    /// A center admin ends a stuck change: the project is failed, with the admin's reason.
+    ForceFail,
+    /// A center admin runs the work of the project's status again (or, when it failed,
+    /// provisioning).
+    ForceRetry,
+    /// The reconciler found the project waiting on a job that is no longer live, and starts
+    /// that work again.
+    Restart,
 }
 
 /// What a transition does to the quota the project holds in its department.
@@ -96,7 +113,14 @@ pub fn transition(from: ProjectStatus, event: Event) -> Result<Transition, Refus
         (ProvisioningFailed, Provisioning | Degraded) => to(Failed, Reservation::Keep, None),
         (DriftFound, Active) => to(Degraded, Reservation::Keep, Some(Work::Provision)),
         (Removed, Deleting) => to(Deleted, Reservation::Release, None),
-        (DeprovisioningFailed, Deleting) => to(Deleting, Reservation::Keep, None),
+        (DeprovisioningFailed, Deleting) => to(Failed, Reservation::Keep, None),
+        (ForceFail, Provisioning | Degraded | Deleting) => to(Failed, Reservation::Keep, None),
+        (ForceRetry, Provisioning | Degraded | Failed) => {
+            to(Provisioning, Reservation::Keep, Some(Work::Provision))
+        }
+        (ForceRetry, Deleting) => to(Deleting, Reservation::Keep, Some(Work::Deprovision)),
+        (Restart, Provisioning | Degraded) => to(from, Reservation::Keep, Some(Work::Provision)),
+        (Restart, Deleting) => to(Deleting, Reservation::Keep, Some(Work::Deprovision)),
         (Resize, _) => {
             Err(refuse("project_busy", format!("the project is {from}; try again when it is not")))
         }
@@ -109,6 +133,12 @@ pub fn transition(from: ProjectStatus, event: Event) -> Result<Transition, Refus
             "not_failed",
             format!("the project is {from}; only failed projects are retried"),
         )),
+        (ForceFail | ForceRetry, _) => Err(refuse(
+            "not_stuck",
+            format!(
+                "the project is {from}; only a change in progress (or a failed one) can be forced"
+            ),
+        )),
         (_, _) => Err(refuse("stale", format!("the project is {from}"))),
     }
 }
@@ -117,7 +147,25 @@ fn refuse(code: &'static str, message: String) -> Refusal {
     Refusal { code, message }
 }
 
+/// The event that settles a project whose latest job ended without success (failed for
+/// good, lost on its last attempt, or cancelled), by the status the job left it in; `None`
+/// when that status waits on no job.
+pub fn failure_event(status: ProjectStatus) -> Option<Event> {
+    match status {
+        ProjectStatus::Provisioning | ProjectStatus::Degraded => Some(Event::ProvisioningFailed),
+        ProjectStatus::Deleting => Some(Event::DeprovisioningFailed),
+        _ => None,
+    }
+}
+
 impl Event {
+    /// Whether the event replaces the project's desired state, so that a delivery started
+    /// before it must not write any more (a new generation): deletion and a forced failure;
+    /// a resize does when it changes the sizing.
+    pub fn supersedes_deliveries(self) -> bool {
+        matches!(self, Event::Delete | Event::ForceFail | Event::Resize)
+    }
+
     /// The verb of the audit event a person's change records (`project.<verb>`).
     pub fn verb(self) -> &'static str {
         match self {
@@ -129,6 +177,9 @@ impl Event {
             Event::DriftFound => "drift",
             Event::Removed => "removed",
             Event::DeprovisioningFailed => "deprovisioning_failed",
+            Event::ForceFail => "force_fail",
+            Event::ForceRetry => "force_retry",
+            Event::Restart => "restart",
         }
     }
 
@@ -157,7 +208,7 @@ mod tests {
     use Event::*;
     use ProjectStatus::*;
 
-    const EVENTS: [Event; 8] = [
+    const EVENTS: [Event; 11] = [
         Resize,
         Delete,
         Retry,
@@ -166,6 +217,9 @@ mod tests {
         DriftFound,
         Removed,
         DeprovisioningFailed,
+        ForceFail,
+        ForceRetry,
+        Restart,
     ];
 
     /// Every (status, event) pair, spelled out: the target, or the refusal's code.
@@ -177,6 +231,14 @@ mod tests {
                 (Provisioning, ProvisioningFailed) => Ok(Failed),
                 (Provisioning, Resize | Delete) => Err("project_busy"),
                 (Provisioning, Retry) => Err("not_failed"),
+                (Provisioning | Degraded | Deleting, ForceFail) => Ok(Failed),
+                (Provisioning | Degraded | Failed, ForceRetry) => Ok(Provisioning),
+                (Deleting, ForceRetry) => Ok(Deleting),
+                (Provisioning, Restart) => Ok(Provisioning),
+                (Degraded, Restart) => Ok(Degraded),
+                (Deleting, Restart) => Ok(Deleting),
+                (Active | Failed | Deleted, ForceFail) => Err("not_stuck"),
+                (Active | Deleted, ForceRetry) => Err("not_stuck"),
                 (Active, Resize) => Ok(Provisioning),
                 (Active, Delete) => Ok(Deleting),
                 (Active, DriftFound) => Ok(Degraded),
@@ -188,7 +250,8 @@ mod tests {
                 (Degraded, Retry) => Err("not_failed"),
                 (Failed, Resize | Retry) => Ok(Provisioning),
                 (Failed, Delete) => Ok(Deleting),
-                (Deleting, Delete | DeprovisioningFailed) => Ok(Deleting),
+                (Deleting, Delete) => Ok(Deleting),
+                (Deleting, DeprovisioningFailed) => Ok(Failed),
                 (Deleting, Removed) => Ok(Deleted),
                 (Deleting, Resize) => Err("project_busy"),
                 (Deleting, Retry) => Err("not_failed"),
@@ -224,24 +287,38 @@ mod tests {
         assert_eq!(ProjectStatus::ALL.iter().filter(|s| !s.holds_quota()).count(), 1);
     }
 
-    /// Every move into a transient status starts the job that moves the project on again.
+    /// Every move into a status that waits on a job starts that job, from whatever status;
+    /// every move out of one ends the job's work.
     #[test]
-    fn transient_statuses_always_have_work_on_the_way() {
+    fn waiting_statuses_always_have_work_on_the_way() {
         for from in ProjectStatus::ALL {
             for event in EVENTS {
                 let Ok(t) = transition(from, event) else { continue };
-                let work = match t.to {
-                    Provisioning => Some(Work::Provision),
-                    Deleting if event == Delete => Some(Work::Deprovision),
-                    Degraded => Some(Work::Provision),
-                    _ => None,
-                };
-                // A failed deprovisioning leaves the project deleting until someone deletes it
-                // again: no job of its own.
-                assert_eq!(t.starts, work, "{from} on {event:?}");
+                let waits = failure_event(t.to).is_some();
+                assert_eq!(t.starts.is_some(), waits, "{from} on {event:?} -> {}", t.to);
+                if let Some(work) = t.starts {
+                    let expected =
+                        if t.to == Deleting { Work::Deprovision } else { Work::Provision };
+                    assert_eq!(work, expected, "{from} on {event:?}");
+                }
             }
         }
-        assert!(INITIAL.is_transient());
+        assert!(INITIAL.is_transient() && failure_event(INITIAL).is_some());
+    }
+
+    /// A job that ends without success always has an event that takes its project out of
+    /// the status it was waiting in.
+    #[test]
+    fn every_waiting_status_can_be_settled_by_a_failure() {
+        for status in ProjectStatus::ALL {
+            match failure_event(status) {
+                Some(event) => {
+                    let t = transition(status, event).unwrap();
+                    assert_eq!((t.to, t.starts), (Failed, None), "{status}");
+                }
+                None => assert!(!status.is_transient() && status != Degraded, "{status}"),
+            }
+        }
     }
 
     #[test]
@@ -250,6 +327,10 @@ mod tests {
         assert_eq!(Delete.sources(), vec![Active, Degraded, Failed, Deleting]);
         assert_eq!(Retry.sources(), vec![Failed]);
         assert_eq!(Removed.sources(), vec![Deleting]);
+        assert_eq!(ForceRetry.sources(), vec![Provisioning, Degraded, Failed, Deleting]);
+        let waiting: Vec<ProjectStatus> =
+            ProjectStatus::ALL.into_iter().filter(|s| failure_event(*s).is_some()).collect();
+        assert_eq!(Restart.sources(), waiting, "the reconciler restarts every waiting status");
         assert!(EVENTS.iter().all(|e| !e.sources().contains(&Deleted)), "deleted is final");
     }
 }

@@ -26,6 +26,8 @@ pub struct ProjectSpec {
     pub labels: BTreeMap<String, String>,
     /// The identity-provider group bound to the `edit` ClusterRole.
     pub group: String,
+    /// The project's generation, labelled on every object: what delivered them.
+    pub generation: i64,
 }
 
 /// The objects of a project: Namespace, ResourceQuota, LimitRange and RoleBinding.
@@ -39,15 +41,21 @@ pub fn render(spec: &ProjectSpec) -> String {
 }
 
 fn managed_labels(spec: &ProjectSpec) -> Value {
-    json!({ "app.kubernetes.io/managed-by": "infrahub", "infrahub.io/project-id": spec.project_id })
+    json!({
+        "app.kubernetes.io/managed-by": "infrahub",
+        "infrahub.io/project-id": spec.project_id,
+        "infrahub.io/generation": spec.generation.to_string(),
+    })
 }
 
 fn namespace(spec: &ProjectSpec) -> Value {
     let mut labels: Map<String, Value> =
         spec.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let generation = spec.generation.to_string();
     for (key, value) in [
         ("app.kubernetes.io/managed-by", "infrahub"),
         ("infrahub.io/project-id", spec.project_id.as_str()),
+        ("infrahub.io/generation", generation.as_str()),
         ("infrahub.io/department", spec.department.as_str()),
         ("infrahub.io/field", spec.field.as_str()),
         ("infrahub.io/site", spec.site.as_str()),
@@ -204,6 +212,7 @@ mod tests {
             extra_quota: BTreeMap::from([("pods".to_owned(), "100".to_owned())]),
             labels: BTreeMap::from([("infrahub.io/backup".to_owned(), "daily".to_owned())]),
             group: "platform-team".to_owned(),
+            generation: 3,
         }
     }
 
@@ -220,6 +229,14 @@ mod tests {
         let mut bigger = spec.clone();
         bigger.cpu = 16;
         assert_ne!(render(&spec), render(&bigger));
+        let mut later = spec.clone();
+        later.generation += 1;
+        assert_ne!(render(&spec), render(&later));
+        assert!(
+            objects(&later)
+                .iter()
+                .all(|o| o["metadata"]["labels"]["infrahub.io/generation"] == "4")
+        );
         assert!(
             render(&bigger).contains("\"requests.cpu\": \"16\"")
                 || render(&bigger).contains("requests.cpu: \"16\"")

@@ -164,6 +164,8 @@ pub enum Action {
     CreateProject,
     /// Resize, delete or retry a project.
     ChangeProject,
+    /// End or restart a project's stuck change by force.
+    ForceProject,
     /// Start maintenance and diagnostic jobs by hand.
     RunMaintenance,
 }
@@ -263,6 +265,7 @@ mod tests {
             (SetQuota, [true, true, false]),
             (CreateProject, [false, false, true]),
             (ChangeProject, [true, false, true]),
+            (ForceProject, [true, false, false]),
             (RunMaintenance, [true, false, false]),
         ];
         for (action, allowed) in table {

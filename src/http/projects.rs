@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{Json, Path, Query};
 use super::jobs::{Accepted, IdempotencyKey, accepted};
-use crate::app::projects::{CreateProject, ProjectQuery, ProjectSubmitted, ResizeProject};
+use crate::app::projects::{
+    CreateProject, ForceProject, ProjectQuery, ProjectSubmitted, ResizeProject,
+};
 use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
 use crate::domain::catalog::{Catalog, CatalogEntry};
@@ -22,6 +24,8 @@ pub fn router() -> OpenApiRouter<Context> {
         .routes(routes!(list_projects, create_project))
         .routes(routes!(get_project, resize_project, delete_project))
         .routes(routes!(retry_project))
+        .routes(routes!(force_retry_project))
+        .routes(routes!(force_fail_project))
         .routes(routes!(catalog))
 }
 
@@ -122,4 +126,39 @@ async fn retry_project(
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
     Ok(project_answer(&app::projects::retry(&ctx, &caller, key.as_deref(), id).await?))
+}
+
+/// Run the work of a stuck project's status again (center admins): provisioning for one that
+/// is provisioning, degraded or failed, deprovisioning for one that is deleting. Its job is
+/// replaced; the reason is audited.
+#[utoipa::path(post, path = "/projects/{id}/force-retry", tag = "projects", params(("id" = Uuid, Path)),
+    request_body = ForceProject,
+    responses((status = 202, body = Accepted), (status = 403, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn force_retry_project(
+    State(ctx): State<Context>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ForceProject>,
+) -> Result<Response, ApiError> {
+    let done = app::projects::force_retry(&ctx, &caller, key.as_deref(), id, body).await?;
+    Ok(project_answer(&done))
+}
+
+/// Fail a stuck project (center admins): provisioning, degraded or deleting becomes failed
+/// with the reason; its job is cancelled, and a delivery still running can no longer write.
+#[utoipa::path(post, path = "/projects/{id}/force-fail", tag = "projects", params(("id" = Uuid, Path)),
+    request_body = ForceProject,
+    responses((status = 200, body = Project), (status = 403, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn force_fail_project(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ForceProject>,
+) -> Result<Json<Project>, ApiError> {
+    Ok(Json(app::projects::force_fail(&ctx, &caller, id, body).await?))
 }

@@ -24,6 +24,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{JobError, Outcome, Registered, Registry};
+use crate::app::{self, AppError};
 use crate::context::Context;
 use crate::domain::job::backoff;
 use crate::store::StoreError;
@@ -347,18 +348,9 @@ impl Runner {
         }
         let written = (|| async { self.write(job, &outcome, &write).await })
             .retry(ExponentialBuilder::default().with_jitter().with_max_times(5))
-            .when(|e| matches!(e, StoreError::Database(_)))
+            .when(|e| e.is_transient())
             .await;
         match written {
-            Ok(true) if label == "failed" => {
-                if let (Some(registered), Err(err)) = (registered, &outcome)
-                    && let Err(hook) =
-                        registered.handler.on_failure(&self.ctx, job, &err.to_string()).await
-                {
-                    tracing::error!(error = %hook, "the failure hook of the job failed");
-                }
-                label
-            }
             Ok(true) => label,
             Ok(false) => {
                 tracing::warn!(
@@ -373,21 +365,23 @@ impl Runner {
         }
     }
 
+    /// Records the outcome, fenced by the claim; a final failure settles the job's subject in
+    /// the same transaction.
     async fn write(
         &self,
         job: &Claimed,
         outcome: &Result<Outcome, JobError>,
         write: &Write,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, AppError> {
         match (outcome, write) {
-            (Ok(Outcome::Done(result)), _) => self.write_success(job, result).await,
+            (Ok(Outcome::Done(result)), _) => Ok(self.write_success(job, result).await?),
             (Ok(Outcome::Reschedule { progress, .. }), Write::Reschedule(at)) => {
                 let mut conn = self.ctx.pool.acquire().await?;
-                jobs::reschedule(&mut conn, job, &self.owner, *at, progress).await
+                Ok(jobs::reschedule(&mut conn, job, &self.owner, *at, progress).await?)
             }
             (Err(err), Write::Fail(retry_at)) => {
-                let mut conn = self.ctx.pool.acquire().await?;
-                jobs::fail(&mut conn, job, &self.owner, &err.to_string(), *retry_at).await
+                let error = err.to_string();
+                app::jobs::fail_attempt(&self.ctx, job, &self.owner, &error, *retry_at).await
             }
             _ => Ok(false),
         }
@@ -551,13 +545,13 @@ async fn keep_once(
     runner: &Runner,
     lease_secs: f64,
     wakers: &HashMap<String, Arc<Notify>>,
-) -> Result<(), StoreError> {
+) -> Result<(), AppError> {
     let mut conn = ctx.pool.acquire().await?;
     let in_flight = runner.in_flight_ids();
     if !in_flight.is_empty() {
         jobs::renew_leases(&mut conn, &runner.owner, &in_flight, lease_secs).await?;
     }
-    let reaped = jobs::reap_expired_leases(&mut conn).await?;
+    let reaped = app::jobs::reap_expired_leases(ctx).await?;
     if !reaped.is_empty() {
         tracing::warn!(count = reaped.len(), "handed back jobs of workers that stopped answering");
         wakers.values().for_each(|w| w.notify_waiters());

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod poll_argocd;
 pub mod provision_namespace;
 pub mod prune;
+pub mod reconcile;
 pub mod resync;
 pub mod scheduler;
 pub mod sync_servers;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sqlx::PgConnection;
 
 use crate::app::AppError;
 use crate::clients::ClientError;
@@ -114,6 +116,8 @@ pub struct Run<P> {
     pub max_attempts: i32,
     /// Claims so far, re-scheduled polls included.
     pub claim: i32,
+    /// When the job was submitted: deadlines of a change count from here.
+    pub created_at: chrono::DateTime<chrono::Utc>,
     pub payload: P,
 }
 
@@ -152,11 +156,14 @@ pub trait Job: Send + Sync + 'static {
         job: &Run<Self::Payload>,
     ) -> impl Future<Output = Result<Outcome, JobError>> + Send;
 
-    /// Called once the job has failed for good (a permanent error, or its last attempt), after
-    /// that is recorded: the place to settle its subject. Must be idempotent.
+    /// Called when the job ends without success, however that happens: a permanent error, its
+    /// last attempt failing or lost with its worker, or a cancellation. It runs in the
+    /// transaction (`conn`) that records the job's end, so the job and its subject settle
+    /// together or not at all; an error rolls both back.
     fn on_failure(
         &self,
         _ctx: &Context,
+        _conn: &mut PgConnection,
         _job: &Run<Self::Payload>,
         _reason: &str,
     ) -> impl Future<Output = Result<(), JobError>> + Send {
@@ -177,6 +184,7 @@ pub trait Handler: Send + Sync {
     fn on_failure<'a>(
         &'a self,
         ctx: &'a Context,
+        conn: &'a mut PgConnection,
         job: &'a Claimed,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<(), JobError>>;
@@ -190,6 +198,7 @@ fn decode<P: DeserializeOwned>(job: &Claimed) -> Result<Run<P>, JobError> {
         attempt: job.attempt,
         max_attempts: job.max_attempts,
         claim: job.claim,
+        created_at: job.created_at,
         payload,
     })
 }
@@ -209,13 +218,14 @@ impl<J: Job> Handler for J {
     fn on_failure<'a>(
         &'a self,
         ctx: &'a Context,
+        conn: &'a mut PgConnection,
         job: &'a Claimed,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             // A payload that does not decode names no subject to settle.
             let Ok(run) = decode::<J::Payload>(job) else { return Ok(()) };
-            Job::on_failure(self, ctx, &run, reason).await
+            Job::on_failure(self, ctx, conn, &run, reason).await
         })
     }
 }
@@ -301,6 +311,7 @@ impl Registry {
         registry.add(deprovision_namespace::DeprovisionNamespace, config);
         registry.add(poll_argocd::PollArgocd, config);
         registry.add(resync::Resync, config);
+        registry.add(reconcile::Reconcile, config);
         if let Some(unknown) =
             config.kinds.keys().find(|k| !registry.kinds.contains_key(k.as_str()))
         {
@@ -351,6 +362,7 @@ mod tests {
                 "poll_argocd",
                 "provision_namespace",
                 "prune_jobs",
+                "reconcile",
                 "resync",
                 "sleep",
                 "sync_servers"
@@ -358,7 +370,7 @@ mod tests {
         );
         let deduped: Vec<&str> =
             registry.iter().filter(|(_, r)| r.dedupe).map(|(kind, _)| kind).collect();
-        assert_eq!(deduped, ["prune_jobs", "resync", "sync_servers"]);
+        assert_eq!(deduped, ["prune_jobs", "reconcile", "resync", "sync_servers"]);
     }
 
     #[test]

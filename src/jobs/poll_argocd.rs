@@ -16,6 +16,7 @@ use crate::clients::argocd::{Application, Resource};
 use crate::context::Context;
 use crate::domain::lifecycle::Event;
 use crate::store::projects::Project;
+use sqlx::PgConnection;
 
 /// What the poll waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,16 +44,6 @@ impl Expect {
             Expect::Absent => "deleted",
         }
     }
-
-    /// The event of a poll that failed for good.
-    fn failed(self) -> Event {
-        match self {
-            Expect::Present => Event::ProvisioningFailed,
-            // A deletion that did not finish stays `deleting` with the reason; deleting again
-            // retries.
-            Expect::Absent => Event::DeprovisioningFailed,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +52,10 @@ pub struct PollPayload {
     pub expect: Expect,
     /// When delivery finished: the deadline counts from here.
     pub since: DateTime<Utc>,
+    /// The commit that delivery made, which Argo CD must have synced; `None` when delivery
+    /// changed nothing.
+    #[serde(default)]
+    pub revision: Option<String>,
 }
 
 /// Synced, and Healthy where Argo CD assesses health (it does not for every kind).
@@ -79,6 +74,7 @@ fn progress(app: &str, application: &Application, project: &Project) -> serde_js
         "sync": status.sync.as_ref().and_then(|s| s.status.clone()),
         "health": status.health.as_ref().and_then(|h| h.status.clone()),
         "operation": status.operation_state.as_ref().and_then(|o| o.phase.clone()),
+        "revision": status.sync.as_ref().and_then(|s| s.revision.clone()),
         "namespace": namespace.and_then(|r| r.status.clone()),
     })
 }
@@ -111,14 +107,18 @@ impl Job for PollArgocd {
                 "Argo CD application {app} is configured, but no Argo CD client"
             ))
         })?;
-        let application = argocd.application(app, config.hard_refresh).await?;
+        // Right after the commit, Argo CD is told to read Git now rather than at its next poll.
+        let hard_refresh = config.hard_refresh || job.claim == 1;
+        let application = argocd.application(app, hard_refresh).await?;
+        let synced_ours = payload.revision.as_deref().is_none_or(|r| application.synced(r));
         let namespace = application.resource("Namespace", &project.namespace, None);
         let quota =
             application.resource("ResourceQuota", "infrahub-quota", Some(&project.namespace));
-        let there = match payload.expect {
-            Expect::Present => ready(namespace) && ready(quota),
-            Expect::Absent => namespace.is_none() && quota.is_none(),
-        };
+        let there = synced_ours
+            && match payload.expect {
+                Expect::Present => ready(namespace) && ready(quota),
+                Expect::Absent => namespace.is_none() && quota.is_none(),
+            };
         if there {
             app::projects::settle(ctx, job.id, project.id, done, None).await?;
             let argocd = progress(app, &application, &project);
@@ -142,20 +142,20 @@ impl Job for PollArgocd {
         if config.sync && !application.auto_sync() && !application.operation_running() {
             argocd.sync(app).await?;
         }
-        Ok(Outcome::Reschedule {
-            after: Duration::from_millis(config.poll_interval_ms),
-            progress: progress(app, &application, &project),
-        })
+        let mut progress = progress(app, &application, &project);
+        progress["waiting_for_revision"] =
+            json!(payload.revision.as_ref().filter(|_| !synced_ours));
+        Ok(Outcome::Reschedule { after: Duration::from_millis(config.poll_interval_ms), progress })
     }
 
     async fn on_failure(
         &self,
-        ctx: &Context,
+        _ctx: &Context,
+        conn: &mut PgConnection,
         job: &Run<PollPayload>,
         reason: &str,
     ) -> Result<(), JobError> {
-        let (project, event) = (job.payload.project_id, job.payload.expect.failed());
-        app::projects::settle(ctx, job.id, project, event, Some(reason)).await?;
+        app::projects::settle_failed(conn, job.id, job.payload.project_id, reason).await?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::poll_argocd::Expect;
 use super::{Job, JobError, KindSettings, Outcome, Run};
 use crate::app;
+use crate::app::projects::DeliveryLock;
 use crate::clients::gitops::Delivered;
 use crate::clients::kube::contains;
 use crate::config::DeliveryKind;
@@ -16,6 +17,7 @@ use crate::context::Context;
 use crate::domain::lifecycle::Event;
 use crate::domain::manifests::{ProjectSpec, objects, render};
 use crate::store::projects::Project;
+use sqlx::PgConnection;
 
 /// Payload of the provisioning and deprovisioning jobs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,17 +25,34 @@ pub struct ProjectJob {
     pub project_id: Uuid,
     /// Who asked, for the commit message.
     pub requested_by: String,
+    /// The project's generation this job delivers; it writes nothing once a newer one exists.
+    #[serde(default)]
+    pub generation: Option<i64>,
 }
 
-/// The project a provisioning or deprovisioning job acts on, or the result of a job that has
-/// nothing to do (a later job superseded it, or the project is no longer where `event` applies).
+/// The project a provisioning or deprovisioning job acts on, with its delivery lock held so
+/// that no other delivery of it writes meanwhile; or the result of a job that has nothing to do
+/// (a newer generation superseded it, or the project is no longer where `event` applies).
 pub(super) async fn project_for(
     ctx: &Context,
     job: &Run<ProjectJob>,
     event: Event,
-) -> Result<Result<Project, Outcome>, JobError> {
-    let found = app::projects::current_for_job(ctx, job.id, job.payload.project_id, event).await?;
-    Ok(found.map_err(|skipped| Outcome::Done(json!({ "skipped": skipped }))))
+) -> Result<Result<(Project, DeliveryLock), Outcome>, JobError> {
+    let skipped = |why: String| Ok(Err(Outcome::Done(json!({ "skipped": why }))));
+    let project_id = job.payload.project_id;
+    let lock = match app::projects::lock_delivery(ctx, project_id, job.payload.generation).await? {
+        Ok(lock) => lock,
+        Err(why) => return skipped(why),
+    };
+    match app::projects::current_for_job(ctx, job.id, project_id, event).await? {
+        Ok(project) => Ok(Ok((project, lock))),
+        Err(why) => skipped(why),
+    }
+}
+
+/// `(generation N)` for commit messages, when the job knows its generation.
+pub(super) fn generation_note(job: &Run<ProjectJob>) -> String {
+    job.payload.generation.map(|g| format!(" (generation {g})")).unwrap_or_default()
 }
 
 /// Server-side applies the project's objects to its site's cluster and reads each one back;
@@ -74,23 +93,26 @@ pub(super) fn argocd_watches(ctx: &Context, site: &str) -> bool {
     ctx.config.argocd.app_for(site).is_some()
 }
 
-/// Writes the project's file (or removes it, without `content`) in the GitOps repository; then
-/// hands over to `poll_argocd` where Argo CD watches the site, or settles the project at once.
+/// Writes the project's file (or removes it, without `content`) in the GitOps repository
+/// under the delivery lock; then hands over to `poll_argocd`, waiting for that commit, where
+/// Argo CD watches the site, or settles the project at once.
 pub(super) async fn commit_and_settle(
     ctx: &Context,
     job: &Run<ProjectJob>,
-    project: &Project,
+    (project, lock): (Project, DeliveryLock),
     content: Option<&str>,
     message: &str,
     expect: Expect,
 ) -> Result<Outcome, JobError> {
-    let file = app::projects::manifest_path(project);
+    let file = app::projects::manifest_path(&project);
     let commit = match ctx.clients.gitops.write(&file, content, message).await? {
         Delivered::Committed { commit } => Some(commit),
         Delivered::Unchanged => None,
     };
+    lock.release().await?;
     if argocd_watches(ctx, &project.site) {
-        let poll = app::projects::hand_over_to_poll(ctx, job.id, project, expect).await?;
+        let poll =
+            app::projects::hand_over_to_poll(ctx, job.id, &project, expect, commit.clone()).await?;
         return Ok(Outcome::Done(json!({ "file": file, "commit": commit, "poll_job": poll })));
     }
     let (event, status) = match expect {
@@ -112,39 +134,41 @@ impl Job for ProvisionNamespace {
     }
 
     async fn run(&self, ctx: &Context, job: &Run<ProjectJob>) -> Result<Outcome, JobError> {
-        let project = match project_for(ctx, job, Event::Delivered).await? {
-            Ok(project) => project,
+        let (project, lock) = match project_for(ctx, job, Event::Delivered).await? {
+            Ok(found) => found,
             Err(skipped) => return Ok(skipped),
         };
         let spec = app::projects::spec(ctx, &project).await?;
         if ctx.config.delivery.kind == DeliveryKind::Kubernetes {
             let applied = apply_and_confirm(ctx, &project, &spec).await?;
+            lock.release().await?;
             app::projects::settle(ctx, job.id, project.id, Event::Delivered, None).await?;
             return Ok(Outcome::Done(json!({ "applied": applied, "status": "active" })));
         }
         let manifests = render(&spec);
         let message = format!(
-            "provision {} at {}: project {} ({}/{}) of {}, requested by {}",
+            "provision {} at {}: project {} ({}/{}) of {}, requested by {}{}",
             project.namespace,
             project.site,
             project.name,
             project.sla_type,
             project.performance_tier,
             project.department,
-            job.payload.requested_by
+            job.payload.requested_by,
+            generation_note(job),
         );
-        commit_and_settle(ctx, job, &project, Some(&manifests), &message, Expect::Present).await
+        let found = (project, lock);
+        commit_and_settle(ctx, job, found, Some(&manifests), &message, Expect::Present).await
     }
 
     async fn on_failure(
         &self,
-        ctx: &Context,
+        _ctx: &Context,
+        conn: &mut PgConnection,
         job: &Run<ProjectJob>,
         reason: &str,
     ) -> Result<(), JobError> {
-        let project = job.payload.project_id;
-        app::projects::settle(ctx, job.id, project, Event::ProvisioningFailed, Some(reason))
-            .await?;
+        app::projects::settle_failed(conn, job.id, job.payload.project_id, reason).await?;
         Ok(())
     }
 }

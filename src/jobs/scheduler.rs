@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::Job;
 use super::prune::PruneJobs;
+use super::reconcile::Reconcile;
 use super::resync::Resync;
 use super::sync_servers::SyncServers;
 use crate::app::{self, AppError};
@@ -41,6 +42,7 @@ fn kind_of(schedule: &str) -> Option<&'static str> {
         "server_sync" => Some(SyncServers::KIND),
         "resync" => Some(Resync::KIND),
         "prune_jobs" => Some(PruneJobs::KIND),
+        "reconcile" => Some(Reconcile::KIND),
         _ => None,
     }
 }
@@ -138,7 +140,12 @@ mod tests {
         let kinds: Vec<(&str, &str)> = entries.iter().map(|e| (e.name.as_str(), e.kind)).collect();
         assert_eq!(
             kinds,
-            [("server_sync", "sync_servers"), ("resync", "resync"), ("prune_jobs", "prune_jobs")]
+            [
+                ("server_sync", "sync_servers"),
+                ("resync", "resync"),
+                ("prune_jobs", "prune_jobs"),
+                ("reconcile", "reconcile")
+            ]
         );
     }
 

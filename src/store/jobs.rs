@@ -246,6 +246,8 @@ pub struct Claimed {
     pub claim: i32,
     /// When the job was due: pickup latency is measured from here.
     pub due_at: DateTime<Utc>,
+    /// When the job was submitted.
+    pub created_at: DateTime<Utc>,
 }
 
 /// Claims up to `limit` due jobs of `kind` for `owner` until `lease_secs` from now. One kind
@@ -273,7 +275,7 @@ pub async fn claim(
            FROM next
           WHERE j.id = next.id
       RETURNING j.id, j.kind, j.payload, j.subject_type, j.subject_id, j.attempts AS attempt,
-                j.max_attempts, j.claim_seq AS claim, next.run_at AS due_at",
+                j.max_attempts, j.claim_seq AS claim, next.run_at AS due_at, j.created_at",
     )
     .bind(kind)
     .bind(owner)
@@ -341,10 +343,19 @@ pub async fn release(
     Ok(done.rows_affected() == 1)
 }
 
+/// A job whose worker vanished, as the reaper handed it back.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Reaped {
+    #[sqlx(flatten)]
+    pub job: Claimed,
+    /// It had no attempts left: it failed for good.
+    pub failed: bool,
+}
+
 /// Jobs whose worker vanished (lease expired): the lost attempt counts as a failure; the job
-/// retries at once, or fails when it has no attempts left. Returns the ids it touched.
-pub async fn reap_expired_leases(conn: &mut PgConnection) -> Result<Vec<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar(
+/// retries at once, or fails when it has no attempts left.
+pub async fn reap_expired_leases(conn: &mut PgConnection) -> Result<Vec<Reaped>, StoreError> {
+    Ok(sqlx::query_as(
         "UPDATE jobs SET
              status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END,
              finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
@@ -354,7 +365,8 @@ pub async fn reap_expired_leases(conn: &mut PgConnection) -> Result<Vec<Uuid>, S
                  'attempt', attempts, 'at', now(), 'permanent', false,
                  'error', 'the worker stopped answering (lease expired)'))
           WHERE status = 'running' AND lease_expires_at < now()
-      RETURNING id",
+      RETURNING id, kind, payload, subject_type, subject_id, attempts AS attempt, max_attempts,
+                claim_seq AS claim, run_at AS due_at, created_at, status = 'failed' AS failed",
     )
     .fetch_all(conn)
     .await?)
@@ -445,6 +457,25 @@ pub async fn reschedule(
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+impl Job {
+    /// The job as its kind's code sees a claimed attempt (for settling it outside an attempt,
+    /// e.g. when it is cancelled).
+    pub fn as_claimed(&self) -> Claimed {
+        Claimed {
+            id: self.id,
+            kind: self.kind.clone(),
+            payload: self.payload.clone(),
+            subject_type: self.subject_type.clone(),
+            subject_id: self.subject_id.clone(),
+            attempt: self.attempts,
+            max_attempts: self.max_attempts,
+            claim: 0,
+            due_at: self.created_at,
+            created_at: self.created_at,
+        }
+    }
 }
 
 /// Cancels a queued or retrying job. `None`: no such job; `Err(status)`: not cancellable.

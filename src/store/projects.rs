@@ -34,6 +34,8 @@ pub struct Project {
     pub failure_reason: Option<String>,
     /// The latest provisioning or deprovisioning job.
     pub last_job_id: Option<Uuid>,
+    /// Bumped by every change; a delivery writes only while it carries the current one.
+    pub generation: i64,
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -44,7 +46,8 @@ macro_rules! project_select {
     () => {
         "SELECT p.id, p.name, p.namespace, p.department_id, d.name AS department, d.field_id,
                 f.name AS field, p.site_id, s.name AS site, p.sla_type, p.performance_tier, p.cpu,
-                p.ram_gb, p.extra_quota, p.status, p.failure_reason, p.last_job_id, p.created_by,
+                p.ram_gb, p.extra_quota, p.status, p.failure_reason, p.last_job_id, p.generation,
+                p.created_by,
                 p.created_at, p.updated_at, p.deleted_at
            FROM projects p
            JOIN departments d ON d.id = p.department_id
@@ -67,14 +70,14 @@ pub struct NewProject<'a> {
     pub created_by: Uuid,
 }
 
-/// Inserts the project; a live project of the same name or namespace at the
+/// Inserts the project, at generation 1; a live project of the same name or namespace at the
 /// site is a [`StoreError::Duplicate`].
 pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uuid, StoreError> {
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier,
-                               cpu, ram_gb, extra_quota, status, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11)",
+                               cpu, ram_gb, extra_quota, status, created_by, generation)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, 1)",
     )
     .bind(id)
     .bind(new.name)
@@ -143,6 +146,66 @@ pub async fn list(
     .fetch_all(conn)
     .await?;
     Ok(Page::from_rows(rows, page, |p: &Project| p.id))
+}
+
+/// Projects in one of `waiting` whose latest job is no longer live (it ended, or is gone),
+/// oldest change first: what the reconciler restarts.
+pub async fn stranded(
+    conn: &mut PgConnection,
+    waiting: &[ProjectStatus],
+    limit: i64,
+) -> Result<Vec<Uuid>, StoreError> {
+    let waiting: Vec<&str> = waiting.iter().map(|s| s.as_str()).collect();
+    Ok(sqlx::query_scalar(
+        "SELECT p.id FROM projects p LEFT JOIN jobs j ON j.id = p.last_job_id
+          WHERE p.status = ANY($1)
+            AND (j.id IS NULL OR j.status NOT IN ('queued', 'running', 'retrying'))
+          ORDER BY p.updated_at LIMIT $2",
+    )
+    .bind(&waiting)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Whether the job is queued, running or waiting to retry.
+pub async fn job_is_live(
+    conn: &mut PgConnection,
+    job_id: Option<Uuid>,
+) -> Result<bool, StoreError> {
+    let Some(job_id) = job_id else { return Ok(false) };
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND status IN ('queued', 'running', 'retrying'))",
+    )
+    .bind(job_id)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Starts the project's next generation; returns it.
+pub async fn next_generation(conn: &mut PgConnection, id: Uuid) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE projects SET generation = generation + 1, updated_at = now()
+          WHERE id = $1 RETURNING generation",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Takes the project's delivery lock until the transaction ends (one delivery at a time per
+/// project, across daemons), and returns the project's generation under it.
+pub async fn lock_delivery(conn: &mut PgConnection, id: Uuid) -> Result<i64, StoreError> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('infrahub:delivery:' || $1::text, 0))",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_scalar("SELECT generation FROM projects WHERE id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await?)
 }
 
 pub async fn set_job(conn: &mut PgConnection, id: Uuid, job_id: Uuid) -> Result<(), StoreError> {

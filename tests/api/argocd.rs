@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::argocd_fake::{FakeArgocd, application, resource};
+use crate::argocd_fake::{FakeArgocd, application, head_of, resource};
 use crate::helpers::TestApp;
 
 const TOKEN: &str = "argocd-api-token-for-infrahub";
@@ -35,6 +35,7 @@ async fn start(
     fake: &FakeArgocd,
     tweak: impl FnOnce(&mut infrahub::config::ArgocdConfig),
 ) -> TestApp {
+    let tracked = repo.to_owned();
     let repo = repo.to_owned();
     let base = fake.base.clone();
     let app = TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| {
@@ -47,6 +48,7 @@ async fn start(
     })
     .await;
     app.give_quota(40, 160).await;
+    fake.set(|s| s.tracks = Some(tracked));
     app
 }
 
@@ -217,4 +219,45 @@ async fn resync_repairs_a_namespace_argocd_reports_out_of_sync(pool: PgPool) {
     let active = app.project_becomes(&lead, &id, "active").await;
     assert!(active["failure_reason"].is_null());
     assert!(!fake.syncs().is_empty(), "the repair asked Argo CD to sync");
+}
+
+#[sqlx::test]
+async fn a_resize_is_active_only_once_argocd_synced_its_own_commit(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let fake = FakeArgocd::start(APP, TOKEN, vec![synced()]).await;
+    let app = start(&pool, &repo, &fake, |_| {}).await;
+    let lead = app.team_lead_token().await;
+    let id = create_web(&app, &lead).await;
+    app.project_becomes(&lead, &id, "active").await;
+
+    // A manual-sync Application that has not picked up the next commit yet: still Synced and
+    // Healthy, but at the old revision.
+    let mut old = synced();
+    old["status"]["sync"]["revision"] = json!(head_of(&repo));
+    fake.set(|s| {
+        s.tracks = None;
+        s.states = vec![old].into();
+    });
+    let reads_before = fake.reads().len();
+    let syncs_before = fake.syncs().len();
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/projects/{id}"),
+        Some(&lead),
+        Some(json!({ "performance_tier": "high" })),
+    )
+    .await
+    .expect(StatusCode::ACCEPTED, None);
+    app.run_job_rounds(4).await;
+    let waiting = app.get(&format!("/api/v1/projects/{id}"), &lead).await.body;
+    assert_eq!(waiting["status"], "provisioning", "the old revision's state does not count");
+    let reads = fake.reads();
+    assert!(reads[reads_before].ends_with("refresh=hard"), "right after the commit: {reads:?}");
+    assert!(fake.syncs().len() > syncs_before, "the manual-sync Application was asked to sync");
+
+    // Argo CD synced the commit: now the project is active, at its new size.
+    fake.set(|s| s.tracks = Some(repo.clone()));
+    let active = app.project_becomes(&lead, &id, "active").await;
+    assert_eq!(active["cpu"], 8);
 }

@@ -21,6 +21,9 @@ pub struct ArgoScript {
     pub states: VecDeque<Value>,
     /// Answer syncs with 409 "another operation is already in progress".
     pub sync_conflicts: bool,
+    /// Report this Git repository's HEAD as the revision Argo CD compared with (as Argo CD
+    /// tracking the branch does); otherwise the scripted state's own revision.
+    pub tracks: Option<std::path::PathBuf>,
     pub reads: Vec<String>,
     pub syncs: Vec<Value>,
 }
@@ -98,12 +101,26 @@ async fn read(
             &format!("applications.argoproj.io \"{name}\" not found"),
         );
     }
-    let state = if script.states.len() > 1 {
+    let mut state = if script.states.len() > 1 {
         script.states.pop_front()
     } else {
         script.states.front().cloned()
     };
+    if let (Some(repo), Some(state)) = (&script.tracks, state.as_mut()) {
+        state["status"]["sync"]["revision"] = json!(head_of(repo));
+    }
     axum::Json(state.unwrap_or(Value::Null)).into_response()
+}
+
+/// The commit a Git repository's HEAD points at.
+pub fn head_of(repo: &std::path::Path) -> String {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 async fn sync(

@@ -249,6 +249,7 @@ pub fn context_with(pool: PgPool, mode: Mode, tweak: impl FnOnce(&mut Config)) -
         server_sync: String::new(),
         resync: String::new(),
         prune_jobs: String::new(),
+        reconcile: String::new(),
     };
     tweak(&mut config);
     Context::new(pool, config, mode).expect("context")

@@ -283,7 +283,8 @@ async fn a_stale_worker_cannot_complete_a_reclaimed_job(pool: PgPool) {
         .execute(&mut *conn)
         .await
         .unwrap();
-    assert_eq!(jobs::reap_expired_leases(&mut conn).await.unwrap(), vec![id]);
+    let reaped = jobs::reap_expired_leases(&mut conn).await.unwrap();
+    assert_eq!(reaped.iter().map(|r| (r.job.id, r.failed)).collect::<Vec<_>>(), [(id, false)]);
     let second = jobs::claim(&mut conn, "noop", "worker-b", 30.0, 10).await.unwrap().remove(0);
     assert_eq!((second.attempt, second.claim), (2, 2));
 

@@ -20,6 +20,7 @@ mod jobs;
 mod jobs_api;
 mod kube;
 mod kube_fake;
+mod lifecycle;
 mod migrations;
 mod netbox_fake;
 mod ops;

@@ -3,16 +3,23 @@
 use infrahub::store::{self, MIGRATOR};
 use sqlx::PgPool;
 
-async fn table_exists(pool: &PgPool, table: &str) -> bool {
-    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(table)
-        .fetch_one(pool)
-        .await
-        .unwrap()
+/// Whether `mark` exists: a table, or `table:column`.
+async fn table_exists(pool: &PgPool, mark: &str) -> bool {
+    let (table, column) = mark.split_once(':').unwrap_or((mark, ""));
+    sqlx::query_scalar(
+        "SELECT to_regclass($1) IS NOT NULL AND ($2 = '' OR EXISTS (
+             SELECT 1 FROM information_schema.columns WHERE table_name = $1 AND column_name = $2))",
+    )
+    .bind(table)
+    .bind(column)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
-/// A table each migration creates, newest last.
-const TABLES: [&str; 5] = ["users", "servers", "projects", "audit_events", "jobs"];
+/// Something each migration creates (a table, or a `table:column`), newest last.
+const TABLES: [&str; 6] =
+    ["users", "servers", "projects", "audit_events", "jobs", "projects:generation"];
 
 #[sqlx::test(migrations = false)]
 async fn every_migration_goes_up_down_and_up_again(pool: PgPool) {
