@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
 use crate::app::token::TokenKeys;
 use crate::clients::Clients;
@@ -16,6 +17,9 @@ use crate::telemetry;
 #[derive(Clone)]
 pub struct Context {
     pub pool: PgPool,
+    /// Connections that hold an `Idempotency-Key`'s lock while its request runs; apart from
+    /// `pool`, so requests waiting there never starve the requests they wait for.
+    pub locks: PgPool,
     pub config: Arc<Config>,
     /// The demo admits its well-known accounts; `serve` refuses them.
     pub mode: Mode,
@@ -29,6 +33,16 @@ pub struct Context {
     /// A real argon2id hash checked when a username is unknown, so that an unknown user and a
     /// wrong password cost the same time.
     pub dummy_hash: Arc<str>,
+}
+
+/// A pool like `pool` (same server and database), connecting when first used.
+fn lock_pool(pool: &PgPool, config: &Config) -> PgPool {
+    let options = pool.connect_options().as_ref().clone();
+    PgPoolOptions::new()
+        .max_connections(config.database.max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(config.database.acquire_timeout_secs))
+        .idle_timeout(Some(std::time::Duration::from_secs(config.database.idle_timeout_secs)))
+        .connect_lazy_with(options)
 }
 
 /// Why the context could not be built.
@@ -49,6 +63,7 @@ impl Context {
         let tokens = TokenKeys::new(&secret, &config.auth.issuer, config.auth.token_ttl_secs);
         let dummy_hash = password::hash("infrahub-unknown-user-placeholder")?;
         Ok(Self {
+            locks: lock_pool(&pool, &config),
             pool,
             config: Arc::new(config),
             mode,
@@ -67,6 +82,7 @@ impl Context {
         let throwaway = Secret::new(uuid::Uuid::new_v4().simple().to_string().repeat(2));
         let tokens = TokenKeys::new(&throwaway, &config.auth.issuer, config.auth.token_ttl_secs);
         Ok(Self {
+            locks: lock_pool(&pool, &config),
             pool,
             registry: Arc::new(Registry::new(&config.workers)?),
             clients: Clients::offline(),

@@ -34,7 +34,6 @@ pub struct AssignServer {
 pub async fn assign_server(
     ctx: &Context,
     caller: &Caller,
-    key: Option<&str>,
     input: AssignServer,
 ) -> AppResult<Submitted> {
     caller.authorize(Action::AllocateServers)?;
@@ -55,7 +54,7 @@ pub async fn assign_server(
     }
     drop(conn);
     let allocation = Allocation { server_id: server.id, field_id: Some(input.field_id) };
-    let meta = JobMeta::by(caller, key).about("server", server.id, Owner::field(input.field_id));
+    let meta = JobMeta::by(caller).about("server", server.id, Owner::field(input.field_id));
     submit::<AllocateServers>(ctx, caller, &allocation, meta).await
 }
 
@@ -64,7 +63,6 @@ pub async fn assign_server(
 pub async fn unassign_server(
     ctx: &Context,
     caller: &Caller,
-    key: Option<&str>,
     server_id: Uuid,
 ) -> AppResult<Submitted> {
     caller.authorize(Action::AllocateServers)?;
@@ -80,7 +78,7 @@ pub async fn unassign_server(
     refuse_if_release_breaks_quotas(&mut conn, &ctx.config, &server).await?;
     drop(conn);
     let allocation = Allocation { server_id, field_id: None };
-    let meta = JobMeta::by(caller, key).about("server", server_id, Owner::field(field_id));
+    let meta = JobMeta::by(caller).about("server", server_id, Owner::field(field_id));
     submit::<AllocateServers>(ctx, caller, &allocation, meta).await
 }
 
@@ -247,12 +245,7 @@ async fn evaluate(
 /// Creates or changes a department's quota at a site (center admins, or the field's admin):
 /// refused at once above the field's free capacity or below what the projects use; the job
 /// checks again under the lock.
-pub async fn set_quota(
-    ctx: &Context,
-    caller: &Caller,
-    key: Option<&str>,
-    input: SetQuota,
-) -> AppResult<Submitted> {
+pub async fn set_quota(ctx: &Context, caller: &Caller, input: SetQuota) -> AppResult<Submitted> {
     caller.authorize(Action::SetQuota)?;
     if !caller.scope.may_write(Owner::field(input.field_id)) {
         return Err(AppError::forbidden("field admins set quotas of their own field only"));
@@ -291,7 +284,7 @@ pub async fn set_quota(
     }
     drop(conn);
     let owner = Owner::department(input.field_id, dept.id);
-    let meta = JobMeta::by(caller, key).about("department", dept.id, owner);
+    let meta = JobMeta::by(caller).about("department", dept.id, owner);
     submit::<AllocateQuota>(ctx, caller, &request, meta).await
 }
 

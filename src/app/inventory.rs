@@ -58,13 +58,9 @@ pub async fn list_servers(
 }
 
 /// Starts a sync (center admins); while one is queued or running, answers with that one.
-pub async fn request_sync(
-    ctx: &Context,
-    caller: &Caller,
-    key: Option<&str>,
-) -> AppResult<Submitted> {
+pub async fn request_sync(ctx: &Context, caller: &Caller) -> AppResult<Submitted> {
     caller.authorize(Action::SyncInventory)?;
-    submit::<SyncServers>(ctx, caller, &Trigger::default(), JobMeta::by(caller, key)).await
+    submit::<SyncServers>(ctx, caller, &Trigger::default(), JobMeta::by(caller)).await
 }
 
 /// What a sync did; the job's result.

@@ -28,19 +28,16 @@ pub struct JobMeta {
     pub owner: Owner,
     pub submitted_by: Option<Uuid>,
     pub submitted_by_name: String,
-    /// `(user, Idempotency-Key)`: the same pair within 24 hours returns the first job.
-    pub idempotency: Option<(Uuid, String)>,
 }
 
 impl JobMeta {
-    /// Submitted by a person, with the request's Idempotency-Key if any.
-    pub fn by(caller: &Caller, key: Option<&str>) -> Self {
+    /// Submitted by a person.
+    pub fn by(caller: &Caller) -> Self {
         Self {
             subject: None,
             owner: Owner::default(),
             submitted_by: Some(caller.id),
             submitted_by_name: caller.username.clone(),
-            idempotency: key.map(|k| (caller.id, k.to_owned())),
         }
     }
 
@@ -51,7 +48,6 @@ impl JobMeta {
             owner: Owner::default(),
             submitted_by: None,
             submitted_by_name: format!("system:{name}"),
-            idempotency: None,
         }
     }
 
@@ -78,7 +74,6 @@ pub async fn enqueue<J: Job>(
         scope: meta.owner,
         submitted_by: meta.submitted_by,
         dedupe_key: J::DEDUPE.then(|| J::KIND.to_owned()),
-        idempotency: meta.idempotency.clone(),
         ..NewJob::new(J::KIND, payload, &meta.submitted_by_name, settings.max_attempts_i32())
     };
     Ok(jobs::enqueue(conn, &new).await?)
@@ -242,12 +237,11 @@ pub struct SubmitJob {
 pub async fn submit_manual(
     ctx: &Context,
     caller: &Caller,
-    key: Option<&str>,
     input: SubmitJob,
 ) -> AppResult<Submitted> {
     caller.authorize(Action::RunMaintenance)?;
     let payload = if input.payload.is_null() { json!({}) } else { input.payload };
-    let meta = JobMeta::by(caller, key);
+    let meta = JobMeta::by(caller);
     match input.kind {
         ManualKind::Noop => submit::<Noop>(ctx, caller, &payload, meta).await,
         ManualKind::Sleep => {
@@ -303,14 +297,16 @@ pub async fn last_tick(ctx: &Context, schedule: &str) -> AppResult<Option<DateTi
 pub struct Pruned {
     pub deleted_jobs: u64,
     pub deleted_ticks: u64,
+    pub deleted_idempotency_keys: u64,
 }
 
-/// Deletes finished jobs older than `workers.retention_days`, and cron ticks older than that
-/// except each schedule's latest.
+/// Deletes finished jobs older than `workers.retention_days`, cron ticks older than that
+/// except each schedule's latest, and `Idempotency-Key` answers past their 24 hours.
 pub async fn prune(ctx: &Context) -> AppResult<Pruned> {
     let age = ctx.config.workers.retention_days as f64 * 86_400.0;
     let mut conn = ctx.pool.acquire().await?;
     let deleted_jobs = jobs::prune_finished(&mut conn, age).await?;
     let deleted_ticks = jobs::prune_ticks(&mut conn, age).await?;
-    Ok(Pruned { deleted_jobs, deleted_ticks })
+    let deleted_idempotency_keys = super::idempotency::prune(ctx).await?;
+    Ok(Pruned { deleted_jobs, deleted_ticks, deleted_idempotency_keys })
 }

@@ -11,6 +11,7 @@
 pub mod allocation;
 pub mod auth;
 pub mod demo;
+pub mod idempotency;
 pub mod inventory;
 pub mod jobs;
 pub mod ops;
@@ -167,11 +168,6 @@ impl AppError {
                 format!("the {what} refers to something that does not exist"),
             )
             .with_details(json!({ "constraint": constraint })),
-            StoreError::KeyReused { job_id } => Self::invalid(
-                "idempotency_key_reused",
-                "this Idempotency-Key already answered a different request; use a new key",
-            )
-            .with_details(json!({ "job_id": job_id })),
             StoreError::Database(err) if is_unavailable(&err) => {
                 tracing::warn!(error = %err, "the database is unavailable");
                 Self::new(

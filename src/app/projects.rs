@@ -127,27 +127,11 @@ async fn start_work(
     Ok(enqueued)
 }
 
-/// A repeated `Idempotency-Key`: the first answer again, without creating anything.
-async fn earlier_submission(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    key: Option<&str>,
-) -> AppResult<Option<ProjectSubmitted>> {
-    let Some(key) = key else { return Ok(None) };
-    let Some(job) = store_jobs::find_by_key(conn, caller.id, key).await? else { return Ok(None) };
-    let Some(project_id) = job.subject_id.as_deref().and_then(|s| s.parse::<Uuid>().ok()) else {
-        return Ok(None);
-    };
-    let project = projects::get(conn, project_id).await?;
-    Ok(Some(ProjectSubmitted { project, submitted: Submitted { job, existing: true } }))
-}
-
 /// Creates a project in the caller's department (team leads): reserves the catalog's quota
 /// and starts provisioning.
 pub async fn create(
     ctx: &Context,
     caller: &Caller,
-    key: Option<&str>,
     input: CreateProject,
 ) -> AppResult<ProjectSubmitted> {
     caller.authorize(Action::CreateProject)?;
@@ -157,9 +141,6 @@ pub async fn create(
     let name = Label::parse("name", &input.name)?;
     let entry = ctx.config.catalog.entry(&input.sla_type, &input.performance_tier)?.clone();
     let mut tx = ctx.pool.begin().await?;
-    if let Some(earlier) = earlier_submission(&mut tx, caller, key).await? {
-        return Ok(earlier);
-    }
     let dept = org::get_department(&mut tx, department_id).await?;
     let namespace =
         namespace_for(&ctx.config.delivery.namespace_template, &dept.name, name.as_str())?;
@@ -193,7 +174,7 @@ pub async fn create(
         other => other.into(),
     })?;
     let project = projects::get(&mut tx, id).await?;
-    let meta = JobMeta::by(caller, key);
+    let meta = JobMeta::by(caller);
     let enqueued =
         start_work(&mut tx, ctx, &project, Work::Provision, meta, &caller.username).await?;
     let project = projects::get(&mut tx, id).await?;
@@ -235,7 +216,6 @@ pub async fn get(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<Project>
 pub async fn resize(
     ctx: &Context,
     caller: &Caller,
-    key: Option<&str>,
     id: Uuid,
     input: ResizeProject,
 ) -> AppResult<ProjectSubmitted> {
@@ -253,34 +233,23 @@ pub async fn resize(
         // New desired manifests: deliveries of the old ones must not write any more.
         projects::next_generation(&mut tx, id).await?;
     }
-    finish_change(tx, ctx, caller, key, &before, Event::Resize, step).await
+    finish_change(tx, ctx, caller, &before, Event::Resize, step).await
 }
 
 /// Deletes a project: its manifests are removed, and its quota is freed once they are gone.
-pub async fn delete(
-    ctx: &Context,
-    caller: &Caller,
-    key: Option<&str>,
-    id: Uuid,
-) -> AppResult<ProjectSubmitted> {
-    move_on(ctx, caller, key, id, Event::Delete).await
+pub async fn delete(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<ProjectSubmitted> {
+    move_on(ctx, caller, id, Event::Delete).await
 }
 
 /// Runs a failed provisioning again.
-pub async fn retry(
-    ctx: &Context,
-    caller: &Caller,
-    key: Option<&str>,
-    id: Uuid,
-) -> AppResult<ProjectSubmitted> {
-    move_on(ctx, caller, key, id, Event::Retry).await
+pub async fn retry(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<ProjectSubmitted> {
+    move_on(ctx, caller, id, Event::Retry).await
 }
 
 /// A person's change that only moves the project's status, and starts its job.
 async fn move_on(
     ctx: &Context,
     caller: &Caller,
-    key: Option<&str>,
     id: Uuid,
     event: Event,
 ) -> AppResult<ProjectSubmitted> {
@@ -289,7 +258,7 @@ async fn move_on(
     if event.supersedes_deliveries() {
         projects::next_generation(&mut tx, id).await?;
     }
-    finish_change(tx, ctx, caller, key, &before, event, step).await
+    finish_change(tx, ctx, caller, &before, event, step).await
 }
 
 /// The start of a person's change to a project: role, scope (404 outside it), the row lock,
@@ -313,14 +282,13 @@ async fn finish_change(
     mut tx: Transaction<'static, Postgres>,
     ctx: &Context,
     caller: &Caller,
-    key: Option<&str>,
     before: &Project,
     event: Event,
     step: Transition,
 ) -> AppResult<ProjectSubmitted> {
     let project = projects::get(&mut tx, before.id).await?;
     let work = step.starts.ok_or_else(|| AppError::internal("a change that starts no work"))?;
-    let meta = JobMeta::by(caller, key);
+    let meta = JobMeta::by(caller);
     let enqueued = start_work(&mut tx, ctx, &project, work, meta, &caller.username).await?;
     let after = projects::get(&mut tx, before.id).await?;
     let change = Change::new("project", event.verb(), before.id).before(before).after(&after);
@@ -527,7 +495,6 @@ fn force_reason(input: &ForceProject) -> AppResult<String> {
 pub async fn force_retry(
     ctx: &Context,
     caller: &Caller,
-    key: Option<&str>,
     id: Uuid,
     input: ForceProject,
 ) -> AppResult<ProjectSubmitted> {
@@ -538,8 +505,7 @@ pub async fn force_retry(
     let project = projects::get(&mut tx, id).await?;
     let work = step.starts.ok_or_else(|| AppError::internal("a forced retry with no work"))?;
     let enqueued =
-        start_work(&mut tx, ctx, &project, work, JobMeta::by(caller, key), &caller.username)
-            .await?;
+        start_work(&mut tx, ctx, &project, work, JobMeta::by(caller), &caller.username).await?;
     let after = projects::get(&mut tx, id).await?;
     let change = Change::new("project", Event::ForceRetry.verb(), id)
         .before(&before)

@@ -3,7 +3,10 @@
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 use crate::context::Context;
@@ -34,6 +37,37 @@ impl Modify for BearerAuth {
                 HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
             ),
         );
+    }
+}
+
+/// Documents the `Idempotency-Key` header on every operation that changes something (the API
+/// honours it on all of them; see `http::idempotency`).
+pub struct IdempotencyHeader;
+
+impl Modify for IdempotencyHeader {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let header = ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Repeat-safe request key (1 to 255 characters): the same request with the same \
+                 key within 24 hours gets the first answer again and runs once; the same key \
+                 with another request is refused with 422 idempotency_key_reused.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(255)),
+            ))
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                operation.parameters.get_or_insert_with(Vec::new).push(RefOr::T(header.clone()));
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{Json, Path, Query};
-use super::jobs::{Accepted, IdempotencyKey, accepted};
+use super::jobs::{Accepted, accepted};
 use crate::app::allocation::{AssignServer, DepartmentQuotas, FieldCapacity, SetQuota};
 use crate::app::inventory::ServerQuery;
 use crate::app::{self, Caller, PageParams};
@@ -33,12 +33,8 @@ pub fn router() -> OpenApiRouter<Context> {
 #[utoipa::path(post, path = "/admin/sync/servers", tag = "inventory",
     responses((status = 202, body = Accepted), (status = 403, body = ErrorEnvelope)),
     security(("bearer" = [])))]
-async fn sync_servers(
-    State(ctx): State<Context>,
-    caller: Caller,
-    key: IdempotencyKey,
-) -> Result<Response, ApiError> {
-    let submitted = app::inventory::request_sync(&ctx, &caller, key.as_deref()).await?;
+async fn sync_servers(State(ctx): State<Context>, caller: Caller) -> Result<Response, ApiError> {
+    let submitted = app::inventory::request_sync(&ctx, &caller).await?;
     Ok(accepted(&submitted, json!({})))
 }
 
@@ -64,10 +60,9 @@ async fn list_servers(
 async fn assign_server(
     State(ctx): State<Context>,
     caller: Caller,
-    key: IdempotencyKey,
     Json(body): Json<AssignServer>,
 ) -> Result<Response, ApiError> {
-    let submitted = app::allocation::assign_server(&ctx, &caller, key.as_deref(), body).await?;
+    let submitted = app::allocation::assign_server(&ctx, &caller, body).await?;
     Ok(accepted(&submitted, json!({})))
 }
 
@@ -80,11 +75,9 @@ async fn assign_server(
 async fn unassign_server(
     State(ctx): State<Context>,
     caller: Caller,
-    key: IdempotencyKey,
     Path(server_id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    let submitted =
-        app::allocation::unassign_server(&ctx, &caller, key.as_deref(), server_id).await?;
+    let submitted = app::allocation::unassign_server(&ctx, &caller, server_id).await?;
     Ok(accepted(&submitted, json!({})))
 }
 
@@ -98,10 +91,9 @@ async fn unassign_server(
 async fn set_department_quota(
     State(ctx): State<Context>,
     caller: Caller,
-    key: IdempotencyKey,
     Json(body): Json<SetQuota>,
 ) -> Result<Response, ApiError> {
-    let submitted = app::allocation::set_quota(&ctx, &caller, key.as_deref(), body).await?;
+    let submitted = app::allocation::set_quota(&ctx, &caller, body).await?;
     Ok(accepted(&submitted, json!({})))
 }
 

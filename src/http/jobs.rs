@@ -1,8 +1,7 @@
 //! Job status, listing and cancellation, maintenance jobs, and the 202 answer every
 //! submission gives.
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -60,34 +59,6 @@ pub fn accepted(submitted: &Submitted, extra: Value) -> Response {
     response
 }
 
-/// The `Idempotency-Key` header: the same key from the same user within 24 h gets the first
-/// answer and never a second job.
-#[derive(Debug, Clone, Default)]
-pub struct IdempotencyKey(pub Option<String>);
-
-impl IdempotencyKey {
-    pub fn as_deref(&self) -> Option<&str> {
-        self.0.as_deref()
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get("idempotency-key") else { return Ok(Self(None)) };
-        match value.to_str() {
-            Ok(key) if !key.trim().is_empty() && key.len() <= 255 => {
-                Ok(Self(Some(key.trim().to_owned())))
-            }
-            _ => Err(ApiError::bad_request(
-                "invalid_header",
-                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            )),
-        }
-    }
-}
-
 /// List the jobs the caller may see, newest first.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(PageParams, JobQuery),
     responses((status = 200, body = Page<Job>), (status = 401, body = ErrorEnvelope)),
@@ -128,16 +99,14 @@ async fn cancel_job(
 
 /// Start a maintenance or diagnostic job (center admins). Answers 202 with the job id.
 #[utoipa::path(post, path = "/admin/jobs", tag = "jobs", request_body = SubmitJob,
-    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe submission key")),
     responses((status = 202, body = Accepted), (status = 403, body = ErrorEnvelope),
               (status = 422, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn submit_job(
     State(ctx): State<Context>,
     caller: Caller,
-    key: IdempotencyKey,
     Json(body): Json<SubmitJob>,
 ) -> Result<Response, ApiError> {
-    let submitted = app::jobs::submit_manual(&ctx, &caller, key.as_deref(), body).await?;
+    let submitted = app::jobs::submit_manual(&ctx, &caller, body).await?;
     Ok(accepted(&submitted, json!({})))
 }

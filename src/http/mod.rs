@@ -7,6 +7,7 @@ pub mod auth;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod inventory;
 pub mod jobs;
 pub mod ops;
@@ -26,7 +27,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::{Span, field};
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::context::Context;
@@ -43,14 +44,18 @@ pub fn api() -> (Router<Context>, utoipa::openapi::OpenApi) {
         .merge(inventory::router())
         .merge(projects::router())
         .merge(ops::router());
-    OpenApiRouter::with_openapi(docs::ApiDoc::openapi()).nest("/api/v1", v1).split_for_parts()
+    let (router, mut openapi) =
+        OpenApiRouter::with_openapi(docs::ApiDoc::openapi()).nest("/api/v1", v1).split_for_parts();
+    docs::IdempotencyHeader.modify(&mut openapi);
+    (router, openapi)
 }
 
 /// The whole application: API, docs, health probes at the root, and the middleware stack.
 pub fn router(ctx: Context) -> Router {
     let (api, openapi) = api();
     let body_limit = ctx.config.http.body_limit_bytes;
-    api.merge(ops::root_router())
+    api.route_layer(middleware::from_fn_with_state(ctx.clone(), idempotency::layer))
+        .merge(ops::root_router())
         .merge(docs::router(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{Json, Path, Query};
-use super::jobs::{Accepted, IdempotencyKey, accepted};
+use super::jobs::{Accepted, accepted};
 use crate::app::projects::{
     CreateProject, ForceProject, ProjectQuery, ProjectSubmitted, ResizeProject,
 };
@@ -49,17 +49,15 @@ async fn catalog(State(ctx): State<Context>, caller: Caller) -> Json<Catalog> {
 /// Create a project in the caller's department (team leads): reserves the catalog's quota and
 /// starts provisioning. 202 with the project's id, namespace and job.
 #[utoipa::path(post, path = "/projects", tag = "projects", request_body = CreateProject,
-    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe submission key")),
     responses((status = 202, body = Accepted), (status = 403, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn create_project(
     State(ctx): State<Context>,
     caller: Caller,
-    key: IdempotencyKey,
     Json(body): Json<CreateProject>,
 ) -> Result<Response, ApiError> {
-    Ok(project_answer(&app::projects::create(&ctx, &caller, key.as_deref(), body).await?))
+    Ok(project_answer(&app::projects::create(&ctx, &caller, body).await?))
 }
 
 /// List the projects the caller may see (deleted ones only when asked for by status).
@@ -94,11 +92,10 @@ async fn get_project(
 async fn resize_project(
     State(ctx): State<Context>,
     caller: Caller,
-    key: IdempotencyKey,
     Path(id): Path<Uuid>,
     Json(body): Json<ResizeProject>,
 ) -> Result<Response, ApiError> {
-    Ok(project_answer(&app::projects::resize(&ctx, &caller, key.as_deref(), id, body).await?))
+    Ok(project_answer(&app::projects::resize(&ctx, &caller, id, body).await?))
 }
 
 /// Delete a project: its manifests are removed, and its quota is freed once they are gone.
@@ -109,10 +106,9 @@ async fn resize_project(
 async fn delete_project(
     State(ctx): State<Context>,
     caller: Caller,
-    key: IdempotencyKey,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(project_answer(&app::projects::delete(&ctx, &caller, key.as_deref(), id).await?))
+    Ok(project_answer(&app::projects::delete(&ctx, &caller, id).await?))
 }
 
 /// Run a failed provisioning again.
@@ -122,10 +118,9 @@ async fn delete_project(
 async fn retry_project(
     State(ctx): State<Context>,
     caller: Caller,
-    key: IdempotencyKey,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(project_answer(&app::projects::retry(&ctx, &caller, key.as_deref(), id).await?))
+    Ok(project_answer(&app::projects::retry(&ctx, &caller, id).await?))
 }
 
 /// Run the work of a stuck project's status again (center admins): provisioning for one that
@@ -139,11 +134,10 @@ async fn retry_project(
 async fn force_retry_project(
     State(ctx): State<Context>,
     caller: Caller,
-    key: IdempotencyKey,
     Path(id): Path<Uuid>,
     Json(body): Json<ForceProject>,
 ) -> Result<Response, ApiError> {
-    let done = app::projects::force_retry(&ctx, &caller, key.as_deref(), id, body).await?;
+    let done = app::projects::force_retry(&ctx, &caller, id, body).await?;
     Ok(project_answer(&done))
 }
 

@@ -1,4 +1,4 @@
-//! The job table: enqueue (with dedupe and idempotency keys), claim under a lease, fenced
+//! The job table: enqueue (with dedupe keys), claim under a lease, fenced
 //! completion, durable retries, cancellation, the lease reaper, listing and pruning.
 
 use chrono::{DateTime, Utc};
@@ -64,8 +64,6 @@ pub struct NewJob<'a> {
     pub run_at: Option<DateTime<Utc>>,
     /// While a job of this kind with this key is active, submissions return it instead.
     pub dedupe_key: Option<String>,
-    /// `(user, Idempotency-Key)`: the same pair within 24 hours returns the first job.
-    pub idempotency: Option<(Uuid, String)>,
 }
 
 impl<'a> NewJob<'a> {
@@ -86,7 +84,6 @@ impl<'a> NewJob<'a> {
             max_attempts,
             run_at: None,
             dedupe_key: None,
-            idempotency: None,
         }
     }
 }
@@ -95,8 +92,7 @@ impl<'a> NewJob<'a> {
 #[derive(Debug, Clone)]
 pub enum Enqueued {
     Created(Job),
-    /// An active job with the same dedupe key, or the job of an earlier request with the same
-    /// idempotency key.
+    /// The active job with the same dedupe key.
     Existing(Job),
 }
 
@@ -115,20 +111,17 @@ impl Enqueued {
 }
 
 /// Inserts the job (and wakes idle dispatchers when the transaction commits), or returns the
-/// job that a dedupe or idempotency key points at. Safe under concurrent submissions.
+/// active job that its dedupe key points at. Safe under concurrent submissions.
 #[tracing::instrument(skip_all, fields(kind = new.kind))]
 pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueued, StoreError> {
-    if let Some(existing) = find_by_idempotency(conn, new).await? {
-        return same_request(existing, new);
-    }
     // A conflict means another submission holds the key; re-read it (it may have just finished,
     // freeing the dedupe key, hence the second round).
     for _ in 0..3 {
         let inserted: Option<Job> = sqlx::query_as(concat!(
             "INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
                                scope_department_id, submitted_by, submitted_by_name, max_attempts,
-                               run_at, dedupe_key, idempotency_user, idempotency_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12, $13, $14)
+                               run_at, dedupe_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12)
              ON CONFLICT DO NOTHING
              RETURNING ",
             job_columns!()
@@ -145,8 +138,6 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
         .bind(new.max_attempts)
         .bind(new.run_at)
         .bind(new.dedupe_key.as_deref())
-        .bind(new.idempotency.as_ref().map(|i| i.0))
-        .bind(new.idempotency.as_ref().map(|i| i.1.as_str()))
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(job) = inserted {
@@ -156,9 +147,6 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
                 .execute(&mut *conn)
                 .await?;
             return Ok(Enqueued::Created(job));
-        }
-        if let Some(existing) = find_by_idempotency(conn, new).await? {
-            return same_request(existing, new);
         }
         if let Some(key) = &new.dedupe_key {
             let active: Option<Job> = sqlx::query_as(concat!(
@@ -177,60 +165,6 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
         }
     }
     Err(StoreError::Duplicate { constraint: "jobs_active_dedupe_key".to_owned() })
-}
-
-/// The earlier job of an idempotency key, unless the key now comes with another request.
-fn same_request(existing: Job, new: &NewJob<'_>) -> Result<Enqueued, StoreError> {
-    if existing.kind == new.kind && existing.payload == new.payload {
-        Ok(Enqueued::Existing(existing))
-    } else {
-        Err(StoreError::KeyReused { job_id: existing.id })
-    }
-}
-
-/// The job `user` created with `key` within the last 24 hours, if any.
-pub async fn find_by_key(
-    conn: &mut PgConnection,
-    user: Uuid,
-    key: &str,
-) -> Result<Option<Job>, StoreError> {
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE idempotency_user = $1 AND idempotency_key = $2
-            AND created_at > now() - interval '24 hours'"
-    ))
-    .bind(user)
-    .bind(key)
-    .fetch_optional(conn)
-    .await?)
-}
-
-/// The job of an earlier request with the same idempotency key, if within 24 hours. An older
-/// key is released so it can be used again.
-async fn find_by_idempotency(
-    conn: &mut PgConnection,
-    new: &NewJob<'_>,
-) -> Result<Option<Job>, StoreError> {
-    let Some((user, key)) = &new.idempotency else { return Ok(None) };
-    sqlx::query(
-        "UPDATE jobs SET idempotency_user = NULL, idempotency_key = NULL
-          WHERE idempotency_user = $1 AND idempotency_key = $2
-            AND created_at < now() - interval '24 hours'",
-    )
-    .bind(user)
-    .bind(key)
-    .execute(&mut *conn)
-    .await?;
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE idempotency_user = $1 AND idempotency_key = $2"
-    ))
-    .bind(user)
-    .bind(key)
-    .fetch_optional(conn)
-    .await?)
 }
 
 /// A claimed attempt: what a worker needs to run it and to report back (fenced by `claim`).
@@ -659,7 +593,7 @@ pub async fn prune_ticks(conn: &mut PgConnection, older_than_secs: f64) -> Resul
     Ok(done.rows_affected())
 }
 
-/// Inserts `count` copies of `new` in one statement (no dedupe or idempotency key applies) and
+/// Inserts `count` copies of `new` in one statement (no dedupe key applies) and
 /// wakes dispatchers once; returns how many were inserted.
 pub async fn enqueue_batch(
     conn: &mut PgConnection,

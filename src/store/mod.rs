@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod capacity;
+pub mod idempotency;
 pub mod jobs;
 pub mod org;
 pub mod projects;
@@ -34,9 +35,6 @@ pub enum StoreError {
     /// A delete or update was refused because other rows still refer to this one.
     #[error("still referenced from {table}")]
     InUse { table: String },
-    /// An `Idempotency-Key` that already answered a different request.
-    #[error("the idempotency key was used for another request (job {job_id})")]
-    KeyReused { job_id: Uuid },
     /// The row names another one that does not exist.
     #[error("refers to a row that does not exist ({constraint})")]
     MissingReference { constraint: String },

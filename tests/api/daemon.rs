@@ -103,31 +103,38 @@ async fn two_daemons_on_one_database_fire_each_cron_tick_once(pool: PgPool) {
     let first = spawn(&["serve", "--role", "worker"], &env).await;
     let second = spawn(&["serve", "--role", "worker"], &env).await;
     let ticks = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM cron_ticks")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM cron_ticks WHERE schedule = 'prune_jobs'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
     };
     wait_until("four cron ticks", Duration::from_secs(30), || async { ticks().await >= 4 }).await;
     assert!(first.terminate().await.success());
     assert!(second.terminate().await.success());
 
-    let rows: Vec<(chrono::DateTime<chrono::Utc>, Option<Uuid>)> =
-        sqlx::query_as("SELECT tick, job_id FROM cron_ticks ORDER BY tick")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let rows: Vec<(chrono::DateTime<chrono::Utc>, Option<Uuid>)> = sqlx::query_as(
+        "SELECT tick, job_id FROM cron_ticks WHERE schedule = 'prune_jobs' ORDER BY tick",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert!(
         rows.windows(2).all(|w| w[1].0 - w[0].0 == chrono::Duration::seconds(1)),
         "one row per second: {rows:?}"
     );
     assert!(rows.iter().all(|(_, job)| job.is_some()), "every tick enqueued (or joined) a job");
-    let jobs_made: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.unwrap();
-    let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT job_id) FROM cron_ticks")
+    let jobs_made: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'prune_jobs'")
         .fetch_one(&pool)
         .await
         .unwrap();
+    let distinct: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT job_id) FROM cron_ticks WHERE schedule = 'prune_jobs'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(jobs_made, distinct, "no job without its tick: two daemons did not double a tick");
     assert!(jobs_made <= rows.len() as i64);
 }

@@ -227,7 +227,7 @@ impl TestApp {
     }
 }
 
-async fn into_answer(response: reqwest::Response) -> Answer {
+pub async fn into_answer(response: reqwest::Response) -> Answer {
     let status = response.status();
     let headers = response.headers().clone();
     let text = response.text().await.expect("body read");

@@ -15,6 +15,7 @@ mod gitlab;
 mod gitlab_fake;
 mod gitops_double;
 mod helpers;
+mod idempotency;
 mod inventory;
 mod jobs;
 mod jobs_api;

@@ -18,8 +18,15 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 }
 
 /// Something each migration creates (a table, or a `table:column`), newest last.
-const TABLES: [&str; 6] =
-    ["users", "servers", "projects", "audit_events", "jobs", "projects:generation"];
+const TABLES: [&str; 7] = [
+    "users",
+    "servers",
+    "projects",
+    "audit_events",
+    "jobs",
+    "projects:generation",
+    "idempotency_keys:response_headers",
+];
 
 #[sqlx::test(migrations = false)]
 async fn every_migration_goes_up_down_and_up_again(pool: PgPool) {

@@ -1,0 +1,155 @@
+//! `Idempotency-Key` over HTTP: bound to its request, replayed for the same request (even the
+//! synchronous admin CRUD), refused for another, kept 24 hours, per account.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{Answer, TestApp};
+
+/// Sends a JSON request with an `Idempotency-Key`.
+async fn keyed(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: Option<Value>,
+) -> Answer {
+    let mut request = app
+        .client
+        .request(method, format!("{}{path}", app.base))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    crate::helpers::into_answer(request.send().await.unwrap()).await
+}
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[sqlx::test]
+async fn a_repeated_resize_is_answered_again_and_never_runs_twice(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let app = TestApp::spawn_with(pool.clone(), infrahub::config::Mode::Serve, move |c| {
+        c.delivery.git.path = repo
+    })
+    .await;
+    app.give_quota(40, 160).await;
+    let lead = app.team_lead_token().await;
+    let body = json!({ "name": "web", "site": "fra", "sla_type": "bronze", "performance_tier": "regular" });
+    let id =
+        app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::ACCEPTED, None)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    app.project_becomes(&lead, &id, "active").await;
+    let path = format!("/api/v1/projects/{id}");
+    let resize = || {
+        keyed(&app, Method::PATCH, &path, &lead, "resize-1", Some(json!({ "sla_type": "silver" })))
+    };
+    let first = resize().await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    app.project_becomes(&lead, &id, "active").await;
+    let jobs_before = count(&pool, "SELECT count(*) FROM jobs").await;
+
+    let again = resize().await;
+    assert_eq!((again.status, &again.body), (first.status, &first.body), "the first answer again");
+    assert_eq!(again.headers["idempotency-replayed"], "true");
+    assert_eq!(again.headers["location"], first.headers["location"]);
+    assert_eq!(count(&pool, "SELECT count(*) FROM jobs").await, jobs_before, "nothing ran");
+    let project = app.get(&path, &lead).await.expect(StatusCode::OK, None);
+    assert_eq!(project["status"], "active", "the project is not sent back to provisioning");
+    // And nothing keeps it from being deleted.
+    app.call(Method::DELETE, &path, Some(&lead), None).await.expect(StatusCode::ACCEPTED, None);
+}
+
+#[sqlx::test]
+async fn a_key_is_bound_to_its_request(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    app.give_quota(40, 160).await;
+    let lead = app.team_lead_token().await;
+    let body = json!({ "name": "web", "site": "fra", "sla_type": "bronze", "performance_tier": "regular" });
+    let created = keyed(&app, Method::POST, "/api/v1/projects", &lead, "k", Some(body)).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED);
+    let other = json!({ "name": "new", "site": "fra", "sla_type": "bronze", "performance_tier": "regular" });
+    let refused = keyed(&app, Method::POST, "/api/v1/projects", &lead, "k", Some(other)).await;
+    refused.expect(StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused"));
+    let id = created.body["id"].as_str().unwrap();
+    let delete =
+        keyed(&app, Method::DELETE, &format!("/api/v1/projects/{id}"), &lead, "k", None).await;
+    delete.expect(StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused"));
+    assert_eq!(count(&pool, "SELECT count(*) FROM projects").await, 1, "no second project");
+
+    // Keys are per account: another account's same key is its own.
+    let admin = app.admin_token().await;
+    let site = keyed(
+        &app,
+        Method::POST,
+        "/api/v1/admin/sites",
+        &admin,
+        "k",
+        Some(json!({ "name": "muc" })),
+    )
+    .await;
+    assert_eq!(site.status, StatusCode::CREATED, "{}", site.body);
+
+    // After 24 hours a key binds nothing any more.
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let other = json!({ "name": "new", "site": "fra", "sla_type": "bronze", "performance_tier": "regular" });
+    let later = keyed(&app, Method::POST, "/api/v1/projects", &lead, "k", Some(other)).await;
+    assert_eq!(later.status, StatusCode::ACCEPTED, "{}", later.body);
+}
+
+#[sqlx::test]
+async fn synchronous_admin_changes_are_replayed_too(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let admin = app.admin_token().await;
+    let body = json!({ "name": "muc", "display_name": "Munich" });
+    let mut requests = Vec::new();
+    for _ in 0..10 {
+        requests.push(keyed(
+            &app,
+            Method::POST,
+            "/api/v1/admin/sites",
+            &admin,
+            "site-muc",
+            Some(body.clone()),
+        ));
+    }
+    let answers = futures::future::join_all(requests).await;
+    assert!(answers.iter().all(|a| a.status == StatusCode::CREATED), "no 409 for the repeats");
+    assert!(answers.iter().all(|a| a.body == answers[0].body), "one answer for all");
+    assert_eq!(
+        answers.iter().filter(|a| a.headers.get("idempotency-replayed").is_some()).count(),
+        9
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM sites WHERE name = 'muc'").await, 1);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM audit_events WHERE action = 'site.create'").await,
+        1,
+        "one change, one audit event"
+    );
+    // Without a key the same request is simply a second request.
+    app.post("/api/v1/admin/sites", &admin, body)
+        .await
+        .expect(StatusCode::CONFLICT, Some("already_exists"));
+    // A key nobody could type is refused before anything runs.
+    let bad = keyed(
+        &app,
+        Method::POST,
+        "/api/v1/admin/sites",
+        &admin,
+        "tab\there",
+        Some(json!({ "name": "x" })),
+    )
+    .await;
+    bad.expect(StatusCode::BAD_REQUEST, Some("invalid_header"));
+}
