@@ -100,20 +100,19 @@ impl Application {
         })
     }
 
-    /// Whether Argo CD compares against (or last synced) `revision`, a commit id, full or
-    /// abbreviated on either side.
-    pub fn synced(&self, revision: &str) -> bool {
+    /// The Git revision Argo CD compared the Application with (and synced, when Synced), or
+    /// that its last sync applied.
+    pub fn revision(&self) -> Option<&str> {
         let status = &self.status;
         let compared = status.sync.as_ref().and_then(|s| s.revision.as_deref());
-        let applied = status
-            .operation_state
-            .as_ref()
-            .and_then(|o| o.sync_result.as_ref())
-            .and_then(|r| r.revision.as_deref());
-        let same = |seen: &str| {
-            !seen.is_empty() && (seen.starts_with(revision) || revision.starts_with(seen))
+        let applied = || {
+            status
+                .operation_state
+                .as_ref()
+                .and_then(|o| o.sync_result.as_ref())
+                .and_then(|r| r.revision.as_deref())
         };
-        compared.is_some_and(same) || applied.is_some_and(same)
+        compared.or_else(applied).filter(|r| !r.is_empty())
     }
 
     pub fn operation_running(&self) -> bool {

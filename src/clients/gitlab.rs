@@ -184,6 +184,36 @@ impl Gitops for Gitlab {
         })
     }
 
+    fn includes<'a>(&'a self, revision: &'a str, tip: &'a str) -> ClientFuture<'a, bool> {
+        Box::pin(async move {
+            if super::gitops::same_commit(revision, tip) {
+                return Ok(true);
+            }
+            // `GET /projects/:id/repository/merge_base?refs[]=A&refs[]=B`: the revision is in
+            // the tip's history when it is their merge base.
+            let mut url = self.url(&["repository", "merge_base"])?;
+            url.query_pairs_mut().append_pair("refs[]", revision).append_pair("refs[]", tip);
+            let response = self
+                .client
+                .get(url)
+                .header("PRIVATE-TOKEN", self.token.expose())
+                .send()
+                .await
+                .map_err(|e| ClientError::Transient(format!("GitLab at {}: {e}", self.base)))?;
+            match response.status() {
+                // A commit GitLab does not know (yet).
+                StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => Ok(false),
+                s if s.is_success() => {
+                    let base: Commit = response.json().await.map_err(|e| {
+                        ClientError::Permanent(format!("GitLab's merge base is unreadable: {e}"))
+                    })?;
+                    Ok(super::gitops::same_commit(&base.id, revision))
+                }
+                _ => Err(Self::failure(response, "compare commits").await),
+            }
+        })
+    }
+
     fn read<'a>(&'a self, file: &'a str) -> ClientFuture<'a, Option<String>> {
         Box::pin(async move {
             match self.file(file).await? {

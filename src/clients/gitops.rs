@@ -34,6 +34,16 @@ pub trait Gitops: Send + Sync {
 
     /// The committed content of `file`, if any.
     fn read<'a>(&'a self, file: &'a str) -> ClientFuture<'a, Option<String>>;
+
+    /// Whether the history of commit `tip` includes commit `revision` (the same commit, or an
+    /// ancestor): whether what was synced at `tip` contains what was committed as `revision`.
+    /// A commit this repository does not know is not included (yet).
+    fn includes<'a>(&'a self, revision: &'a str, tip: &'a str) -> ClientFuture<'a, bool>;
+}
+
+/// Whether two commit ids name the same commit (either may be abbreviated).
+pub fn same_commit(a: &str, b: &str) -> bool {
+    !a.is_empty() && !b.is_empty() && (a.starts_with(b) || b.starts_with(a))
 }
 
 impl Gitops for LocalGit {
@@ -48,6 +58,17 @@ impl Gitops for LocalGit {
 
     fn read<'a>(&'a self, file: &'a str) -> ClientFuture<'a, Option<String>> {
         Box::pin(LocalGit::read(self, file))
+    }
+
+    fn includes<'a>(&'a self, revision: &'a str, tip: &'a str) -> ClientFuture<'a, bool> {
+        Box::pin(async move {
+            if same_commit(revision, tip) {
+                return Ok(true);
+            }
+            // Exit 0: an ancestor; 1: not one; anything else: a commit unknown here.
+            let output = self.git(&["merge-base", "--is-ancestor", revision, tip]).await?;
+            Ok(output.status.success())
+        })
     }
 }
 

@@ -134,6 +134,10 @@ impl gitops::Gitops for Offline {
     fn read<'a>(&'a self, _: &'a str) -> ClientFuture<'a, Option<String>> {
         offline()
     }
+
+    fn includes<'a>(&'a self, _: &'a str, _: &'a str) -> ClientFuture<'a, bool> {
+        offline()
+    }
 }
 
 impl kube::Clusters for Offline {

@@ -36,6 +36,9 @@ impl Default for WorkersConfig {
     }
 }
 
+/// The most attempts a kind may be given (a job row holds them as a 32-bit number).
+pub const MAX_ATTEMPTS: u32 = 100_000;
+
 /// Settings of one job kind; anything left out keeps the kind's default.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -45,6 +48,8 @@ pub struct KindConfig {
     pub timeout_secs: Option<u64>,
     pub backoff_base_ms: Option<u64>,
     pub backoff_max_secs: Option<u64>,
+    /// Transient failures retry until this long after the job was submitted.
+    pub deadline_secs: Option<u64>,
 }
 
 impl WorkersConfig {
@@ -62,10 +67,22 @@ impl WorkersConfig {
                     format!("{kind}.max_attempts must be at least 1"),
                 ));
             }
-            if settings.timeout_secs == Some(0) {
+            for (name, value) in [
+                ("timeout_secs", settings.timeout_secs),
+                ("backoff_max_secs", settings.backoff_max_secs),
+                ("deadline_secs", settings.deadline_secs),
+            ] {
+                if value == Some(0) {
+                    return Err(ConfigError::invalid(
+                        "workers.kinds",
+                        format!("{kind}.{name} must be at least 1"),
+                    ));
+                }
+            }
+            if settings.max_attempts.is_some_and(|n| n > MAX_ATTEMPTS) {
                 return Err(ConfigError::invalid(
                     "workers.kinds",
-                    format!("{kind}.timeout_secs must be at least 1"),
+                    format!("{kind}.max_attempts must be at most {MAX_ATTEMPTS}"),
                 ));
             }
         }

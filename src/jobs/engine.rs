@@ -333,7 +333,7 @@ impl Runner {
             }
             Err(JobError::Permanent(_)) => ("failed", Write::Fail(None)),
             Err(JobError::Transient(_)) => match registered {
-                Some(r) if job.attempt < job.max_attempts => {
+                Some(r) if r.settings.retries(job.attempt, job.max_attempts, job.created_at) => {
                     let s = r.settings;
                     let wait =
                         backoff(job.attempt as u32, s.backoff_base, s.backoff_max, rand::random());
@@ -341,6 +341,16 @@ impl Runner {
                 }
                 _ => ("failed", Write::Fail(None)),
             },
+        };
+        let outcome = match (outcome, registered.and_then(|r| r.settings.deadline)) {
+            (Err(JobError::Transient(why)), Some(deadline)) if label == "failed" => {
+                Err(JobError::Transient(format!(
+                    "gave up after {} attempts over up to {}s: {why}",
+                    job.attempt,
+                    deadline.as_secs()
+                )))
+            }
+            (outcome, _) => outcome,
         };
         match &outcome {
             Ok(_) => tracing::debug!(outcome = label, "attempt finished"),

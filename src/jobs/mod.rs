@@ -240,6 +240,10 @@ pub struct KindSettings {
     pub timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Transient failures retry until this long after the job was submitted (then it fails
+    /// with the last reason), however many attempts that takes, up to `max_attempts`: an
+    /// outage of a remote system is outlasted, not counted in attempts.
+    pub deadline: Option<Duration>,
 }
 
 impl Default for KindSettings {
@@ -250,6 +254,7 @@ impl Default for KindSettings {
             timeout: Duration::from_secs(300),
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(600),
+            deadline: None,
         }
     }
 }
@@ -272,7 +277,24 @@ impl KindSettings {
         if let Some(v) = config.backoff_max_secs {
             self.backoff_max = Duration::from_secs(v);
         }
+        if let Some(v) = config.deadline_secs {
+            self.deadline = Some(Duration::from_secs(v));
+        }
         self
+    }
+
+    /// Whether a transient failure of attempt `attempt` of a job submitted at `created_at`
+    /// is retried.
+    pub fn retries(
+        &self,
+        attempt: i32,
+        max_attempts: i32,
+        created_at: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        let within = |deadline: Duration| {
+            (chrono::Utc::now() - created_at).to_std().unwrap_or_default() < deadline
+        };
+        attempt < max_attempts && self.deadline.is_none_or(within)
     }
 
     /// The maximum of attempts as stored in a job row.

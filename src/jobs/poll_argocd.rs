@@ -85,8 +85,14 @@ impl Job for PollArgocd {
     const KIND: &'static str = "poll_argocd";
     type Payload = PollPayload;
 
+    /// An Argo CD that does not answer is retried (every minute at most) for 30 minutes after
+    /// delivery, like the delivery itself.
     fn settings(&self) -> KindSettings {
-        KindSettings { concurrency: 8, timeout: Duration::from_secs(60), ..KindSettings::default() }
+        KindSettings {
+            concurrency: 8,
+            timeout: Duration::from_secs(60),
+            ..super::provision_namespace::DELIVERY_SETTINGS
+        }
     }
 
     async fn run(&self, ctx: &Context, job: &Run<PollPayload>) -> Result<Outcome, JobError> {
@@ -110,7 +116,11 @@ impl Job for PollArgocd {
         // Right after the commit, Argo CD is told to read Git now rather than at its next poll.
         let hard_refresh = config.hard_refresh || job.claim == 1;
         let application = argocd.application(app, hard_refresh).await?;
-        let synced_ours = payload.revision.as_deref().is_none_or(|r| application.synced(r));
+        let synced_ours = match (payload.revision.as_deref(), application.revision()) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(ours), Some(synced)) => ctx.clients.gitops.includes(ours, synced).await?,
+        };
         let namespace = application.resource("Namespace", &project.namespace, None);
         let quota =
             application.resource("ResourceQuota", "infrahub-quota", Some(&project.namespace));

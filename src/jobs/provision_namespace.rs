@@ -79,13 +79,16 @@ async fn apply_and_confirm(
     Ok(desired.len())
 }
 
-/// Provisioning and deprovisioning: a few at a time, each bounded by delivery's own timeouts.
+/// Provisioning and deprovisioning: a few at a time, each bounded by delivery's own timeouts;
+/// an outage of Git, GitLab or a cluster is retried (every minute at most) for 30 minutes
+/// after the change, then the project fails with the last reason.
 pub(super) const DELIVERY_SETTINGS: KindSettings = KindSettings {
     concurrency: 4,
-    max_attempts: 5,
+    max_attempts: 1_000,
     timeout: std::time::Duration::from_secs(120),
     backoff_base: std::time::Duration::from_secs(2),
-    backoff_max: std::time::Duration::from_secs(600),
+    backoff_max: std::time::Duration::from_secs(60),
+    deadline: Some(std::time::Duration::from_secs(1_800)),
 };
 
 /// Whether Argo CD, rather than delivery itself, decides when the project at `site` is there.

@@ -32,6 +32,8 @@ pub struct ArgoScript {
 pub struct FakeArgocd {
     pub base: String,
     pub script: Arc<Mutex<ArgoScript>>,
+    /// What the next requests meet before Argo CD answers them.
+    pub faults: crate::faults::Faults,
 }
 
 impl FakeArgocd {
@@ -44,10 +46,13 @@ impl FakeArgocd {
             states: states.into(),
             ..ArgoScript::default()
         };
-        let fake = FakeArgocd { base, script: Arc::new(Mutex::new(script)) };
+        let faults = crate::faults::Faults::default();
+        let fake =
+            FakeArgocd { base, script: Arc::new(Mutex::new(script)), faults: faults.clone() };
         let router = Router::new()
             .route("/api/v1/applications/{name}", get(read))
             .route("/api/v1/applications/{name}/sync", post(sync))
+            .layer(axum::middleware::from_fn_with_state(faults, crate::faults::inject))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         fake

@@ -29,6 +29,8 @@ pub struct Repo {
 pub struct FakeGitlab {
     pub base: String,
     pub repo: Arc<Mutex<Repo>>,
+    /// What the next requests meet before GitLab answers them.
+    pub faults: crate::faults::Faults,
 }
 
 impl FakeGitlab {
@@ -36,10 +38,13 @@ impl FakeGitlab {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let repo = Arc::new(Mutex::new(Repo { token: token.to_owned(), ..Repo::default() }));
-        let fake = FakeGitlab { base, repo };
+        let faults = crate::faults::Faults::default();
+        let fake = FakeGitlab { base, repo, faults: faults.clone() };
         let router = Router::new()
             .route("/api/v4/projects/{project}/repository/files/{path}", get(file))
             .route("/api/v4/projects/{project}/repository/commits", post(commit))
+            .route("/api/v4/projects/{project}/repository/merge_base", get(merge_base))
+            .layer(axum::middleware::from_fn_with_state(faults, crate::faults::inject))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         fake
@@ -86,6 +91,30 @@ async fn file(
             "last_commit_id": commit,
         }))
         .into_response(),
+    }
+}
+
+/// `GET .../repository/merge_base?refs[]=A&refs[]=B`: this double's history is a line of
+/// commits numbered 1, 2, ..., so the merge base is the older of the two.
+async fn merge_base(
+    State(fake): State<FakeGitlab>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let repo = fake.repo.lock().unwrap();
+    if !authorized(&repo, &headers) {
+        return message(StatusCode::UNAUTHORIZED, "401 Unauthorized");
+    }
+    let refs: Vec<u128> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "refs[]")
+        .filter_map(|(_, v)| u128::from_str_radix(&v, 16).ok())
+        .filter(|n| *n >= 1 && *n <= repo.commits.len() as u128)
+        .collect();
+    match refs.iter().min() {
+        Some(base) if refs.len() == 2 => {
+            axum::Json(json!({ "id": format!("{base:040x}") })).into_response()
+        }
+        _ => message(StatusCode::NOT_FOUND, "404 Commit Not Found"),
     }
 }
 

@@ -59,4 +59,8 @@ impl Gitops for FlakyGit {
     fn read<'a>(&'a self, file: &'a str) -> ClientFuture<'a, Option<String>> {
         Box::pin(async move { Ok(self.files.lock().unwrap().get(file).cloned()) })
     }
+
+    fn includes<'a>(&'a self, revision: &'a str, tip: &'a str) -> ClientFuture<'a, bool> {
+        Box::pin(async move { Ok(revision <= tip) })
+    }
 }
