@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
 use super::{ClientError, ClientFuture};
-use crate::config::GitConfig;
+use crate::config::{GitConfig, redact_credentials};
 
 /// What a write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,49 +73,95 @@ impl Gitops for LocalGit {
     }
 }
 
-/// A local repository; one writer at a time in this process.
+/// A local repository, written by one writer at a time: within a process (a mutex) and
+/// across processes on the host (an OS file lock on `.git/infrahub.lock`), so several daemons
+/// may share one working tree. With a remote, each write first brings the branch up to date
+/// and each push that is refused (another host pushed first) is rebased and tried again, so
+/// hosts sharing a remote never diverge.
 pub struct LocalGit {
     config: GitConfig,
+    /// How long a writer waits for the file lock before giving up (transiently).
+    lock_timeout: Duration,
+    /// How long one `git` command may run before it is killed.
+    command_timeout: Duration,
 }
 
-/// Serialises writers in this process: git's index lock allows one at a time.
+/// Serialises writers in this process, before they take the file lock.
 fn write_lock() -> &'static Mutex<()> {
     static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
     LOCK.get_or_init(|| Mutex::new(()))
 }
 
+/// Pushes refused because the remote moved on are rebased and pushed again this many times.
+const PUSH_TRIES: usize = 5;
+
+/// Whether git's complaint is about a lock another writer holds (`index.lock`,
+/// `HEAD.lock`, a ref lock): that passes, so it is worth another attempt.
+fn is_lock_contention(stderr: &str) -> bool {
+    stderr.contains(".lock")
+        && (stderr.contains("File exists") || stderr.contains("Unable to create"))
+}
+
 impl LocalGit {
     pub fn new(config: &GitConfig) -> Self {
-        Self { config: config.clone() }
+        Self {
+            config: config.clone(),
+            lock_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The same repository with other waits: for the file lock, and for one `git` command
+    /// (tests shorten them).
+    pub fn with_timeouts(mut self, lock: Duration, command: Duration) -> Self {
+        self.lock_timeout = lock;
+        self.command_timeout = command;
+        self
     }
 
     pub fn path(&self) -> &Path {
         &self.config.path
     }
 
+    /// Runs git in the repository; a command that outlives its timeout is killed.
     async fn git(&self, args: &[&str]) -> Result<std::process::Output, ClientError> {
-        Command::new("git")
+        let run = Command::new("git")
             .arg("-C")
             .arg(&self.config.path)
             .args(["-c", &format!("user.name={}", self.config.author_name)])
             .args(["-c", &format!("user.email={}", self.config.author_email)])
             .args(args)
-            .output()
-            .await
-            .map_err(|e| ClientError::Permanent(format!("cannot run git: {e}")))
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(self.command_timeout, run).await {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(e)) => Err(ClientError::Permanent(format!("cannot run git: {e}"))),
+            Err(_) => Err(ClientError::Transient(format!(
+                "git {} did not finish within {}s and was stopped",
+                args.first().copied().unwrap_or_default(),
+                self.command_timeout.as_secs()
+            ))),
+        }
     }
 
+    /// Runs git and returns its output, or says why it failed: a lock another writer holds is
+    /// transient, anything else permanent. Credentials in a remote URL never reach the message.
     async fn git_ok(&self, args: &[&str]) -> Result<String, ClientError> {
         let output = self.git(args).await?;
         if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+            return Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let message = redact_credentials(&format!(
+            "git {} failed in {}: {}",
+            args.join(" "),
+            self.config.path.display(),
+            stderr.trim()
+        ));
+        if is_lock_contention(&stderr) {
+            Err(ClientError::Transient(message))
         } else {
-            Err(ClientError::Permanent(format!(
-                "git {} failed in {}: {}",
-                args.join(" "),
-                self.config.path.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            )))
+            Err(ClientError::Permanent(message))
         }
     }
 
@@ -130,16 +177,55 @@ impl LocalGit {
         Ok(())
     }
 
+    /// Takes the repository's file lock, waiting up to the lock timeout; it is released when
+    /// the returned file is dropped.
+    async fn lock_file(&self) -> Result<std::fs::File, ClientError> {
+        let path = self.config.path.join(".git").join("infrahub.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ClientError::Permanent(format!("cannot open {}: {e}", path.display())))?;
+        let deadline = tokio::time::Instant::now() + self.lock_timeout;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(ClientError::Transient(format!(
+                        "the repository {} is busy: another writer held its lock for {}s",
+                        self.config.path.display(),
+                        self.lock_timeout.as_secs()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(ClientError::Permanent(format!(
+                        "cannot lock {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+    }
+
     /// Writes `content` to `file` (relative to the repository), or removes it when `None`,
-    /// and commits with `message` if that changed anything. Pushes when a remote is set.
+    /// and commits with `message` if that changed anything. With a remote, the branch is
+    /// brought up to date first and pushed after.
     pub async fn write(
         &self,
         file: &str,
         content: Option<&str>,
         message: &str,
     ) -> Result<Delivered, ClientError> {
-        let _guard = write_lock().lock().await;
+        let _in_process = write_lock().lock().await;
         self.ensure_repository().await?;
+        let _across_processes = self.lock_file().await?;
+        self.pull().await?;
         let target: PathBuf = self.config.path.join(file);
         match content {
             Some(text) => {
@@ -172,7 +258,19 @@ impl LocalGit {
             Delivered::Committed { commit: self.git_ok(&["rev-parse", "HEAD"]).await? }
         };
         self.push().await?;
-        Ok(delivered)
+        // A rebase during the push moved our commit: report where it is now.
+        match delivered {
+            Delivered::Committed { .. } => {
+                let commit = self.last_commit_of(file).await?;
+                Ok(Delivered::Committed { commit })
+            }
+            unchanged => Ok(unchanged),
+        }
+    }
+
+    /// The newest commit that touched `file`.
+    async fn last_commit_of(&self, file: &str) -> Result<String, ClientError> {
+        self.git_ok(&["log", "-1", "--format=%H", "--", file]).await
     }
 
     /// The committed content of `file`, if any.
@@ -184,18 +282,60 @@ impl LocalGit {
         }
     }
 
-    /// Pushes the branch when a remote is configured; a failure is transient, and a later
-    /// attempt pushes whatever is still unpushed.
+    /// Brings the branch up to date with the remote's (fetch, then rebase local commits on
+    /// it); nothing without a remote, or while the remote has no such branch yet.
+    async fn pull(&self) -> Result<(), ClientError> {
+        let Some(remote) = &self.config.remote else { return Ok(()) };
+        let branch = &self.config.branch;
+        let fetched = self.git(&["fetch", "--quiet", remote, branch]).await?;
+        if !fetched.status.success() {
+            let stderr = String::from_utf8_lossy(&fetched.stderr);
+            if stderr.contains("couldn't find remote ref") {
+                return Ok(());
+            }
+            return Err(ClientError::Transient(redact_credentials(&format!(
+                "git fetch from {remote} failed: {}",
+                stderr.trim()
+            ))));
+        }
+        if !self.git(&["rev-parse", "--verify", "--quiet", "HEAD"]).await?.status.success() {
+            // A new clone with no commit of its own yet: take the remote's branch as it is.
+            self.git_ok(&["reset", "--hard", "--quiet", "FETCH_HEAD"]).await?;
+            return Ok(());
+        }
+        let rebased = self.git(&["rebase", "--quiet", "FETCH_HEAD"]).await?;
+        if rebased.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&rebased.stderr).trim().to_owned();
+        let _ = self.git(&["rebase", "--abort"]).await;
+        Err(ClientError::Transient(redact_credentials(&format!(
+            "rebasing on {remote}/{branch} failed: {stderr}"
+        ))))
+    }
+
+    /// Pushes the branch when a remote is configured. A push refused because the remote moved
+    /// on (another host pushed) is rebased on it and tried again; other failures are transient,
+    /// and a later attempt pushes whatever is still unpushed.
     async fn push(&self) -> Result<(), ClientError> {
         let Some(remote) = &self.config.remote else { return Ok(()) };
-        let output = self.git(&["push", "--quiet", remote, &self.config.branch]).await?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(ClientError::Transient(format!(
-                "git push to {remote} failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )))
+        let mut last = String::new();
+        for _ in 0..PUSH_TRIES {
+            let output = self.git(&["push", "--quiet", remote, &self.config.branch]).await?;
+            if output.status.success() {
+                return Ok(());
+            }
+            last = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            let moved_on = last.contains("fetch first")
+                || last.contains("non-fast-forward")
+                || last.contains("rejected");
+            if !moved_on {
+                break;
+            }
+            self.pull().await?;
         }
+        Err(ClientError::Transient(redact_credentials(&format!(
+            "git push to {remote} failed: {last}"
+        ))))
     }
 }

@@ -53,17 +53,32 @@ pub enum GitKind {
     Gitlab,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GitConfig {
     pub kind: GitKind,
     /// The repository's directory; `<site>/<namespace>.yaml` files are written in it.
     pub path: PathBuf,
     pub branch: String,
-    /// Pushed to after every commit when set (a remote name or URL).
+    /// Pushed to after every commit when set (a remote name or URL; credentials in it are
+    /// redacted wherever it is shown).
+    #[serde(serialize_with = "super::secret::serialize_redacted_credentials")]
     pub remote: Option<String>,
     pub author_name: String,
     pub author_email: String,
+}
+
+impl std::fmt::Debug for GitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitConfig")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("branch", &self.branch)
+            .field("remote", &self.remote.as_deref().map(super::redact_credentials))
+            .field("author_name", &self.author_name)
+            .field("author_email", &self.author_email)
+            .finish()
+    }
 }
 
 impl Default for GitConfig {

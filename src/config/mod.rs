@@ -36,7 +36,7 @@ pub use inventory::{
 };
 pub use logging::{LogFormat, LoggingConfig};
 pub use schedule::ScheduleConfig;
-pub use secret::{Secret, SecretSource, redact_url};
+pub use secret::{Secret, SecretSource, redact_credentials, redact_url};
 pub use workers::{KindConfig, WorkersConfig};
 
 use crate::domain::catalog::Catalog;

@@ -104,6 +104,42 @@ pub fn redact_url(raw: &str) -> String {
     }
 }
 
+/// Hides the credentials of every URL inside `text` (`scheme://user:secret@host` becomes
+/// `scheme://[redacted]@host`), e.g. in git's messages about a remote given with a token. The
+/// one function behind `config check`, logs and job errors.
+pub fn redact_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c == '/' || c.is_whitespace() || matches!(c, '"' | '\'' | '>' | ')'))
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@') {
+            Some(user_end) if user_end > 0 => {
+                out.push_str("[redacted]");
+                out.push_str(&authority[user_end..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+pub(super) fn serialize_redacted_credentials<S: Serializer>(
+    value: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(text) => serializer.serialize_some(&redact_credentials(text)),
+        None => serializer.serialize_none(),
+    }
+}
+
 pub(super) fn serialize_redacted_url<S: Serializer>(
     url: &str,
     serializer: S,
@@ -143,6 +179,23 @@ mod tests {
         let absent = SecretSource { key: "x.token", value: None, file: Some(&gone) };
         let err = absent.read().unwrap_err().to_string();
         assert!(err.contains("x.token_file") && err.contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn credentials_inside_text_are_hidden() {
+        assert_eq!(
+            redact_credentials(
+                "git push to https://oauth2:glpat-123@gitlab.example/ops.git failed"
+            ),
+            "git push to https://[redacted]@gitlab.example/ops.git failed"
+        );
+        assert_eq!(
+            redact_credentials("fatal: 'ssh://git@host:22/x' and http://host/y"),
+            "fatal: 'ssh://[redacted]@host:22/x' and http://host/y"
+        );
+        assert_eq!(redact_credentials("no urls here"), "no urls here");
+        assert_eq!(redact_credentials("/srv/git/ops.git"), "/srv/git/ops.git");
+        assert_eq!(redact_credentials("https://u:p@h"), "https://[redacted]@h");
     }
 
     #[test]

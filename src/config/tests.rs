@@ -286,14 +286,21 @@ fn redacted_output_hides_secrets() {
             "INFRAHUB_DATABASE__URL",
             "postgres://app:hunter2hunter2@db.internal/infrahub",
         );
+        jail.set_env(
+            "INFRAHUB_DELIVERY__GIT__REMOTE",
+            "https://oauth2:glpat-remote-token@gitlab.example/ops.git",
+        );
         let config = Config::load(Mode::Serve, None).unwrap();
         let text = config.to_redacted_toml();
+        assert!(!text.contains("glpat-remote-token"), "{text}");
+        assert!(text.contains("https://[redacted]@gitlab.example/ops.git"), "{text}");
         assert!(!text.contains(GOOD_SECRET), "{text}");
         assert!(!text.contains("hunter2hunter2"), "{text}");
         assert!(text.contains("[redacted]"), "{text}");
         assert!(text.contains("db.internal"), "{text}");
         let debug = format!("{config:?}");
         assert!(!debug.contains(GOOD_SECRET) && !debug.contains("hunter2hunter2"), "{debug}");
+        assert!(!debug.contains("glpat-remote-token"), "{debug}");
         Ok(())
     });
 }

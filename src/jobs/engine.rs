@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use super::{JobError, Outcome, Registered, Registry};
 use crate::app::{self, AppError};
+use crate::config::redact_credentials;
 use crate::context::Context;
 use crate::domain::job::backoff;
 use crate::store::StoreError;
@@ -352,6 +353,11 @@ impl Runner {
             }
             (outcome, _) => outcome,
         };
+        // Whatever an error quotes (a remote's URL, say), its credentials go no further.
+        let outcome = outcome.map_err(|err| match err {
+            JobError::Permanent(why) => JobError::Permanent(redact_credentials(&why)),
+            JobError::Transient(why) => JobError::Transient(redact_credentials(&why)),
+        });
         match &outcome {
             Ok(_) => tracing::debug!(outcome = label, "attempt finished"),
             Err(err) => tracing::warn!(outcome = label, error = %err, "attempt failed"),

@@ -23,6 +23,7 @@ mod jobs_api;
 mod kube;
 mod kube_fake;
 mod lifecycle;
+mod localgit;
 mod migrations;
 mod netbox_fake;
 mod ops;

@@ -1,0 +1,114 @@
+//! The local Git repository as several daemons use it: one writer at a time across processes
+//! (an OS file lock), another writer's lock is worth a retry, a hanging git is stopped, hosts
+//! sharing a remote never diverge, and a remote's credentials never show.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use infrahub::clients::ClientError;
+use infrahub::clients::gitops::{Delivered, LocalGit};
+use infrahub::config::GitConfig;
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let output = Command::new("git").arg("-C").arg(repo).args(args).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn local(path: &Path, remote: Option<&Path>) -> LocalGit {
+    let config = GitConfig {
+        path: path.to_owned(),
+        remote: remote.map(|r| r.display().to_string()),
+        ..GitConfig::default()
+    };
+    LocalGit::new(&config).with_timeouts(Duration::from_millis(300), Duration::from_secs(2))
+}
+
+fn bare(dir: &Path) -> std::path::PathBuf {
+    let remote = dir.join("remote.git");
+    let status = Command::new("git")
+        .args(["init", "--quiet", "--bare", "-b", "main"])
+        .arg(&remote)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    remote
+}
+
+#[tokio::test]
+async fn two_hosts_sharing_a_remote_never_diverge() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = bare(dir.path());
+    let (a, b) =
+        (local(&dir.path().join("a"), Some(&remote)), local(&dir.path().join("b"), Some(&remote)));
+    let writes = (0..8).map(|i| {
+        let host = if i % 2 == 0 { &a } else { &b };
+        async move {
+            let (file, text) = (format!("fra/ns-{i}.yaml"), format!("n: {i}\n"));
+            host.write(&file, Some(&text), &format!("provision {i}")).await
+        }
+    });
+    for written in futures::future::join_all(writes).await {
+        assert!(matches!(written, Ok(Delivered::Committed { .. })), "{written:?}");
+    }
+    let files = git(&remote, &["ls-tree", "-r", "--name-only", "main"]);
+    assert_eq!(files.lines().count(), 8, "{files}");
+    assert_eq!(git(&remote, &["rev-list", "--count", "main"]), "8", "one commit each, none lost");
+    // Each host sees the other's work once it writes again.
+    a.write("fra/last.yaml", Some("n: last\n"), "last").await.unwrap();
+    assert!(dir.path().join("a/fra/ns-1.yaml").exists(), "a rebased on b's commits");
+}
+
+#[tokio::test]
+async fn another_writers_locks_are_waited_for_not_failed_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let host = local(&repo, None);
+    host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
+
+    // Another daemon on this host holds the repository's lock.
+    let lock = std::fs::File::open(repo.join(".git/infrahub.lock")).unwrap();
+    lock.lock().unwrap();
+    let busy = host.write("fra/b.yaml", Some("b\n"), "second").await.unwrap_err();
+    assert!(matches!(&busy, ClientError::Transient(m) if m.contains("busy")), "{busy:?}");
+    drop(lock);
+
+    // A git of someone else's left its index lock behind, for now.
+    std::fs::write(repo.join(".git/index.lock"), "").unwrap();
+    let locked = host.write("fra/b.yaml", Some("b\n"), "second").await.unwrap_err();
+    assert!(matches!(&locked, ClientError::Transient(m) if m.contains("index.lock")), "{locked:?}");
+    std::fs::remove_file(repo.join(".git/index.lock")).unwrap();
+    assert!(matches!(
+        host.write("fra/b.yaml", Some("b\n"), "second").await,
+        Ok(Delivered::Committed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_git_that_hangs_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let host = local(&repo, None);
+    host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
+    let hook = repo.join(".git/hooks/pre-commit");
+    std::fs::write(&hook, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&hook).status().unwrap();
+    let started = std::time::Instant::now();
+    let hung = host.write("fra/b.yaml", Some("b\n"), "second").await.unwrap_err();
+    assert!(matches!(&hung, ClientError::Transient(m) if m.contains("did not finish")), "{hung:?}");
+    assert!(started.elapsed() < Duration::from_secs(20), "stopped after its timeout");
+}
+
+#[tokio::test]
+async fn a_remotes_credentials_never_show_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GitConfig {
+        path: dir.path().join("gitops"),
+        remote: Some("http://deploy:s3cret-token@127.0.0.1:1/ops.git".to_owned()),
+        ..GitConfig::default()
+    };
+    let host =
+        LocalGit::new(&config).with_timeouts(Duration::from_secs(1), Duration::from_secs(10));
+    let err = host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap_err().to_string();
+    assert!(!err.contains("s3cret-token") && err.contains("[redacted]@127.0.0.1:1"), "{err}");
+}
