@@ -247,15 +247,28 @@ async fn evaluate(
 /// checks again under the lock.
 pub async fn set_quota(ctx: &Context, caller: &Caller, input: SetQuota) -> AppResult<Submitted> {
     caller.authorize(Action::SetQuota)?;
+    let refused =
+        || AppError::forbidden("field admins set quotas of their own field's departments only");
     if !caller.scope.may_write(Owner::field(input.field_id)) {
-        return Err(AppError::forbidden("field admins set quotas of their own field only"));
+        return Err(refused());
     }
     let mut conn = ctx.pool.acquire().await?;
-    let dept = org::get_department(&mut conn, input.dept_id).await.map_err(|e| match e {
-        StoreError::NotFound => AppError::invalid("unknown_reference", "no such department")
-            .with_details(json!({ "field": "dept_id" })),
-        other => other.into(),
-    })?;
+    let dept = match org::get_department(&mut conn, input.dept_id).await {
+        Ok(dept) => Some(dept),
+        Err(StoreError::NotFound) => None,
+        Err(other) => return Err(other.into()),
+    };
+    // Whether another field's department exists is none of a field admin's business: the
+    // same refusal either way, before any value of the request is looked at.
+    let in_scope =
+        dept.as_ref().is_some_and(|d| caller.scope.may_write(Owner::department(d.field_id, d.id)));
+    let Some(dept) = dept.filter(|_| in_scope) else {
+        if !caller.scope.reaches_everything() {
+            return Err(refused());
+        }
+        return Err(AppError::invalid("unknown_reference", "no such department")
+            .with_details(json!({ "field": "dept_id" })));
+    };
     if dept.field_id != input.field_id {
         return Err(AppError::invalid(
             "invalid_value",

@@ -40,8 +40,14 @@ pub async fn login(ctx: &Context, username: &str, password: String) -> AppResult
         return Err(refused());
     }
     let key = username.to_lowercase();
+    let auth = &ctx.config.auth;
+    let policy = ThrottlePolicy {
+        max_failures: auth.login_max_failures,
+        window_secs: auth.login_failure_window_secs,
+        lockout_secs: auth.login_lockout_secs,
+    };
     let mut conn = ctx.pool.acquire().await?;
-    if let Some(secs) = throttle::locked_for(&mut conn, &key).await? {
+    if let Some(secs) = throttle::attempt(&mut conn, &key, policy).await? {
         metrics::counter!("infrahub_logins_total", "outcome" => "locked").increment(1);
         return Err(too_many(secs));
     }
@@ -62,13 +68,6 @@ pub async fn login(ctx: &Context, username: &str, password: String) -> AppResult
             })
         }
         None => {
-            let auth = &ctx.config.auth;
-            let policy = ThrottlePolicy {
-                max_failures: auth.login_max_failures,
-                window_secs: auth.login_failure_window_secs,
-                lockout_secs: auth.login_lockout_secs,
-            };
-            throttle::record_failure(&mut conn, &key, policy).await?;
             metrics::counter!("infrahub_logins_total", "outcome" => "failure").increment(1);
             tracing::info!("login refused");
             Err(refused())

@@ -1,5 +1,7 @@
 //! Login, the authenticated-caller extractor, and `/me`.
 
+use std::marker::PhantomData;
+
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -12,6 +14,7 @@ use super::extract::Json;
 use crate::app::auth::{Me, TokenResponse};
 use crate::app::{self, Caller};
 use crate::context::Context;
+use crate::domain::scope::Action;
 
 pub fn router() -> OpenApiRouter<Context> {
     OpenApiRouter::new().routes(routes!(login)).routes(routes!(me))
@@ -40,6 +43,54 @@ impl FromRequestParts<Context> for Caller {
         tracing::Span::current().record("user", caller.username.as_str());
         Ok(caller)
     }
+}
+
+/// An action a route needs its caller's role to allow (see [`Permitted`]).
+pub trait Needs {
+    const ACTION: Action;
+}
+
+/// The caller, once its role is known to allow `N`'s action: a route that takes a body asks
+/// for this before the body, so a role that may not use the route is refused (403) whatever
+/// it sent.
+pub struct Permitted<N>(pub Caller, pub PhantomData<N>);
+
+impl<N: Needs> FromRequestParts<Context> for Permitted<N> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Context) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, ctx).await?;
+        caller.authorize(N::ACTION)?;
+        Ok(Self(caller, PhantomData))
+    }
+}
+
+macro_rules! needs {
+    ($($(#[$doc:meta])* $name:ident => $action:ident;)*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl Needs for $name {
+            const ACTION: Action = Action::$action;
+        }
+    )*};
+}
+
+needs! {
+    /// Center admins: sites, fields, departments, accounts.
+    ManagesOrganisation => ManageOrganisation;
+    /// Center admins: maintenance jobs.
+    RunsMaintenance => RunMaintenance;
+    /// Center admins: servers to fields.
+    AllocatesServers => AllocateServers;
+    /// Center and field admins: department quotas.
+    SetsQuotas => SetQuota;
+    /// Team leads: new projects.
+    CreatesProjects => CreateProject;
+    /// Team leads and center admins: project changes.
+    ChangesProjects => ChangeProject;
+    /// Center admins: forced steps of stuck projects.
+    ForcesProjects => ForceProject;
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

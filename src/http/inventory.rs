@@ -14,6 +14,7 @@ use crate::app::allocation::{AssignServer, DepartmentQuotas, FieldCapacity, SetQ
 use crate::app::inventory::ServerQuery;
 use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
+use crate::http::auth::{AllocatesServers, Permitted, SetsQuotas};
 use crate::store::Page;
 use crate::store::servers::Server;
 
@@ -59,7 +60,7 @@ async fn list_servers(
     security(("bearer" = [])))]
 async fn assign_server(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<AllocatesServers>,
     Json(body): Json<AssignServer>,
 ) -> Result<Response, ApiError> {
     let submitted = app::allocation::assign_server(&ctx, &caller, body).await?;
@@ -90,7 +91,7 @@ async fn unassign_server(
     security(("bearer" = [])))]
 async fn set_department_quota(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<SetsQuotas>,
     Json(body): Json<SetQuota>,
 ) -> Result<Response, ApiError> {
     let submitted = app::allocation::set_quota(&ctx, &caller, body).await?;

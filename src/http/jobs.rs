@@ -16,6 +16,7 @@ use crate::app::jobs::{JobQuery, SubmitJob};
 use crate::app::{self, Caller, PageParams, Submitted};
 use crate::context::Context;
 use crate::domain::job::JobStatus;
+use crate::http::auth::{Permitted, RunsMaintenance};
 use crate::store::Page;
 use crate::store::jobs::Job;
 
@@ -104,7 +105,7 @@ async fn cancel_job(
     security(("bearer" = [])))]
 async fn submit_job(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<RunsMaintenance>,
     Json(body): Json<SubmitJob>,
 ) -> Result<Response, ApiError> {
     let submitted = app::jobs::submit_manual(&ctx, &caller, body).await?;

@@ -16,6 +16,7 @@ use crate::app::projects::{
 use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
 use crate::domain::catalog::{Catalog, CatalogEntry};
+use crate::http::auth::{ChangesProjects, CreatesProjects, ForcesProjects, Permitted};
 use crate::store::Page;
 use crate::store::projects::Project;
 
@@ -54,7 +55,7 @@ async fn catalog(State(ctx): State<Context>, caller: Caller) -> Json<Catalog> {
     security(("bearer" = [])))]
 async fn create_project(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<CreatesProjects>,
     Json(body): Json<CreateProject>,
 ) -> Result<Response, ApiError> {
     Ok(project_answer(&app::projects::create(&ctx, &caller, body).await?))
@@ -91,7 +92,7 @@ async fn get_project(
     security(("bearer" = [])))]
 async fn resize_project(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<ChangesProjects>,
     Path(id): Path<Uuid>,
     Json(body): Json<ResizeProject>,
 ) -> Result<Response, ApiError> {
@@ -133,7 +134,7 @@ async fn retry_project(
     security(("bearer" = [])))]
 async fn force_retry_project(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<ForcesProjects>,
     Path(id): Path<Uuid>,
     Json(body): Json<ForceProject>,
 ) -> Result<Response, ApiError> {
@@ -150,7 +151,7 @@ async fn force_retry_project(
     security(("bearer" = [])))]
 async fn force_fail_project(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<ForcesProjects>,
     Path(id): Path<Uuid>,
     Json(body): Json<ForceProject>,
 ) -> Result<Json<Project>, ApiError> {

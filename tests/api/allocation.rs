@@ -210,6 +210,31 @@ async fn field_admins_and_team_leads_stay_in_their_scope(pool: PgPool) {
     app.post("/api/v1/allocations/department-quota", &field_admin, foreign)
         .await
         .expect(StatusCode::FORBIDDEN, Some("forbidden"));
+    // Naming its own field with another field's department, or one that does not exist, is
+    // the same refusal: whether that department exists is not the field admin's to learn, and
+    // no value of the request is looked at first (an unknown site, a negative quota).
+    for (dept, site) in
+        [(org.other_dept, "fra"), (Uuid::now_v7(), "fra"), (org.other_dept, "atlantis")]
+    {
+        let body = json!({ "field_id": org.field, "dept_id": dept, "site": site, "cpu_limit": 1, "ram_gb_limit": 1 });
+        let refused = app
+            .post("/api/v1/allocations/department-quota", &field_admin, body)
+            .await
+            .expect(StatusCode::FORBIDDEN, Some("forbidden"));
+        assert_eq!(
+            refused["error"]["message"],
+            "field admins set quotas of their own field's departments only"
+        );
+    }
+    // A role that may not use a route is refused before its body is read.
+    for (path, body) in [
+        ("/api/v1/admin/sites", &b"{ not json"[..]),
+        ("/api/v1/allocations/servers", &b""[..]),
+        ("/api/v1/admin/jobs", &br#"{"kind": "nonsense"}"#[..]),
+    ] {
+        let answer = app.call_raw(Method::POST, path, &field_admin, None, body).await;
+        answer.expect(StatusCode::FORBIDDEN, Some("forbidden"));
+    }
     let server = add_servers(&pool, org.site, None, 1, 8, 64).await[0];
     let assign = json!({ "server_id": server, "field_id": org.field });
     app.post("/api/v1/allocations/servers", &field_admin, assign)

@@ -247,6 +247,22 @@ async fn repeated_failures_lock_the_username_for_a_while(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn parallel_guesses_get_no_more_tries_than_the_limit(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, Mode::Serve, |c| c.auth.login_max_failures = 5).await;
+    let guesses = (0..20).map(|_| app.login_answer("shop-lead", "nope-nope"));
+    let answers = futures::future::join_all(guesses).await;
+    let tried = answers.iter().filter(|a| a.status != StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!(tried, 5, "only five of twenty parallel attempts had their password checked");
+    let locked: bool = sqlx::query_scalar(
+        "SELECT locked_until > now() FROM login_throttle WHERE username_key = 'shop-lead'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(locked, "the sixth attempt locked the name");
+}
+
+#[sqlx::test]
 async fn a_success_resets_the_failure_count(pool: PgPool) {
     let app = TestApp::spawn_with(pool, Mode::Serve, |c| c.auth.login_max_failures = 3).await;
     for _ in 0..2 {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::app::organisation::{CreateDepartment, UpdateDepartment};
 use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
+use crate::http::auth::{ManagesOrganisation, Permitted};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::extract::{Json, Path, Query};
 use crate::store::Page;
@@ -49,7 +50,7 @@ async fn list_departments(
     security(("bearer" = [])))]
 async fn create_department(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<ManagesOrganisation>,
     Json(body): Json<CreateDepartment>,
 ) -> Result<(StatusCode, Json<Department>), ApiError> {
     let dept = app::organisation::create_department(&ctx, &caller, body).await?;
@@ -75,7 +76,7 @@ async fn get_department(
     security(("bearer" = [])))]
 async fn update_department(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<ManagesOrganisation>,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateDepartment>,
 ) -> Result<Json<Department>, ApiError> {

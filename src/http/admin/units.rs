@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::app::organisation::{CreateUnit, UpdateUnit};
 use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
+use crate::http::auth::{ManagesOrganisation, Permitted};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::extract::{Json, Path, Query};
 use crate::store::Page;
@@ -88,7 +89,7 @@ async fn list_sites(
     security(("bearer" = [])))]
 async fn create_site(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<ManagesOrganisation>,
     Json(body): Json<CreateUnit>,
 ) -> Result<(StatusCode, Json<OrgUnit>), ApiError> {
     create(ctx, caller, UnitKind::Site, body).await
@@ -112,7 +113,7 @@ async fn get_site(
     security(("bearer" = [])))]
 async fn update_site(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<ManagesOrganisation>,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateUnit>,
 ) -> Result<Json<OrgUnit>, ApiError> {
@@ -149,7 +150,7 @@ async fn list_fields(
     security(("bearer" = [])))]
 async fn create_field(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<ManagesOrganisation>,
     Json(body): Json<CreateUnit>,
 ) -> Result<(StatusCode, Json<OrgUnit>), ApiError> {
     create(ctx, caller, UnitKind::Field, body).await
@@ -173,7 +174,7 @@ async fn get_field(
     security(("bearer" = [])))]
 async fn update_field(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<ManagesOrganisation>,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateUnit>,
 ) -> Result<Json<OrgUnit>, ApiError> {

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::app::users::{CreateUser, UpdateUser, UserQuery};
 use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
+use crate::http::auth::{ManagesOrganisation, Permitted};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::extract::{Json, Path, Query};
 use crate::store::Page;
@@ -41,7 +42,7 @@ async fn list_users(
     security(("bearer" = [])))]
 async fn create_user(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<ManagesOrganisation>,
     Json(body): Json<CreateUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     Ok((StatusCode::CREATED, Json(app::users::create(&ctx, &caller, body).await?)))
@@ -67,7 +68,7 @@ async fn get_user(
     security(("bearer" = [])))]
 async fn update_user(
     State(ctx): State<Context>,
-    caller: Caller,
+    Permitted(caller, _): Permitted<ManagesOrganisation>,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateUser>,
 ) -> Result<Json<User>, ApiError> {
