@@ -59,7 +59,8 @@ async fn main() -> anyhow::Result<()> {
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut measure = async |label: &str| -> anyhow::Result<()> {
         let started = Instant::now();
-        let report = sync(&ctx, &client, &actor).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let report =
+            sync(&ctx, &client, &actor, false).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "| {label} | {} | {} | {} | {} | {} | {seconds:.2} |",

@@ -80,7 +80,7 @@ pub struct CapacitySeed {
 pub async fn seed_capacity(ctx: &Context) -> Result<CapacitySeed, SyncError> {
     let mut seed = CapacitySeed::default();
     let actor = Actor::system("demo");
-    let report = sync(ctx, ctx.clients.inventory.as_ref(), &actor).await?;
+    let report = sync(ctx, ctx.clients.inventory.as_ref(), &actor, false).await?;
     seed.servers_synced = report.added + report.updated + report.unchanged;
     let mut tx = ctx.pool.begin().await?;
     let (Some(field), Some(site), Some(dept)) = (

@@ -13,7 +13,7 @@ use crate::clients::inventory::Inventory;
 use crate::context::Context;
 use crate::domain::scope::Action;
 use crate::jobs::Trigger;
-use crate::jobs::sync_servers::SyncServers;
+use crate::jobs::sync_servers::{SyncRequest, SyncServers};
 use crate::store::Page;
 use crate::store::audit::{self, Change};
 use crate::store::servers::{self, Server, ServerFilter, Upsert, UpsertCounts};
@@ -58,9 +58,11 @@ pub async fn list_servers(
 }
 
 /// Starts a sync (center admins); while one is queued or running, answers with that one.
-pub async fn request_sync(ctx: &Context, caller: &Caller) -> AppResult<Submitted> {
+/// With `force`, the sync marks servers missing even when that takes much of a site away.
+pub async fn request_sync(ctx: &Context, caller: &Caller, force: bool) -> AppResult<Submitted> {
     caller.authorize(Action::SyncInventory)?;
-    submit::<SyncServers>(ctx, caller, &Trigger::default(), JobMeta::by(caller)).await
+    let request = SyncRequest { force, trigger: Trigger::default() };
+    submit::<SyncServers>(ctx, caller, &request, JobMeta::by(caller)).await
 }
 
 /// What a sync did; the job's result.
@@ -99,13 +101,34 @@ impl SyncReport {
     }
 }
 
-/// Why a sync could not run: the inventory failed, or the database did.
+/// Why a sync could not run: the inventory failed, or the database did, or it would have
+/// marked too much of a site missing.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error(transparent)]
     Inventory(#[from] crate::clients::ClientError),
     #[error(transparent)]
     App(#[from] super::AppError),
+    /// The answer looks wrong rather than true: nothing was marked missing.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Refuses a sync that would take more than `guard` of a site's active servers away at once.
+fn refuse_mass_disappearance(going: &[servers::GoingMissing], guard: f64) -> Result<(), SyncError> {
+    let Some(site) = going.iter().find(|s| s.missing as f64 > guard * s.active as f64) else {
+        return Ok(());
+    };
+    Err(SyncError::Refused(format!(
+        "the inventory no longer lists {} of the {} active servers of site {} ({:.0} %, more than \
+         inventory.missing_guard = {:.0} %); nothing was marked missing. Check the inventory's \
+         token and filters; if the servers are really gone, sync again with force",
+        site.missing,
+        site.active,
+        site.site,
+        100.0 * site.missing as f64 / site.active as f64,
+        100.0 * guard
+    )))
 }
 
 impl From<crate::store::StoreError> for SyncError {
@@ -126,6 +149,7 @@ pub async fn sync(
     ctx: &Context,
     source: &dyn Inventory,
     actor: &Actor,
+    force: bool,
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
     let mut report = SyncReport { source: source.describe(), ..SyncReport::default() };
@@ -174,6 +198,10 @@ pub async fn sync(
         source.sites().map(|names| names.iter().filter_map(|n| sites.get(n).copied()).collect());
     let seen: Vec<String> = seen_ids.into_iter().collect();
     let mut tx = ctx.pool.begin().await?;
+    if !force {
+        let going = servers::going_missing(&mut tx, &seen, covered.as_deref()).await?;
+        refuse_mass_disappearance(&going, ctx.config.inventory.missing_guard)?;
+    }
     report.missing = servers::mark_missing(&mut tx, &seen, covered.as_deref()).await?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     let change = Change::new("inventory", "sync", &report.source).after(&report);

@@ -70,6 +70,15 @@ impl AuthConfig {
         if self.login_max_failures == 0 {
             return Err(ConfigError::invalid("auth.login_max_failures", "must be at least 1"));
         }
+        if self.login_failure_window_secs == 0 {
+            return Err(ConfigError::invalid(
+                "auth.login_failure_window_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.login_lockout_secs == 0 {
+            return Err(ConfigError::invalid("auth.login_lockout_secs", "must be at least 1"));
+        }
         Ok(())
     }
 

@@ -77,6 +77,9 @@ impl DatabaseConfig {
                 "must be at least 1",
             ));
         }
+        if self.idle_timeout_secs == 0 {
+            return Err(ConfigError::invalid("database.idle_timeout_secs", "must be at least 1"));
+        }
         Ok(())
     }
 }

@@ -208,6 +208,12 @@ impl DeliveryConfig {
                     "missing: set token_file or INFRAHUB_DELIVERY__GITLAB__TOKEN",
                 ));
             }
+            if gitlab.timeout_secs == 0 {
+                return Err(ConfigError::invalid(
+                    "delivery.gitlab.timeout_secs",
+                    "must be at least 1",
+                ));
+            }
         }
         if self.git.branch.trim().is_empty() {
             return Err(ConfigError::invalid("delivery.git.branch", "must not be empty"));

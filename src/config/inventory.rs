@@ -16,12 +16,27 @@ pub enum InventorySource {
     Netbox,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InventoryConfig {
     pub source: InventorySource,
     pub file: FileInventoryConfig,
     pub netbox: NetboxConfig,
+    /// A sync that would mark more than this share of a site's active servers missing fails
+    /// instead (an empty answer from a token without permission looks like a vanished
+    /// fleet); a sync asked for with `force` goes ahead. 1 turns the guard off.
+    pub missing_guard: f64,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        Self {
+            source: InventorySource::File,
+            file: FileInventoryConfig::default(),
+            netbox: NetboxConfig::default(),
+            missing_guard: 0.5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -136,6 +151,12 @@ impl InventoryConfig {
             return Err(ConfigError::invalid(
                 "inventory.netbox.page_size",
                 "must be between 1 and 1000",
+            ));
+        }
+        if !(self.missing_guard > 0.0 && self.missing_guard <= 1.0) {
+            return Err(ConfigError::invalid(
+                "inventory.missing_guard",
+                "must be a share above 0 and at most 1",
             ));
         }
         if netbox.timeout_secs == 0 {

@@ -158,6 +158,14 @@ fn invalid_values_name_their_key() {
         ("INFRAHUB_DELIVERY__NAMESPACE_TEMPLATE", "Team_{name}", "delivery.namespace_template"),
         ("INFRAHUB_DELIVERY__KIND", "carrier-pigeon", "delivery.kind"),
         ("INFRAHUB_CATALOG__GOLD__HIGH__CPU", "0", "catalog"),
+        ("INFRAHUB_CATALOG__GOLD__HIGH__CPU", "4294967295", "catalog"),
+        ("INFRAHUB_WORKERS__RETENTION_DAYS", "0", "workers.retention_days"),
+        ("INFRAHUB_WORKERS__KINDS__NOOP__MAX_ATTEMPTS", "4294967295", "noop.max_attempts"),
+        ("INFRAHUB_WORKERS__KINDS__NOOP__DEADLINE_SECS", "0", "noop.deadline_secs"),
+        ("INFRAHUB_DATABASE__IDLE_TIMEOUT_SECS", "0", "database.idle_timeout_secs"),
+        ("INFRAHUB_AUTH__LOGIN_LOCKOUT_SECS", "0", "auth.login_lockout_secs"),
+        ("INFRAHUB_AUTH__LOGIN_FAILURE_WINDOW_SECS", "0", "auth.login_failure_window_secs"),
+        ("INFRAHUB_KUBERNETES__DELETE_DEADLINE_SECS", "0", "kubernetes"),
     ];
     for (var, value, key) in cases {
         Jail::expect_with(|jail| {

@@ -60,6 +60,12 @@ impl WorkersConfig {
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::invalid("workers.poll_interval_ms", "must be at least 1"));
         }
+        if self.retention_days == 0 {
+            return Err(ConfigError::invalid(
+                "workers.retention_days",
+                "must be at least 1 (jobs are kept at least a day)",
+            ));
+        }
         for (kind, settings) in &self.kinds {
             if settings.max_attempts == Some(0) {
                 return Err(ConfigError::invalid(

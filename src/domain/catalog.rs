@@ -29,6 +29,10 @@ impl CatalogEntry {
     }
 }
 
+/// The largest CPU or RAM a catalog entry may give (a project row holds them as 32-bit
+/// numbers, and no namespace needs more).
+pub const MAX_SIZE: u32 = 1_000_000;
+
 /// SLA type -> performance tier -> entry.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
@@ -87,6 +91,9 @@ impl Catalog {
                 if entry.cpu == 0 || entry.ram_gb == 0 {
                     return Err(format!("{sla}.{tier}: cpu and ram_gb must be at least 1"));
                 }
+                if entry.cpu > MAX_SIZE || entry.ram_gb > MAX_SIZE {
+                    return Err(format!("{sla}.{tier}: cpu and ram_gb must be at most {MAX_SIZE}"));
+                }
             }
         }
         Ok(())
@@ -121,6 +128,9 @@ mod tests {
         let mut zero = Catalog::default();
         zero.0.get_mut("gold").unwrap().get_mut("high").unwrap().cpu = 0;
         assert!(zero.check().unwrap_err().contains("gold.high"));
+        let mut huge = Catalog::default();
+        huge.0.get_mut("gold").unwrap().get_mut("high").unwrap().ram_gb = u32::MAX;
+        assert!(huge.check().unwrap_err().contains("at most"));
         let mut named = Catalog::default();
         let tiers = named.0.remove("gold").unwrap();
         named.0.insert("Gold".to_owned(), tiers);

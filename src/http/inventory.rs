@@ -29,13 +29,28 @@ pub fn router() -> OpenApiRouter<Context> {
         .routes(routes!(department_quota))
 }
 
+/// `?force=true` on a sync.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SyncQuery {
+    /// Mark servers missing even when that takes more than `inventory.missing_guard` of a
+    /// site's servers away at once.
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// Pull the server inventory now (center admins). While a sync is queued or running, answers
-/// with that job instead of starting another.
-#[utoipa::path(post, path = "/admin/sync/servers", tag = "inventory",
+/// with that job instead of starting another. A sync that would mark more than
+/// `inventory.missing_guard` of a site's servers missing fails instead, unless forced.
+#[utoipa::path(post, path = "/admin/sync/servers", tag = "inventory", params(SyncQuery),
     responses((status = 202, body = Accepted), (status = 403, body = ErrorEnvelope)),
     security(("bearer" = [])))]
-async fn sync_servers(State(ctx): State<Context>, caller: Caller) -> Result<Response, ApiError> {
-    let submitted = app::inventory::request_sync(&ctx, &caller).await?;
+async fn sync_servers(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Query(query): Query<SyncQuery>,
+) -> Result<Response, ApiError> {
+    let submitted = app::inventory::request_sync(&ctx, &caller, query.force).await?;
     Ok(accepted(&submitted, json!({})))
 }
 

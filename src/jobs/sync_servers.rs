@@ -9,11 +9,22 @@ use crate::store::audit::Actor;
 
 pub struct SyncServers;
 
+/// The job's payload: the cron tick that fired it, or whether a person forced it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SyncRequest {
+    /// Mark servers missing even when that takes much of a site away at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+    #[serde(flatten)]
+    pub trigger: Trigger,
+}
+
 impl From<SyncError> for JobError {
     fn from(err: SyncError) -> Self {
         match err {
             SyncError::Inventory(client) => client.into(),
             SyncError::App(app) => app.into(),
+            SyncError::Refused(why) => JobError::Permanent(why),
         }
     }
 }
@@ -21,7 +32,7 @@ impl From<SyncError> for JobError {
 impl Job for SyncServers {
     const KIND: &'static str = "sync_servers";
     const DEDUPE: bool = true;
-    type Payload = Trigger;
+    type Payload = SyncRequest;
 
     fn settings(&self) -> KindSettings {
         KindSettings {
@@ -34,9 +45,9 @@ impl Job for SyncServers {
         }
     }
 
-    async fn run(&self, ctx: &Context, _: &Run<Trigger>) -> Result<Outcome, JobError> {
-        let source = ctx.clients.inventory.as_ref();
-        let report = app::inventory::sync(ctx, source, &Actor::system("sync_servers")).await?;
+    async fn run(&self, ctx: &Context, job: &Run<SyncRequest>) -> Result<Outcome, JobError> {
+        let (source, actor) = (ctx.clients.inventory.as_ref(), Actor::system("sync_servers"));
+        let report = app::inventory::sync(ctx, source, &actor, job.payload.force).await?;
         Ok(Outcome::done(report))
     }
 }

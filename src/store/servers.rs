@@ -188,6 +188,35 @@ pub async fn mark_missing(
     Ok(done.rows_affected())
 }
 
+/// Per site: its active servers, and how many of them [`mark_missing`] would mark missing.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GoingMissing {
+    pub site: String,
+    pub active: i64,
+    pub missing: i64,
+}
+
+/// What [`mark_missing`] with the same arguments would do, per site that would lose servers.
+pub async fn going_missing(
+    conn: &mut PgConnection,
+    seen: &[String],
+    sites: Option<&[Uuid]>,
+) -> Result<Vec<GoingMissing>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT si.name AS site, count(*) AS active,
+                count(*) FILTER (WHERE NOT (s.inventory_id = ANY($1))) AS missing
+           FROM servers s JOIN sites si ON si.id = s.site_id
+          WHERE s.status = 'active' AND ($2::uuid[] IS NULL OR s.site_id = ANY($2))
+          GROUP BY si.name
+         HAVING count(*) FILTER (WHERE NOT (s.inventory_id = ANY($1))) > 0
+          ORDER BY si.name",
+    )
+    .bind(seen)
+    .bind(sites)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Locks every server row of the site until the transaction ends.
 pub async fn lock_site(conn: &mut PgConnection, site_id: Uuid) -> Result<(), StoreError> {
     sqlx::query("SELECT id FROM servers WHERE site_id = $1 ORDER BY id FOR UPDATE")

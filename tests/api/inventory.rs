@@ -34,8 +34,16 @@ fn client(config: &NetboxConfig) -> Netbox {
 
 /// One sync of `source`, with its failure as the sync job would record it.
 async fn run(pool: &PgPool, source: &dyn Inventory) -> Result<SyncReport, JobError> {
+    run_forced(pool, source, false).await
+}
+
+async fn run_forced(
+    pool: &PgPool,
+    source: &dyn Inventory,
+    force: bool,
+) -> Result<SyncReport, JobError> {
     let ctx = crate::helpers::context_with(pool.clone(), Mode::Serve, |_| {});
-    Ok(sync(&ctx, source, &Actor::system("test")).await?)
+    Ok(sync(&ctx, source, &Actor::system("test"), force).await?)
 }
 
 async fn server(pool: &PgPool, inventory_id: &str) -> (String, i32, Option<uuid::Uuid>) {
@@ -226,4 +234,29 @@ async fn a_file_inventory_syncs_like_netbox(pool: PgPool) {
     let missing = FileInventory::new(dir.path().join("absent.json"));
     let err = run(&pool, &missing).await.unwrap_err();
     assert!(matches!(&err, JobError::Permanent(m) if m.contains("absent.json")), "{err:?}");
+}
+
+#[sqlx::test]
+async fn an_empty_answer_does_not_mark_a_whole_site_missing(pool: PgPool) {
+    let _app = TestApp::spawn(pool.clone()).await;
+    let fake = FakeNetbox::start(fleet(4), &format!("Bearer {TOKEN}")).await;
+    let source = client(&netbox_config(&fake.base));
+    assert_eq!(run(&pool, &source).await.unwrap().added, 4);
+
+    // A token that lost its permission sees no devices at all.
+    fake.set(|s| s.devices.clear());
+    let err = run(&pool, &source).await.unwrap_err();
+    assert!(
+        matches!(&err, JobError::Permanent(m) if m.contains("4 of the 4 active servers of site fra") && m.contains("force")),
+        "{err:?}"
+    );
+    assert_eq!(server(&pool, "1").await.0, "active", "nothing was marked missing");
+
+    // Half of them gone is within the guard's 50 %; more is not, unless forced.
+    fake.set(|s| s.devices = fleet(2));
+    assert_eq!(run(&pool, &source).await.unwrap().missing, 2);
+    fake.set(|s| s.devices.clear());
+    assert!(run(&pool, &source).await.is_err());
+    assert_eq!(run_forced(&pool, &source, true).await.unwrap().missing, 2);
+    assert_eq!(server(&pool, "1").await.0, "missing");
 }
