@@ -71,6 +71,12 @@ impl ArgocdConfig {
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.poll_interval_ms == 0 || self.deadline_secs == 0 || self.timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "argocd",
+                "poll_interval_ms, deadline_secs and timeout_secs must be at least 1",
+            ));
+        }
         if !self.enabled() {
             return Ok(());
         }
@@ -84,12 +90,6 @@ impl ArgocdConfig {
             return Err(ConfigError::invalid(
                 "argocd.token",
                 "missing: set argocd.token_file or INFRAHUB_ARGOCD__TOKEN",
-            ));
-        }
-        if self.poll_interval_ms == 0 || self.deadline_secs == 0 || self.timeout_secs == 0 {
-            return Err(ConfigError::invalid(
-                "argocd",
-                "poll_interval_ms, deadline_secs and timeout_secs must be at least 1",
             ));
         }
         Ok(())

@@ -166,6 +166,9 @@ fn invalid_values_name_their_key() {
         ("INFRAHUB_AUTH__LOGIN_LOCKOUT_SECS", "0", "auth.login_lockout_secs"),
         ("INFRAHUB_AUTH__LOGIN_FAILURE_WINDOW_SECS", "0", "auth.login_failure_window_secs"),
         ("INFRAHUB_KUBERNETES__DELETE_DEADLINE_SECS", "0", "kubernetes"),
+        ("INFRAHUB_WORKERS__KINDS__NOOP__TIMEOUT_SECS", "0", "noop.timeout_secs"),
+        ("INFRAHUB_ARGOCD__TIMEOUT_SECS", "0", "argocd"),
+        ("INFRAHUB_INVENTORY__MISSING_GUARD", "1.5", "inventory.missing_guard"),
     ];
     for (var, value, key) in cases {
         Jail::expect_with(|jail| {
