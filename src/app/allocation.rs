@@ -177,7 +177,7 @@ pub async fn apply_allocation(
     let verb = if allocation.field_id.is_some() { "assign" } else { "unassign" };
     let change = Change::new("server", verb, before.id).before(&before).after(&after);
     audit::record(&mut tx, actor, change).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(
         json!({ "server_id": after.id, "field_id": after.field_id, "previous_field_id": before.field_id }),
     )
@@ -325,7 +325,7 @@ pub async fn apply_quota(ctx: &Context, actor: &Actor, request: &QuotaRequest) -
         .before(&check.previous)
         .after(&request.requested());
     audit::record(&mut tx, actor, change).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     let free_after = check.free() - request.requested();
     Ok(json!({
         "department_id": request.department_id,

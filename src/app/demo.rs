@@ -113,6 +113,6 @@ pub async fn seed_capacity(ctx: &Context) -> Result<CapacitySeed, SyncError> {
         audit::record(&mut tx, &actor, change).await?;
         seed.quota_set = true;
     }
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(seed)
 }

@@ -7,12 +7,19 @@
 //!
 //! Adapters wrap the handling of one request in [`once`]; the JSON API does it for every
 //! POST, PUT, PATCH and DELETE, the console for every form.
+//!
+//! The change and its stored answer commit in one transaction: under [`once`], a use case's
+//! [`commit`] parks its transaction until the answer is known, and the answer is written into
+//! it. A daemon killed in between loses both, so the request sent again runs once, for the
+//! first time; it never finds a change made without its answer.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{AppError, AppResult, ErrorKind};
@@ -69,6 +76,37 @@ pub struct Answer {
     pub replayed: bool,
 }
 
+/// The transaction of a use case run under [`once`], waiting for its answer.
+#[derive(Default)]
+struct Parked(Mutex<Option<Transaction<'static, Postgres>>>);
+
+impl Parked {
+    fn put(&self, tx: Transaction<'static, Postgres>) -> Option<Transaction<'static, Postgres>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).replace(tx)
+    }
+
+    fn take(&self) -> Option<Transaction<'static, Postgres>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+}
+
+tokio::task_local! {
+    static PARKED: Arc<Parked>;
+}
+
+/// Commits a use case's transaction. Inside [`once`] it is parked instead and commits with
+/// the request's stored answer; a use case that commits twice has its earlier transaction
+/// committed here at once (only the last one goes with the answer).
+pub async fn commit(tx: Transaction<'static, Postgres>) -> AppResult<()> {
+    let Ok(parked) = PARKED.try_with(Arc::clone) else {
+        return Ok(tx.commit().await?);
+    };
+    if let Some(earlier) = parked.put(tx) {
+        earlier.commit().await?;
+    }
+    Ok(())
+}
+
 /// Runs `handle` for `request` unless its key already answered it: then the stored answer
 /// comes back instead. Answers of 5xx are not kept, so the request can be tried again.
 pub async fn once<F, Fut>(ctx: &Context, request: &Request, handle: F) -> AppResult<Answer>
@@ -96,7 +134,9 @@ where
             replayed: true,
         });
     }
-    let answer = handle().await;
+    let parked = Arc::new(Parked::default());
+    let answer = PARKED.scope(Arc::clone(&parked), handle()).await;
+    let change = parked.take();
     if answer.status < 500 {
         let headers = json!(answer.headers);
         let new = NewAnswer {
@@ -109,7 +149,16 @@ where
             headers: &headers,
             body: &answer.body,
         };
-        idempotency::save(&mut lock, &new).await?;
+        match change {
+            // The change and its answer, together or not at all.
+            Some(mut tx) => {
+                idempotency::save(&mut tx, &new).await?;
+                tx.commit().await?;
+            }
+            None => idempotency::save(&mut lock, &new).await?,
+        }
+    } else if let Some(tx) = change {
+        tx.commit().await?;
     }
     lock.commit().await?;
     Ok(answer)

@@ -206,7 +206,7 @@ pub async fn sync(
     report.duration_ms = started.elapsed().as_millis() as u64;
     let change = Change::new("inventory", "sync", &report.source).after(&report);
     audit::record(&mut tx, actor, change).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     tracing::info!(
         seen = report.seen,
         added = report.added,

@@ -92,7 +92,7 @@ pub async fn submit<J: Job>(
     if let Enqueued::Created(job) = &enqueued {
         audit::record(&mut tx, &caller.actor(), Change::create("job", job.id, job)).await?;
     }
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(enqueued.into())
 }
 
@@ -147,7 +147,7 @@ pub async fn cancel(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<JobRo
             let change =
                 Change::new("job", "cancel", id).before(&before.status).after(&after.status);
             audit::record(&mut tx, &caller.actor(), change).await?;
-            tx.commit().await?;
+            super::commit(tx).await?;
             Ok(after)
         }
         Some(Err(status)) => Err(AppError::conflict(
@@ -193,7 +193,7 @@ pub async fn fail_attempt(
     if retry_at.is_none() {
         run_failure_hook(ctx, &mut tx, job, error).await?;
     }
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(true)
 }
 
@@ -206,7 +206,7 @@ pub async fn reap_expired_leases(ctx: &Context) -> AppResult<Vec<Uuid>> {
         let reason = "the worker running the last attempt stopped answering (lease expired)";
         run_failure_hook(ctx, &mut tx, &lost.job, reason).await?;
     }
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(reaped.into_iter().map(|r| r.job.id).collect())
 }
 
@@ -282,7 +282,7 @@ pub async fn fire_tick(
     };
     let job = jobs::enqueue(&mut tx, &new).await?.into_job();
     jobs::set_tick_job(&mut tx, schedule, tick, job.id).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(Some(job.id))
 }
 

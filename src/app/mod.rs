@@ -20,6 +20,8 @@ pub mod projects;
 pub mod token;
 pub mod users;
 
+pub use idempotency::commit;
+
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -61,7 +61,7 @@ pub async fn create_unit(
         .await
         .map_err(|e| AppError::from_store(kind.noun(), e))?;
     audit::record(&mut tx, &caller.actor(), Change::create(kind.noun(), unit.id, &unit)).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(unit)
 }
 
@@ -87,7 +87,7 @@ pub async fn update_unit(
     let after = org::rename_unit(&mut tx, kind, id, &display_name).await?;
     audit::record(&mut tx, &caller.actor(), Change::update(kind.noun(), id, &before, &after))
         .await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(after)
 }
 
@@ -104,7 +104,7 @@ pub async fn delete_unit(
         .await
         .map_err(|e| AppError::from_store(kind.noun(), e))?;
     audit::record(&mut tx, &caller.actor(), Change::delete(kind.noun(), id, &before)).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(())
 }
 
@@ -187,7 +187,7 @@ pub async fn create_department(
         .await
         .map_err(|e| AppError::from_store("department", e))?;
     audit::record(&mut tx, &caller.actor(), Change::create("department", dept.id, &dept)).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(dept)
 }
 
@@ -214,7 +214,7 @@ pub async fn update_department(
     let after = org::update_department(&mut tx, id, &display_name, group).await?;
     audit::record(&mut tx, &caller.actor(), Change::update("department", id, &before, &after))
         .await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(after)
 }
 
@@ -226,7 +226,7 @@ pub async fn delete_department(ctx: &Context, caller: &Caller, id: Uuid) -> AppR
         .await
         .map_err(|e| AppError::from_store("department", e))?;
     audit::record(&mut tx, &caller.actor(), Change::delete("department", id, &before)).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(())
 }
 
@@ -271,6 +271,6 @@ pub async fn ensure(
         audit::record(&mut tx, actor, Change::create("department", dept.id, &dept)).await?;
         created.push(format!("department {}", dept.id));
     }
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(Ensured { sites: ensured_sites, field, department: dept, created })
 }

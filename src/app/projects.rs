@@ -179,7 +179,7 @@ pub async fn create(
         start_work(&mut tx, ctx, &project, Work::Provision, meta, &caller.username).await?;
     let project = projects::get(&mut tx, id).await?;
     audit::record(&mut tx, &caller.actor(), Change::create("project", id, &project)).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(ProjectSubmitted { project, submitted: enqueued.into() })
 }
 
@@ -293,7 +293,7 @@ async fn finish_change(
     let after = projects::get(&mut tx, before.id).await?;
     let change = Change::new("project", event.verb(), before.id).before(before).after(&after);
     audit::record(&mut tx, &caller.actor(), change).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(ProjectSubmitted { project: after, submitted: enqueued.into() })
 }
 
@@ -329,7 +329,7 @@ pub async fn settle(
 ) -> AppResult<bool> {
     let mut tx = ctx.pool.begin().await?;
     let moved = settle_in(&mut tx, job_id, project_id, event, reason).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(moved)
 }
 
@@ -396,7 +396,7 @@ pub async fn hand_over_to_poll(
     let meta = JobMeta::system("delivery").about("project", project.id, owner(project));
     let poll = enqueue::<PollArgocd>(&mut tx, ctx, &payload, meta).await?.into_job();
     projects::set_job(&mut tx, project.id, poll.id).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(Some(poll.id))
 }
 
@@ -430,7 +430,7 @@ pub async fn mark_drifted(
     let change = Change::new("project", "drift", project.id)
         .after(&json!({ "reason": why, "job_id": provision.id }));
     audit::record(&mut tx, &Actor::job(job_id), change).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     tracing::warn!(namespace = %project.namespace, reason = why, "drift found; re-provisioning");
     Ok(true)
 }
@@ -463,7 +463,7 @@ pub async fn reconcile(ctx: &Context, job_id: Uuid) -> AppResult<Reconciled> {
             .before(&json!({ "status": project.status, "job_id": project.last_job_id }))
             .after(&json!({ "status": step.to, "job_id": job.id }));
         audit::record(&mut tx, &Actor::job(job_id), change).await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         tracing::warn!(namespace = %project.namespace, status = %project.status, "a project waited on no live job; its work is restarted");
         report.restarted.push(format!("{}: {}", project.namespace, project.status));
     }
@@ -511,7 +511,7 @@ pub async fn force_retry(
         .before(&before)
         .after(&json!({ "project": after, "reason": reason }));
     audit::record(&mut tx, &caller.actor(), change).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(ProjectSubmitted { project: after, submitted: enqueued.into() })
 }
 
@@ -533,7 +533,7 @@ pub async fn force_fail(
     let after = projects::get(&mut tx, id).await?;
     let change = Change::new("project", Event::ForceFail.verb(), id).before(&before).after(&after);
     audit::record(&mut tx, &caller.actor(), change).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(after)
 }
 

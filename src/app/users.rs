@@ -157,7 +157,7 @@ pub async fn add(ctx: &Context, actor: &Actor, account: NewAccount) -> AppResult
     };
     let user = users::insert(&mut tx, &new).await.map_err(|e| AppError::from_store("user", e))?;
     audit::record(&mut tx, actor, Change::create("user", user.id, &user)).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(user)
 }
 
@@ -244,7 +244,7 @@ pub async fn update(
     let verb = if password_hash.is_some() { "update_with_password" } else { "update" };
     let change = Change::new("user", verb, id).before(&before).after(&after);
     audit::record(&mut tx, &caller.actor(), change).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(after)
 }
 
@@ -259,7 +259,7 @@ pub async fn delete(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<()> {
     ensure_not_last_admin(&mut tx, &before, None).await?;
     users::delete(&mut tx, id).await.map_err(|e| AppError::from_store("user", e))?;
     audit::record(&mut tx, &caller.actor(), Change::delete("user", id, &before)).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(())
 }
 
@@ -282,7 +282,7 @@ pub async fn set_password(
     })?;
     let user = users::set_password(&mut tx, account.user.id, &hash).await?;
     audit::record(&mut tx, actor, Change::new("user", "password", user.id)).await?;
-    tx.commit().await?;
+    super::commit(tx).await?;
     Ok(user)
 }
 

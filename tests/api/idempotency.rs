@@ -153,3 +153,57 @@ async fn synchronous_admin_changes_are_replayed_too(pool: PgPool) {
     .await;
     bad.expect(StatusCode::BAD_REQUEST, Some("invalid_header"));
 }
+
+/// A daemon that dies after a change commits but before its answer is kept must not leave a
+/// change without an answer: the request sent again would then run a second time (here: 409
+/// `name_taken` for a project that was in fact created). Dropping the request's future after
+/// the use case returned stands in for the kill.
+#[sqlx::test]
+async fn a_change_commits_only_together_with_its_stored_answer(pool: PgPool) {
+    use infrahub::app::{self, Caller};
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let app = TestApp::spawn_with(pool.clone(), infrahub::config::Mode::Serve, move |c| {
+        c.delivery.git.path = repo
+    })
+    .await;
+    app.give_quota(40, 160).await;
+    let lead = app.team_lead_token().await;
+    let body = json!({ "name": "web", "site": "fra", "sla_type": "bronze", "performance_tier": "regular" });
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let request = app::idempotency::Request::new(
+        app.org.team_lead.id,
+        "create-web",
+        "POST",
+        "/api/v1/projects",
+        &bytes,
+    )
+    .unwrap();
+    let caller = Caller::new(&app.org.team_lead, None);
+    let input: app::projects::CreateProject = serde_json::from_value(body.clone()).unwrap();
+    let (created_tx, created) = tokio::sync::oneshot::channel();
+    let dying = app::idempotency::once(&app.ctx, &request, || async {
+        let submitted = app::projects::create(&app.ctx, &caller, input).await;
+        created_tx.send(submitted.is_ok()).unwrap();
+        std::future::pending().await
+    });
+    tokio::select! {
+        _ = dying => unreachable!("the handler never answers"),
+        ok = created => assert!(ok.unwrap(), "the use case ran to its end"),
+    }
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM projects").await,
+        0,
+        "without its answer, the change is not committed"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM idempotency_keys").await, 0);
+
+    let again =
+        keyed(&app, Method::POST, "/api/v1/projects", &lead, "create-web", Some(body)).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+    assert!(again.headers.get("idempotency-replayed").is_none(), "it ran, for the first time");
+    assert_eq!(count(&pool, "SELECT count(*) FROM projects").await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM idempotency_keys").await, 1);
+    let id = again.body["id"].as_str().unwrap().to_owned();
+    app.project_becomes(&lead, &id, "active").await;
+}
