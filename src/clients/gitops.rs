@@ -225,6 +225,7 @@ impl LocalGit {
         let _in_process = write_lock().lock().await;
         self.ensure_repository().await?;
         let _across_processes = self.lock_file().await?;
+        self.recover().await?;
         self.pull().await?;
         let target: PathBuf = self.config.path.join(file);
         match content {
@@ -280,6 +281,45 @@ impl LocalGit {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(ClientError::Permanent(format!("cannot read {file}: {e}"))),
         }
+    }
+
+    /// Repairs what a writer stopped mid-write left behind (a daemon killed, a git command
+    /// killed on its timeout), holding the file lock, so no writer of ours is at work: an
+    /// `index.lock` older than the command timeout, a rebase that never finished, and changes
+    /// never committed. The deliveries they belonged to are retried and write again.
+    async fn recover(&self) -> Result<(), ClientError> {
+        let git_dir = self.config.path.join(".git");
+        let index_lock = git_dir.join("index.lock");
+        if let Ok(meta) = std::fs::metadata(&index_lock) {
+            let age = meta.modified().ok().and_then(|at| at.elapsed().ok()).unwrap_or_default();
+            // A younger one may belong to a git command still finishing for a daemon that
+            // was killed: that passes (a transient failure until then).
+            if age >= self.command_timeout {
+                tracing::warn!(path = %index_lock.display(), "removing a stale index.lock");
+                let _ = std::fs::remove_file(&index_lock);
+            }
+        }
+        if git_dir.join("rebase-merge").exists() || git_dir.join("rebase-apply").exists() {
+            tracing::warn!(path = %self.config.path.display(), "aborting an unfinished rebase");
+            let _ = self.git(&["rebase", "--abort"]).await?;
+        }
+        let status = self.git_ok(&["status", "--porcelain", "--untracked-files=all"]).await?;
+        if !status.is_empty() {
+            tracing::warn!(
+                path = %self.config.path.display(),
+                changes = %status.replace('\n', ", "),
+                "discarding changes an interrupted write left uncommitted"
+            );
+            let born = self.git(&["rev-parse", "--verify", "--quiet", "HEAD"]).await?;
+            if born.status.success() {
+                self.git_ok(&["reset", "--hard", "--quiet"]).await?;
+            } else {
+                // Nothing was ever committed: nothing staged is worth keeping either.
+                self.git_ok(&["read-tree", "--empty"]).await?;
+            }
+            self.git_ok(&["clean", "-d", "--force", "--quiet"]).await?;
+        }
+        Ok(())
     }
 
     /// Brings the branch up to date with the remote's (fetch, then rebase local commits on

@@ -112,3 +112,43 @@ async fn a_remotes_credentials_never_show_in_errors() {
     let err = host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap_err().to_string();
     assert!(!err.contains("s3cret-token") && err.contains("[redacted]@127.0.0.1:1"), "{err}");
 }
+
+/// What a daemon killed mid-write leaves behind: a file written but never committed, a change
+/// staged, an index lock of a git command that was stopped. The next writer clears it, so a
+/// rebase on the remote is not refused for ever.
+#[tokio::test]
+async fn leftovers_of_an_interrupted_write_are_cleared_by_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = bare(dir.path());
+    let repo = dir.path().join("gitops");
+    let host = local(&repo, Some(&remote));
+    host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
+
+    std::fs::write(repo.join("fra/half.yaml"), "never committed\n").unwrap();
+    std::fs::write(repo.join("fra/a.yaml"), "changed, staged\n").unwrap();
+    git(&repo, &["add", "fra/a.yaml"]);
+    let stale = std::fs::File::create(repo.join(".git/index.lock")).unwrap();
+    stale.set_modified(std::time::SystemTime::now() - Duration::from_secs(60)).unwrap();
+    drop(stale);
+
+    let written = host.write("fra/b.yaml", Some("b\n"), "second").await;
+    assert!(matches!(written, Ok(Delivered::Committed { .. })), "{written:?}");
+    assert!(!repo.join(".git/index.lock").exists());
+    assert!(!repo.join("fra/half.yaml").exists());
+    assert_eq!(std::fs::read_to_string(repo.join("fra/a.yaml")).unwrap(), "a\n");
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "", "a clean working tree");
+    let files = git(&remote, &["ls-tree", "-r", "--name-only", "main"]);
+    assert_eq!(files, "fra/a.yaml\nfra/b.yaml", "only what was delivered reached the remote");
+
+    // The same before anything was ever committed.
+    let fresh = dir.path().join("fresh");
+    let first = local(&fresh, None);
+    git(dir.path(), &["init", "--quiet", "-b", "main", "fresh"]);
+    std::fs::create_dir_all(fresh.join("fra")).unwrap();
+    std::fs::write(fresh.join("fra/half.yaml"), "never committed\n").unwrap();
+    git(&fresh, &["add", "fra/half.yaml"]);
+    let written = first.write("fra/c.yaml", Some("c\n"), "first").await;
+    assert!(matches!(written, Ok(Delivered::Committed { .. })), "{written:?}");
+    assert_eq!(git(&fresh, &["ls-tree", "-r", "--name-only", "HEAD"]), "fra/c.yaml");
+    assert_eq!(git(&fresh, &["status", "--porcelain"]), "");
+}
