@@ -250,7 +250,14 @@ impl LocalGit {
                 }
             },
         }
-        self.git_ok(&["add", "--all", "--", file]).await?;
+        match content {
+            Some(_) => self.git_ok(&["add", "--all", "--", file]).await?,
+            // Not `add`: a file already removed by an earlier attempt (killed before it could
+            // say so) matches nothing, and removing it again must change nothing.
+            None => {
+                self.git_ok(&["rm", "--quiet", "--cached", "--ignore-unmatch", "--", file]).await?
+            }
+        };
         let staged = self.git(&["diff", "--cached", "--quiet", "--", file]).await?;
         let delivered = if staged.status.success() {
             Delivered::Unchanged

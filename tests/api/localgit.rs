@@ -152,3 +152,20 @@ async fn leftovers_of_an_interrupted_write_are_cleared_by_the_next_writer() {
     assert_eq!(git(&fresh, &["ls-tree", "-r", "--name-only", "HEAD"]), "fra/c.yaml");
     assert_eq!(git(&fresh, &["status", "--porcelain"]), "");
 }
+
+/// A deletion retried after its first attempt committed (the daemon was killed before the job
+/// could say so) changes nothing and succeeds, as does removing what was never there.
+#[tokio::test]
+async fn removing_a_file_again_is_unchanged_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let host = local(&repo, None);
+    host.write("fra/a.yaml", Some("a\n"), "provision").await.unwrap();
+    let first = host.write("fra/a.yaml", None, "deprovision").await;
+    assert!(matches!(first, Ok(Delivered::Committed { .. })), "{first:?}");
+    let again = host.write("fra/a.yaml", None, "deprovision").await;
+    assert!(matches!(again, Ok(Delivered::Unchanged)), "{again:?}");
+    let never = host.write("fra/never.yaml", None, "deprovision").await;
+    assert!(matches!(never, Ok(Delivered::Unchanged)), "{never:?}");
+    assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]), "2");
+}
