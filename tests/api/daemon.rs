@@ -16,8 +16,9 @@ fn sleep_job(millis: u64) -> NewJob<'static> {
     NewJob::new("sleep", json!({ "millis": millis }), "test", 5)
 }
 
+/// `sleep` jobs in `status` (cron jobs such as `reconcile` run besides them).
 async fn count(pool: &PgPool, status: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = $1")
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'sleep' AND status = $1")
         .bind(status)
         .fetch_one(pool)
         .await
@@ -45,10 +46,11 @@ async fn a_killed_daemons_jobs_finish_exactly_once_after_a_restart(pool: PgPool)
     .await;
     let killed = first.kill().await;
     assert!(!killed.success(), "SIGKILL ends the process abruptly");
-    let orphaned: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'running'")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let orphaned: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'sleep' AND status = 'running'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert!(!orphaned.is_empty());
 
     let second = spawn(&["serve", "--role", "worker"], &env).await;
@@ -64,11 +66,12 @@ async fn a_killed_daemons_jobs_finish_exactly_once_after_a_restart(pool: PgPool)
         }
     }
     assert_eq!(count(&pool, "succeeded").await, 12);
-    let running: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE lease_owner IS NOT NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE kind = 'sleep' AND lease_owner IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(running, 0, "no claim is left behind");
     assert!(second.terminate().await.success());
 }
