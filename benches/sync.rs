@@ -5,6 +5,9 @@
 
 // Shared with the tests; the bench uses only part of it.
 #[allow(dead_code)]
+#[path = "../tests/api/faults.rs"]
+mod faults;
+#[allow(dead_code)]
 #[path = "../tests/api/netbox_fake.rs"]
 mod netbox_fake;
 #[path = "support/mod.rs"]

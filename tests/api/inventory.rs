@@ -12,6 +12,7 @@ use infrahub::jobs::JobError;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+use crate::faults::Fault;
 use crate::helpers::TestApp;
 use crate::netbox_fake::{FakeNetbox, device};
 
@@ -150,6 +151,29 @@ async fn persistent_server_errors_and_slow_pages_are_transient(pool: PgPool) {
     let servers: i64 =
         sqlx::query_scalar("SELECT count(*) FROM servers").fetch_one(&pool).await.unwrap();
     assert_eq!(servers, 0, "nothing half-synced was marked or lost");
+}
+
+#[sqlx::test]
+async fn closed_connections_are_retried_and_garbage_fails_with_a_clear_reason(pool: PgPool) {
+    let _app = TestApp::spawn(pool.clone()).await;
+    let fake = FakeNetbox::start(fleet(4), &format!("Bearer {TOKEN}")).await;
+    let config = netbox_config(&fake.base);
+    fake.faults.push(Fault::Close, 2);
+    let report = run(&pool, &client(&config)).await.unwrap();
+    assert_eq!(report.added, 4, "two closed connections, then the page");
+    assert_eq!(fake.faults.left(), 0);
+
+    fake.faults.push(Fault::Garbage, 1);
+    let err = run(&pool, &client(&config)).await.unwrap_err();
+    let JobError::Permanent(reason) = &err else {
+        panic!("garbage is not worth retrying: {err:?}")
+    };
+    assert!(reason.contains("NetBox") && reason.contains("not a device list"), "{reason}");
+    let active: i64 = sqlx::query_scalar("SELECT count(*) FROM servers WHERE status = 'active'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(active, 4, "a garbage answer marks nothing missing");
 }
 
 #[sqlx::test]

@@ -135,3 +135,60 @@ async fn a_site_without_a_context_fails_the_project_with_the_reason(pool: PgPool
     );
     assert!(kube.seen().is_empty());
 }
+
+/// A delivery of an older generation that runs after a deletion applies nothing (no orphan
+/// namespace whose quota InfraHub thinks free), and a namespace that never finishes
+/// terminating fails the deletion after `kubernetes.delete_deadline_secs`.
+#[sqlx::test]
+async fn a_stale_delivery_never_undoes_a_deletion_and_a_stuck_one_fails(pool: PgPool) {
+    infrahub::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let kube = FakeKube::start().await;
+    let app = app(&pool, &kube, dir.path()).await;
+    let lead = app.team_lead_token().await;
+    let body = json!({ "name": "web", "site": "fra", "sla_type": "silver", "performance_tier": "regular" });
+    let id =
+        app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::ACCEPTED, None)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    app.project_becomes(&lead, &id, "active").await;
+
+    // Finalizers that never let go.
+    kube.set(|c| {
+        c.terminating.insert("shop-web".to_owned(), u32::MAX);
+    });
+    let deleting = app
+        .call(Method::DELETE, &format!("/api/v1/projects/{id}"), Some(&lead), None)
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    let deletion: uuid::Uuid = deleting["job_id"].as_str().unwrap().parse().unwrap();
+    app.run_due_jobs().await;
+    let patches = || kube.seen().iter().filter(|s| s.method == "PATCH").count();
+    let applied = patches();
+
+    // A delivery of generation 1, still on its way when the deletion came.
+    let stale = json!({ "project_id": id, "requested_by": "shop-lead", "generation": 1 });
+    let new = infrahub::store::jobs::NewJob::new("provision_namespace", stale, "test", 3);
+    let mut conn = pool.acquire().await.unwrap();
+    let stale_job = infrahub::store::jobs::enqueue(&mut conn, &new).await.unwrap().into_job();
+    drop(conn);
+    app.run_due_jobs().await;
+    let done = crate::jobs::job(&pool, stale_job.id).await;
+    assert!(done.result.unwrap()["skipped"].is_string(), "the stale delivery stood down");
+    assert_eq!(patches(), applied, "nothing was applied after the deletion");
+    let project = app.get(&format!("/api/v1/projects/{id}"), &lead).await.body;
+    assert_eq!(project["status"], "deleting");
+
+    // Half an hour later the namespace is still terminating.
+    sqlx::query("UPDATE jobs SET created_at = now() - interval '2 hours' WHERE id = $1")
+        .bind(deletion)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let failed = app.project_becomes(&lead, &id, "failed").await;
+    let reason = failed["failure_reason"].as_str().unwrap();
+    assert!(reason.contains("shop-web is still terminating"), "{reason}");
+    let quota = app.get(&format!("/api/v1/departments/{}/quota", app.org.dept), &lead).await;
+    assert_eq!(quota.body["sites"][0]["used"]["cpu"], 4, "a failed project still holds its quota");
+}

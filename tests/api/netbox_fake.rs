@@ -1,7 +1,8 @@
 //! A NetBox double: `GET /api/dcim/devices/` answering NetBox's JSON shape (`count`, `next`,
 //! `previous`, `results`; devices with `site`, `role`, `status` objects and `custom_fields`),
 //! limit/offset paginated with absolute `next` links, filtered by role, site and status, behind
-//! a token. Scripted faults: 500s, slow answers, a `next` link to another host.
+//! a token. Scripted faults: 500s, slow answers, a `next` link to another host, and the
+//! [`Faults`] every double takes (garbage, a closed connection, ...).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+
+use crate::faults::{Faults, inject};
 
 #[derive(Default)]
 pub struct Script {
@@ -33,6 +36,7 @@ pub struct Script {
 pub struct FakeNetbox {
     pub base: String,
     pub script: Arc<Mutex<Script>>,
+    pub faults: Faults,
 }
 
 impl FakeNetbox {
@@ -44,9 +48,12 @@ impl FakeNetbox {
             authorization: authorization.to_owned(),
             ..Script::default()
         }));
-        let fake = FakeNetbox { base: base.clone(), script };
-        let app =
-            Router::new().route("/api/dcim/devices/", get(devices_page)).with_state(fake.clone());
+        let faults = Faults::default();
+        let fake = FakeNetbox { base: base.clone(), script, faults: faults.clone() };
+        let app = Router::new()
+            .route("/api/dcim/devices/", get(devices_page))
+            .layer(axum::middleware::from_fn_with_state(faults, inject))
+            .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         fake
     }
