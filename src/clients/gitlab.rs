@@ -165,9 +165,10 @@ impl Gitops for Gitlab {
         Box::pin(async move {
             let existing = self.file(file).await?;
             let action = match (&existing, content) {
-                (None, None) => return Ok(Delivered::Unchanged),
+                (None, None) => return Ok(Delivered::Unchanged { commit: None }),
                 (Some(current), Some(text)) if Self::decode(current)? == text => {
-                    return Ok(Delivered::Unchanged);
+                    let commit = current.last_commit_id.clone();
+                    return Ok(Delivered::Unchanged { commit });
                 }
                 (None, Some(text)) => {
                     json!({ "action": "create", "file_path": file, "content": text, "encoding": "text" })

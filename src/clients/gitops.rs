@@ -18,8 +18,12 @@ pub enum Delivered {
     Committed {
         commit: String,
     },
-    /// The file already had that content (or was already gone): no commit.
-    Unchanged,
+    /// The file already had that content (or was already gone): no commit. `commit` is the
+    /// last one that changed the file, if any: after a retry whose earlier attempt committed,
+    /// that is the earlier attempt's commit, which Argo CD must still be waited for.
+    Unchanged {
+        commit: Option<String>,
+    },
 }
 
 /// Where manifests are committed.
@@ -66,9 +70,19 @@ impl Gitops for LocalGit {
             if same_commit(revision, tip) {
                 return Ok(true);
             }
-            // Exit 0: an ancestor; 1: not one; anything else: a commit unknown here.
+            // Exit 0: an ancestor; 1: not one; anything else: a commit unknown here, such as
+            // one another host pushed: fetch once and look again.
             let output = self.git(&["merge-base", "--is-ancestor", revision, tip]).await?;
-            Ok(output.status.success())
+            match output.status.code() {
+                Some(0) => Ok(true),
+                Some(1) => Ok(false),
+                _ if self.config.remote.is_some() => {
+                    self.fetch().await?;
+                    let again = self.git(&["merge-base", "--is-ancestor", revision, tip]).await?;
+                    Ok(again.status.success())
+                }
+                _ => Ok(false),
+            }
         })
     }
 }
@@ -260,7 +274,8 @@ impl LocalGit {
         };
         let staged = self.git(&["diff", "--cached", "--quiet", "--", file]).await?;
         let delivered = if staged.status.success() {
-            Delivered::Unchanged
+            let last = self.last_commit_of(file).await?;
+            Delivered::Unchanged { commit: Some(last).filter(|c| !c.is_empty()) }
         } else {
             self.git_ok(&["commit", "--quiet", "-m", message, "--", file]).await?;
             Delivered::Committed { commit: self.git_ok(&["rev-parse", "HEAD"]).await? }
@@ -281,13 +296,42 @@ impl LocalGit {
         self.git_ok(&["log", "-1", "--format=%H", "--", file]).await
     }
 
-    /// The committed content of `file`, if any.
+    /// The committed content of `file` (at `HEAD`, not the working tree, which a writer may be
+    /// changing), if any.
     pub async fn read(&self, file: &str) -> Result<Option<String>, ClientError> {
-        match tokio::fs::read_to_string(self.config.path.join(file)).await {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ClientError::Permanent(format!("cannot read {file}: {e}"))),
+        if !self.config.path.join(".git").exists() {
+            return Ok(None);
         }
+        let output = self.git(&["show", &format!("HEAD:{file}")]).await?;
+        if output.status.success() {
+            return Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()));
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let absent = ["does not exist", "exists on disk, but not in", "invalid object name"];
+        if absent.iter().any(|a| stderr.contains(a)) {
+            return Ok(None);
+        }
+        Err(ClientError::Permanent(redact_credentials(&format!(
+            "cannot read {file} from {}: {}",
+            self.config.path.display(),
+            stderr.trim()
+        ))))
+    }
+
+    /// Fetches the remote's branch (objects and `FETCH_HEAD` only), holding the repository's
+    /// locks: for commits another host pushed.
+    async fn fetch(&self) -> Result<(), ClientError> {
+        let Some(remote) = &self.config.remote else { return Ok(()) };
+        let _in_process = write_lock().lock().await;
+        let _across_processes = self.lock_file().await?;
+        let fetched = self.git(&["fetch", "--quiet", remote, &self.config.branch]).await?;
+        if fetched.status.success() {
+            return Ok(());
+        }
+        Err(ClientError::Transient(redact_credentials(&format!(
+            "git fetch from {remote} failed: {}",
+            String::from_utf8_lossy(&fetched.stderr).trim()
+        ))))
     }
 
     /// Repairs what a writer stopped mid-write left behind (a daemon killed, a git command

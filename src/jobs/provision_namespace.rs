@@ -108,9 +108,10 @@ pub(super) async fn commit_and_settle(
     expect: Expect,
 ) -> Result<Outcome, JobError> {
     let file = app::projects::manifest_path(&project);
+    // Unchanged after a retry whose first attempt committed: wait for that commit all the same.
     let commit = match ctx.clients.gitops.write(&file, content, message).await? {
         Delivered::Committed { commit } => Some(commit),
-        Delivered::Unchanged => None,
+        Delivered::Unchanged { commit } => commit,
     };
     lock.release().await?;
     if argocd_watches(ctx, &project.site) {

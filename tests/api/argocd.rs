@@ -261,3 +261,61 @@ async fn a_resize_is_active_only_once_argocd_synced_its_own_commit(pool: PgPool)
     let active = app.project_becomes(&lead, &id, "active").await;
     assert_eq!(active["cpu"], 8);
 }
+
+/// A delivery retried after its first attempt committed (the daemon was killed before the job
+/// could say so) finds the file unchanged: it must still wait for Argo CD to sync that commit,
+/// not take the old Synced and Healthy state for the new one.
+#[sqlx::test]
+async fn a_retried_delivery_still_waits_for_its_first_attempts_commit(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let fake = FakeArgocd::start(APP, TOKEN, vec![synced()]).await;
+    let app = start(&pool, &repo, &fake, |_| {}).await;
+    let lead = app.team_lead_token().await;
+    let id = create_web(&app, &lead).await;
+    app.project_becomes(&lead, &id, "active").await;
+    let mut old = synced();
+    old["status"]["sync"]["revision"] = json!(head_of(&repo));
+    fake.set(|s| {
+        s.tracks = None;
+        s.states = vec![old].into();
+    });
+    let resized = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/projects/{id}"),
+            Some(&lead),
+            Some(json!({ "performance_tier": "high" })),
+        )
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    let first: uuid::Uuid = resized["job_id"].as_str().unwrap().parse().unwrap();
+    app.run_due_jobs().await;
+
+    // As if the first attempt died right after its commit: no poll job, the same delivery again.
+    let payload: Value = sqlx::query_scalar("SELECT payload FROM jobs WHERE id = $1")
+        .bind(first)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM jobs WHERE kind = 'poll_argocd'").execute(&pool).await.unwrap();
+    let new = infrahub::store::jobs::NewJob::new("provision_namespace", payload, "test", 3);
+    let mut conn = pool.acquire().await.unwrap();
+    let again = infrahub::store::jobs::enqueue(&mut conn, &new).await.unwrap().into_job();
+    sqlx::query("UPDATE projects SET last_job_id = $2 WHERE id = $1::uuid")
+        .bind(&id)
+        .bind(again.id)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    app.run_job_rounds(4).await;
+    let retried = crate::jobs::job(&pool, again.id).await;
+    assert_eq!(retried.result.as_ref().unwrap()["commit"], json!(head_of(&repo)), "{retried:?}");
+    let waiting = app.get(&format!("/api/v1/projects/{id}"), &lead).await.body;
+    assert_eq!(waiting["status"], "provisioning", "the old revision's state does not count");
+
+    fake.set(|s| s.tracks = Some(repo.clone()));
+    let active = app.project_becomes(&lead, &id, "active").await;
+    assert_eq!(active["cpu"], 8);
+}

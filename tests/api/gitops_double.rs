@@ -51,7 +51,7 @@ impl Gitops for FlakyGit {
             Ok(if changed {
                 Delivered::Committed { commit: format!("{:040x}", files.len()) }
             } else {
-                Delivered::Unchanged
+                Delivered::Unchanged { commit: None }
             })
         })
     }

@@ -164,8 +164,37 @@ async fn removing_a_file_again_is_unchanged_not_an_error() {
     let first = host.write("fra/a.yaml", None, "deprovision").await;
     assert!(matches!(first, Ok(Delivered::Committed { .. })), "{first:?}");
     let again = host.write("fra/a.yaml", None, "deprovision").await;
-    assert!(matches!(again, Ok(Delivered::Unchanged)), "{again:?}");
+    let Ok(Delivered::Committed { commit: removal }) = first else { unreachable!() };
+    assert_eq!(
+        again.unwrap(),
+        Delivered::Unchanged { commit: Some(removal) },
+        "the removal's commit"
+    );
     let never = host.write("fra/never.yaml", None, "deprovision").await;
-    assert!(matches!(never, Ok(Delivered::Unchanged)), "{never:?}");
+    assert_eq!(never.unwrap(), Delivered::Unchanged { commit: None });
     assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]), "2");
+}
+
+/// Argo CD may have synced a commit another host pushed: a revision this clone has not seen
+/// yet is fetched before it is judged, rather than taken as "not included" until the next write.
+#[tokio::test]
+async fn commits_another_host_pushed_are_fetched_before_they_are_compared() {
+    use infrahub::clients::gitops::Gitops;
+    let dir = tempfile::tempdir().unwrap();
+    let remote = bare(dir.path());
+    let (a, b) =
+        (local(&dir.path().join("a"), Some(&remote)), local(&dir.path().join("b"), Some(&remote)));
+    b.write("fra/b.yaml", Some("b\n"), "b's first").await.unwrap();
+    let Delivered::Committed { commit: ours } =
+        a.write("fra/a.yaml", Some("a\n"), "a's first").await.unwrap()
+    else {
+        panic!("a committed")
+    };
+    let Delivered::Committed { commit: later } =
+        a.write("fra/a2.yaml", Some("a2\n"), "a's second").await.unwrap()
+    else {
+        panic!("a committed")
+    };
+    assert!(Gitops::includes(&b, &ours, &later).await.unwrap(), "b fetched a's commits");
+    assert!(!Gitops::includes(&b, &later, &ours).await.unwrap(), "a later commit is not included");
 }

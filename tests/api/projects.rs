@@ -113,8 +113,12 @@ async fn gitops_commits_once_per_change_and_delete_frees_the_quota(pool: PgPool)
     let same = same.expect(StatusCode::ACCEPTED, None);
     app.project_becomes(&lead, &id, "active").await;
     let job = app.get(same["location"].as_str().unwrap(), &lead).await.body;
-    assert!(job["result"]["commit"].is_null(), "{job}");
     assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]), "1");
+    assert_eq!(
+        job["result"]["commit"],
+        git(&repo, &["rev-parse", "HEAD"]),
+        "the commit holding them"
+    );
 
     let quota = format!("/api/v1/departments/{}/quota", app.org.dept);
     assert_eq!(
@@ -384,6 +388,11 @@ async fn resync_repairs_manifests_changed_in_git(pool: PgPool) {
     let file = repo.join("fra/shop-web.yaml");
     let desired = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, desired.replace("requests.cpu: \"4\"", "requests.cpu: \"64\"")).unwrap();
+    // Someone commits an edit by hand (uncommitted changes are not what Argo CD deploys).
+    git(
+        &repo,
+        &["-c", "user.name=ops", "-c", "user.email=ops@example.com", "commit", "-qam", "more cpu"],
+    );
 
     let report = resync(&app).await;
     assert_eq!(
