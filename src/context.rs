@@ -17,8 +17,9 @@ use crate::telemetry;
 #[derive(Clone)]
 pub struct Context {
     pub pool: PgPool,
-    /// Connections that hold an `Idempotency-Key`'s lock while its request runs; apart from
-    /// `pool`, so requests waiting there never starve the requests they wait for.
+    /// Connections that hold a lock while something slower runs: an `Idempotency-Key`'s while
+    /// its request runs, a project's delivery lock while its manifests are written. Apart from
+    /// `pool`, so that what waits on them never starves what they wait for.
     pub locks: PgPool,
     pub config: Arc<Config>,
     /// The demo admits its well-known accounts; `serve` refuses them.
@@ -36,10 +37,16 @@ pub struct Context {
 }
 
 /// A pool like `pool` (same server and database), connecting when first used.
-fn lock_pool(pool: &PgPool, config: &Config) -> PgPool {
+/// As large as the main pool (requests holding their key's lock), plus one connection for each
+/// delivery worker (provision and deprovision jobs holding their project's delivery lock).
+fn lock_pool(pool: &PgPool, config: &Config, registry: &Registry) -> PgPool {
     let options = pool.connect_options().as_ref().clone();
+    let deliveries: u32 = ["provision_namespace", "deprovision_namespace"]
+        .iter()
+        .map(|kind| registry.settings(kind).concurrency)
+        .sum();
     PgPoolOptions::new()
-        .max_connections(config.database.max_connections)
+        .max_connections(config.database.max_connections + deliveries)
         .acquire_timeout(std::time::Duration::from_secs(config.database.acquire_timeout_secs))
         .idle_timeout(Some(std::time::Duration::from_secs(config.database.idle_timeout_secs)))
         .connect_lazy_with(options)
@@ -63,7 +70,7 @@ impl Context {
         let tokens = TokenKeys::new(&secret, &config.auth.issuer, config.auth.token_ttl_secs);
         let dummy_hash = password::hash("infrahub-unknown-user-placeholder")?;
         Ok(Self {
-            locks: lock_pool(&pool, &config),
+            locks: lock_pool(&pool, &config, &registry),
             pool,
             config: Arc::new(config),
             mode,
@@ -81,10 +88,11 @@ impl Context {
     pub fn for_admin(pool: PgPool, config: Config) -> Result<Self, ContextError> {
         let throwaway = Secret::new(uuid::Uuid::new_v4().simple().to_string().repeat(2));
         let tokens = TokenKeys::new(&throwaway, &config.auth.issuer, config.auth.token_ttl_secs);
+        let registry = Registry::new(&config.workers)?;
         Ok(Self {
-            locks: lock_pool(&pool, &config),
+            locks: lock_pool(&pool, &config, &registry),
             pool,
-            registry: Arc::new(Registry::new(&config.workers)?),
+            registry: Arc::new(registry),
             clients: Clients::offline(),
             config: Arc::new(config),
             mode: Mode::Serve,

@@ -603,7 +603,8 @@ pub async fn lock_delivery(
     project_id: Uuid,
     generation: Option<i64>,
 ) -> AppResult<Result<DeliveryLock, String>> {
-    let mut tx = ctx.pool.begin().await?;
+    // On the lock pool: the lock is held while git or GitLab works, which may take a while.
+    let mut tx = ctx.locks.begin().await?;
     let current = projects::lock_delivery(&mut tx, project_id)
         .await
         .map_err(|e| AppError::from_store("project", e))?;

@@ -2,8 +2,9 @@
 //! repository (using the `git` command: real Git, no library quirks) or a GitLab project
 //! through its commits API.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -100,10 +101,40 @@ pub struct LocalGit {
     command_timeout: Duration,
 }
 
-/// Serialises writers in this process, before they take the file lock.
-fn write_lock() -> &'static Mutex<()> {
-    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
-    LOCK.get_or_init(|| Mutex::new(()))
+/// Serialises the writers of one repository in this process, before they take its file lock
+/// (so that they queue here rather than poll the file lock).
+fn write_lock(repository: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<std::sync::Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    locks.entry(repository.to_owned()).or_default().clone()
+}
+
+/// Git's lock files in `git_dir` (its top level and `refs/`) older than `age`: a younger one
+/// may belong to a git command still finishing for a daemon that was killed. Our own
+/// `infrahub.lock` is not git's.
+fn stale_git_locks(git_dir: &Path, age: Duration) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![git_dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                if path.starts_with(git_dir.join("refs")) {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let old = meta.modified().ok().and_then(|at| at.elapsed().ok()).unwrap_or_default();
+            if name.ends_with(".lock") && name != "infrahub.lock" && old >= age {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 /// Pushes refused because the remote moved on are rebased and pushed again this many times.
@@ -236,7 +267,7 @@ impl LocalGit {
         content: Option<&str>,
         message: &str,
     ) -> Result<Delivered, ClientError> {
-        let _in_process = write_lock().lock().await;
+        let _in_process = write_lock(&self.config.path).lock_owned().await;
         self.ensure_repository().await?;
         let _across_processes = self.lock_file().await?;
         self.recover().await?;
@@ -322,7 +353,7 @@ impl LocalGit {
     /// locks: for commits another host pushed.
     async fn fetch(&self) -> Result<(), ClientError> {
         let Some(remote) = &self.config.remote else { return Ok(()) };
-        let _in_process = write_lock().lock().await;
+        let _in_process = write_lock(&self.config.path).lock_owned().await;
         let _across_processes = self.lock_file().await?;
         let fetched = self.git(&["fetch", "--quiet", remote, &self.config.branch]).await?;
         if fetched.status.success() {
@@ -335,20 +366,14 @@ impl LocalGit {
     }
 
     /// Repairs what a writer stopped mid-write left behind (a daemon killed, a git command
-    /// killed on its timeout), holding the file lock, so no writer of ours is at work: an
-    /// `index.lock` older than the command timeout, a rebase that never finished, and changes
-    /// never committed. The deliveries they belonged to are retried and write again.
+    /// killed on its timeout), holding the file lock, so no writer of ours is at work: git's
+    /// lock files (`index.lock`, `HEAD.lock`, a ref's lock) older than the command timeout, a
+    /// rebase that never finished, and changes never committed. The deliveries they belonged to are retried and write again.
     async fn recover(&self) -> Result<(), ClientError> {
         let git_dir = self.config.path.join(".git");
-        let index_lock = git_dir.join("index.lock");
-        if let Ok(meta) = std::fs::metadata(&index_lock) {
-            let age = meta.modified().ok().and_then(|at| at.elapsed().ok()).unwrap_or_default();
-            // A younger one may belong to a git command still finishing for a daemon that
-            // was killed: that passes (a transient failure until then).
-            if age >= self.command_timeout {
-                tracing::warn!(path = %index_lock.display(), "removing a stale index.lock");
-                let _ = std::fs::remove_file(&index_lock);
-            }
+        for lock in stale_git_locks(&git_dir, self.command_timeout) {
+            tracing::warn!(path = %lock.display(), "removing a stale git lock");
+            let _ = std::fs::remove_file(&lock);
         }
         if git_dir.join("rebase-merge").exists() || git_dir.join("rebase-apply").exists() {
             tracing::warn!(path = %self.config.path.display(), "aborting an unfinished rebase");

@@ -114,7 +114,7 @@ async fn a_remotes_credentials_never_show_in_errors() {
 }
 
 /// What a daemon killed mid-write leaves behind: a file written but never committed, a change
-/// staged, an index lock of a git command that was stopped. The next writer clears it, so a
+/// staged, the lock files of git commands that were stopped. The next writer clears it, so a
 /// rebase on the remote is not refused for ever.
 #[tokio::test]
 async fn leftovers_of_an_interrupted_write_are_cleared_by_the_next_writer() {
@@ -127,13 +127,16 @@ async fn leftovers_of_an_interrupted_write_are_cleared_by_the_next_writer() {
     std::fs::write(repo.join("fra/half.yaml"), "never committed\n").unwrap();
     std::fs::write(repo.join("fra/a.yaml"), "changed, staged\n").unwrap();
     git(&repo, &["add", "fra/a.yaml"]);
-    let stale = std::fs::File::create(repo.join(".git/index.lock")).unwrap();
-    stale.set_modified(std::time::SystemTime::now() - Duration::from_secs(60)).unwrap();
-    drop(stale);
+    for lock in [".git/index.lock", ".git/HEAD.lock", ".git/refs/heads/main.lock"] {
+        let stale = std::fs::File::create(repo.join(lock)).unwrap();
+        stale.set_modified(std::time::SystemTime::now() - Duration::from_secs(60)).unwrap();
+    }
 
     let written = host.write("fra/b.yaml", Some("b\n"), "second").await;
     assert!(matches!(written, Ok(Delivered::Committed { .. })), "{written:?}");
-    assert!(!repo.join(".git/index.lock").exists());
+    assert!(!repo.join(".git/index.lock").exists() && !repo.join(".git/HEAD.lock").exists());
+    assert!(!repo.join(".git/refs/heads/main.lock").exists());
+    assert!(repo.join(".git/infrahub.lock").exists(), "our own lock file stays");
     assert!(!repo.join("fra/half.yaml").exists());
     assert_eq!(std::fs::read_to_string(repo.join("fra/a.yaml")).unwrap(), "a\n");
     assert_eq!(git(&repo, &["status", "--porcelain"]), "", "a clean working tree");
