@@ -34,6 +34,8 @@ pub struct Context {
     /// A real argon2id hash checked when a username is unknown, so that an unknown user and a
     /// wrong password cost the same time.
     pub dummy_hash: Arc<str>,
+    /// Keys the fingerprints of requests made with an `Idempotency-Key`.
+    pub fingerprint_key: Arc<[u8]>,
 }
 
 /// A pool like `pool` (same server and database), connecting when first used.
@@ -79,6 +81,7 @@ impl Context {
             clients,
             metrics: telemetry::metrics_handle(),
             dummy_hash: dummy_hash.into(),
+            fingerprint_key: crate::app::idempotency::fingerprint_key(secret.expose().as_bytes()),
         })
     }
 
@@ -99,6 +102,9 @@ impl Context {
             tokens: Arc::new(tokens),
             metrics: telemetry::metrics_handle(),
             dummy_hash: Arc::from(""),
+            fingerprint_key: crate::app::idempotency::fingerprint_key(
+                throwaway.expose().as_bytes(),
+            ),
         })
     }
 

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Transaction};
@@ -34,13 +35,31 @@ pub struct Request {
     pub method: String,
     /// Path and query.
     pub path: String,
-    /// SHA-256 over method, path and body.
+    /// HMAC-SHA-256 over method, path and body, keyed by [`fingerprint_key`]: a body holding a
+    /// password (a new account's) leaves nothing in the table to guess it from.
     fingerprint: String,
 }
 
+/// The key of request fingerprints, derived from the JWT secret (a daemon's only secret).
+pub fn fingerprint_key(jwt_secret: &[u8]) -> Arc<[u8]> {
+    let mut hash = Sha256::new();
+    hash.update(b"infrahub idempotency fingerprint\n");
+    hash.update(jwt_secret);
+    let digest: [u8; 32] = hash.finalize().into();
+    Arc::from(digest)
+}
+
 impl Request {
-    /// Checks the key (1 to 255 visible ASCII characters) and fingerprints the request.
-    pub fn new(user: Uuid, key: &str, method: &str, path: &str, body: &[u8]) -> AppResult<Self> {
+    /// Checks the key (1 to 255 visible ASCII characters) and fingerprints the request with
+    /// `secret` ([`fingerprint_key`]).
+    pub fn new(
+        user: Uuid,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        secret: &[u8],
+    ) -> AppResult<Self> {
         let key = key.trim();
         let visible = key.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
         if key.is_empty() || key.len() > 255 || !visible {
@@ -50,11 +69,12 @@ impl Request {
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
             ));
         }
-        let mut hash = Sha256::new();
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret)
+            .map_err(|e| AppError::internal(format!("fingerprint key: {e}")))?;
         for part in [method.as_bytes(), b"\n", path.as_bytes(), b"\n", body] {
-            hash.update(part);
+            mac.update(part);
         }
-        let fingerprint = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let fingerprint = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
         Ok(Self {
             user,
             key: key.to_owned(),
@@ -95,14 +115,15 @@ tokio::task_local! {
 }
 
 /// Commits a use case's transaction. Inside [`once`] it is parked instead and commits with
-/// the request's stored answer; a use case that commits twice has its earlier transaction
-/// committed here at once (only the last one goes with the answer).
+/// the request's stored answer; a use case run there must commit once.
 pub async fn commit(tx: Transaction<'static, Postgres>) -> AppResult<()> {
     let Ok(parked) = PARKED.try_with(Arc::clone) else {
         return Ok(tx.commit().await?);
     };
-    if let Some(earlier) = parked.put(tx) {
-        earlier.commit().await?;
+    if parked.put(tx).is_some() {
+        // Its second transaction might wait on rows the parked first one holds, for ever:
+        // under a key, a use case commits once. Both roll back (a 5xx is not kept).
+        return Err(AppError::internal("a use case committed twice under an Idempotency-Key"));
     }
     Ok(())
 }
@@ -158,7 +179,9 @@ where
             None => idempotency::save(&mut lock, &new).await?,
         }
     } else if let Some(tx) = change {
-        tx.commit().await?;
+        // The request failed (5xx): its change is not kept either, so sending it again runs
+        // it once.
+        tx.rollback().await?;
     }
     lock.commit().await?;
     Ok(answer)
@@ -177,7 +200,7 @@ mod tests {
     fn the_fingerprint_binds_method_path_and_body() {
         let user = Uuid::now_v7();
         let print = |method, path, body: &[u8]| {
-            Request::new(user, "k", method, path, body).unwrap().fingerprint
+            Request::new(user, "k", method, path, body, b"secret").unwrap().fingerprint
         };
         let base = print("POST", "/api/v1/projects", b"{}");
         assert_eq!(base, print("POST", "/api/v1/projects", b"{}"));
@@ -185,15 +208,20 @@ mod tests {
         assert_ne!(base, print("POST", "/api/v1/projects?x=1", b"{}"));
         assert_ne!(base, print("POST", "/api/v1/projects", b"{ }"));
         assert_eq!(base.len(), 64);
+        let keyed_otherwise = Request::new(user, "k", "POST", "/api/v1/projects", b"{}", b"other");
+        assert_ne!(base, keyed_otherwise.unwrap().fingerprint, "keyed by the daemon's secret");
     }
 
     #[test]
     fn keys_are_visible_ascii_of_bounded_length() {
         let user = Uuid::now_v7();
-        assert_eq!(Request::new(user, " key-1 ", "POST", "/", b"").unwrap().key, "key-1");
-        assert!(Request::new(user, "nightly check 42", "POST", "/", b"").is_ok());
+        assert_eq!(
+            Request::new(user, " key-1 ", "POST", "/", b"", b"secret").unwrap().key,
+            "key-1"
+        );
+        assert!(Request::new(user, "nightly check 42", "POST", "/", b"", b"secret").is_ok());
         for bad in ["", "   ", "tab\there", "é", &"k".repeat(256)] {
-            let err = Request::new(user, bad, "POST", "/", b"").unwrap_err();
+            let err = Request::new(user, bad, "POST", "/", b"", b"secret").unwrap_err();
             assert_eq!(err.code, "invalid_header", "{bad:?}");
         }
     }

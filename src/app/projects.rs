@@ -545,8 +545,18 @@ async fn begin_forced(
     event: Event,
 ) -> AppResult<(Transaction<'static, Postgres>, Project, Transition)> {
     let mut tx = ctx.pool.begin().await?;
-    let before =
-        projects::lock(&mut tx, id).await.map_err(|e| AppError::from_store("project", e))?;
+    // The job's row before the project's, as a job's end takes them: the other order could
+    // deadlock with a job failing at this moment. Should a new job come in between, its row
+    // is locked too.
+    let mut locked = projects::lock_last_job(&mut tx, id).await?;
+    let before = loop {
+        let project =
+            projects::lock(&mut tx, id).await.map_err(|e| AppError::from_store("project", e))?;
+        if project.last_job_id == locked {
+            break project;
+        }
+        locked = projects::lock_last_job(&mut tx, id).await?;
+    };
     let step = lifecycle::transition(before.status, event)?;
     if let Some(job) = before.last_job_id {
         store_jobs::cancel(&mut tx, job).await?;

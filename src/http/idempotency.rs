@@ -23,7 +23,9 @@ pub async fn layer(State(ctx): State<Context>, request: Request, next: Next) -> 
     let changes =
         matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
     let key = request.headers().get("idempotency-key").cloned();
-    let (Some(key), true) = (key, changes) else { return next.run(request).await };
+    // A login answers with a token: nothing to keep for 24 hours.
+    let login = request.uri().path().ends_with("/auth/login");
+    let (Some(key), true, false) = (key, changes, login) else { return next.run(request).await };
     let Ok(key) = key.to_str().map(str::to_owned) else {
         return ApiError::bad_request(
             "invalid_header",
@@ -44,8 +46,15 @@ pub async fn layer(State(ctx): State<Context>, request: Request, next: Next) -> 
         .into_response();
     };
     let path = parts.uri.path_and_query().map_or_else(|| parts.uri.path(), |p| p.as_str());
-    let once = match app::idempotency::Request::new(user, &key, parts.method.as_str(), path, &bytes)
-    {
+    let method = parts.method.as_str();
+    let once = match app::idempotency::Request::new(
+        user,
+        &key,
+        method,
+        path,
+        &bytes,
+        &ctx.fingerprint_key,
+    ) {
         Ok(once) => once,
         Err(err) => return ApiError::from(err).into_response(),
     };

@@ -112,6 +112,18 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Project, StoreErr
     get(conn, id).await
 }
 
+/// Locks the row of the project's latest job, if any, and returns its id: taken before the
+/// project's own row, in the order every job's end takes them (the job, then its project).
+pub async fn lock_last_job(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT j.id FROM jobs j WHERE j.id = (SELECT last_job_id FROM projects WHERE id = $1)
+            FOR UPDATE OF j",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ProjectFilter {
     pub site: Option<String>,

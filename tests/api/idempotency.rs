@@ -177,6 +177,7 @@ async fn a_change_commits_only_together_with_its_stored_answer(pool: PgPool) {
         "POST",
         "/api/v1/projects",
         &bytes,
+        &app.ctx.fingerprint_key,
     )
     .unwrap();
     let caller = Caller::new(&app.org.team_lead, None);
@@ -206,4 +207,37 @@ async fn a_change_commits_only_together_with_its_stored_answer(pool: PgPool) {
     assert_eq!(count(&pool, "SELECT count(*) FROM idempotency_keys").await, 1);
     let id = again.body["id"].as_str().unwrap().to_owned();
     app.project_becomes(&lead, &id, "active").await;
+}
+
+/// A login answers with a token: it is never kept (even sent with a key and a bearer), and no
+/// stored fingerprint is a plain hash of a body holding a password.
+#[sqlx::test]
+async fn logins_are_not_kept_and_fingerprints_are_keyed(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let admin = app.admin_token().await;
+    let body = json!({ "username": "root", "password": crate::helpers::PASSWORD });
+    for _ in 0..2 {
+        let answer =
+            keyed(&app, Method::POST, "/api/v1/auth/login", &admin, "login-1", Some(body.clone()))
+                .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.headers.get("idempotency-replayed").is_none());
+    }
+    assert_eq!(count(&pool, "SELECT count(*) FROM idempotency_keys").await, 0);
+
+    let user =
+        json!({ "username": "carol", "password": "a-long-password", "role": "center_admin" });
+    let bytes = serde_json::to_vec(&user).unwrap();
+    keyed(&app, Method::POST, "/api/v1/admin/users", &admin, "carol", Some(user)).await;
+    let stored: String = sqlx::query_scalar("SELECT fingerprint FROM idempotency_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    use sha2::Digest;
+    let mut plain = sha2::Sha256::new();
+    for part in [b"POST".as_slice(), b"\n", b"/api/v1/admin/users", b"\n", &bytes] {
+        plain.update(part);
+    }
+    let plain: String = plain.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    assert_ne!(stored, plain, "the fingerprint needs the daemon's secret");
 }
