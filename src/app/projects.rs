@@ -243,7 +243,19 @@ pub async fn delete(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<Proje
 
 /// Runs a failed provisioning again.
 pub async fn retry(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<ProjectSubmitted> {
-    move_on(ctx, caller, id, Event::Retry).await
+    let event = retry_event(ctx, id, Event::Retry).await?;
+    move_on(ctx, caller, id, event).await
+}
+
+/// What retrying the project means now: a failed deletion is deleted again. (Read before the
+/// row lock; should the project change meanwhile, the state machine refuses the event.)
+async fn retry_event(ctx: &Context, id: Uuid, retry: Event) -> AppResult<Event> {
+    match projects::get(&mut *ctx.pool.acquire().await?, id).await {
+        Ok(p) => Ok(lifecycle::retry_event(p.status, p.failed_from.as_deref(), retry)),
+        // The change itself answers 404 (or 403), in the caller's terms.
+        Err(StoreError::NotFound) => Ok(retry),
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// A person's change that only moves the project's status, and starts its job.
@@ -500,8 +512,12 @@ pub async fn force_retry(
 ) -> AppResult<ProjectSubmitted> {
     caller.authorize(Action::ForceProject)?;
     let reason = force_reason(&input)?;
-    let (mut tx, before, step) = begin_forced(ctx, id, Event::ForceRetry).await?;
-    projects::transition(&mut tx, id, &Event::ForceRetry.sources(), step.to, None, None).await?;
+    let event = retry_event(ctx, id, Event::ForceRetry).await?;
+    let (mut tx, before, step) = begin_forced(ctx, id, event).await?;
+    projects::transition(&mut tx, id, &event.sources(), step.to, None, None).await?;
+    if event.supersedes_deliveries() {
+        projects::next_generation(&mut tx, id).await?;
+    }
     let project = projects::get(&mut tx, id).await?;
     let work = step.starts.ok_or_else(|| AppError::internal("a forced retry with no work"))?;
     let enqueued =

@@ -93,6 +93,17 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// What a retry of a project means (`retry` is `Retry`, a forced one `ForceRetry`): for a
+/// project that failed while it was being deleted, deleting it again; its owner deleted it, and
+/// a retry must not bring it back.
+pub fn retry_event(status: ProjectStatus, failed_from: Option<&str>, retry: Event) -> Event {
+    if status == ProjectStatus::Failed && failed_from == Some(ProjectStatus::Deleting.as_str()) {
+        Event::Delete
+    } else {
+        retry
+    }
+}
+
 /// The status a new project starts in: its quota is reserved and provisioning starts.
 pub const INITIAL: ProjectStatus = ProjectStatus::Provisioning;
 
@@ -332,5 +343,16 @@ mod tests {
             ProjectStatus::ALL.into_iter().filter(|s| failure_event(*s).is_some()).collect();
         assert_eq!(Restart.sources(), waiting, "the reconciler restarts every waiting status");
         assert!(EVENTS.iter().all(|e| !e.sources().contains(&Deleted)), "deleted is final");
+    }
+
+    #[test]
+    fn retrying_a_failed_deletion_deletes_again() {
+        for retry in [Event::Retry, Event::ForceRetry] {
+            assert_eq!(retry_event(Failed, Some("deleting"), retry), Event::Delete);
+            assert_eq!(retry_event(Failed, Some("provisioning"), retry), retry);
+            assert_eq!(retry_event(Failed, None, retry), retry);
+            assert_eq!(retry_event(Deleting, Some("deleting"), retry), retry);
+        }
+        assert_eq!(transition(Failed, Event::Delete).unwrap().to, Deleting);
     }
 }

@@ -32,6 +32,9 @@ pub struct Project {
     #[sqlx(try_from = "String")]
     pub status: ProjectStatus,
     pub failure_reason: Option<String>,
+    /// The status a `failed` project failed in (`provisioning`, `degraded` or `deleting`): a
+    /// retry of a failed deletion deletes again.
+    pub failed_from: Option<String>,
     /// The latest provisioning or deprovisioning job.
     pub last_job_id: Option<Uuid>,
     /// Bumped by every change; a delivery writes only while it carries the current one.
@@ -46,7 +49,7 @@ macro_rules! project_select {
     () => {
         "SELECT p.id, p.name, p.namespace, p.department_id, d.name AS department, d.field_id,
                 f.name AS field, p.site_id, s.name AS site, p.sla_type, p.performance_tier, p.cpu,
-                p.ram_gb, p.extra_quota, p.status, p.failure_reason, p.last_job_id, p.generation,
+                p.ram_gb, p.extra_quota, p.status, p.failure_reason, p.failed_from, p.last_job_id, p.generation,
                 p.created_by,
                 p.created_at, p.updated_at, p.deleted_at
            FROM projects p
@@ -243,7 +246,10 @@ pub async fn transition(
     let done = sqlx::query(
         "UPDATE projects
             SET status = $3, failure_reason = $4, updated_at = now(),
-                deleted_at = CASE WHEN $3 = 'deleted' THEN now() END
+                deleted_at = CASE WHEN $3 = 'deleted' THEN now() END,
+                failed_from = CASE WHEN $3 <> 'failed' THEN NULL
+                                   WHEN status = 'failed' THEN failed_from
+                                   ELSE status END
           WHERE id = $1 AND status = ANY($2) AND ($5::uuid IS NULL OR last_job_id = $5)",
     )
     .bind(id)
@@ -271,7 +277,7 @@ pub async fn resize(
     sqlx::query(
         "UPDATE projects SET sla_type = $2, performance_tier = $3, cpu = $4, ram_gb = $5,
                              extra_quota = $6, status = $7, failure_reason = NULL,
-                             updated_at = now()
+                             failed_from = NULL, updated_at = now()
           WHERE id = $1",
     )
     .bind(id)

@@ -194,3 +194,37 @@ async fn a_superseded_delivery_writes_nothing(pool: PgPool) {
     assert_eq!(std::fs::read_to_string(repo.join("fra/shop-web.yaml")).unwrap(), before);
     assert!(before.contains("infrahub.io/generation: \"1\""), "{before}");
 }
+
+/// A project whose deletion failed is deleted again by a retry (its owner's or a forced one);
+/// it never comes back to life.
+#[sqlx::test]
+async fn retrying_a_failed_deletion_deletes_again(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let app = app(&pool, &repo).await;
+    let lead = app.team_lead_token().await;
+    let admin = app.admin_token().await;
+    let reason = json!({ "reason": "the deletion hangs" });
+    for (name, retry, by) in [("web", "retry", &lead), ("api", "force-retry", &admin)] {
+        let created = create(&app, &lead, name).await;
+        let id = created["id"].as_str().unwrap();
+        app.project_becomes(&lead, id, "active").await;
+        let path = format!("/api/v1/projects/{id}");
+        app.call(Method::DELETE, &path, Some(&lead), None).await.expect(StatusCode::ACCEPTED, None);
+        let failed = app
+            .post(&format!("{path}/force-fail"), &admin, reason.clone())
+            .await
+            .expect(StatusCode::OK, None);
+        assert_eq!(
+            (&failed["status"], &failed["failed_from"]),
+            (&json!("failed"), &json!("deleting"))
+        );
+
+        let body = (retry == "force-retry").then(|| reason.clone());
+        let again = app.call(Method::POST, &format!("{path}/{retry}"), Some(by), body).await;
+        let again = again.expect(StatusCode::ACCEPTED, None);
+        assert_eq!(again["status"], "deleting", "{retry}: {again}");
+        app.project_becomes(&lead, id, "deleted").await;
+        assert!(!repo.join(format!("fra/shop-{name}.yaml")).exists(), "{retry}");
+    }
+}

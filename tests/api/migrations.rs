@@ -18,7 +18,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 }
 
 /// Something each migration creates (a table, or a `table:column`), newest last.
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
     "users",
     "servers",
     "projects",
@@ -26,6 +26,7 @@ const TABLES: [&str; 7] = [
     "jobs",
     "projects:generation",
     "idempotency_keys:response_headers",
+    "projects:failed_from",
 ];
 
 #[sqlx::test(migrations = false)]
