@@ -239,8 +239,15 @@ pub async fn login(client: &Client, username: &str) -> String {
     body["access_token"].as_str().unwrap().to_owned()
 }
 
+/// A port free now, below Linux's ephemeral range (32768 and up), so that no test's outgoing
+/// connection takes it while a daemon that listens on it restarts.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let port = rand::rng().random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn git(repo: &Path, args: &[&str]) -> String {
@@ -333,13 +340,15 @@ pub async fn field_admin(
             continue;
         }
         let job: Uuid = reply.body["job_id"].as_str().unwrap().parse().unwrap();
+        // The database may be away for a moment (the restart test): then not yet.
         let finished = || async {
-            let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-                .bind(job)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            matches!(status.as_str(), "succeeded" | "failed" | "cancelled")
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+                    .bind(job)
+                    .fetch_one(&pool)
+                    .await
+                    .ok();
+            matches!(status.as_deref(), Some("succeeded" | "failed" | "cancelled"))
         };
         wait_until("the quota change", Duration::from_secs(180), finished).await;
         // Whether it succeeded is checked with every other job at the end.

@@ -68,12 +68,17 @@ fn run(program: &Path, args: &[&str]) {
 impl PrivatePostgres {
     /// A new cluster on a free port, started, with database `infrahub`.
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        // As root, somewhere user postgres can reach whatever TMPDIR says.
+        let dir = if is_root() {
+            tempfile::Builder::new().prefix("infrahub-pg").tempdir_in("/tmp").unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
         if is_root() {
             let owned = Command::new("chown").arg("postgres:").arg(dir.path()).status().unwrap();
             assert!(owned.success(), "the directory is handed to user postgres");
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::chaos::free_port();
         let server = Self {
             bin: bin_dir(),
             data: dir.path().join("data"),
