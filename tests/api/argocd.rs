@@ -53,11 +53,26 @@ async fn start(
 }
 
 async fn create_web(app: &TestApp, token: &str) -> String {
-    let body = json!({ "name": "web", "site": "fra", "sla_type": "silver", "performance_tier": "regular" });
-    app.post("/api/v1/projects", token, body).await.expect(StatusCode::ACCEPTED, None)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    app.create_project(token, "web", "silver", "regular").await
+}
+
+/// An active project `web` under a manual-sync Application that has not picked up the next
+/// commit: it stays Synced and Healthy, but at the current revision. Returns the project's id.
+async fn active_under_a_manual_sync(
+    app: &TestApp,
+    lead: &str,
+    fake: &FakeArgocd,
+    repo: &Path,
+) -> String {
+    let id = create_web(app, lead).await;
+    app.project_becomes(lead, &id, "active").await;
+    let mut old = synced();
+    old["status"]["sync"]["revision"] = json!(head_of(repo));
+    fake.set(|s| {
+        s.tracks = None;
+        s.states = vec![old].into();
+    });
+    id
 }
 
 #[sqlx::test]
@@ -228,17 +243,7 @@ async fn a_resize_is_active_only_once_argocd_synced_its_own_commit(pool: PgPool)
     let fake = FakeArgocd::start(APP, TOKEN, vec![synced()]).await;
     let app = start(&pool, &repo, &fake, |_| {}).await;
     let lead = app.team_lead_token().await;
-    let id = create_web(&app, &lead).await;
-    app.project_becomes(&lead, &id, "active").await;
-
-    // A manual-sync Application that has not picked up the next commit yet: still Synced and
-    // Healthy, but at the old revision.
-    let mut old = synced();
-    old["status"]["sync"]["revision"] = json!(head_of(&repo));
-    fake.set(|s| {
-        s.tracks = None;
-        s.states = vec![old].into();
-    });
+    let id = active_under_a_manual_sync(&app, &lead, &fake, &repo).await;
     let reads_before = fake.reads().len();
     let syncs_before = fake.syncs().len();
     app.call(
@@ -272,14 +277,7 @@ async fn a_retried_delivery_still_waits_for_its_first_attempts_commit(pool: PgPo
     let fake = FakeArgocd::start(APP, TOKEN, vec![synced()]).await;
     let app = start(&pool, &repo, &fake, |_| {}).await;
     let lead = app.team_lead_token().await;
-    let id = create_web(&app, &lead).await;
-    app.project_becomes(&lead, &id, "active").await;
-    let mut old = synced();
-    old["status"]["sync"]["revision"] = json!(head_of(&repo));
-    fake.set(|s| {
-        s.tracks = None;
-        s.states = vec![old].into();
-    });
+    let id = active_under_a_manual_sync(&app, &lead, &fake, &repo).await;
     let resized = app
         .call(
             Method::PATCH,

@@ -206,6 +206,13 @@ impl TestApp {
         .expect("quota inserted");
     }
 
+    /// Creates project `name` at site `fra` as `token`'s team lead; returns its id.
+    pub async fn create_project(&self, token: &str, name: &str, sla: &str, tier: &str) -> String {
+        let body = serde_json::json!({ "name": name, "site": "fra", "sla_type": sla, "performance_tier": tier });
+        let created = self.post("/api/v1/projects", token, body).await;
+        created.expect(StatusCode::ACCEPTED, None)["id"].as_str().expect("an id").to_owned()
+    }
+
     /// Runs every pending job, then reads project `id` over HTTP and asserts it is `wanted`.
     pub async fn project_becomes(&self, token: &str, id: &str, wanted: &str) -> Value {
         self.run_jobs().await;

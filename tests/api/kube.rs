@@ -31,12 +31,7 @@ async fn projects_are_server_side_applied_read_back_and_deleted(pool: PgPool) {
     let kube = FakeKube::start().await;
     let app = app(&pool, &kube, dir.path()).await;
     let lead = app.team_lead_token().await;
-    let body = json!({ "name": "web", "site": "fra", "sla_type": "silver", "performance_tier": "regular" });
-    let id =
-        app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::ACCEPTED, None)["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+    let id = app.create_project(&lead, "web", "silver", "regular").await;
     app.project_becomes(&lead, &id, "active").await;
 
     let seen = kube.seen();
@@ -86,12 +81,7 @@ async fn resync_re_applies_objects_changed_in_the_cluster(pool: PgPool) {
     let kube = FakeKube::start().await;
     let app = app(&pool, &kube, dir.path()).await;
     let lead = app.team_lead_token().await;
-    let body = json!({ "name": "web", "site": "fra", "sla_type": "silver", "performance_tier": "regular" });
-    let id =
-        app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::ACCEPTED, None)["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+    let id = app.create_project(&lead, "web", "silver", "regular").await;
     app.project_becomes(&lead, &id, "active").await;
     kube.set(|c| c.objects.get_mut(QUOTA).unwrap()["spec"]["hard"]["requests.cpu"] = json!("64"));
 
@@ -122,12 +112,7 @@ async fn a_site_without_a_context_fails_the_project_with_the_reason(pool: PgPool
     .await;
     app.give_quota(40, 160).await;
     let lead = app.team_lead_token().await;
-    let body = json!({ "name": "web", "site": "fra", "sla_type": "bronze", "performance_tier": "regular" });
-    let id =
-        app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::ACCEPTED, None)["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+    let id = app.create_project(&lead, "web", "bronze", "regular").await;
     let failed = app.project_becomes(&lead, &id, "failed").await;
     assert!(
         failed["failure_reason"].as_str().unwrap().contains("no kubeconfig context for site fra"),
@@ -146,12 +131,7 @@ async fn a_stale_delivery_never_undoes_a_deletion_and_a_stuck_one_fails(pool: Pg
     let kube = FakeKube::start().await;
     let app = app(&pool, &kube, dir.path()).await;
     let lead = app.team_lead_token().await;
-    let body = json!({ "name": "web", "site": "fra", "sla_type": "silver", "performance_tier": "regular" });
-    let id =
-        app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::ACCEPTED, None)["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+    let id = app.create_project(&lead, "web", "silver", "regular").await;
     app.project_becomes(&lead, &id, "active").await;
 
     // Finalizers that never let go.
