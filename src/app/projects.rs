@@ -219,7 +219,7 @@ pub async fn resize(
     id: Uuid,
     input: ResizeProject,
 ) -> AppResult<ProjectSubmitted> {
-    let (mut tx, before, step) = begin_change(ctx, caller, id, Event::Resize).await?;
+    let (mut tx, before, _, step) = begin_change(ctx, caller, id, Event::Resize).await?;
     let sla = input.sla_type.unwrap_or_else(|| before.sla_type.clone());
     let tier = input.performance_tier.unwrap_or_else(|| before.performance_tier.clone());
     let entry = ctx.config.catalog.entry(&sla, &tier)?;
@@ -243,19 +243,7 @@ pub async fn delete(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<Proje
 
 /// Runs a failed provisioning again.
 pub async fn retry(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<ProjectSubmitted> {
-    let event = retry_event(ctx, id, Event::Retry).await?;
-    move_on(ctx, caller, id, event).await
-}
-
-/// What retrying the project means now: a failed deletion is deleted again. (Read before the
-/// row lock; should the project change meanwhile, the state machine refuses the event.)
-async fn retry_event(ctx: &Context, id: Uuid, retry: Event) -> AppResult<Event> {
-    match projects::get(&mut *ctx.pool.acquire().await?, id).await {
-        Ok(p) => Ok(lifecycle::retry_event(p.status, p.failed_from.as_deref(), retry)),
-        // The change itself answers 404 (or 403), in the caller's terms.
-        Err(StoreError::NotFound) => Ok(retry),
-        Err(other) => Err(other.into()),
-    }
+    move_on(ctx, caller, id, Event::Retry).await
 }
 
 /// A person's change that only moves the project's status, and starts its job.
@@ -265,7 +253,7 @@ async fn move_on(
     id: Uuid,
     event: Event,
 ) -> AppResult<ProjectSubmitted> {
-    let (mut tx, before, step) = begin_change(ctx, caller, id, event).await?;
+    let (mut tx, before, event, step) = begin_change(ctx, caller, id, event).await?;
     projects::transition(&mut tx, id, &event.sources(), step.to, None, None).await?;
     if event.supersedes_deliveries() {
         projects::next_generation(&mut tx, id).await?;
@@ -274,19 +262,19 @@ async fn move_on(
 }
 
 /// The start of a person's change to a project: role, scope (404 outside it), the row lock,
-/// and the state machine's verdict on `event`.
+/// and the state machine's verdict on `event` (with what it means for this project).
 async fn begin_change(
     ctx: &Context,
     caller: &Caller,
     id: Uuid,
     event: Event,
-) -> AppResult<(Transaction<'static, Postgres>, Project, Transition)> {
+) -> AppResult<(Transaction<'static, Postgres>, Project, Event, Transition)> {
     caller.authorize(Action::ChangeProject)?;
     let mut tx = ctx.pool.begin().await?;
     visible(&mut tx, caller, id).await?;
     let before = projects::lock(&mut tx, id).await?;
-    let step = lifecycle::transition(before.status, event)?;
-    Ok((tx, before, step))
+    let (event, step) = lifecycle::decide(before.status, before.failed_from.as_deref(), event)?;
+    Ok((tx, before, event, step))
 }
 
 /// The end of a person's change: the job it starts, the audit event, the commit.
@@ -512,8 +500,7 @@ pub async fn force_retry(
 ) -> AppResult<ProjectSubmitted> {
     caller.authorize(Action::ForceProject)?;
     let reason = force_reason(&input)?;
-    let event = retry_event(ctx, id, Event::ForceRetry).await?;
-    let (mut tx, before, step) = begin_forced(ctx, id, event).await?;
+    let (mut tx, before, event, step) = begin_forced(ctx, id, Event::ForceRetry).await?;
     projects::transition(&mut tx, id, &event.sources(), step.to, None, None).await?;
     if event.supersedes_deliveries() {
         projects::next_generation(&mut tx, id).await?;
@@ -541,7 +528,7 @@ pub async fn force_fail(
 ) -> AppResult<Project> {
     caller.authorize(Action::ForceProject)?;
     let reason = force_reason(&input)?;
-    let (mut tx, before, step) = begin_forced(ctx, id, Event::ForceFail).await?;
+    let (mut tx, before, _, step) = begin_forced(ctx, id, Event::ForceFail).await?;
     let sources = Event::ForceFail.sources();
     let why = format!("failed by {}: {reason}", caller.username);
     projects::transition(&mut tx, id, &sources, step.to, Some(&why), None).await?;
@@ -559,7 +546,7 @@ async fn begin_forced(
     ctx: &Context,
     id: Uuid,
     event: Event,
-) -> AppResult<(Transaction<'static, Postgres>, Project, Transition)> {
+) -> AppResult<(Transaction<'static, Postgres>, Project, Event, Transition)> {
     let mut tx = ctx.pool.begin().await?;
     // The job's row before the project's, as a job's end takes them: the other order could
     // deadlock with a job failing at this moment. Should a new job come in between, its row
@@ -573,11 +560,11 @@ async fn begin_forced(
         }
         locked = projects::lock_last_job(&mut tx, id).await?;
     };
-    let step = lifecycle::transition(before.status, event)?;
+    let (event, step) = lifecycle::decide(before.status, before.failed_from.as_deref(), event)?;
     if let Some(job) = before.last_job_id {
         store_jobs::cancel(&mut tx, job).await?;
     }
-    Ok((tx, before, step))
+    Ok((tx, before, event, step))
 }
 
 /// Everything a project's manifests depend on.

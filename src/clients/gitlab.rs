@@ -56,6 +56,18 @@ impl Gitlab {
         })
     }
 
+    /// Sends `request` with the token; a failure to get any answer is transient.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        request
+            .header("PRIVATE-TOKEN", self.token.expose())
+            .send()
+            .await
+            .map_err(|e| ClientError::Transient(format!("GitLab at {}: {e}", self.base)))
+    }
+
     /// `…/api/v4/projects/<id or url-encoded path>/<rest>`, each segment encoded.
     fn url(&self, rest: &[&str]) -> Result<url::Url, ClientError> {
         let mut url = self.base.clone();
@@ -97,13 +109,7 @@ impl Gitlab {
     async fn file(&self, path: &str) -> Result<Option<RepositoryFile>, ClientError> {
         let mut url = self.url(&["repository", "files", path])?;
         url.query_pairs_mut().append_pair("ref", &self.branch);
-        let response = self
-            .client
-            .get(url)
-            .header("PRIVATE-TOKEN", self.token.expose())
-            .send()
-            .await
-            .map_err(|e| ClientError::Transient(format!("GitLab at {}: {e}", self.base)))?;
+        let response = self.send(self.client.get(url)).await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => response.json().await.map(Some).map_err(|e| {
@@ -137,14 +143,8 @@ impl Gitlab {
             "author_name": self.author_name,
             "author_email": self.author_email,
         });
-        let response = self
-            .client
-            .post(self.url(&["repository", "commits"])?)
-            .header("PRIVATE-TOKEN", self.token.expose())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| ClientError::Transient(format!("GitLab at {}: {e}", self.base)))?;
+        let response =
+            self.send(self.client.post(self.url(&["repository", "commits"])?).json(&body)).await?;
         if !response.status().is_success() {
             return Err(Self::failure(response, "commit").await);
         }
@@ -194,13 +194,7 @@ impl Gitops for Gitlab {
             // the tip's history when it is their merge base.
             let mut url = self.url(&["repository", "merge_base"])?;
             url.query_pairs_mut().append_pair("refs[]", revision).append_pair("refs[]", tip);
-            let response = self
-                .client
-                .get(url)
-                .header("PRIVATE-TOKEN", self.token.expose())
-                .send()
-                .await
-                .map_err(|e| ClientError::Transient(format!("GitLab at {}: {e}", self.base)))?;
+            let response = self.send(self.client.get(url)).await?;
             match response.status() {
                 // A commit GitLab does not know (yet).
                 StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => Ok(false),

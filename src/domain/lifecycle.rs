@@ -93,15 +93,21 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// What a retry of a project means (`retry` is `Retry`, a forced one `ForceRetry`): for a
-/// project that failed while it was being deleted, deleting it again; its owner deleted it, and
-/// a retry must not bring it back.
-pub fn retry_event(status: ProjectStatus, failed_from: Option<&str>, retry: Event) -> Event {
-    if status == ProjectStatus::Failed && failed_from == Some(ProjectStatus::Deleting.as_str()) {
-        Event::Delete
-    } else {
-        retry
-    }
+/// What `event` means for a project in `status` that failed in `failed_from`, and the move it
+/// makes. A retry (a person's or a forced one) of a project that failed while it was being
+/// deleted deletes it again: its owner deleted it, and a retry must not bring it back.
+pub fn decide(
+    status: ProjectStatus,
+    failed_from: Option<&str>,
+    event: Event,
+) -> Result<(Event, Transition), Refusal> {
+    let failed_deleting =
+        status == ProjectStatus::Failed && failed_from == Some(ProjectStatus::Deleting.as_str());
+    let event = match event {
+        Event::Retry | Event::ForceRetry if failed_deleting => Event::Delete,
+        other => other,
+    };
+    Ok((event, transition(status, event)?))
 }
 
 /// The status a new project starts in: its quota is reserved and provisioning starts.
@@ -347,12 +353,13 @@ mod tests {
 
     #[test]
     fn retrying_a_failed_deletion_deletes_again() {
+        let event = |status, from, event| decide(status, from, event).map(|(e, step)| (e, step.to));
         for retry in [Event::Retry, Event::ForceRetry] {
-            assert_eq!(retry_event(Failed, Some("deleting"), retry), Event::Delete);
-            assert_eq!(retry_event(Failed, Some("provisioning"), retry), retry);
-            assert_eq!(retry_event(Failed, None, retry), retry);
-            assert_eq!(retry_event(Deleting, Some("deleting"), retry), retry);
+            assert_eq!(event(Failed, Some("deleting"), retry), Ok((Event::Delete, Deleting)));
+            assert_eq!(event(Failed, Some("provisioning"), retry), Ok((retry, Provisioning)));
+            assert_eq!(event(Failed, None, retry), Ok((retry, Provisioning)));
         }
-        assert_eq!(transition(Failed, Event::Delete).unwrap().to, Deleting);
+        assert_eq!(event(Failed, Some("deleting"), Resize), Ok((Resize, Provisioning)));
+        assert!(event(Deleting, None, Retry).is_err());
     }
 }
