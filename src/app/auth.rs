@@ -3,12 +3,13 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{AppError, AppResult, Caller};
+use super::{Actor, AppError, AppResult, Caller};
 use crate::config::Mode;
 use crate::context::Context;
 use crate::domain::name::Username;
 use crate::domain::password;
 use crate::domain::role::Role;
+use crate::store::audit::{self, Change};
 use crate::store::org::{self, UnitKind};
 use crate::store::throttle::{self, ThrottlePolicy};
 use crate::store::users::{self, Credentials};
@@ -35,8 +36,14 @@ fn refused() -> AppError {
 /// Exchanges a username and password for a token. Unknown usernames and wrong passwords get
 /// the same answer after the same work; repeated failures for one username lock it for a while.
 #[tracing::instrument(skip_all, fields(username = %username))]
-pub async fn login(ctx: &Context, username: &str, password: String) -> AppResult<TokenResponse> {
+pub async fn login(
+    ctx: &Context,
+    username: &str,
+    password: String,
+    request_id: Option<String>,
+) -> AppResult<TokenResponse> {
     if Username::parse(username).is_err() {
+        audit_refusal(ctx, username, "invalid_credentials", request_id).await?;
         return Err(refused());
     }
     let key = username.to_lowercase();
@@ -49,6 +56,7 @@ pub async fn login(ctx: &Context, username: &str, password: String) -> AppResult
     let mut conn = ctx.pool.acquire().await?;
     if let Some(secs) = throttle::attempt(&mut conn, &key, policy).await? {
         metrics::counter!("infrahub_logins_total", "outcome" => "locked").increment(1);
+        audit_refusal(ctx, username, "locked", request_id).await?;
         return Err(too_many(secs));
     }
     let account = users::find_credentials(&mut conn, username).await?;
@@ -70,9 +78,27 @@ pub async fn login(ctx: &Context, username: &str, password: String) -> AppResult
         None => {
             metrics::counter!("infrahub_logins_total", "outcome" => "failure").increment(1);
             tracing::info!("login refused");
+            audit_refusal(ctx, username, "invalid_credentials", request_id).await?;
             Err(refused())
         }
     }
+}
+
+/// Writes a refused login to the audit trail: `login.failed` on the username tried (cut to
+/// 64 characters), with why. Who tried is unknown, so the actor is `anonymous`.
+async fn audit_refusal(
+    ctx: &Context,
+    username: &str,
+    reason: &str,
+    request_id: Option<String>,
+) -> AppResult<()> {
+    let tried: String = username.chars().take(64).collect::<String>().to_lowercase();
+    let actor = Actor { user_id: None, name: "anonymous".to_owned(), request_id };
+    let change =
+        Change::new("login", "failed", tried).after(&serde_json::json!({ "reason": reason }));
+    let mut conn = ctx.pool.acquire().await?;
+    audit::record(&mut conn, &actor, change).await?;
+    Ok(())
 }
 
 fn too_many(secs: i64) -> AppError {

@@ -9,6 +9,7 @@
 //! envelope, a console message, a CLI exit code.
 
 pub mod allocation;
+pub mod audit;
 pub mod auth;
 pub mod demo;
 pub mod idempotency;

@@ -168,6 +168,8 @@ pub enum Action {
     ForceProject,
     /// Start maintenance and diagnostic jobs by hand.
     RunMaintenance,
+    /// Read the audit trail (a field admin: its own field's).
+    ReadAudit,
 }
 
 impl Role {
@@ -176,7 +178,9 @@ impl Role {
         use Action::*;
         match self {
             Role::CenterAdmin => action != CreateProject,
-            Role::FieldAdmin => matches!(action, ReadServers | ReadCapacity | SetQuota),
+            Role::FieldAdmin => {
+                matches!(action, ReadServers | ReadCapacity | SetQuota | ReadAudit)
+            }
             Role::TeamLead => matches!(action, CreateProject | ChangeProject),
         }
     }
@@ -267,6 +271,7 @@ mod tests {
             (ChangeProject, [true, false, true]),
             (ForceProject, [true, false, false]),
             (RunMaintenance, [true, false, false]),
+            (ReadAudit, [true, true, false]),
         ];
         for (action, allowed) in table {
             for (role, expected) in ROLES.into_iter().zip(allowed) {

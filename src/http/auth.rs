@@ -113,9 +113,11 @@ pub struct LoginRequest {
     ))]
 async fn login(
     State(ctx): State<Context>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    Ok(Json(app::auth::login(&ctx, &request.username, request.password).await?))
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Ok(Json(app::auth::login(&ctx, &request.username, request.password, request_id).await?))
 }
 
 /// The authenticated caller: who it is, its role and scope.

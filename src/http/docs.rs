@@ -21,6 +21,7 @@ use crate::context::Context;
         (name = "jobs", description = "Durable jobs: status, listing, cancellation"),
         (name = "inventory", description = "Servers, allocation to fields, department quotas, capacity"),
         (name = "projects", description = "Projects: namespaces with quota, delivered by GitOps"),
+        (name = "audit", description = "Who changed what, and refused logins"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

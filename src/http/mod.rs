@@ -3,6 +3,7 @@
 //! rule of their own.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod docs;
 pub mod error;
@@ -43,6 +44,7 @@ pub fn api() -> (Router<Context>, utoipa::openapi::OpenApi) {
         .merge(jobs::router())
         .merge(inventory::router())
         .merge(projects::router())
+        .merge(audit::router())
         .merge(ops::router());
     let (router, mut openapi) =
         OpenApiRouter::with_openapi(docs::ApiDoc::openapi()).nest("/api/v1", v1).split_for_parts();

@@ -98,3 +98,78 @@ pub async fn record(
     .await?;
     Ok(())
 }
+
+/// One event of the trail, as it is read back.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct AuditEvent {
+    /// Increasing with time; pass the last one seen as `cursor` to read older events.
+    pub id: i64,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    /// The account that acted, absent for the system (jobs, CLI, demo, failed logins).
+    pub actor_id: Option<Uuid>,
+    /// A username, `system:<name>` or `job:<id>`.
+    pub actor: String,
+    /// `<subject_type>.<verb>`, e.g. `project.create` or `login.failed`.
+    pub action: String,
+    pub subject_type: String,
+    pub subject_id: String,
+    /// The field the subject belonged to when the event was written.
+    pub field_id: Option<Uuid>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub request_id: Option<String>,
+}
+
+/// Which events a query returns; every filter is optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only events of this field (a field admin's reading).
+    pub field_id: Option<Uuid>,
+    pub actor: Option<String>,
+    pub subject_type: Option<String>,
+    pub subject_id: Option<String>,
+    /// An exact action (`project.create`) or a prefix ending in `.` (`project.`).
+    pub action: Option<String>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Events older than this id (the previous page's `next_cursor`).
+    pub before_id: Option<i64>,
+}
+
+/// Newest first, `limit` of them plus one to tell whether another page follows.
+pub async fn list(
+    conn: &mut PgConnection,
+    filter: &AuditFilter,
+    limit: u32,
+) -> Result<Vec<AuditEvent>, sqlx::Error> {
+    let action_prefix = filter.action.as_deref().filter(|a| a.ends_with('.'));
+    let action_exact = filter.action.as_deref().filter(|a| !a.ends_with('.'));
+    sqlx::query_as(
+        "SELECT id, occurred_at, actor_id, actor, action, subject_type, subject_id, field_id,
+                before, after, request_id
+           FROM audit_events
+          WHERE ($1::uuid IS NULL OR field_id = $1)
+            AND ($2::text IS NULL OR actor = $2)
+            AND ($3::text IS NULL OR subject_type = $3)
+            AND ($4::text IS NULL OR subject_id = $4)
+            AND ($5::text IS NULL OR action = $5)
+            AND ($6::text IS NULL OR starts_with(action, $6))
+            AND ($7::timestamptz IS NULL OR occurred_at >= $7)
+            AND ($8::timestamptz IS NULL OR occurred_at < $8)
+            AND ($9::bigint IS NULL OR id < $9)
+          ORDER BY id DESC
+          LIMIT $10",
+    )
+    .bind(filter.field_id)
+    .bind(&filter.actor)
+    .bind(&filter.subject_type)
+    .bind(&filter.subject_id)
+    .bind(action_exact)
+    .bind(action_prefix)
+    .bind(filter.since)
+    .bind(filter.until)
+    .bind(filter.before_id)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(conn)
+    .await
+}

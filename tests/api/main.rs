@@ -5,6 +5,7 @@ mod admin;
 mod allocation;
 mod argocd;
 mod argocd_fake;
+mod audit;
 mod auth;
 mod bodies;
 mod chaos;

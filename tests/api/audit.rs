@@ -1,0 +1,131 @@
+//! `GET /api/v1/audit`: who reads what, filters, cursor pagination, refused logins.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::TestApp;
+
+fn actions(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every event a query reaches, page by page with `limit` per page.
+async fn walk(app: &TestApp, token: &str, query: &str, limit: u32) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/api/v1/audit?limit={limit}{query}{cursor}");
+        let page = app.get(&path, token).await.expect(StatusCode::OK, None);
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= limit as usize);
+        events.extend(items.iter().cloned());
+        match page["next_cursor"].as_i64() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return events,
+        }
+    }
+}
+
+#[sqlx::test]
+async fn center_admins_read_everything_field_admins_their_field(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let admin = app.admin_token().await;
+    let field_admin = app.field_admin_token().await;
+    let lead = app.team_lead_token().await;
+    let ours = json!({ "name": "web", "field_id": app.org.field });
+    app.post("/api/v1/admin/departments", &admin, ours).await.expect(StatusCode::CREATED, None);
+    let theirs = json!({ "name": "bonds", "field_id": app.org.other_field });
+    app.post("/api/v1/admin/departments", &admin, theirs).await.expect(StatusCode::CREATED, None);
+    app.give_quota(8, 32).await;
+    let project = app.create_project(&lead, "shop-web", "bronze", "regular").await;
+    app.login_answer("shop-lead", "wrong-password").await.expect(StatusCode::UNAUTHORIZED, None);
+    app.login_answer("nobody", "wrong-password").await.expect(StatusCode::UNAUTHORIZED, None);
+
+    let all = walk(&app, &admin, "", 500).await;
+    let everything: Vec<&str> = all.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(everything.iter().filter(|a| **a == "department.create").count(), 2);
+    assert_eq!(everything.iter().filter(|a| **a == "login.failed").count(), 2);
+    assert!(everything.contains(&"project.create"), "{everything:?}");
+    let ids: Vec<i64> = all.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+
+    // A field admin reads its field's events only: its department, the project of one of its
+    // departments, the refused login of one of its team leads; not the other field's.
+    let field = walk(&app, &field_admin, "", 500).await;
+    let subjects: Vec<(&str, &str)> = field
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["subject_id"].as_str().unwrap()))
+        .collect();
+    assert!(subjects.contains(&("project.create", project.as_str())), "{subjects:?}");
+    assert!(subjects.contains(&("login.failed", "shop-lead")), "{subjects:?}");
+    assert!(!subjects.iter().any(|(_, s)| *s == "nobody"), "{subjects:?}");
+    let names: Vec<&str> = field.iter().filter_map(|e| e["after"]["name"].as_str()).collect();
+    assert!(names.contains(&"web") && !names.contains(&"bonds"), "{names:?}");
+    assert!(field.iter().all(|e| e["field_id"] == json!(app.org.field)));
+    assert!(field.len() < all.len());
+
+    // Pagination: one event per page walks the same events, none twice.
+    let paged = walk(&app, &admin, "", 1).await;
+    assert_eq!(paged, all);
+
+    // Another field, or a team lead: refused.
+    let other = format!("/api/v1/audit?field_id={}", app.org.other_field);
+    app.get(&other, &field_admin).await.expect(StatusCode::FORBIDDEN, Some("forbidden"));
+    let theirs = app.get(&other, &admin).await.expect(StatusCode::OK, None);
+    assert_eq!(actions(&theirs), ["department.create"]);
+    app.get("/api/v1/audit", &lead).await.expect(StatusCode::FORBIDDEN, Some("forbidden"));
+}
+
+#[sqlx::test]
+async fn filters_narrow_the_trail(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let admin = app.admin_token().await;
+    let lead = app.team_lead_token().await;
+    let started = chrono::Utc::now();
+    app.give_quota(8, 32).await;
+    let project = app.create_project(&lead, "shop-web", "bronze", "regular").await;
+    let body = json!({ "name": "web", "field_id": app.org.field });
+    app.post("/api/v1/admin/departments", &admin, body).await.expect(StatusCode::CREATED, None);
+    app.login_answer("root", "not-it").await.expect(StatusCode::UNAUTHORIZED, None);
+
+    let by_actor = app.get("/api/v1/audit?actor=shop-lead", &admin).await.body;
+    let lead_actions = actions(&by_actor);
+    assert!(!lead_actions.is_empty());
+    assert!(by_actor["items"].as_array().unwrap().iter().all(|e| e["actor"] == "shop-lead"));
+    assert!(lead_actions.contains(&"project.create".to_owned()), "{lead_actions:?}");
+
+    let subject = format!("/api/v1/audit?subject_type=project&subject_id={project}");
+    let one = app.get(&subject, &admin).await.body;
+    assert_eq!(actions(&one), ["project.create"]);
+    assert_eq!(one["items"][0]["after"]["name"], "shop-web");
+
+    let prefix = app.get("/api/v1/audit?action=department.", &admin).await.body;
+    assert_eq!(actions(&prefix), ["department.create"]);
+    let failed = app.get("/api/v1/audit?action=login.failed", &admin).await.body;
+    assert_eq!(failed["items"][0]["subject_id"], "root");
+    assert_eq!(failed["items"][0]["actor"], "anonymous");
+    assert_eq!(failed["items"][0]["after"]["reason"], "invalid_credentials");
+
+    let since = started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let later = app.get(&format!("/api/v1/audit?since={}", urlencode(&since)), &admin).await.body;
+    assert!(!actions(&later).is_empty());
+    let until = app.get(&format!("/api/v1/audit?until={}", urlencode(&since)), &admin).await.body;
+    assert!(actions(&until).is_empty(), "{until}");
+
+    let bad = format!("/api/v1/audit?since={0}&until={0}", urlencode(&since));
+    app.get(&bad, &admin).await.expect(StatusCode::BAD_REQUEST, Some("invalid_query"));
+    app.get("/api/v1/audit?limit=0", &admin)
+        .await
+        .expect(StatusCode::BAD_REQUEST, Some("invalid_query"));
+    app.get("/api/v1/audit?since=yesterday", &admin).await.expect(StatusCode::BAD_REQUEST, None);
+}
+
+fn urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
