@@ -3,47 +3,47 @@
 -- keeps it after the subject moves or goes.
 ALTER TABLE audit_events ADD COLUMN field_id uuid;
 
-CREATE FUNCTION audit_event_field(subject_type text, subject_id text, before jsonb, after jsonb)
+CREATE FUNCTION audit_event_field(p_kind text, p_subject text, p_before jsonb, p_after jsonb)
 RETURNS uuid LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    from_json text := coalesce(after ->> 'field_id', before ->> 'field_id');
+    from_json text := coalesce(p_after ->> 'field_id', p_before ->> 'field_id');
     dept uuid;
 BEGIN
     IF from_json IS NOT NULL THEN
         RETURN from_json::uuid;
     END IF;
-    CASE subject_type
+    CASE p_kind
         WHEN 'field' THEN
-            RETURN subject_id::uuid;
+            RETURN p_subject::uuid;
         WHEN 'department' THEN
-            RETURN (SELECT d.field_id FROM departments d WHERE d.id = subject_id::uuid);
+            RETURN (SELECT d.field_id FROM departments d WHERE d.id = p_subject::uuid);
         WHEN 'department_quota' THEN
             RETURN (SELECT d.field_id FROM departments d
-                    WHERE d.id = split_part(subject_id, ':', 1)::uuid);
+                    WHERE d.id = split_part(p_subject, ':', 1)::uuid);
         WHEN 'project' THEN
             RETURN (SELECT d.field_id FROM projects p JOIN departments d ON d.id = p.department_id
-                    WHERE p.id = subject_id::uuid);
+                    WHERE p.id = p_subject::uuid);
         WHEN 'server' THEN
-            RETURN (SELECT s.field_id FROM servers s WHERE s.id = subject_id::uuid);
+            RETURN (SELECT s.field_id FROM servers s WHERE s.id = p_subject::uuid);
         WHEN 'user' THEN
-            dept := coalesce(after ->> 'department_id', before ->> 'department_id')::uuid;
+            dept := coalesce(p_after ->> 'department_id', p_before ->> 'department_id')::uuid;
             RETURN coalesce(
                 (SELECT d.field_id FROM departments d WHERE d.id = dept),
                 (SELECT coalesce(u.field_id, d.field_id) FROM users u
-                 LEFT JOIN departments d ON d.id = u.department_id WHERE u.id = subject_id::uuid));
+                 LEFT JOIN departments d ON d.id = u.department_id WHERE u.id = p_subject::uuid));
         WHEN 'job' THEN
             RETURN (SELECT coalesce(j.scope_field_id, d.field_id) FROM jobs j
                     LEFT JOIN departments d ON d.id = j.scope_department_id
-                    WHERE j.id = subject_id::uuid);
+                    WHERE j.id = p_subject::uuid);
         WHEN 'login' THEN
             RETURN (SELECT coalesce(u.field_id, d.field_id) FROM users u
                     LEFT JOIN departments d ON d.id = u.department_id
-                    WHERE lower(u.username) = lower(subject_id));
+                    WHERE lower(u.username) = lower(p_subject));
         ELSE
             RETURN NULL;
     END CASE;
 EXCEPTION WHEN invalid_text_representation THEN
-    -- A subject id that is not a uuid belongs to no field.
+    -- A p_subject p_subject that is not a uuid belongs to no field.
     RETURN NULL;
 END;
 $$;

@@ -6,8 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::api_client::commands::{
+    Common, JobsAction, Output, ProjectsAction, QuotaAction, Request, ServersAction,
+};
+use crate::api_client::{self, ClientError};
 use crate::app::users::{NewAccount, UnitRef};
 use crate::app::{self, Actor, AppError, ErrorKind};
 use crate::config::{Config, ConfigError, Mode};
@@ -62,6 +66,64 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Client: log in to an InfraHub daemon and save the token for the other client commands
+    /// (in $XDG_CONFIG_HOME/infrahub/session.json, mode 0600).
+    Login {
+        /// User name [default: the last one logged in, or asked for]
+        #[arg(long, short = 'u')]
+        username: Option<String>,
+        /// Read the password from the first line of stdin instead of prompting
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Client: forget the saved session.
+    Logout,
+    /// Client: list, show, create, resize, delete and retry projects.
+    Projects {
+        #[command(subcommand)]
+        action: ProjectsAction,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Client: list and show jobs, or wait for one to end.
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Client: list servers, or sync the inventory.
+    Servers {
+        #[command(subcommand)]
+        action: ServersAction,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Client: a field's capacity per site (capacity, allocated, free, deficit).
+    Capacity {
+        /// Field name or id
+        field: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Client: show or set a department's quota per site.
+    Quota {
+        #[command(subcommand)]
+        action: QuotaAction,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print a shell completion script (e.g. `infrahub completions bash >
+    /// /etc/bash_completion.d/infrahub`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +202,14 @@ enum Failure {
     Usage(String),
     /// The command could not do its work: exit 1.
     Runtime(String),
+    /// A client command's own exit code (see `api_client::ClientError`).
+    Client(ClientError),
+}
+
+impl From<ClientError> for Failure {
+    fn from(err: ClientError) -> Self {
+        Failure::Client(err)
+    }
 }
 
 impl From<ConfigError> for Failure {
@@ -207,6 +277,10 @@ pub fn main() -> ExitCode {
             eprintln!("infrahub: {message}");
             ExitCode::from(1)
         }
+        Err(Failure::Client(err)) => {
+            eprintln!("infrahub: {}", err.message());
+            ExitCode::from(err.exit_code())
+        }
     }
 }
 
@@ -230,6 +304,38 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print!("{}", config.to_redacted_toml());
             eprintln!("infrahub: configuration is valid");
             Ok(())
+        }
+        Command::Login { username, password_stdin, common } => {
+            Ok(api_client::commands::run(common, Request::Login { username, password_stdin })
+                .await?)
+        }
+        Command::Logout => {
+            let common = Common { url: None, output: Output::Table, idempotency_key: None };
+            Ok(api_client::commands::run(common, Request::Logout).await?)
+        }
+        Command::Projects { action, common } => {
+            Ok(api_client::commands::run(common, Request::Projects(action)).await?)
+        }
+        Command::Jobs { action, common } => {
+            Ok(api_client::commands::run(common, Request::Jobs(action)).await?)
+        }
+        Command::Servers { action, common } => {
+            Ok(api_client::commands::run(common, Request::Servers(action)).await?)
+        }
+        Command::Capacity { field, common } => {
+            Ok(api_client::commands::run(common, Request::Capacity { field }).await?)
+        }
+        Command::Quota { action, common } => {
+            Ok(api_client::commands::run(common, Request::Quota(action)).await?)
+        }
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "infrahub", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpage => {
+            let page = clap_mangen::Man::new(Cli::command());
+            page.render(&mut std::io::stdout()).map_err(runtime)
         }
     }
 }

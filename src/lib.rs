@@ -32,6 +32,7 @@
 //! - [`cli`]: argument parsing and exit codes; [`telemetry`]: logging and the Prometheus
 //!   recorder.
 
+pub mod api_client;
 pub mod app;
 pub mod cli;
 pub mod clients;

@@ -10,6 +10,7 @@ mod auth;
 mod bodies;
 mod chaos;
 mod cli;
+mod client;
 mod daemon;
 mod db_restart;
 mod demo;
