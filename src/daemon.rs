@@ -206,7 +206,7 @@ fn announce(mode: Mode, address: Option<SocketAddr>) {
             writeln!(
                 out,
                 "InfraHub demo listening on http://{address} (accounts: admin/admin, \
-                 field-berlin/password, team-platform/password; docs: http://{address}/api/v1/docs)"
+                 field-berlin/password, team-platform/password; API docs: http://{address}/docs/)"
             )
         }
         (Some(address), Mode::Serve) => {

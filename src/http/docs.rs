@@ -1,13 +1,14 @@
-//! The OpenAPI document and a self-contained page that browses it (no external assets).
+//! The OpenAPI document, and Swagger UI to read and try it (no external assets).
 
 use axum::Router;
-use axum::response::Html;
+use axum::response::Redirect;
 use axum::routing::get;
 use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::context::Context;
 
@@ -72,17 +73,45 @@ impl Modify for IdempotencyHeader {
     }
 }
 
-const DOCS_PAGE: &str = include_str!("docs.html");
+/// Gives every response without a description its status's reason phrase: OpenAPI requires
+/// one, and most of ours say all there is in their schema.
+pub struct ResponseDescriptions;
 
+impl Modify for ResponseDescriptions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    if let RefOr::T(response) = response
+                        && response.description.is_empty()
+                    {
+                        let reason = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|code| axum::http::StatusCode::from_u16(code).ok())
+                            .and_then(|code| code.canonical_reason())
+                            .unwrap_or("Response");
+                        response.description = reason.to_owned();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `/docs`: Swagger UI (its assets are vendored into the binary by utoipa-swagger-ui, nothing is
+/// fetched) on the OpenAPI document at `/api/v1/openapi.json`. "Authorize" takes a token from
+/// `POST /api/v1/auth/login`; "Try it out" sends real requests. `/api/v1/docs` redirects here.
 pub fn router(openapi: utoipa::openapi::OpenApi) -> Router<Context> {
-    let json = openapi.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
-    Router::new()
-        .route(
-            "/api/v1/openapi.json",
-            get(move || {
-                let json = json.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], json) }
-            }),
-        )
-        .route("/api/v1/docs", get(|| async { Html(DOCS_PAGE) }))
+    let config = Config::new(["/api/v1/openapi.json"])
+        .try_it_out_enabled(true)
+        .persist_authorization(true)
+        .display_request_duration(true)
+        .filter(true)
+        // Swagger UI would otherwise send the document to validator.swagger.io.
+        .validator_url("none");
+    let swagger = SwaggerUi::new("/docs").url("/api/v1/openapi.json", openapi).config(config);
+    Router::from(swagger).route("/api/v1/docs", get(|| async { Redirect::permanent("/docs/") }))
 }

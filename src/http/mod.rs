@@ -49,6 +49,7 @@ pub fn api() -> (Router<Context>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) =
         OpenApiRouter::with_openapi(docs::ApiDoc::openapi()).nest("/api/v1", v1).split_for_parts();
     docs::IdempotencyHeader.modify(&mut openapi);
+    docs::ResponseDescriptions.modify(&mut openapi);
     (router, openapi)
 }
 
