@@ -17,7 +17,7 @@ use crate::app;
 use crate::config::{Config, Mode};
 use crate::context::{Context, ContextError};
 use crate::jobs::{engine, scheduler};
-use crate::{http, store, telemetry};
+use crate::{http, notify, store, telemetry};
 
 /// What one daemon runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -31,7 +31,7 @@ pub enum DaemonRole {
 }
 
 impl DaemonRole {
-    fn serves_http(self) -> bool {
+    fn serves_api(self) -> bool {
         self != DaemonRole::Worker
     }
 
@@ -64,8 +64,10 @@ pub async fn prepare(config: Config, mode: Mode) -> Result<Context, DaemonError>
     if mode == Mode::Demo && store::ensure_database(&config.database.url).await.map_err(runtime)? {
         tracing::info!("created the demo database");
     }
+    notify::status("connecting to the database");
     let pool = store::connect(&config.database).await.map_err(runtime)?;
     if mode == Mode::Demo || config.database.migrate_on_start {
+        notify::status("applying database migrations");
         store::migrate_up(&pool).await.map_err(|e| runtime(format!("migrations failed: {e}")))?;
     } else if !store::schema_is_current(&pool).await.map_err(runtime)? {
         tracing::warn!("database migrations are pending: run `infrahub migrate up`");
@@ -88,25 +90,33 @@ pub async fn prepare(config: Config, mode: Mode) -> Result<Context, DaemonError>
 pub struct Daemon {
     ctx: Context,
     address: Option<SocketAddr>,
+    role: DaemonRole,
     stop: watch::Sender<bool>,
     http: Option<JoinHandle<std::io::Result<()>>>,
     engine: Option<engine::EngineHandle>,
     scheduler: Vec<JoinHandle<()>>,
+    watchdog: Option<JoinHandle<()>>,
 }
 
 impl Daemon {
-    /// Starts `role`'s parts: the HTTP intake on `listener` (when the role serves HTTP), the
-    /// job engine and the cron scheduler (when it runs jobs).
+    /// Starts `role`'s parts on `listener`: the HTTP intake (API roles) or only the probes and
+    /// metrics (`/healthz`, `/readyz`, `/metrics`: a worker); the job engine and the cron
+    /// scheduler (roles that run jobs).
     pub fn start(ctx: Context, listener: Option<TcpListener>, role: DaemonRole) -> Self {
         let (stop, stopping) = watch::channel(false);
         let mut address = None;
-        let http = match listener.filter(|_| role.serves_http()) {
+        let http = match listener {
             Some(listener) => {
                 address = listener.local_addr().ok();
                 let mut stopped = stopping.clone();
-                Some(tokio::spawn(http::serve(listener, ctx.clone(), async move {
+                let stopped = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
-                })))
+                };
+                let router = match role.serves_api() {
+                    true => http::router(ctx.clone()),
+                    false => http::probes(ctx.clone()),
+                };
+                Some(tokio::spawn(http::serve(listener, router, stopped)))
             }
             None => None,
         };
@@ -116,7 +126,13 @@ impl Daemon {
         } else {
             (None, Vec::new())
         };
-        Self { ctx, address, stop, http, engine, scheduler }
+        let watchdog = notify::spawn_watchdog(ctx.clone(), stop.subscribe());
+        Self { ctx, address, role, stop, http, engine, scheduler, watchdog }
+    }
+
+    /// What this daemon runs.
+    pub fn role(&self) -> DaemonRole {
+        self.role
     }
 
     /// Where the HTTP intake listens, if this daemon serves HTTP.
@@ -133,6 +149,9 @@ impl Daemon {
     /// did not.
     pub async fn stop(self) -> Result<(), DaemonError> {
         let _ = self.stop.send(true);
+        if let Some(watchdog) = self.watchdog {
+            watchdog.abort();
+        }
         let http_grace = Duration::from_secs(self.ctx.config.http.shutdown_grace_secs);
         let job_grace = Duration::from_secs(self.ctx.config.workers.shutdown_grace_secs);
         let served = async {
@@ -175,17 +194,13 @@ pub async fn run(
     telemetry::init_logging(&config.logging);
     let listen = config.http.listen;
     let ctx = prepare(config, mode).await?;
-    let listener = match role.serves_http() {
-        true => Some(
-            TcpListener::bind(listen)
-                .await
-                .map_err(|e| runtime(format!("cannot listen on {listen}: {e}")))?,
-        ),
-        false => None,
-    };
-    let daemon = Daemon::start(ctx.clone(), listener, role);
-    announce(mode, daemon.local_addr());
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| runtime(format!("cannot listen on {listen}: {e}")))?;
+    let daemon = Daemon::start(ctx.clone(), Some(listener), role);
+    announce(mode, role, daemon.local_addr());
     shutdown.await;
+    notify::stopping();
     tracing::info!("shutting down: no new requests or jobs; finishing what is running");
     let stopped = daemon.stop().await;
     ctx.pool.close().await;
@@ -193,12 +208,26 @@ pub async fn run(
     stopped
 }
 
-/// Tells a person (and the end-to-end tests) where to find the server.
-fn announce(mode: Mode, address: Option<SocketAddr>) {
+/// Tells systemd the daemon is ready, and a person (and the end-to-end tests) where to find it.
+fn announce(mode: Mode, role: DaemonRole, address: Option<SocketAddr>) {
+    let serving = match role {
+        DaemonRole::All => "serving the API and running jobs",
+        DaemonRole::Api => "serving the API",
+        DaemonRole::Worker => "running jobs",
+    };
+    let listening = address.map_or_else(String::new, |a| format!(" on {a}"));
+    notify::ready(&format!("ready: {serving}{listening}"));
     let mut out = std::io::stdout();
     let _ = match (address, mode) {
+        (Some(address), _) if role == DaemonRole::Worker => {
+            tracing::info!(%address, "worker running; probes and metrics listening");
+            writeln!(
+                out,
+                "InfraHub worker running; probes and metrics listening on http://{address}"
+            )
+        }
         (None, _) => {
-            tracing::info!("worker running (no HTTP intake)");
+            tracing::info!("worker running (no HTTP listener)");
             writeln!(out, "InfraHub worker running")
         }
         (Some(address), Mode::Demo) => {

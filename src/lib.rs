@@ -42,6 +42,7 @@ pub mod daemon;
 pub mod domain;
 pub mod http;
 pub mod jobs;
+pub mod notify;
 pub mod store;
 pub mod telemetry;
 

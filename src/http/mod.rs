@@ -127,12 +127,21 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish. Takes its listener so
-/// tests can bind port 0.
+/// A worker's small listener: `/healthz`, `/readyz` and `/metrics` only.
+pub fn probes(ctx: Context) -> Router {
+    ops::root_router()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(record_metrics))
+        .with_state(ctx)
+}
+
+/// Serves `router` until `shutdown` resolves, then lets in-flight requests finish. Takes its
+/// listener so tests can bind port 0.
 pub async fn serve(
     listener: TcpListener,
-    ctx: Context,
+    router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ctx)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }

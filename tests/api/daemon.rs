@@ -35,7 +35,7 @@ async fn a_killed_daemons_jobs_finish_exactly_once_after_a_restart(pool: PgPool)
         ("INFRAHUB_WORKERS__POLL_INTERVAL_MS", "200"),
         ("INFRAHUB_WORKERS__KINDS__SLEEP__CONCURRENCY", "4"),
     ];
-    let first = spawn(&["serve", "--role", "worker"], &env).await;
+    let first = spawn(&["serve", "--role", "worker", "--listen", "127.0.0.1:0"], &env).await;
     let mut ids: Vec<Uuid> = Vec::new();
     for _ in 0..12 {
         ids.push(submit(&pool, &sleep_job(1_000)).await);
@@ -53,7 +53,7 @@ async fn a_killed_daemons_jobs_finish_exactly_once_after_a_restart(pool: PgPool)
             .unwrap();
     assert!(!orphaned.is_empty());
 
-    let second = spawn(&["serve", "--role", "worker"], &env).await;
+    let second = spawn(&["serve", "--role", "worker", "--listen", "127.0.0.1:0"], &env).await;
     for id in &ids {
         let done = wait_for_status(&pool, *id, JobStatus::Succeeded).await;
         let result = done.result.as_ref().unwrap();
@@ -103,8 +103,8 @@ async fn two_daemons_on_one_database_fire_each_cron_tick_once(pool: PgPool) {
         ("INFRAHUB_AUTH__JWT_SECRET", TEST_SECRET),
         ("INFRAHUB_SCHEDULE__PRUNE_JOBS", "* * * * * *"),
     ];
-    let first = spawn(&["serve", "--role", "worker"], &env).await;
-    let second = spawn(&["serve", "--role", "worker"], &env).await;
+    let first = spawn(&["serve", "--role", "worker", "--listen", "127.0.0.1:0"], &env).await;
+    let second = spawn(&["serve", "--role", "worker", "--listen", "127.0.0.1:0"], &env).await;
     let ticks = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM cron_ticks WHERE schedule = 'prune_jobs'",

@@ -34,3 +34,4 @@ mod ops;
 mod outages;
 mod private_pg;
 mod projects;
+mod systemd;
