@@ -121,9 +121,13 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff).
+    /// Print the manual page (roff), or write one page per command into --dir.
     #[command(hide = true)]
-    Manpage,
+    Manpage {
+        /// Write infrahub.1 and infrahub-<command>.1 here instead of printing infrahub.1
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -333,9 +337,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             clap_complete::generate(shell, &mut command, "infrahub", &mut std::io::stdout());
             Ok(())
         }
-        Command::Manpage => {
+        Command::Manpage { dir: None } => {
             let page = clap_mangen::Man::new(Cli::command());
             page.render(&mut std::io::stdout()).map_err(runtime)
+        }
+        Command::Manpage { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir).map_err(runtime)?;
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(runtime)
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Context {
     pub dummy_hash: Arc<str>,
     /// Keys the fingerprints of requests made with an `Idempotency-Key`.
     pub fingerprint_key: Arc<[u8]>,
+    /// The bearer token `/metrics` wants (`http.metrics_token`), if any.
+    pub metrics_token: Option<Secret>,
 }
 
 /// A pool like `pool` (same server and database), connecting when first used.
@@ -71,6 +73,7 @@ impl Context {
         let (secret, registry, clients) = Self::parts(&config, mode)?;
         let tokens = TokenKeys::new(&secret, &config.auth.issuer, config.auth.token_ttl_secs);
         let dummy_hash = password::hash("infrahub-unknown-user-placeholder")?;
+        let metrics_token = config.http.metrics_token()?;
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
             pool,
@@ -82,6 +85,7 @@ impl Context {
             metrics: telemetry::metrics_handle(),
             dummy_hash: dummy_hash.into(),
             fingerprint_key: crate::app::idempotency::fingerprint_key(secret.expose().as_bytes()),
+            metrics_token,
         })
     }
 
@@ -105,12 +109,14 @@ impl Context {
             fingerprint_key: crate::app::idempotency::fingerprint_key(
                 throwaway.expose().as_bytes(),
             ),
+            metrics_token: None,
         })
     }
 
     /// Checks what [`new`](Self::new) would refuse, without a database: the JWT secret, the
     /// job kinds, and the clients' settings (token files are read).
     pub fn check(config: &Config, mode: Mode) -> Result<(), ContextError> {
+        config.http.metrics_token()?;
         Self::parts(config, mode).map(|_| ()).map_err(ContextError::from)
     }
 

@@ -210,6 +210,34 @@ fn the_example_configuration_is_valid() {
 }
 
 #[test]
+fn the_packaged_configuration_is_valid() {
+    Jail::expect_with(|_| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/infrahub.toml");
+        let config = Config::load(Mode::Serve, Some(&path)).expect("the packaged config loads");
+        assert_eq!(config.inventory.source, InventorySource::File);
+        assert_eq!(
+            config.auth.jwt_secret_file.as_deref(),
+            Some(Path::new("/etc/infrahub/jwt-secret"))
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_metrics_token_is_one_or_the_other_and_long_enough() {
+    Jail::expect_with(|jail| {
+        jail.set_env("INFRAHUB_HTTP__METRICS_TOKEN", "short");
+        let config = Config::load(Mode::Serve, None).unwrap();
+        let err = config.http.metrics_token().unwrap_err().to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        jail.create_file("token", "  a-long-enough-metrics-token \n")?;
+        jail.set_env("INFRAHUB_HTTP__METRICS_TOKEN_FILE", "token");
+        assert!(load_err(Mode::Serve, None).contains("not both"));
+        Ok(())
+    });
+}
+
+#[test]
 fn netbox_needs_a_url_and_a_token() {
     Jail::expect_with(|jail| {
         jail.set_env("INFRAHUB_INVENTORY__SOURCE", "netbox");

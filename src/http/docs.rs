@@ -39,6 +39,15 @@ impl Modify for BearerAuth {
                 HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
             ),
         );
+        components.add_security_scheme(
+            "metrics_bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("http.metrics_token, when it is set"))
+                    .build(),
+            ),
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -51,10 +51,34 @@ async fn readyz(State(ctx): State<Context>) -> Result<Json<Health>, ApiError> {
     Ok(Json(Health { status: "ready".to_owned() }))
 }
 
-/// Prometheus text exposition of every metric the process records.
+/// Prometheus text exposition: what the process records (HTTP requests by route and status
+/// with latency histograms, job outcomes, durations and pickup latency, logins) and gauges
+/// read from the database at each scrape (job backlog and the age of the oldest ready job,
+/// projects by status, servers by status, field capacity and department quotas). With
+/// `http.metrics_token` set it wants that token as a bearer.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, content_type = "text/plain", body = String)))]
-async fn metrics(State(ctx): State<Context>) -> Response {
-    let body = ctx.metrics.render();
+    responses((status = 200, content_type = "text/plain", body = String),
+        (status = 401, body = ErrorEnvelope)),
+    security((), ("metrics_bearer" = [])))]
+async fn metrics(State(ctx): State<Context>, headers: HeaderMap) -> Response {
+    if let Some(token) = &ctx.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let matches = given.is_some_and(|given| {
+            crate::app::token::constant_time_eq(given.as_bytes(), token.expose().as_bytes())
+        });
+        if !matches {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "metrics want the bearer token of http.metrics_token",
+            )
+            .into_response();
+        }
+    }
+    let mut body = ctx.metrics.render();
+    body.push_str(&app::ops::gauges(&ctx).await);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -49,6 +49,114 @@ async fn metrics_count_requests_by_route_and_status(pool: PgPool) {
     assert!(text.contains(r#"infrahub_logins_total{outcome="success"}"#), "{text}");
 }
 
+/// The value of the sample `name{labels}` in a Prometheus text page.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = match labels {
+        "" => format!("{name} "),
+        labels => format!("{name}{{{labels}}} "),
+    };
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.parse().unwrap())
+}
+
+#[sqlx::test]
+async fn metrics_read_backlog_inventory_capacity_and_quotas_from_the_database(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    for (name, field) in [("s-1", Some(app.org.field)), ("s-2", Some(app.org.field)), ("s-3", None)]
+    {
+        sqlx::query(
+            "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, status, field_id)
+             VALUES (gen_random_uuid(), $1, $1, $2, 16, 64, 'active', $3)",
+        )
+        .bind(name)
+        .bind(app.org.site)
+        .bind(field)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    app.give_quota(40, 96).await;
+    let lead = app.team_lead_token().await;
+    app.create_project(&lead, "web", "bronze", "regular").await;
+    // The provisioning job has been due for a minute: nothing runs jobs in this test.
+    sqlx::query("UPDATE jobs SET run_at = now() - interval '60 seconds'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let text =
+        app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    let get = |name: &str, labels: &str| {
+        sample(&text, name, labels).unwrap_or_else(|| panic!("{name}{{{labels}}} in {text}"))
+    };
+    assert_eq!(get("infrahub_database_up", ""), 1.0);
+    assert_eq!(get("infrahub_servers", r#"site="fra",status="active",assigned="true""#), 2.0);
+    assert_eq!(get("infrahub_servers", r#"site="fra",status="active",assigned="false""#), 1.0);
+    let field = r#"field="retail",site="fra",resource="#;
+    assert_eq!(get("infrahub_field_capacity", &format!(r#"{field}"cpu""#)), 32.0);
+    assert_eq!(get("infrahub_field_allocated", &format!(r#"{field}"cpu""#)), 40.0);
+    assert_eq!(
+        get("infrahub_field_deficit", &format!(r#"{field}"cpu""#)),
+        8.0,
+        "40 promised, 32 there"
+    );
+    assert_eq!(get("infrahub_field_deficit", &format!(r#"{field}"ram_gb""#)), 0.0);
+    let dept = r#"field="retail",department="shop",site="fra",resource="#;
+    assert_eq!(get("infrahub_department_quota", &format!(r#"{dept}"ram_gb""#)), 96.0);
+    let used = get("infrahub_department_used", &format!(r#"{dept}"cpu""#));
+    assert!(used > 0.0 && used <= 40.0, "the project's reservation: {used}");
+    assert_eq!(get("infrahub_projects", r#"status="provisioning""#), 1.0);
+    assert_eq!(get("infrahub_jobs", r#"kind="provision_namespace",state="ready""#), 1.0);
+    let age = get("infrahub_jobs_oldest_ready_age_seconds", r#"kind="provision_namespace""#);
+    assert!((59.0..600.0).contains(&age), "{age}");
+    assert!(text.contains("# TYPE infrahub_field_capacity gauge"));
+
+    // Every metric the shipped alert rules and Grafana dashboard name is exported.
+    app.login_answer("shop-lead", "wrong").await;
+    app.run_jobs().await;
+    let text =
+        app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for pack in ["prometheus-rules.yml", "grafana-dashboard.json"] {
+        let path = format!("{}/packaging/observability/{pack}", env!("CARGO_MANIFEST_DIR"));
+        let source = std::fs::read_to_string(path).unwrap();
+        let mut named = 0;
+        for piece in source.split("infrahub_").skip(1) {
+            let name: String =
+                piece.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+            let name = format!("infrahub_{name}");
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+            assert!(exported.contains(base), "{pack} names {name}, which /metrics does not export");
+            named += 1;
+        }
+        assert!(named >= 7, "{pack}: {named}");
+    }
+}
+
+#[sqlx::test]
+async fn metrics_can_want_a_bearer_token(pool: PgPool) {
+    let token = "metrics-token-0123456789";
+    let app = TestApp::spawn_with(pool, infrahub::config::Mode::Serve, |config| {
+        config.http.metrics_token = Some(infrahub::config::Secret::new(token));
+    })
+    .await;
+    let url = format!("{}/metrics", app.base);
+    let open = app.client.get(&url).send().await.unwrap();
+    assert_eq!(open.status(), StatusCode::UNAUTHORIZED);
+    let wrong = app.client.get(&url).bearer_auth("metrics-token-0123456780").send().await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let right = app.client.get(&url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(right.status(), StatusCode::OK);
+    assert!(right.text().await.unwrap().lines().any(|l| l == "infrahub_database_up 1"));
+    // The probes stay open.
+    app.call(Method::GET, "/healthz", None, None).await.expect(StatusCode::OK, None);
+}
+
 #[sqlx::test]
 async fn responses_carry_a_request_id(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
