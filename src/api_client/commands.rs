@@ -507,6 +507,15 @@ fn confirm_by_typing(name: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// `attempts/max`; kinds that retry until a deadline rather than a count (deliveries: a
+/// thousand attempts) show the attempt alone.
+fn attempts(job: &Value) -> String {
+    match job["max_attempts"].as_i64() {
+        Some(max) if max <= 100 => format!("{}/{max}", cell(&job["attempts"])),
+        _ => cell(&job["attempts"]),
+    }
+}
+
 const JOB_COLUMNS: [&str; 6] = ["id", "kind", "status", "attempts", "subject", "created"];
 
 fn job_row(job: &Value) -> Vec<String> {
@@ -514,7 +523,7 @@ fn job_row(job: &Value) -> Vec<String> {
         cell(&job["id"]),
         cell(&job["kind"]),
         cell(&job["status"]),
-        format!("{}/{}", cell(&job["attempts"]), cell(&job["max_attempts"])),
+        attempts(job),
         match (job["subject_type"].as_str(), job["subject_id"].as_str()) {
             (Some(t), Some(id)) => format!("{t}:{id}"),
             _ => "-".to_owned(),
@@ -604,12 +613,8 @@ async fn wait_for(
     loop {
         let job = client.get(&format!("jobs/{id}")).await?;
         let status = job["status"].as_str().unwrap_or("unknown").to_owned();
-        let mut line = format!(
-            "job {id} {}: {status} (attempt {}/{})",
-            cell(&job["kind"]),
-            cell(&job["attempts"]),
-            cell(&job["max_attempts"])
-        );
+        let mut line =
+            format!("job {id} {}: {status} (attempt {})", cell(&job["kind"]), attempts(&job));
         if status == "retrying"
             && let Some(error) = job["last_error"].as_str()
         {

@@ -343,3 +343,77 @@ fn redacted_output_hides_secrets() {
         Ok(())
     });
 }
+
+/// The keys of a TOML document, dotted, its commented-out keys and tables included.
+fn example_keys(text: &str) -> Vec<String> {
+    let uncommented: String = text
+        .lines()
+        .map(|line| {
+            let bare = line.strip_prefix("# ").unwrap_or(line);
+            let is_key = bare.split_once(" = ").is_some_and(|(key, _)| {
+                !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            });
+            if line.starts_with("# [") || (line.starts_with("# ") && is_key) { bare } else { line }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let value: toml::Value = toml::from_str(&uncommented).expect("the uncommented example parses");
+    let mut keys = Vec::new();
+    let mut stack = vec![(String::new(), value)];
+    while let Some((prefix, value)) = stack.pop() {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                    stack.push((path, value));
+                }
+            }
+            _ => keys.push(prefix),
+        }
+    }
+    keys.sort();
+    keys
+}
+
+/// The keys docs/CONFIG.md documents: the first cell of each table row, where a bare name
+/// after a full key shares its section (`inventory.netbox.token`, `token_file`).
+fn documented_keys(text: &str) -> Vec<Vec<String>> {
+    let mut keys = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("| `")) {
+        let cell = line.split('|').nth(1).unwrap_or("");
+        let mut section = String::new();
+        for name in cell.split('`').skip(1).step_by(2) {
+            let full = match name.rsplit_once('.') {
+                Some((prefix, _)) => {
+                    section = prefix.to_owned();
+                    name.to_owned()
+                }
+                None => format!("{section}.{name}"),
+            };
+            keys.push(full.split('.').map(str::to_owned).collect());
+        }
+    }
+    keys
+}
+
+#[test]
+fn every_key_of_the_example_configuration_is_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("config/infrahub.example.toml")).unwrap();
+    let doc = std::fs::read_to_string(root.join("docs/CONFIG.md")).unwrap();
+    let documented = documented_keys(&doc);
+    assert!(documented.len() > 50, "{documented:?}");
+    let keys = example_keys(&example);
+    assert!(keys.len() > 60, "{keys:?}");
+    assert!(keys.contains(&"workers.kinds.noop.deadline_secs".to_owned()), "commented keys count");
+    // A key is documented by a row naming it, or a prefix of it; `<name>` stands for any part.
+    let covers = |pattern: &Vec<String>, key: &str| {
+        let parts: Vec<&str> = key.split('.').collect();
+        pattern.len() >= 2
+            && pattern.len() <= parts.len()
+            && pattern.iter().zip(&parts).all(|(p, k)| p == k || p.starts_with('<'))
+    };
+    let undocumented: Vec<&String> =
+        keys.iter().filter(|key| !documented.iter().any(|p| covers(p, key))).collect();
+    assert!(undocumented.is_empty(), "not in docs/CONFIG.md: {undocumented:?}");
+}
