@@ -43,7 +43,8 @@ pub async fn login(
     request_id: Option<String>,
 ) -> AppResult<TokenResponse> {
     if Username::parse(username).is_err() {
-        audit_refusal(ctx, username, "invalid_credentials", request_id).await?;
+        let mut conn = ctx.pool.acquire().await?;
+        audit_refusal(&mut conn, username, "invalid_credentials", request_id).await?;
         return Err(refused());
     }
     let key = username.to_lowercase();
@@ -56,7 +57,7 @@ pub async fn login(
     let mut conn = ctx.pool.acquire().await?;
     if let Some(secs) = throttle::attempt(&mut conn, &key, policy).await? {
         metrics::counter!("infrahub_logins_total", "outcome" => "locked").increment(1);
-        audit_refusal(ctx, username, "locked", request_id).await?;
+        audit_refusal(&mut conn, username, "locked", request_id).await?;
         return Err(too_many(secs));
     }
     let account = users::find_credentials(&mut conn, username).await?;
@@ -78,7 +79,7 @@ pub async fn login(
         None => {
             metrics::counter!("infrahub_logins_total", "outcome" => "failure").increment(1);
             tracing::info!("login refused");
-            audit_refusal(ctx, username, "invalid_credentials", request_id).await?;
+            audit_refusal(&mut conn, username, "invalid_credentials", request_id).await?;
             Err(refused())
         }
     }
@@ -86,8 +87,10 @@ pub async fn login(
 
 /// Writes a refused login to the audit trail: `login.failed` on the username tried (cut to
 /// 64 characters), with why. Who tried is unknown, so the actor is `anonymous`.
+/// Uses the login's own connection: a second one per refused login would let a burst of
+/// guesses exhaust the pool.
 async fn audit_refusal(
-    ctx: &Context,
+    conn: &mut sqlx::PgConnection,
     username: &str,
     reason: &str,
     request_id: Option<String>,
@@ -96,8 +99,7 @@ async fn audit_refusal(
     let actor = Actor { user_id: None, name: "anonymous".to_owned(), request_id };
     let change =
         Change::new("login", "failed", tried).after(&serde_json::json!({ "reason": reason }));
-    let mut conn = ctx.pool.acquire().await?;
-    audit::record(&mut conn, &actor, change).await?;
+    audit::record(conn, &actor, change).await?;
     Ok(())
 }
 
