@@ -202,31 +202,50 @@ pub async fn run(common: Common, request: Request) -> Result<(), ClientError> {
     }
 }
 
-/// The client for the saved session, with `--url` and `INFRAHUB_TOKEN` taking precedence.
+/// The client for the saved session. `--url` (or `INFRAHUB_URL`) may name another daemon, but
+/// the saved token goes only to the URL it was issued by; elsewhere `INFRAHUB_TOKEN` (or a new
+/// `infrahub login --url`) is needed.
 fn connect(common: &Common) -> Result<Client, ClientError> {
     let session = Session::load()?;
-    let token = std::env::var("INFRAHUB_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .or_else(|| session.as_ref().map(|s| s.token.clone()));
+    let env_token = std::env::var("INFRAHUB_TOKEN").ok().filter(|t| !t.is_empty());
     let url = common.url.clone().or_else(|| session.as_ref().map(|s| s.url.clone()));
     let Some(url) = url else {
         return Err(ClientError::Refused(
             "not logged in: run `infrahub login --url http://HOST:8000` first".to_owned(),
         ));
     };
-    if token.is_none() {
-        return Err(ClientError::Refused("not logged in: run `infrahub login` first".to_owned()));
-    }
-    if let Some(expires) = session.as_ref().and_then(|s| s.expires_at)
-        && std::env::var("INFRAHUB_TOKEN").is_err()
-        && expires <= chrono::Utc::now()
-    {
-        return Err(ClientError::Refused(
-            "the saved token has expired: run `infrahub login` again".to_owned(),
-        ));
-    }
-    Client::new(&url, token, common.idempotency_key.clone())
+    let token = match (env_token, &session) {
+        (Some(token), _) => token,
+        (None, Some(session)) if same_daemon(&session.url, &url) => {
+            if session.expires_at.is_some_and(|expires| expires <= chrono::Utc::now()) {
+                return Err(ClientError::Refused(
+                    "the saved token has expired: run `infrahub login` again".to_owned(),
+                ));
+            }
+            session.token.clone()
+        }
+        (None, Some(session)) => {
+            return Err(ClientError::Refused(format!(
+                "the saved session is for {}, not {url}: run `infrahub login --url {url}` or set \
+                 INFRAHUB_TOKEN",
+                session.url
+            )));
+        }
+        (None, None) => {
+            return Err(ClientError::Refused(
+                "not logged in: run `infrahub login` first".to_owned(),
+            ));
+        }
+    };
+    Client::new(&url, Some(token), common.idempotency_key.clone())
+}
+
+/// Whether two base URLs name the same daemon (scheme, host, port and path, trailing slash
+/// aside).
+fn same_daemon(a: &str, b: &str) -> bool {
+    let normal =
+        |raw: &str| url::Url::parse(raw).ok().map(|u| u.as_str().trim_end_matches('/').to_owned());
+    normal(a).is_some() && normal(a) == normal(b)
 }
 
 async fn login(
@@ -607,11 +626,26 @@ async fn wait_for(
     timeout: Duration,
 ) -> Result<(), ClientError> {
     let started = Instant::now();
-    let live = std::io::stderr().is_terminal();
-    let mut shown = String::new();
+    let mut progress = Progress::new();
     let mut delay = Duration::from_millis(100);
     loop {
-        let job = client.get(&format!("jobs/{id}")).await?;
+        let job = match client.get(&format!("jobs/{id}")).await {
+            Ok(job) => job,
+            // The daemon is away for a while (restart, database outage): keep following the job
+            // until the timeout; a refusal (4xx) ends the wait at once.
+            Err(ClientError::Failed(why)) if started.elapsed() < timeout => {
+                progress.show(format!("job {id}: waiting for InfraHub ({why})"));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            Err(ClientError::Failed(why)) => {
+                progress.finish();
+                return Err(ClientError::TimedOut(format!(
+                    "job {id}: InfraHub did not answer before the timeout ({why})"
+                )));
+            }
+            Err(err) => return Err(err),
+        };
         let status = job["status"].as_str().unwrap_or("unknown").to_owned();
         let mut line =
             format!("job {id} {}: {status} (attempt {})", cell(&job["kind"]), attempts(&job));
@@ -620,22 +654,11 @@ async fn wait_for(
         {
             line.push_str(&format!(", last error: {error}"));
         }
-        if line != shown {
-            if live {
-                eprint!("\r\x1b[2K{line}");
-            } else {
-                eprintln!("{line}");
-            }
-            shown = line;
-        }
-        let finished = matches!(status.as_str(), "succeeded" | "failed" | "cancelled");
-        if finished {
-            if live {
-                eprintln!();
-            }
-            match out {
-                Output::Json => print_json(&job),
-                Output::Table => {}
+        progress.show(line);
+        if matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
+            progress.finish();
+            if out == Output::Json {
+                print_json(&job);
             }
             return match status.as_str() {
                 "succeeded" => Ok(()),
@@ -646,9 +669,7 @@ async fn wait_for(
             };
         }
         if started.elapsed() >= timeout {
-            if live {
-                eprintln!();
-            }
+            progress.finish();
             return Err(ClientError::TimedOut(format!(
                 "job {id} is still {status} after {} s; follow it with `infrahub jobs wait {id}`",
                 timeout.as_secs()
@@ -656,6 +677,42 @@ async fn wait_for(
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The progress line of a job being followed: a live spinner line on a terminal (indicatif),
+/// one line per change on stderr otherwise (logs, scripts, tests).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    shown: String,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self { bar, shown: String::new() }
+    }
+
+    fn show(&mut self, line: String) {
+        if self.shown == line {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.set_message(line.clone()),
+            None => eprintln!("{line}"),
+        }
+        self.shown = line;
+    }
+
+    /// Leaves the last line on screen.
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
     }
 }
 

@@ -44,6 +44,9 @@ use crate::domain::catalog::Catalog;
 /// The configuration file read when `--config` is not given (it may be absent).
 pub const DEFAULT_CONFIG_PATH: &str = "config/infrahub.toml";
 
+/// `INFRAHUB_*` variables that are not configuration keys (compared without case).
+const CLIENT_VARIABLES: [&str; 4] = ["config", "url", "token", "output"];
+
 /// The demo's own configuration, embedded so `infrahub demo` works from any directory.
 const DEMO_CONFIG: &str = include_str!("../../config/demo/infrahub.toml");
 
@@ -148,8 +151,11 @@ impl Config {
             None if mode == Mode::Serve => figment = figment.merge(Toml::file(DEFAULT_CONFIG_PATH)),
             None => {}
         }
-        // INFRAHUB_CONFIG names the file (a CLI option), it is not a configuration key.
-        let env = Env::prefixed("INFRAHUB_").split("__").filter(|key| key != "config");
+        // INFRAHUB_CONFIG names the file (a CLI option); INFRAHUB_URL, INFRAHUB_TOKEN and
+        // INFRAHUB_OUTPUT belong to the command-line client. None is a configuration key.
+        let env = Env::prefixed("INFRAHUB_")
+            .split("__")
+            .filter(|key| !CLIENT_VARIABLES.iter().any(|name| key == *name));
         Ok(figment.merge(env))
     }
 

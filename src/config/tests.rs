@@ -344,10 +344,9 @@ fn redacted_output_hides_secrets() {
     });
 }
 
-/// The keys of a TOML document, dotted, its commented-out keys and tables included.
-fn example_keys(text: &str) -> Vec<String> {
-    let uncommented: String = text
-        .lines()
+/// A TOML document with its commented-out keys and tables uncommented.
+fn uncommented(text: &str) -> String {
+    text.lines()
         .map(|line| {
             let bare = line.strip_prefix("# ").unwrap_or(line);
             let is_key = bare.split_once(" = ").is_some_and(|(key, _)| {
@@ -356,8 +355,12 @@ fn example_keys(text: &str) -> Vec<String> {
             if line.starts_with("# [") || (line.starts_with("# ") && is_key) { bare } else { line }
         })
         .collect::<Vec<_>>()
-        .join("\n");
-    let value: toml::Value = toml::from_str(&uncommented).expect("the uncommented example parses");
+        .join("\n")
+}
+
+/// The keys of a TOML document, dotted.
+fn example_keys(text: &str) -> Vec<String> {
+    let value: toml::Value = toml::from_str(text).expect("the uncommented example parses");
     let mut keys = Vec::new();
     let mut stack = vec![(String::new(), value)];
     while let Some((prefix, value)) = stack.pop() {
@@ -403,6 +406,9 @@ fn every_key_of_the_example_configuration_is_documented() {
     let doc = std::fs::read_to_string(root.join("docs/CONFIG.md")).unwrap();
     let documented = documented_keys(&doc);
     assert!(documented.len() > 50, "{documented:?}");
+    let example = uncommented(&example);
+    // Commented-out keys are real keys too: the whole example is a configuration.
+    toml::from_str::<Config>(&example).expect("the uncommented example is a valid configuration");
     let keys = example_keys(&example);
     assert!(keys.len() > 60, "{keys:?}");
     assert!(keys.contains(&"workers.kinds.noop.deadline_secs".to_owned()), "commented keys count");
@@ -416,4 +422,19 @@ fn every_key_of_the_example_configuration_is_documented() {
     let undocumented: Vec<&String> =
         keys.iter().filter(|key| !documented.iter().any(|p| covers(p, key))).collect();
     assert!(undocumented.is_empty(), "not in docs/CONFIG.md: {undocumented:?}");
+}
+
+#[test]
+fn the_clients_variables_are_not_configuration_keys() {
+    Jail::expect_with(|jail| {
+        jail.set_env("INFRAHUB_URL", "http://ops-1:8000");
+        jail.set_env("INFRAHUB_TOKEN", "a-token");
+        jail.set_env("INFRAHUB_OUTPUT", "json");
+        jail.set_env("INFRAHUB_HTTP__LISTEN", "127.0.0.1:9100");
+        let config = Config::load(Mode::Serve, None).expect("the client's variables are ignored");
+        assert_eq!(config.http.listen.port(), 9100);
+        jail.set_env("INFRAHUB_URLS", "x");
+        assert!(load_err(Mode::Serve, None).contains("urls"), "other unknown keys still fail");
+        Ok(())
+    });
 }

@@ -206,6 +206,13 @@ async fn a_repeated_command_with_its_key_acts_once(pool: PgPool) {
     let waited = shell.run(&["jobs", "wait", job], None).await;
     assert_eq!(waited.code, 1, "{}", waited.stderr);
     assert!(waited.stderr.contains("cancelled"), "{}", waited.stderr);
+
+    // The saved token goes only to the daemon that issued it.
+    let elsewhere = shell.run(&["projects", "list", "--url", "http://127.0.0.1:9"], None).await;
+    assert_eq!(elsewhere.code, 2, "{}", elsewhere.stderr);
+    assert!(elsewhere.stderr.contains("the saved session is for"), "{}", elsewhere.stderr);
+    let same = format!("{}/", app.base);
+    shell.run(&["projects", "list", "--url", &same], None).await.ok();
 }
 
 #[sqlx::test]
