@@ -113,8 +113,9 @@ pub struct AuditEvent {
     pub action: String,
     pub subject_type: String,
     pub subject_id: String,
-    /// The field the subject belonged to when the event was written.
-    pub field_id: Option<Uuid>,
+    /// The fields the subject belonged to when the event was written: before and after a
+    /// change that crosses fields, both.
+    pub field_ids: Vec<Uuid>,
     pub before: Option<Value>,
     pub after: Option<Value>,
     pub request_id: Option<String>,
@@ -137,6 +138,7 @@ pub struct AuditFilter {
 }
 
 /// Newest first, `limit` of them plus one to tell whether another page follows.
+#[tracing::instrument(skip_all)]
 pub async fn list(
     conn: &mut PgConnection,
     filter: &AuditFilter,
@@ -145,10 +147,10 @@ pub async fn list(
     let action_prefix = filter.action.as_deref().filter(|a| a.ends_with('.'));
     let action_exact = filter.action.as_deref().filter(|a| !a.ends_with('.'));
     sqlx::query_as(
-        "SELECT id, occurred_at, actor_id, actor, action, subject_type, subject_id, field_id,
+        "SELECT id, occurred_at, actor_id, actor, action, subject_type, subject_id, field_ids,
                 before, after, request_id
            FROM audit_events
-          WHERE ($1::uuid IS NULL OR field_id = $1)
+          WHERE ($1::uuid IS NULL OR field_ids @> ARRAY[$1::uuid])
             AND ($2::text IS NULL OR actor = $2)
             AND ($3::text IS NULL OR subject_type = $3)
             AND ($4::text IS NULL OR subject_id = $4)

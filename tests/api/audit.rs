@@ -67,7 +67,9 @@ async fn center_admins_read_everything_field_admins_their_field(pool: PgPool) {
     assert!(!subjects.iter().any(|(_, s)| *s == "nobody"), "{subjects:?}");
     let names: Vec<&str> = field.iter().filter_map(|e| e["after"]["name"].as_str()).collect();
     assert!(names.contains(&"web") && !names.contains(&"bonds"), "{names:?}");
-    assert!(field.iter().all(|e| e["field_id"] == json!(app.org.field)));
+    assert!(
+        field.iter().all(|e| e["field_ids"].as_array().unwrap().contains(&json!(app.org.field)))
+    );
     assert!(field.len() < all.len());
 
     // Pagination: one event per page walks the same events, none twice.
@@ -128,4 +130,70 @@ async fn filters_narrow_the_trail(pool: PgPool) {
 
 fn urlencode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// A change that crosses fields belongs to both: each field admin sees a server move and an
+/// account moved between their departments.
+#[sqlx::test]
+async fn changes_across_fields_are_read_by_both_fields(pool: PgPool) {
+    use infrahub::domain::role::Role;
+    use infrahub::domain::scope::Scope;
+
+    let app = TestApp::spawn(pool).await;
+    let admin = app.admin_token().await;
+    crate::helpers::create_user(
+        &app.pool,
+        "finance-admin",
+        Role::FieldAdmin,
+        Scope::Field(app.org.other_field),
+        false,
+    )
+    .await;
+    let ours = app.field_admin_token().await;
+    let theirs = app.login("finance-admin", crate::helpers::PASSWORD).await;
+    let server: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, status, field_id)
+         VALUES (gen_random_uuid(), 's-1', 's-1', $1, 16, 64, 'active', $2) RETURNING id",
+    )
+    .bind(app.org.site)
+    .bind(app.org.field)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let moved = json!({ "server_id": server, "field_id": app.org.other_field });
+    app.post("/api/v1/allocations/servers", &admin, moved).await.expect(StatusCode::ACCEPTED, None);
+    app.run_jobs().await;
+
+    let body = json!({ "username": "mover", "password": "a-long-password", "role": "team_lead",
+                       "department_id": app.org.dept });
+    let user =
+        app.post("/api/v1/admin/users", &admin, body).await.expect(StatusCode::CREATED, None);
+    let path = format!("/api/v1/admin/users/{}", user["id"].as_str().unwrap());
+    let patch = json!({ "department_id": app.org.other_dept });
+    app.call(reqwest::Method::PATCH, &path, Some(&admin), Some(patch))
+        .await
+        .expect(StatusCode::OK, None);
+
+    for token in [&ours, &theirs] {
+        let server_events =
+            app.get(&format!("/api/v1/audit?subject_type=server&subject_id={server}"), token).await;
+        let events = server_events.expect(StatusCode::OK, None);
+        assert_eq!(actions(&events), ["server.assign"], "{events}");
+        let user_events = app
+            .get(
+                &format!(
+                    "/api/v1/audit?subject_type=user&subject_id={}",
+                    user["id"].as_str().unwrap()
+                ),
+                token,
+            )
+            .await;
+        let events = user_events.expect(StatusCode::OK, None);
+        assert!(actions(&events).contains(&"user.update".to_owned()), "{events}");
+    }
+    // The account's creation happened in our field only.
+    let created =
+        format!("/api/v1/audit?action=user.create&subject_id={}", user["id"].as_str().unwrap());
+    assert_eq!(actions(&app.get(&created, &ours).await.body), ["user.create"]);
+    assert!(actions(&app.get(&created, &theirs).await.body).is_empty());
 }
