@@ -106,7 +106,7 @@ async fn read_gauges(ctx: &Context) -> Result<String, store::StoreError> {
     let mut count = Family::new("infrahub_projects", "projects by status (deleted ones left out)");
     let mut oldest = Family::new(
         "infrahub_projects_oldest_in_status_seconds",
-        "time since the least recently changed project of a status last changed",
+        "how long the project longest in a status has been in it",
     );
     for row in &projects {
         count.sample(&[("status", &row.status)], row.count as f64);

@@ -112,11 +112,11 @@ impl Modify for ResponseDescriptions {
 
 /// `/docs`: Swagger UI (its assets are vendored into the binary by utoipa-swagger-ui, nothing is
 /// fetched) on the OpenAPI document at `/api/v1/openapi.json`. "Authorize" takes a token from
-/// `POST /api/v1/auth/login`; "Try it out" sends real requests. `/api/v1/docs` redirects here.
+/// `POST /api/v1/auth/login` (kept in the page only: not persisted in the browser's storage,
+/// so it goes with the tab); "Try it out" sends real requests. `/api/v1/docs` redirects here.
 pub fn router(openapi: utoipa::openapi::OpenApi) -> Router<Context> {
     let config = Config::new(["/api/v1/openapi.json"])
         .try_it_out_enabled(true)
-        .persist_authorization(true)
         .display_request_duration(true)
         .filter(true)
         // Swagger UI would otherwise send the document to validator.swagger.io.

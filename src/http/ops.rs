@@ -65,7 +65,9 @@ async fn metrics(State(ctx): State<Context>, headers: HeaderMap) -> Response {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         let matches = given.is_some_and(|given| {
             crate::app::token::constant_time_eq(given.as_bytes(), token.expose().as_bytes())
         });

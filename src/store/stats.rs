@@ -18,6 +18,7 @@ pub struct JobBacklog {
     pub oldest_ready_secs: f64,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn job_backlog(conn: &mut PgConnection) -> Result<Vec<JobBacklog>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT kind,
@@ -36,7 +37,8 @@ pub async fn job_backlog(conn: &mut PgConnection) -> Result<Vec<JobBacklog>, Sto
     .await?)
 }
 
-/// Projects per status, and how long the oldest has been in it.
+/// Projects per status, and how long the one there longest has been in it (since it entered
+/// the status, whatever else touched its row).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProjectsInStatus {
     pub status: String,
@@ -44,12 +46,13 @@ pub struct ProjectsInStatus {
     pub oldest_secs: f64,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn projects_by_status(
     conn: &mut PgConnection,
 ) -> Result<Vec<ProjectsInStatus>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT status, count(*) AS count,
-                coalesce(extract(epoch FROM now() - min(updated_at)), 0)::float8 AS oldest_secs
+                coalesce(extract(epoch FROM now() - min(status_changed_at)), 0)::float8 AS oldest_secs
            FROM projects WHERE status <> 'deleted'
           GROUP BY status ORDER BY status",
     )
@@ -66,6 +69,7 @@ pub struct ServerCount {
     pub count: i64,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn servers_by_status(conn: &mut PgConnection) -> Result<Vec<ServerCount>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT si.name AS site, s.status, s.field_id IS NOT NULL AS assigned, count(*) AS count
@@ -88,6 +92,7 @@ pub struct FieldSite {
     pub allocated_ram_gb: i64,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn field_sites(conn: &mut PgConnection) -> Result<Vec<FieldSite>, StoreError> {
     Ok(sqlx::query_as(
         "WITH srv AS (
@@ -124,6 +129,7 @@ pub struct DepartmentSite {
     pub used_ram_gb: i64,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn department_sites(conn: &mut PgConnection) -> Result<Vec<DepartmentSite>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT f.name AS field, d.name AS department, si.name AS site,

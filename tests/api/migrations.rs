@@ -18,7 +18,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 }
 
 /// Something each migration creates (a table, or a `table:column`), newest last.
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
     "users",
     "servers",
     "projects",
@@ -27,7 +27,8 @@ const TABLES: [&str; 9] = [
     "projects:generation",
     "idempotency_keys:response_headers",
     "projects:failed_from",
-    "audit_events:field_id",
+    "audit_events:field_ids",
+    "projects:status_changed_at",
 ];
 
 #[sqlx::test(migrations = false)]
