@@ -69,8 +69,6 @@ pub async fn prepare(config: Config, mode: Mode) -> Result<Context, DaemonError>
     if mode == Mode::Demo || config.database.migrate_on_start {
         notify::status("applying database migrations");
         store::migrate_up(&pool).await.map_err(|e| runtime(format!("migrations failed: {e}")))?;
-    } else if !store::schema_is_current(&pool).await.map_err(runtime)? {
-        tracing::warn!("database migrations are pending: run `infrahub migrate up`");
     }
     let ctx = Context::new(pool, config, mode)?;
     if mode == Mode::Demo {
@@ -90,12 +88,10 @@ pub async fn prepare(config: Config, mode: Mode) -> Result<Context, DaemonError>
 pub struct Daemon {
     ctx: Context,
     address: Option<SocketAddr>,
-    role: DaemonRole,
     stop: watch::Sender<bool>,
     http: Option<JoinHandle<std::io::Result<()>>>,
     engine: Option<engine::EngineHandle>,
     scheduler: Vec<JoinHandle<()>>,
-    watchdog: Option<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -126,13 +122,7 @@ impl Daemon {
         } else {
             (None, Vec::new())
         };
-        let watchdog = notify::spawn_watchdog(ctx.clone(), stop.subscribe());
-        Self { ctx, address, role, stop, http, engine, scheduler, watchdog }
-    }
-
-    /// What this daemon runs.
-    pub fn role(&self) -> DaemonRole {
-        self.role
+        Self { ctx, address, stop, http, engine, scheduler }
     }
 
     /// Where the HTTP intake listens, if this daemon serves HTTP.
@@ -149,9 +139,6 @@ impl Daemon {
     /// did not.
     pub async fn stop(self) -> Result<(), DaemonError> {
         let _ = self.stop.send(true);
-        if let Some(watchdog) = self.watchdog {
-            watchdog.abort();
-        }
         let http_grace = Duration::from_secs(self.ctx.config.http.shutdown_grace_secs);
         let job_grace = Duration::from_secs(self.ctx.config.workers.shutdown_grace_secs);
         let served = async {
@@ -194,18 +181,55 @@ pub async fn run(
     telemetry::init_logging(&config.logging);
     let listen = config.http.listen;
     let ctx = prepare(config, mode).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Started means able to work: with `database.migrate_on_start = false`, wait for someone
+    // to run `infrahub migrate up` (or to stop us).
+    tokio::select! {
+        () = schema_current(&ctx) => {}
+        () = &mut shutdown => {
+            ctx.pool.close().await;
+            return Ok(());
+        }
+    }
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| runtime(format!("cannot listen on {listen}: {e}")))?;
     let daemon = Daemon::start(ctx.clone(), Some(listener), role);
     announce(mode, role, daemon.local_addr());
+    let (watchdog_stop, watchdog_stopping) = watch::channel(false);
+    let watchdog = notify::spawn_watchdog(ctx.clone(), watchdog_stopping);
     shutdown.await;
     notify::stopping();
     tracing::info!("shutting down: no new requests or jobs; finishing what is running");
     let stopped = daemon.stop().await;
+    // The watchdog keeps pinging while the daemon drains.
+    let _ = watchdog_stop.send(true);
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.await;
+    }
     ctx.pool.close().await;
     tracing::info!("stopped");
     stopped
+}
+
+/// Resolves once every migration of this binary is applied (at once, normally: `prepare`
+/// applied them unless `database.migrate_on_start = false`).
+async fn schema_current(ctx: &Context) {
+    let mut said = false;
+    loop {
+        match store::schema_is_current(&ctx.pool).await {
+            Ok(true) => return,
+            Ok(false) => {
+                if !said {
+                    tracing::warn!("database migrations are pending: run `infrahub migrate up`");
+                    said = true;
+                }
+                notify::status("waiting for migrations: run `infrahub migrate up`");
+            }
+            Err(err) => notify::status(&format!("waiting for the database: {err}")),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// Tells systemd the daemon is ready, and a person (and the end-to-end tests) where to find it.

@@ -30,7 +30,11 @@
 //!   (HTTP, workers, cron) on a listener, stop with grace. The CLI and the test harness both
 //!   use it.
 //! - [`cli`]: argument parsing and exit codes; [`telemetry`]: logging and the Prometheus
-//!   recorder.
+//!   recorder; [`notify`]: systemd's notification protocol (READY, STATUS, STOPPING, the
+//!   watchdog).
+//! - [`api_client`]: the command-line client (`infrahub login`, `projects`, `jobs`, ...), an
+//!   adapter of the HTTP API rather than of [`app`]: it runs on people's machines and never
+//!   touches the database.
 
 pub mod api_client;
 pub mod app;

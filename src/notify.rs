@@ -30,17 +30,19 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping: finishing running work")]);
 }
 
-/// When systemd asked for a watchdog (`WatchdogSec=`), a task that pings it at half the
-/// interval. Each round also checks the database (readiness: reachable, migrations current)
-/// and says the answer in STATUS=. It keeps pinging while PostgreSQL is away: an outage is
-/// not cured by restarting every daemon at once (requests get 503, jobs wait); the watchdog
-/// is for a wedged process, whose runtime no longer runs this task.
+/// When systemd asked for a watchdog (`WatchdogSec=`), a task that pings it every half
+/// interval and then checks the database (readiness: reachable, migrations current), bounded
+/// to a quarter of the interval systemd watches, saying the answer in STATUS=. A ping
+/// therefore comes at least every 0.75 x `WatchdogSec`. It keeps pinging while PostgreSQL is away: an outage is not cured
+/// by restarting every daemon at once (requests get 503, jobs wait); the watchdog is for a
+/// wedged process, whose runtime no longer runs this task.
 pub fn spawn_watchdog(ctx: Context, mut stopping: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
     let interval = sd_notify::watchdog_enabled()? / 2;
     Some(tokio::spawn(async move {
         let mut healthy = true;
         loop {
-            let check = tokio::time::timeout(interval, app::ops::readiness(&ctx)).await;
+            send(&[NotifyState::Watchdog]);
+            let check = tokio::time::timeout(interval / 2, app::ops::readiness(&ctx)).await;
             let verdict = match check {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(reason)) => Err(reason),
@@ -52,7 +54,6 @@ pub fn spawn_watchdog(ctx: Context, mut stopping: watch::Receiver<bool>) -> Opti
                 _ => {}
             }
             healthy = verdict.is_ok();
-            send(&[NotifyState::Watchdog]);
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 _ = stopping.wait_for(|stop| *stop) => return,

@@ -86,3 +86,42 @@ async fn a_worker_notifies_systemd_and_serves_probes(pool: PgPool) {
     assert!(stopping.contains("STATUS=stopping"), "{stopping}");
     assert!(stopped.await.unwrap().success(), "pid {pid} exits 0");
 }
+
+/// With `database.migrate_on_start = false` a daemon is not "started" (READY=1) before the
+/// schema is current: it waits, saying so, and gets going once someone migrated.
+#[sqlx::test(migrations = false)]
+async fn a_daemon_waits_for_migrations_before_it_is_ready(pool: PgPool) {
+    infrahub::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let url = database_url(&pool);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_infrahub"))
+        .args(["serve", "--role", "worker", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("INFRAHUB_DATABASE__URL", &url)
+        .env("INFRAHUB_DATABASE__MIGRATE_ON_START", "false")
+        .env("INFRAHUB_AUTH__JWT_SECRET", TEST_SECRET)
+        .env("NOTIFY_SOCKET", &path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    loop {
+        let message = next(&socket).await;
+        assert!(!message.contains("READY=1"), "ready before the schema is current: {message}");
+        if message.contains("waiting for migrations") {
+            break;
+        }
+    }
+    infrahub::store::migrate_up(&pool).await.unwrap();
+    loop {
+        if next(&socket).await.contains("READY=1") {
+            break;
+        }
+    }
+    let pid = child.id().unwrap().to_string();
+    tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(child.wait().await.unwrap().success());
+}
