@@ -41,6 +41,7 @@ pub mod app;
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod daemon;
 pub mod domain;

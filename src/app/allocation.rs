@@ -453,3 +453,34 @@ pub async fn department_quota(
         sites,
     })
 }
+
+/// Every department of a field with its quota per site: what a field admin's quota editor
+/// shows (center admins, or that field's admin).
+pub async fn field_quotas(
+    ctx: &Context,
+    caller: &Caller,
+    field_id: Uuid,
+) -> AppResult<Vec<DepartmentQuotas>> {
+    caller.authorize(Action::SetQuota)?;
+    if !caller.scope.may_read(Owner::field(field_id)) {
+        return Err(AppError::not_found("field"));
+    }
+    let mut conn = ctx.pool.acquire().await?;
+    let mut departments = Vec::new();
+    let mut page = crate::store::PageRequest { after: None, limit: super::MAX_LIMIT };
+    loop {
+        let batch = org::list_departments(&mut conn, Some(field_id), page).await?;
+        departments.extend(batch.items);
+        match batch.next_cursor {
+            Some(cursor) => page.after = Some(cursor),
+            None => break,
+        }
+    }
+    drop(conn);
+    let mut boards = Vec::with_capacity(departments.len());
+    for dept in departments {
+        boards.push(department_quota(ctx, caller, dept.id).await?);
+    }
+    boards.sort_by(|a, b| a.department.cmp(&b.department));
+    Ok(boards)
+}

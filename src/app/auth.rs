@@ -42,6 +42,24 @@ pub async fn login(
     password: String,
     request_id: Option<String>,
 ) -> AppResult<TokenResponse> {
+    let account = check_credentials(ctx, username, password, request_id).await?;
+    let access_token = ctx.tokens.issue(&account).map_err(AppError::internal)?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "bearer".to_owned(),
+        expires_in: ctx.tokens.ttl_secs(),
+    })
+}
+
+/// The account behind a username and password, checked the one way every login goes (the API
+/// token and the console session alike): throttled per username, the same work for unknown
+/// names, refusals audited.
+pub async fn check_credentials(
+    ctx: &Context,
+    username: &str,
+    password: String,
+    request_id: Option<String>,
+) -> AppResult<Credentials> {
     // A malformed name is refused without a trace in the audit trail (nor any work): anyone
     // could otherwise fill it for free. Refusals of checked passwords are audited below; the
     // throttle bounds them per username.
@@ -68,14 +86,9 @@ pub async fn login(
     match account.filter(|a| matches && admits(ctx.mode, a)) {
         Some(account) => {
             throttle::clear(&mut conn, &key).await?;
-            let access_token = ctx.tokens.issue(&account).map_err(AppError::internal)?;
             metrics::counter!("infrahub_logins_total", "outcome" => "success").increment(1);
             tracing::info!(user = %account.user.username, "login");
-            Ok(TokenResponse {
-                access_token,
-                token_type: "bearer".to_owned(),
-                expires_in: ctx.tokens.ttl_secs(),
-            })
+            Ok(account)
         }
         None => {
             metrics::counter!("infrahub_logins_total", "outcome" => "failure").increment(1);
@@ -84,6 +97,13 @@ pub async fn login(
             Err(refused())
         }
     }
+}
+
+/// Whether an account read afresh may still use a token or session issued when its password
+/// dated from `password_changed_at`: enabled, admitted in this mode, same password.
+pub fn still_valid(ctx: &Context, account: &Credentials, password_changed_at_micros: i64) -> bool {
+    admits(ctx.mode, account)
+        && account.password_changed_at.timestamp_micros() == password_changed_at_micros
 }
 
 /// Writes a refused login whose password was checked to the audit trail: `login.failed` on
@@ -129,8 +149,7 @@ pub async fn authenticate(
     let mut conn = ctx.pool.acquire().await?;
     let account = users::find_credentials_by_id(&mut conn, claims.sub).await?;
     let account = account
-        .filter(|a| admits(ctx.mode, a))
-        .filter(|a| a.password_changed_at.timestamp_micros() == claims.pwd_at)
+        .filter(|a| still_valid(ctx, a, claims.pwd_at))
         .ok_or_else(|| AppError::unauthorized("unauthorized", "the token is no longer valid"))?;
     Ok(Caller::new(&account.user, request_id))
 }

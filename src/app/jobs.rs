@@ -298,15 +298,18 @@ pub struct Pruned {
     pub deleted_jobs: u64,
     pub deleted_ticks: u64,
     pub deleted_idempotency_keys: u64,
+    pub deleted_sessions: u64,
 }
 
 /// Deletes finished jobs older than `workers.retention_days`, cron ticks older than that
-/// except each schedule's latest, and `Idempotency-Key` answers past their 24 hours.
+/// except each schedule's latest, `Idempotency-Key` answers past their 24 hours, and expired
+/// console sessions.
 pub async fn prune(ctx: &Context) -> AppResult<Pruned> {
     let age = ctx.config.workers.retention_days as f64 * 86_400.0;
     let mut conn = ctx.pool.acquire().await?;
     let deleted_jobs = jobs::prune_finished(&mut conn, age).await?;
     let deleted_ticks = jobs::prune_ticks(&mut conn, age).await?;
     let deleted_idempotency_keys = super::idempotency::prune(ctx).await?;
-    Ok(Pruned { deleted_jobs, deleted_ticks, deleted_idempotency_keys })
+    let deleted_sessions = crate::store::sessions::prune(&mut conn).await?;
+    Ok(Pruned { deleted_jobs, deleted_ticks, deleted_idempotency_keys, deleted_sessions })
 }

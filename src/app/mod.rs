@@ -11,6 +11,7 @@
 pub mod allocation;
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod demo;
 pub mod idempotency;
 pub mod inventory;

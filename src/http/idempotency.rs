@@ -81,7 +81,7 @@ fn bearer_subject(ctx: &Context, request: &Request) -> Option<uuid::Uuid> {
 
 /// A response as an answer to keep. Every answer of the API is small JSON; an answer too
 /// large to keep counts as a failure of ours.
-async fn answer_of(response: Response) -> Answer {
+pub(crate) async fn answer_of(response: Response) -> Answer {
     let (parts, body) = response.into_parts();
     let headers = KEPT
         .iter()
@@ -116,7 +116,7 @@ async fn answer_of(response: Response) -> Answer {
     }
 }
 
-fn response_of(answer: Answer) -> Response {
+pub(crate) fn response_of(answer: Answer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, answer.body).into_response();
     let headers = response.headers_mut();

@@ -60,6 +60,7 @@ pub fn router(ctx: Context) -> Router {
     api.route_layer(middleware::from_fn_with_state(ctx.clone(), idempotency::layer))
         .merge(ops::root_router())
         .merge(docs::router(openapi))
+        .merge(crate::console::router(ctx.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod org;
 pub mod projects;
 pub mod servers;
+pub mod sessions;
 pub mod stats;
 pub mod throttle;
 pub mod users;

@@ -11,6 +11,7 @@ mod bodies;
 mod chaos;
 mod cli;
 mod client;
+mod console;
 mod daemon;
 mod db_restart;
 mod demo;

@@ -18,7 +18,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 }
 
 /// Something each migration creates (a table, or a `table:column`), newest last.
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "users",
     "servers",
     "projects",
@@ -29,6 +29,7 @@ const TABLES: [&str; 10] = [
     "projects:failed_from",
     "audit_events:field_ids",
     "projects:status_changed_at",
+    "console_sessions",
 ];
 
 #[sqlx::test(migrations = false)]

@@ -1,0 +1,218 @@
+//! Capacity and quotas: per site a stacked bar of the field's capacity (used by projects,
+//! allocated to departments, free, deficit in red) and the department quota editor, checked
+//! against free capacity by the same use case as the API. Field admins see their field;
+//! center admins choose one.
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::html;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::layout::{self, capacity_bar};
+use super::{OrPage, PageResult, Viewer, form_fields, job_notice, status_of};
+use crate::app::allocation::SetQuota;
+use crate::app::{self, AppError, PageParams};
+use crate::context::Context;
+use crate::domain::scope::Scope;
+use crate::store::org::UnitKind;
+
+pub fn routes() -> Router<Context> {
+    Router::new().route("/capacity", get(capacity)).route("/quotas", post(set_quota))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CapacityQuery {
+    field: Option<Uuid>,
+    job: Option<Uuid>,
+}
+
+/// The field on show: a field admin's own; for a center admin the one asked for, else the
+/// first field there is.
+async fn chosen_field(
+    ctx: &Context,
+    viewer: &Viewer,
+    asked: Option<Uuid>,
+) -> Result<(Option<Uuid>, Vec<(Uuid, String)>), Response> {
+    match viewer.caller().scope {
+        Scope::Field(own) => Ok((Some(own), Vec::new())),
+        _ => {
+            let page = PageParams { limit: Some(500), cursor: None };
+            let fields = app::organisation::list_units(ctx, viewer.caller(), UnitKind::Field, page)
+                .await
+                .or_page(viewer)?;
+            let choices: Vec<(Uuid, String)> =
+                fields.items.iter().map(|f| (f.id, f.name.clone())).collect();
+            let field = asked.or_else(|| choices.first().map(|(id, _)| *id));
+            Ok((field, choices))
+        }
+    }
+}
+
+async fn capacity(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    Query(query): Query<CapacityQuery>,
+) -> PageResult {
+    render(&ctx, &viewer, query, None).await
+}
+
+async fn render(
+    ctx: &Context,
+    viewer: &Viewer,
+    query: CapacityQuery,
+    error: Option<&AppError>,
+) -> PageResult {
+    let (field, choices) = chosen_field(ctx, viewer, query.field).await?;
+    let Some(field) = field else {
+        let body = html! { h1 { "Capacity" } div.card.empty { "No fields yet: create one under Organisation." } };
+        return Ok(layout::page("Capacity", Some(viewer), "/capacity", body));
+    };
+    let caller = viewer.caller();
+    let report = app::allocation::field_capacity(ctx, caller, field).await.or_page(viewer)?;
+    let boards = app::allocation::field_quotas(ctx, caller, field).await.or_page(viewer)?;
+    let notice = match query.job {
+        Some(job) => Some(job_notice(ctx, viewer, job).await),
+        None => None,
+    };
+    let used_at = |site: &str| {
+        boards
+            .iter()
+            .flat_map(|b| b.sites.iter())
+            .filter(|s| s.site == site)
+            .fold((0, 0), |acc, s| (acc.0 + s.used.cpu, acc.1 + s.used.ram_gb))
+    };
+    let sites: Vec<String> = report.sites.iter().map(|s| s.site.clone()).collect();
+    let title = format!("Capacity of field {}", report.field);
+    let body = html! {
+        h1 { (title) }
+        @if !choices.is_empty() {
+            form.row method="get" action="/capacity" {
+                div {
+                    label for="field" { "Field" }
+                    select #field name="field" onchange="this.form.submit()" {
+                        @for (id, name) in &choices { option value=(id) selected[*id == field] { (name) } }
+                    }
+                }
+                div { button.secondary type="submit" { "Show" } }
+            }
+        }
+        @if let Some(notice) = notice { (notice) }
+        @if let Some(err) = error { (layout::error_box(err)) }
+        (layout::legend())
+        @if report.sites.is_empty() {
+            div.card.empty { "This field has no servers yet." }
+        }
+        @for site in &report.sites {
+            @let (used_cpu, used_ram) = used_at(&site.site);
+            section.card {
+                h2 { (site.site) " " span.muted { (site.servers) " active servers" } }
+                (capacity_bar("CPU", "", site.capacity.cpu, site.allocated.cpu, used_cpu))
+                (capacity_bar("RAM", " GB", site.capacity.ram_gb, site.allocated.ram_gb, used_ram))
+                @if site.missing_servers > 0 {
+                    p.fits.no { (site.missing_servers) " servers missing from the inventory ("
+                        (site.missing.cpu) " CPU, " (site.missing.ram_gb) " GB RAM)" }
+                }
+            }
+        }
+        h2 { "Department quotas" }
+        @if boards.is_empty() {
+            div.card.empty { "No departments in this field yet." }
+        } @else {
+            div.scroll { table {
+                thead { tr { th { "Department" } th { "Site" } th { "Quota" } th { "Used by projects" } th { "Free" } } }
+                tbody {
+                    @for board in &boards {
+                        @if board.sites.is_empty() {
+                            tr { td { (board.department) } td colspan="4" { span.muted { "no quota yet" } } }
+                        }
+                        @for site in &board.sites {
+                            tr {
+                                td { (board.department) } td { (site.site) }
+                                td { (site.quota.cpu) " CPU, " (site.quota.ram_gb) " GB" }
+                                td { (site.used.cpu) " CPU, " (site.used.ram_gb) " GB" }
+                                td { (site.free.cpu) " CPU, " (site.free.ram_gb) " GB" }
+                            }
+                        }
+                    }
+                }
+            } }
+            @if !sites.is_empty() {
+                form.card method="post" action="/quotas" {
+                    h3 { "Set a quota" }
+                    (form_fields(viewer))
+                    input type="hidden" name="field_id" value=(field);
+                    div.row {
+                        div {
+                            label for="dept_id" { "Department" }
+                            select #dept_id name="dept_id" required {
+                                @for board in &boards { option value=(board.department_id) { (board.department) } }
+                            }
+                        }
+                        div {
+                            label for="site" { "Site" }
+                            select #site name="site" required { @for site in &sites { option value=(site) { (site) } } }
+                        }
+                        div { label for="cpu_limit" { "CPU" } input #cpu_limit name="cpu_limit" type="number" min="0" required; }
+                        div { label for="ram_gb_limit" { "RAM (GB)" } input #ram_gb_limit name="ram_gb_limit" type="number" min="0" required; }
+                        div { button type="submit" { "Set quota" } }
+                    }
+                    p.muted { "Refused when the field's free capacity at the site is too small, or below what the department's projects use." }
+                }
+            }
+        }
+    };
+    Ok(layout::page(&title, Some(viewer), "/capacity", body))
+}
+
+#[derive(Debug, Deserialize)]
+struct QuotaForm {
+    field_id: Uuid,
+    dept_id: Uuid,
+    site: String,
+    cpu_limit: String,
+    ram_gb_limit: String,
+}
+
+async fn set_quota(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    axum::Form(form): axum::Form<QuotaForm>,
+) -> Response {
+    let query = || CapacityQuery { field: Some(form.field_id), job: None };
+    let number = |field: &str, value: &str| {
+        value.trim().parse::<u32>().map_err(|_| {
+            AppError::invalid("invalid_value", format!("{field}: a whole number of 0 or more"))
+        })
+    };
+    let parsed = number("CPU", &form.cpu_limit)
+        .and_then(|cpu| number("RAM", &form.ram_gb_limit).map(|ram| (cpu, ram)));
+    let result = match parsed {
+        Ok((cpu_limit, ram_gb_limit)) => {
+            let input = SetQuota {
+                field_id: form.field_id,
+                dept_id: form.dept_id,
+                site: form.site.clone(),
+                cpu_limit,
+                ram_gb_limit,
+            };
+            app::allocation::set_quota(&ctx, viewer.caller(), input).await
+        }
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(submitted) => {
+            let field = match viewer.caller().scope {
+                Scope::Field(_) => String::new(),
+                _ => format!("field={}&", form.field_id),
+            };
+            Redirect::to(&format!("/capacity?{field}job={}", submitted.job.id)).into_response()
+        }
+        Err(err) => match render(&ctx, &viewer, query(), Some(&err)).await {
+            Ok(page) => (status_of(&err), page).into_response(),
+            Err(response) => response,
+        },
+    }
+}

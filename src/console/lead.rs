@@ -1,0 +1,487 @@
+//! Projects: the team lead's screens (also open to the admins who may read a project).
+//! The dashboard (cards whose status badges follow a running job, quota bars per site), the
+//! new-project form with its cost and fit shown before submitting, and the project page
+//! (namespace, quota, manifests, job timeline, resize, retry, delete confirmed by name).
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{Markup, html};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::layout::{self, badge, quota_bar};
+use super::{OrPage, PageResult, Viewer, error_page, form_fields, status_of};
+use crate::app::jobs::JobQuery;
+use crate::app::projects::{CreateProject, ProjectQuery, ResizeProject};
+use crate::app::{self, AppError, PageParams};
+use crate::context::Context;
+use crate::domain::catalog::Catalog;
+use crate::domain::project::ProjectStatus;
+use crate::store::projects::Project;
+
+pub fn routes() -> Router<Context> {
+    Router::new()
+        .route("/projects", get(dashboard).post(create))
+        .route("/projects/new", get(new_form))
+        .route("/projects/new/preview", get(preview))
+        .route("/projects/{id}", get(project_page))
+        .route("/projects/{id}/card", get(card_fragment))
+        .route("/projects/{id}/status", get(status_fragment))
+        .route("/projects/{id}/resize", post(resize))
+        .route("/projects/{id}/retry", post(retry))
+        .route("/projects/{id}/delete", post(delete))
+}
+
+fn transient(status: ProjectStatus) -> bool {
+    matches!(
+        status,
+        ProjectStatus::Provisioning | ProjectStatus::Degraded | ProjectStatus::Deleting
+    )
+}
+
+/// A project's card; while a job moves it on, it reloads itself every two seconds.
+fn card(project: &Project) -> Markup {
+    let id = project.id;
+    html! {
+        @if transient(project.status) {
+            article.card id={ "project-" (id) } hx-get={ "/projects/" (id) "/card" }
+                hx-trigger="every 2s" hx-swap="outerHTML" {
+                (card_body(project))
+            }
+        } @else {
+            article.card id={ "project-" (id) } { (card_body(project)) }
+        }
+    }
+}
+
+fn card_body(project: &Project) -> Markup {
+    html! {
+        h2 { a href={ "/projects/" (project.id) } { (project.name) } " " (badge(project.status.as_str())) }
+        p.muted { "namespace " code { (project.namespace) } " at " (project.site) }
+        p { (project.sla_type) " / " (project.performance_tier) ": " (project.cpu) " CPU, " (project.ram_gb) " GB RAM" }
+        @if let Some(reason) = &project.failure_reason { p.fits.no { (reason) } }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    cursor: Option<Uuid>,
+    status: Option<ProjectStatus>,
+}
+
+async fn dashboard(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    Query(query): Query<ListQuery>,
+) -> PageResult {
+    let caller = viewer.caller();
+    let filter = ProjectQuery { site: None, status: query.status };
+    let page = PageParams { limit: Some(24), cursor: query.cursor };
+    let projects = app::projects::list(&ctx, caller, filter, page).await.or_page(&viewer)?;
+    let quota = match caller.scope.department_id() {
+        Some(dept) => {
+            Some(app::allocation::department_quota(&ctx, caller, dept).await.or_page(&viewer)?)
+        }
+        None => None,
+    };
+    let title = match &quota {
+        Some(quota) => format!("Projects of {}", quota.department),
+        None => "Projects".to_owned(),
+    };
+    let body = html! {
+        h1 { (title) }
+        @if let Some(quota) = &quota {
+            section.card aria-labelledby="quota-title" {
+                h2 #quota-title { "Quota per site" }
+                @if quota.sites.is_empty() {
+                    p.empty { "Your department has no quota yet: ask your field admin for one." }
+                }
+                @for site in &quota.sites {
+                    h3 { (site.site) }
+                    (quota_bar("", site.quota, site.used))
+                }
+            }
+            p { a.button href="/projects/new" { "New project" } }
+        }
+        @if projects.items.is_empty() {
+            div.card.empty {
+                p { "No projects yet." }
+                @if quota.is_some() { p { a href="/projects/new" { "Create your first project" } } }
+            }
+        } @else {
+            div.cards { @for project in &projects.items { (card(project)) } }
+        }
+        (layout::pager("/projects", &[("status", query.status.map(|s| s.to_string()).unwrap_or_default())],
+            projects.next_cursor.map(|c| c.to_string())))
+    };
+    Ok(layout::page(&title, Some(&viewer), "/projects", body))
+}
+
+async fn card_fragment(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    Path(id): Path<Uuid>,
+) -> Response {
+    match app::projects::get(&ctx, viewer.caller(), id).await {
+        Ok(project) => card(&project).into_response(),
+        Err(err) => (status_of(&err), layout::error_box(&err)).into_response(),
+    }
+}
+
+/// While a job works on the project: a line saying so; once it is done, `HX-Refresh` so the
+/// page shows the outcome.
+async fn status_fragment(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    Path(id): Path<Uuid>,
+) -> Response {
+    match app::projects::get(&ctx, viewer.caller(), id).await {
+        Ok(project) if transient(project.status) => html! {
+            "A job is working on this project (" (project.status.as_str()) "); this page reloads when it is done."
+        }
+        .into_response(),
+        Ok(_) => ([("hx-refresh", "true")], "").into_response(),
+        Err(err) => (status_of(&err), layout::error_box(&err)).into_response(),
+    }
+}
+
+/// What the form posts; missing fields are reported by the use case's validation.
+#[derive(Debug, Default, Deserialize)]
+struct NewProject {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    site: String,
+    #[serde(default)]
+    sla_type: String,
+    #[serde(default)]
+    performance_tier: String,
+}
+
+fn select(name: &str, label: &str, options: &[String], chosen: &str) -> Markup {
+    html! {
+        div {
+            label for=(name) { (label) }
+            select id=(name) name=(name) required {
+                @for option in options {
+                    option value=(option) selected[option == chosen] { (option) }
+                }
+            }
+        }
+    }
+}
+
+fn sla_types(catalog: &Catalog) -> Vec<String> {
+    catalog.0.keys().cloned().collect()
+}
+
+fn tiers(catalog: &Catalog) -> Vec<String> {
+    let mut tiers: Vec<String> = catalog.0.values().flat_map(|t| t.keys().cloned()).collect();
+    tiers.sort();
+    tiers.dedup();
+    tiers
+}
+
+async fn new_form(State(ctx): State<Context>, viewer: Viewer) -> PageResult {
+    new_page(&ctx, &viewer, &NewProject::default(), None).await.map(|(_, page)| page)
+}
+
+async fn new_page(
+    ctx: &Context,
+    viewer: &Viewer,
+    input: &NewProject,
+    error: Option<&AppError>,
+) -> Result<(u16, Markup), Response> {
+    let caller = viewer.caller();
+    let Some(dept) = caller.scope.department_id() else {
+        let err =
+            AppError::forbidden("projects are created by team leads, in their own department");
+        return Err(error_page(Some(viewer), &err));
+    };
+    let quota = app::allocation::department_quota(ctx, caller, dept).await.or_page(viewer)?;
+    let sites: Vec<String> = quota.sites.iter().map(|s| s.site.clone()).collect();
+    let catalog = app::projects::catalog(ctx, caller);
+    let preview = fit(ctx, viewer, input).await;
+    let body = html! {
+        h1 { "New project" }
+        @if let Some(err) = error { (layout::error_box(err)) }
+        @if sites.is_empty() {
+            div.card.empty { "Your department has no quota at any site yet: ask your field admin for one." }
+        } @else {
+            form.card method="post" action="/projects" hx-boost="false" {
+                (form_fields(viewer))
+                label for="name" { "Name" }
+                input #name name="name" required pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" maxlength="63"
+                    value=(input.name) aria-describedby="name-help";
+                p.muted #name-help { "Lower-case letters, digits and dashes; the namespace is "
+                    code { (quota.department) "-<name>" } "." }
+                div.row hx-get="/projects/new/preview" hx-trigger="change" hx-target="#preview"
+                    hx-include="closest form" {
+                    (select("site", "Site", &sites, &input.site))
+                    (select("sla_type", "SLA type", &sla_types(catalog), &input.sla_type))
+                    (select("performance_tier", "Performance tier", &tiers(catalog), &input.performance_tier))
+                }
+                div #preview aria-live="polite" { (preview) }
+                p { button type="submit" { "Create project" } }
+            }
+            h2 { "Catalog" }
+            div.scroll { table {
+                thead { tr { th { "SLA type" } th { "Tier" } th { "CPU" } th { "RAM" } } }
+                tbody {
+                    @for (sla, tiers) in &catalog.0 { @for (tier, entry) in tiers {
+                        tr { td { (sla) } td { (tier) } td { (entry.cpu) } td { (entry.ram_gb) " GB" } }
+                    } }
+                }
+            } }
+        }
+    };
+    let status = error.map_or(200, |e| status_of(e).as_u16());
+    Ok((status, layout::page("New project", Some(viewer), "/projects/new", body)))
+}
+
+/// What the chosen sizing costs and whether it fits the department's free quota at the site.
+async fn fit(ctx: &Context, viewer: &Viewer, input: &NewProject) -> Markup {
+    let catalog = app::projects::catalog(ctx, viewer.caller());
+    let sla = if input.sla_type.is_empty() {
+        sla_types(catalog).into_iter().next()
+    } else {
+        Some(input.sla_type.clone())
+    };
+    let tier = if input.performance_tier.is_empty() {
+        tiers(catalog).into_iter().next()
+    } else {
+        Some(input.performance_tier.clone())
+    };
+    let (Some(sla), Some(tier)) = (sla, tier) else { return html! {} };
+    let entry = match catalog.entry(&sla, &tier) {
+        Ok(entry) => entry.clone(),
+        Err(err) => return layout::error_text(&err.to_string()),
+    };
+    let Some(dept) = viewer.caller().scope.department_id() else { return html! {} };
+    let free = match app::allocation::department_quota(ctx, viewer.caller(), dept).await {
+        Ok(quota) => {
+            let site = if input.site.is_empty() {
+                quota.sites.first()
+            } else {
+                quota.sites.iter().find(|s| s.site == input.site)
+            };
+            site.map(|s| (s.site.clone(), s.free))
+        }
+        Err(err) => return layout::error_box(&err),
+    };
+    let wanted = entry.resources();
+    html! {
+        p {
+            "Costs " strong { (wanted.cpu) " CPU, " (wanted.ram_gb) " GB RAM" } " of your quota"
+            @if let Some((site, free)) = free {
+                " at " (site) " (free: " (free.cpu) " CPU, " (free.ram_gb) " GB). "
+                @if wanted.cpu <= free.cpu && wanted.ram_gb <= free.ram_gb {
+                    span.fits { "It fits." }
+                } @else {
+                    span.fits.no { "It does not fit." }
+                }
+            }
+        }
+    }
+}
+
+async fn preview(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    Query(input): Query<NewProject>,
+) -> Markup {
+    fit(&ctx, &viewer, &input).await
+}
+
+async fn create(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    axum::Form(input): axum::Form<NewProject>,
+) -> Response {
+    let request = CreateProject {
+        name: input.name.clone(),
+        site: input.site.clone(),
+        sla_type: input.sla_type.clone(),
+        performance_tier: input.performance_tier.clone(),
+    };
+    match app::projects::create(&ctx, viewer.caller(), request).await {
+        Ok(done) => Redirect::to(&format!("/projects/{}", done.project.id)).into_response(),
+        Err(err) => match new_page(&ctx, &viewer, &input, Some(&err)).await {
+            Ok((status, page)) => (
+                axum::http::StatusCode::from_u16(status)
+                    .unwrap_or(axum::http::StatusCode::UNPROCESSABLE_ENTITY),
+                page,
+            )
+                .into_response(),
+            Err(response) => response,
+        },
+    }
+}
+
+async fn project_page(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    Path(id): Path<Uuid>,
+) -> PageResult {
+    render_project(&ctx, &viewer, id, None).await
+}
+
+async fn render_project(
+    ctx: &Context,
+    viewer: &Viewer,
+    id: Uuid,
+    error: Option<&AppError>,
+) -> PageResult {
+    let caller = viewer.caller();
+    let project = app::projects::get(ctx, caller, id).await.or_page(viewer)?;
+    let spec = app::projects::spec(ctx, &project).await.or_page(viewer)?;
+    let manifests = crate::domain::manifests::render(&spec);
+    let query = JobQuery { kind: None, status: None, subject: Some(format!("project:{id}")) };
+    let jobs = app::jobs::list(ctx, caller, query, PageParams { limit: Some(20), cursor: None })
+        .await
+        .or_page(viewer)?;
+    let catalog = app::projects::catalog(ctx, caller);
+    let live = project.status != ProjectStatus::Deleted;
+    let body = html! {
+        h1 { (project.name) " " (badge(project.status.as_str())) }
+        @if let Some(err) = error { (layout::error_box(err)) }
+        @if transient(project.status) {
+            p.muted hx-get={ "/projects/" (id) "/status" } hx-trigger="every 2s" {
+                "A job is working on this project; this page reloads when it is done."
+            }
+        }
+        @if let Some(reason) = &project.failure_reason { (layout::error_text(reason)) }
+        section.card {
+            div.scroll { table {
+                tbody {
+                    tr { th { "Namespace" } td { code { (project.namespace) } } }
+                    tr { th { "Site" } td { (project.site) } }
+                    tr { th { "Department" } td { (project.department) " (field " (project.field) ")" } }
+                    tr { th { "SLA type / tier" } td { (project.sla_type) " / " (project.performance_tier) } }
+                    tr { th { "Quota" } td { (project.cpu) " CPU, " (project.ram_gb) " GB RAM"
+                        @if let Some(extra) = project.extra_quota.as_object() {
+                            @for (key, value) in extra { ", " (key) " " (value.as_str().unwrap_or_default()) }
+                        } } }
+                    tr { th { "Created" } td { (layout::when(&project.created_at)) } }
+                    tr { th { "Updated" } td { (layout::when(&project.updated_at)) } }
+                }
+            } }
+        }
+        @if live {
+            section.card aria-labelledby="actions" {
+                h2 #actions { "Change it" }
+                form method="post" action={ "/projects/" (id) "/resize" } {
+                    (form_fields(viewer))
+                    div.row {
+                        (select("sla_type", "SLA type", &sla_types(catalog), &project.sla_type))
+                        (select("performance_tier", "Performance tier", &tiers(catalog), &project.performance_tier))
+                        div { button type="submit" { "Resize" } }
+                    }
+                }
+                @if project.status == ProjectStatus::Failed {
+                    form method="post" action={ "/projects/" (id) "/retry" } {
+                        (form_fields(viewer))
+                        p { button type="submit" { "Retry" } }
+                    }
+                }
+                form method="post" action={ "/projects/" (id) "/delete" } {
+                    (form_fields(viewer))
+                    label for="confirm" { "Type the project's name (" (project.name) ") to delete it and its namespace" }
+                    div.row {
+                        input #confirm name="confirm" autocomplete="off" required;
+                        div { button.danger type="submit" { "Delete" } }
+                    }
+                }
+            }
+        }
+        h2 { "Jobs" }
+        @if jobs.items.is_empty() { p.empty { "No jobs yet." } }
+        ol.timeline {
+            @for job in &jobs.items {
+                li {
+                    strong { (job.kind) } " " (badge(job.status.as_str())) " "
+                    span.muted { "attempt " (job.attempts) " · " (layout::when(&job.created_at)) }
+                    @if let Some(errors) = job.errors.as_array() {
+                        @if !errors.is_empty() { ul {
+                            @for error in errors {
+                                li.muted { "attempt " (error["attempt"]) ": " (error["error"].as_str().unwrap_or_default()) }
+                            }
+                        } }
+                    }
+                }
+            }
+        }
+        h2 { "Manifests" }
+        pre { code { (manifests) } }
+    };
+    Ok(layout::page(&project.name, Some(viewer), "/projects", body))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ResizeForm {
+    sla_type: Option<String>,
+    performance_tier: Option<String>,
+}
+
+async fn after_change(
+    ctx: &Context,
+    viewer: &Viewer,
+    id: Uuid,
+    done: Result<app::projects::ProjectSubmitted, AppError>,
+) -> Response {
+    match done {
+        Ok(_) => Redirect::to(&format!("/projects/{id}")).into_response(),
+        Err(err) => {
+            let status = status_of(&err);
+            match render_project(ctx, viewer, id, Some(&err)).await {
+                Ok(page) => (status, page).into_response(),
+                Err(response) => response,
+            }
+        }
+    }
+}
+
+async fn resize(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    Path(id): Path<Uuid>,
+    axum::Form(form): axum::Form<ResizeForm>,
+) -> Response {
+    let input = ResizeProject { sla_type: form.sla_type, performance_tier: form.performance_tier };
+    let done = app::projects::resize(&ctx, viewer.caller(), id, input).await;
+    after_change(&ctx, &viewer, id, done).await
+}
+
+async fn retry(State(ctx): State<Context>, viewer: Viewer, Path(id): Path<Uuid>) -> Response {
+    let done = app::projects::retry(&ctx, viewer.caller(), id).await;
+    after_change(&ctx, &viewer, id, done).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DeleteForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn delete(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    Path(id): Path<Uuid>,
+    axum::Form(form): axum::Form<DeleteForm>,
+) -> Response {
+    let project = match app::projects::get(&ctx, viewer.caller(), id).await {
+        Ok(project) => project,
+        Err(err) => return error_page(Some(&viewer), &err),
+    };
+    if form.confirm.trim() != project.name {
+        let err = AppError::invalid(
+            "confirmation_mismatch",
+            format!("type the project's name ({}) to delete it; nothing was deleted", project.name),
+        );
+        return after_change(&ctx, &viewer, id, Err(err)).await;
+    }
+    let done = app::projects::delete(&ctx, viewer.caller(), id).await;
+    after_change(&ctx, &viewer, id, done).await
+}

@@ -1,0 +1,400 @@
+//! The web console at `/`: server-rendered HTML (maud) with htmx, both embedded in the binary.
+//! An adapter like the JSON API: every page and form calls the use cases of [`crate::app`]
+//! and holds no rule of its own.
+//!
+//! - Sessions: `POST /login` opens one (the API's credential check, throttle and audit
+//!   included); the cookie `infrahub_session` is HttpOnly, SameSite=Strict, Secure behind TLS
+//!   (`X-Forwarded-Proto: https`), and lives as long as an API token. It ends at `POST
+//!   /logout`, at expiry, or when the account is disabled or changes password.
+//! - Every `POST` must come from this origin (`Origin`, else `Referer`) and, once logged in,
+//!   carry the session's `_csrf` field: otherwise 403. A form's `_key` field (fresh per
+//!   rendering) is its Idempotency-Key: a double click or a resubmitted form acts once.
+
+// Handlers answer a page or the response that replaces it (an error page, a redirect), as
+// axum handlers do; boxing every such response buys nothing.
+#![allow(clippy::result_large_err)]
+
+mod center;
+mod field;
+mod layout;
+mod lead;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::Markup;
+
+use crate::app::console::Session;
+use crate::app::{self, AppError, ErrorKind};
+use crate::context::Context;
+use crate::domain::role::Role;
+
+const COOKIE: &str = "infrahub_session";
+
+/// The console's routes, guarded (origin, CSRF, per-form idempotency) on every POST.
+pub fn router(ctx: Context) -> Router<Context> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/jobs/{id}/settled", get(job_settled))
+        .route("/assets/console.css", get(css))
+        .route("/assets/htmx.min.js", get(htmx))
+        .merge(lead::routes())
+        .merge(field::routes())
+        .merge(center::routes())
+        .route_layer(middleware::from_fn_with_state(ctx, guard))
+}
+
+async fn css() -> Response {
+    asset("text/css; charset=utf-8", include_str!("assets/console.css"))
+}
+
+async fn htmx() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("assets/htmx.min.js"))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let headers =
+        [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")];
+    (headers, body).into_response()
+}
+
+/// The logged-in person of a console request. Without a live session: a redirect to the
+/// login page (for htmx requests, an `HX-Redirect`).
+pub struct Viewer(pub Session);
+
+impl Viewer {
+    pub fn caller(&self) -> &app::Caller {
+        &self.0.caller
+    }
+
+    pub fn csrf(&self) -> &str {
+        &self.0.csrf
+    }
+}
+
+impl FromRequestParts<Context> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Context) -> Result<Self, Response> {
+        if let Some(session) = parts.extensions.get::<Session>() {
+            return Ok(Viewer(session.clone()));
+        }
+        let Some(token) = session_cookie(&parts.headers) else {
+            return Err(to_login(&parts.headers, parts.uri.path()));
+        };
+        match app::console::resume(ctx, &token, request_id(&parts.headers)).await {
+            Ok(session) => Ok(Viewer(session)),
+            Err(err) if err.kind == ErrorKind::Unauthorized => {
+                let mut response = to_login(&parts.headers, parts.uri.path());
+                response.headers_mut().append(header::SET_COOKIE, clear_cookie());
+                Err(response)
+            }
+            Err(err) => Err(error_page(None, &err)),
+        }
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// Where to go without a session: the login page, coming back to `path` afterwards.
+fn to_login(headers: &HeaderMap, path: &str) -> Response {
+    let next: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    let target = format!("/login?next={next}");
+    if headers.contains_key("hx-request") {
+        let mut response = StatusCode::UNAUTHORIZED.into_response();
+        if let Ok(value) = HeaderValue::from_str(&target) {
+            response.headers_mut().insert("hx-redirect", value);
+        }
+        return response;
+    }
+    Redirect::to(&target).into_response()
+}
+
+fn served_over_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+}
+
+fn session_cookie_header(token: &str, max_age: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let value =
+        format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    HeaderValue::from_str(&value).unwrap_or_else(|_| clear_cookie())
+}
+
+fn clear_cookie() -> HeaderValue {
+    HeaderValue::from_static("infrahub_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// Whether a request comes from a page of this very origin: its `Origin` (else `Referer`)
+/// names the host the request was sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let source = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| url::Url::parse(v).ok());
+    let Some(source) = source else { return false };
+    let authority = match (source.host_str(), source.port()) {
+        (Some(h), Some(port)) => format!("{h}:{port}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => return false,
+    };
+    authority.eq_ignore_ascii_case(host)
+}
+
+fn refused(message: &str) -> Response {
+    let body = layout::bare("Refused", layout::error_text(message));
+    (StatusCode::FORBIDDEN, body).into_response()
+}
+
+/// Every console POST: same origin; then, but for the login, a live session and its CSRF
+/// token; then, when the form carries a `_key`, at most once per key (the answer, usually a
+/// redirect, is kept and given again).
+async fn guard(State(ctx): State<Context>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    if !same_origin(request.headers()) {
+        return refused("This form was not sent from this site (Origin check).");
+    }
+    let path = request.uri().path().to_owned();
+    if path == "/login" {
+        return next.run(request).await;
+    }
+    let Some(token) = session_cookie(request.headers()) else {
+        return to_login(request.headers(), &path);
+    };
+    let session = match app::console::resume(&ctx, &token, request_id(request.headers())).await {
+        Ok(session) => session,
+        Err(err) if err.kind == ErrorKind::Unauthorized => {
+            let mut response = to_login(request.headers(), &path);
+            response.headers_mut().append(header::SET_COOKIE, clear_cookie());
+            return response;
+        }
+        Err(err) => return error_page(None, &err),
+    };
+    let (mut parts, body) = request.into_parts();
+    let Ok(bytes) = to_bytes(body, ctx.config.http.body_limit_bytes).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response();
+    };
+    let field = |name: &str| {
+        url::form_urlencoded::parse(&bytes).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    };
+    let csrf_ok = field("_csrf").is_some_and(|given| {
+        crate::app::token::constant_time_eq(given.as_bytes(), session.csrf.as_bytes())
+    });
+    if !csrf_ok {
+        return refused(
+            "This form has expired or was not sent from this site (CSRF check). Reload the page and try again.",
+        );
+    }
+    let user = session.caller.id;
+    parts.extensions.insert(session);
+    let Some(key) = field("_key").filter(|k| !k.is_empty()) else {
+        return next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    };
+    let once = match app::idempotency::Request::new(
+        user,
+        &format!("console:{key}"),
+        "POST",
+        &path,
+        &bytes,
+        &ctx.fingerprint_key,
+    ) {
+        Ok(once) => once,
+        Err(err) => return error_page(None, &err),
+    };
+    let answered = app::idempotency::once(&ctx, &once, || async move {
+        let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+        crate::http::idempotency::answer_of(response).await
+    })
+    .await;
+    match answered {
+        Ok(answer) => crate::http::idempotency::response_of(answer),
+        Err(err) => error_page(None, &err),
+    }
+}
+
+/// The status a use case's refusal gets as a page.
+fn status_of(err: &AppError) -> StatusCode {
+    match err.kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A whole page saying what went wrong, in words (never raw JSON).
+fn error_page(viewer: Option<&Viewer>, err: &AppError) -> Response {
+    let title = match err.kind {
+        ErrorKind::NotFound => "Not found",
+        ErrorKind::Forbidden => "Not allowed",
+        ErrorKind::Unavailable => "Unavailable",
+        _ => "Something went wrong",
+    };
+    let body = maud::html! {
+        h1 { (title) }
+        (layout::error_box(err))
+        p { a href="/" { "Back to the start page" } }
+    };
+    (status_of(err), layout::page(title, viewer, "", body)).into_response()
+}
+
+/// A page, or the error page of the use case that failed.
+type PageResult = Result<Markup, Response>;
+
+trait OrPage<T> {
+    fn or_page(self, viewer: &Viewer) -> Result<T, Response>;
+}
+
+impl<T> OrPage<T> for Result<T, AppError> {
+    fn or_page(self, viewer: &Viewer) -> Result<T, Response> {
+        self.map_err(|err| error_page(Some(viewer), &err))
+    }
+}
+
+async fn home(viewer: Viewer) -> Redirect {
+    Redirect::to(match viewer.caller().role {
+        Role::TeamLead => "/projects",
+        Role::FieldAdmin => "/capacity",
+        Role::CenterAdmin => "/servers",
+    })
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+/// Only paths of this site (`/...`, not `//host`) are followed after logging in.
+fn local_path(next: Option<&str>) -> &str {
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\')).unwrap_or("/")
+}
+
+async fn login_page(axum::extract::Query(query): axum::extract::Query<LoginQuery>) -> Markup {
+    layout::login(None, "", local_path(query.next.as_deref()))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+async fn login(
+    State(ctx): State<Context>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    let next = local_path(form.next.as_deref()).to_owned();
+    match app::console::open(&ctx, &form.username, form.password, request_id(&headers)).await {
+        Ok(opened) => {
+            let max_age = (opened.expires_at - chrono::Utc::now()).num_seconds().max(1);
+            let cookie = session_cookie_header(&opened.token, max_age, served_over_tls(&headers));
+            let mut response = Redirect::to(&next).into_response();
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+            response
+        }
+        Err(err) => {
+            let page = layout::login(Some(&err), &form.username, &next);
+            (status_of(&err), page).into_response()
+        }
+    }
+}
+
+async fn logout(State(ctx): State<Context>, headers: HeaderMap) -> Response {
+    if let Some(token) = session_cookie(&headers)
+        && let Err(err) = app::console::close(&ctx, &token).await
+    {
+        return error_page(None, &err);
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(header::SET_COOKIE, clear_cookie());
+    response
+}
+
+/// A fresh submission key for a form.
+fn form_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The hidden fields every form carries: the session's CSRF token and a submission key.
+fn form_fields(viewer: &Viewer) -> Markup {
+    maud::html! {
+        input type="hidden" name="_csrf" value=(viewer.csrf());
+        input type="hidden" name="_key" value=(form_key());
+    }
+}
+
+/// What became of a job started by a form: while it runs, a line that asks again every
+/// second and reloads the page once the job is over; then its outcome.
+pub(super) async fn job_notice(ctx: &Context, viewer: &Viewer, job: uuid::Uuid) -> Markup {
+    use crate::domain::job::JobStatus;
+    match app::jobs::get(ctx, viewer.caller(), job).await {
+        Ok(row) => match row.status {
+            JobStatus::Succeeded => {
+                maud::html! { div.notice role="status" { "Done: " (row.kind) " succeeded." } }
+            }
+            JobStatus::Failed | JobStatus::Cancelled => maud::html! {
+                div.error role="alert" { (row.kind) " " (row.status.as_str()) ": "
+                    (row.last_error.clone().unwrap_or_default()) }
+            },
+            _ => maud::html! {
+                div.notice role="status" hx-get={ "/jobs/" (job) "/settled" } hx-trigger="every 1s" {
+                    "Working: " (row.kind) " is " (row.status.as_str()) "…"
+                }
+            },
+        },
+        Err(err) => layout::error_box(&err),
+    }
+}
+
+/// For [`job_notice`]'s poll: nothing while the job runs, `HX-Refresh` once it is over.
+async fn job_settled(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    axum::extract::Path(job): axum::extract::Path<uuid::Uuid>,
+) -> Response {
+    match app::jobs::get(&ctx, viewer.caller(), job).await {
+        Ok(row) if row.status.is_active() => {
+            maud::html! { "Working: " (row.kind) " is " (row.status.as_str()) "…" }.into_response()
+        }
+        Ok(_) => ([("hx-refresh", "true")], "").into_response(),
+        Err(err) => (status_of(&err), layout::error_box(&err)).into_response(),
+    }
+}
