@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
 use serde::Deserialize;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::layout::{self, badge};
@@ -102,6 +103,11 @@ async fn render_servers(
     outcome: Option<Markup>,
 ) -> PageResult {
     let admin = viewer.caller().role == Role::CenterAdmin;
+    // The job first: once it is seen done, what is read next includes its change.
+    let notice = match query.job {
+        Some(job) => Some(job_notice(ctx, viewer, job).await),
+        None => None,
+    };
     let fields = fields(ctx, viewer).await?;
     let filter = ServerQuery {
         site: blank_is_none(&query.site),
@@ -112,10 +118,6 @@ async fn render_servers(
     let page = PageParams { limit: Some(100), cursor: query.cursor };
     let servers =
         app::inventory::list_servers(ctx, viewer.caller(), filter, page).await.or_page(viewer)?;
-    let notice = match query.job {
-        Some(job) => Some(job_notice(ctx, viewer, job).await),
-        None => None,
-    };
     let title = if admin { "Inventory" } else { "Servers of your field" };
     let body = html! {
         h1 { (title) }
@@ -212,22 +214,15 @@ async fn assign(State(ctx): State<Context>, viewer: Viewer, body: Bytes) -> Resp
         pairs.iter().filter(|(k, _)| k == "server").filter_map(|(_, v)| v.parse().ok()).collect();
     let unassign = value("action").as_deref() == Some("unassign");
     let field = value("field_id").and_then(|f| f.parse::<Uuid>().ok());
+    let key = value("_key").unwrap_or_default();
     let mut done = Vec::new();
     let mut refused: Vec<(Uuid, AppError)> = Vec::new();
     if picked.is_empty() {
         refused.push((Uuid::nil(), AppError::invalid("invalid_value", "pick at least one server")));
     }
     for server in &picked {
-        let result = match (unassign, field) {
-            (true, _) => app::allocation::unassign_server(&ctx, viewer.caller(), *server).await,
-            (false, Some(field_id)) => {
-                let input = AssignServer { server_id: *server, field_id };
-                app::allocation::assign_server(&ctx, viewer.caller(), input).await
-            }
-            (false, None) => Err(AppError::invalid("invalid_value", "choose a field")),
-        };
-        match result {
-            Ok(submitted) => done.push(submitted.job.id),
+        match allocate_once(&ctx, &viewer, &key, &body, *server, unassign, field).await {
+            Ok(job) => done.push(job),
             Err(err) => refused.push((*server, err)),
         }
     }
@@ -246,6 +241,74 @@ async fn assign(State(ctx): State<Context>, viewer: Viewer, body: Bytes) -> Resp
     match render_servers(&ctx, &viewer, ServersQuery::default(), Some(outcome)).await {
         Ok(page) => (status, page).into_response(),
         Err(response) => response,
+    }
+}
+
+/// Assigns or unassigns one server of a multi-server form, at most once per form submission
+/// (the form's `_key` and the server's id make this change's Idempotency-Key): a double click
+/// queues no second job. The job's id, or the refusal.
+async fn allocate_once(
+    ctx: &Context,
+    viewer: &Viewer,
+    form_key: &str,
+    body: &[u8],
+    server: Uuid,
+    unassign: bool,
+    field: Option<Uuid>,
+) -> Result<Uuid, AppError> {
+    let run = || async move {
+        let result = match (unassign, field) {
+            (true, _) => app::allocation::unassign_server(ctx, viewer.caller(), server).await,
+            (false, Some(field_id)) => {
+                let input = AssignServer { server_id: server, field_id };
+                app::allocation::assign_server(ctx, viewer.caller(), input).await
+            }
+            (false, None) => Err(AppError::invalid("invalid_value", "choose a field")),
+        };
+        let (status, body) = match result {
+            Ok(submitted) => (202, json!({ "job_id": submitted.job.id })),
+            Err(err) => (
+                status_of(&err).as_u16(),
+                json!({ "code": err.code, "message": err.message, "details": err.details }),
+            ),
+        };
+        app::idempotency::Answer {
+            status,
+            headers: Default::default(),
+            body: body.to_string(),
+            replayed: false,
+        }
+    };
+    let answer = if form_key.is_empty() {
+        run().await
+    } else {
+        let key = format!("console:{form_key}:{server}");
+        let request = app::idempotency::Request::new(
+            viewer.caller().id,
+            &key,
+            "POST",
+            "/servers/assign",
+            body,
+            &ctx.fingerprint_key,
+        )?;
+        app::idempotency::once(ctx, &request, run).await?
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+    match parsed["job_id"].as_str().and_then(|id| id.parse().ok()) {
+        Some(job) if answer.status == 202 => Ok(job),
+        _ => Err(AppError::new(
+            match answer.status {
+                400 => crate::app::ErrorKind::BadRequest,
+                403 => crate::app::ErrorKind::Forbidden,
+                404 => crate::app::ErrorKind::NotFound,
+                422 => crate::app::ErrorKind::Invalid,
+                503 => crate::app::ErrorKind::Unavailable,
+                _ => crate::app::ErrorKind::Conflict,
+            },
+            "refused",
+            parsed["message"].as_str().unwrap_or("refused").to_owned(),
+        )
+        .with_details(parsed["details"].clone())),
     }
 }
 

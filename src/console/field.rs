@@ -71,12 +71,13 @@ async fn render(
         return Ok(layout::page("Capacity", Some(viewer), "/capacity", body));
     };
     let caller = viewer.caller();
-    let report = app::allocation::field_capacity(ctx, caller, field).await.or_page(viewer)?;
-    let boards = app::allocation::field_quotas(ctx, caller, field).await.or_page(viewer)?;
+    // The job first: once it is seen done, what is read next includes its change.
     let notice = match query.job {
         Some(job) => Some(job_notice(ctx, viewer, job).await),
         None => None,
     };
+    let report = app::allocation::field_capacity(ctx, caller, field).await.or_page(viewer)?;
+    let boards = app::allocation::field_quotas(ctx, caller, field).await.or_page(viewer)?;
     let used_at = |site: &str| {
         boards
             .iter()

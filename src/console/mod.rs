@@ -36,6 +36,10 @@ use crate::domain::role::Role;
 
 const COOKIE: &str = "infrahub_session";
 
+/// Forms whose handler runs several use cases, each under its own key derived from the form's
+/// `_key` (one transaction commits per key).
+const MULTI_ACTION_FORMS: [&str; 1] = ["/servers/assign"];
+
 /// The console's routes, guarded (origin, CSRF, per-form idempotency) on every POST.
 pub fn router(ctx: Context) -> Router<Context> {
     Router::new()
@@ -217,7 +221,9 @@ async fn guard(State(ctx): State<Context>, request: Request, next: Next) -> Resp
     }
     let user = session.caller.id;
     parts.extensions.insert(session);
-    let Some(key) = field("_key").filter(|k| !k.is_empty()) else {
+    // A form that changes several things (assigning several servers) keys each change itself.
+    let each_keyed = MULTI_ACTION_FORMS.contains(&path.as_str());
+    let Some(key) = field("_key").filter(|k| !k.is_empty() && !each_keyed) else {
         return next.run(Request::from_parts(parts, Body::from(bytes))).await;
     };
     let once = match app::idempotency::Request::new(

@@ -8,6 +8,7 @@ mod argocd_fake;
 mod audit;
 mod auth;
 mod bodies;
+mod browser;
 mod chaos;
 mod cli;
 mod client;
