@@ -35,7 +35,6 @@ fn refused() -> AppError {
 
 /// Exchanges a username and password for a token. Unknown usernames and wrong passwords get
 /// the same answer after the same work; repeated failures for one username lock it for a while.
-#[tracing::instrument(skip_all, fields(username = %username))]
 pub async fn login(
     ctx: &Context,
     username: &str,
@@ -54,6 +53,7 @@ pub async fn login(
 /// The account behind a username and password, checked the one way every login goes (the API
 /// token and the console session alike): throttled per username, the same work for unknown
 /// names, refusals audited.
+#[tracing::instrument(skip_all, fields(username = %username))]
 pub async fn check_credentials(
     ctx: &Context,
     username: &str,

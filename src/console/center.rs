@@ -14,7 +14,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::layout::{self, badge};
-use super::{OrPage, PageResult, Viewer, error_page, form_fields, job_notice, status_of};
+use super::{
+    OrPage, PageResult, PathId, Viewer, error_page, form_fields, job_notice, parsed, status_of,
+};
 use crate::app::allocation::AssignServer;
 use crate::app::audit::AuditQuery;
 use crate::app::inventory::ServerQuery;
@@ -45,8 +47,8 @@ struct ServersQuery {
     field: Option<String>,
     status: Option<String>,
     unassigned: Option<String>,
-    cursor: Option<Uuid>,
-    job: Option<Uuid>,
+    cursor: Option<String>,
+    job: Option<String>,
 }
 
 fn blank_is_none(value: &Option<String>) -> Option<String> {
@@ -104,7 +106,7 @@ async fn render_servers(
 ) -> PageResult {
     let admin = viewer.caller().role == Role::CenterAdmin;
     // The job first: once it is seen done, what is read next includes its change.
-    let notice = match query.job {
+    let notice = match parsed(&query.job) {
         Some(job) => Some(job_notice(ctx, viewer, job).await),
         None => None,
     };
@@ -115,7 +117,7 @@ async fn render_servers(
         status: blank_is_none(&query.status),
         unassigned: query.unassigned.as_deref() == Some("true"),
     };
-    let page = PageParams { limit: Some(100), cursor: query.cursor };
+    let page = PageParams { limit: Some(100), cursor: parsed(&query.cursor) };
     let servers =
         app::inventory::list_servers(ctx, viewer.caller(), filter, page).await.or_page(viewer)?;
     let title = if admin { "Inventory" } else { "Servers of your field" };
@@ -210,8 +212,10 @@ async fn sync(State(ctx): State<Context>, viewer: Viewer) -> Response {
 async fn assign(State(ctx): State<Context>, viewer: Viewer, body: Bytes) -> Response {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
     let value = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let picked: Vec<Uuid> =
+    let mut picked: Vec<Uuid> =
         pairs.iter().filter(|(k, _)| k == "server").filter_map(|(_, v)| v.parse().ok()).collect();
+    picked.sort();
+    picked.dedup();
     let unassign = value("action").as_deref() == Some("unassign");
     let field = value("field_id").and_then(|f| f.parse::<Uuid>().ok());
     let key = value("_key").unwrap_or_default();
@@ -221,7 +225,7 @@ async fn assign(State(ctx): State<Context>, viewer: Viewer, body: Bytes) -> Resp
         refused.push((Uuid::nil(), AppError::invalid("invalid_value", "pick at least one server")));
     }
     for server in &picked {
-        match allocate_once(&ctx, &viewer, &key, &body, *server, unassign, field).await {
+        match allocate_once(&ctx, &viewer, &key, *server, unassign, field).await {
             Ok(job) => done.push(job),
             Err(err) => refused.push((*server, err)),
         }
@@ -251,7 +255,6 @@ async fn allocate_once(
     ctx: &Context,
     viewer: &Viewer,
     form_key: &str,
-    body: &[u8],
     server: Uuid,
     unassign: bool,
     field: Option<Uuid>,
@@ -283,12 +286,15 @@ async fn allocate_once(
         run().await
     } else {
         let key = format!("console:{form_key}:{server}");
+        // The change itself, not the whole form: a form sent again with another selection
+        // still acts once for each server it had already sent.
+        let change = json!({ "server": server, "unassign": unassign, "field": field }).to_string();
         let request = app::idempotency::Request::new(
             viewer.caller().id,
             &key,
             "POST",
             "/servers/assign",
-            body,
+            change.as_bytes(),
             &ctx.fingerprint_key,
         )?;
         app::idempotency::once(ctx, &request, run).await?
@@ -299,10 +305,13 @@ async fn allocate_once(
         _ => Err(AppError::new(
             match answer.status {
                 400 => crate::app::ErrorKind::BadRequest,
+                401 => crate::app::ErrorKind::Unauthorized,
                 403 => crate::app::ErrorKind::Forbidden,
                 404 => crate::app::ErrorKind::NotFound,
                 422 => crate::app::ErrorKind::Invalid,
+                429 => crate::app::ErrorKind::TooManyRequests { retry_after_secs: 1 },
                 503 => crate::app::ErrorKind::Unavailable,
+                500 => crate::app::ErrorKind::Internal,
                 _ => crate::app::ErrorKind::Conflict,
             },
             "refused",
@@ -458,7 +467,7 @@ async fn create_in_organisation(
 
 #[derive(Debug, Default, Deserialize)]
 struct JobsQuery {
-    cursor: Option<Uuid>,
+    cursor: Option<String>,
 }
 
 fn job_rows(viewer: &Viewer, jobs: &[crate::store::jobs::Job]) -> Markup {
@@ -475,7 +484,7 @@ fn job_rows(viewer: &Viewer, jobs: &[crate::store::jobs::Job]) -> Markup {
                     @if matches!(job.status, JobStatus::Queued | JobStatus::Retrying) {
                         form.inline method="post" action={ "/jobs/" (job.id) "/cancel" } {
                             (form_fields(viewer))
-                            button.secondary type="submit" { "Cancel" }
+                            button.secondary type="submit" aria-label={ "Cancel job " (job.kind) " " (job.id) } { "Cancel" }
                         }
                     }
                     @if job.status == JobStatus::Failed && job.subject_type.as_deref() == Some("project") {
@@ -500,7 +509,7 @@ async fn jobs(
     let retrying =
         app::jobs::list(&ctx, caller, of(JobStatus::Retrying), first).await.or_page(&viewer)?;
     let all = JobQuery { kind: None, status: None, subject: None };
-    let page = PageParams { limit: Some(50), cursor: query.cursor };
+    let page = PageParams { limit: Some(50), cursor: parsed(&query.cursor) };
     let recent = app::jobs::list(&ctx, caller, all, page).await.or_page(&viewer)?;
     let head = html! { thead { tr { th { "Kind" } th { "Status" } th { "Attempts" } th { "Created" } th { "Subject" } th { "Last error" } th { "" } } } };
     let body = html! {
@@ -519,7 +528,7 @@ async fn jobs(
     Ok(layout::page("Jobs", Some(&viewer), "/jobs", body))
 }
 
-async fn cancel_job(State(ctx): State<Context>, viewer: Viewer, Path(id): Path<Uuid>) -> Response {
+async fn cancel_job(State(ctx): State<Context>, viewer: Viewer, PathId(id): PathId) -> Response {
     match app::jobs::cancel(&ctx, viewer.caller(), id).await {
         Ok(_) => Redirect::to("/jobs").into_response(),
         Err(err) => error_page(Some(&viewer), &err),
@@ -530,7 +539,7 @@ async fn cancel_job(State(ctx): State<Context>, viewer: Viewer, Path(id): Path<U
 struct AuditForm {
     actor: Option<String>,
     action: Option<String>,
-    cursor: Option<i64>,
+    cursor: Option<String>,
 }
 
 async fn audit(
@@ -541,7 +550,7 @@ async fn audit(
     let query = AuditQuery {
         actor: blank_is_none(&form.actor),
         action: blank_is_none(&form.action),
-        cursor: form.cursor,
+        cursor: parsed(&form.cursor),
         limit: Some(50),
         ..AuditQuery::default()
     };

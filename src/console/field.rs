@@ -12,7 +12,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::layout::{self, capacity_bar};
-use super::{OrPage, PageResult, Viewer, form_fields, job_notice, status_of};
+use super::{OrPage, PageResult, Viewer, form_fields, job_notice, parsed, status_of};
 use crate::app::allocation::SetQuota;
 use crate::app::{self, AppError, PageParams};
 use crate::context::Context;
@@ -25,8 +25,8 @@ pub fn routes() -> Router<Context> {
 
 #[derive(Debug, Default, Deserialize)]
 struct CapacityQuery {
-    field: Option<Uuid>,
-    job: Option<Uuid>,
+    field: Option<String>,
+    job: Option<String>,
 }
 
 /// The field on show: a field admin's own; for a center admin the one asked for, else the
@@ -65,14 +65,14 @@ async fn render(
     query: CapacityQuery,
     error: Option<&AppError>,
 ) -> PageResult {
-    let (field, choices) = chosen_field(ctx, viewer, query.field).await?;
+    let (field, choices) = chosen_field(ctx, viewer, parsed(&query.field)).await?;
     let Some(field) = field else {
         let body = html! { h1 { "Capacity" } div.card.empty { "No fields yet: create one under Organisation." } };
         return Ok(layout::page("Capacity", Some(viewer), "/capacity", body));
     };
     let caller = viewer.caller();
     // The job first: once it is seen done, what is read next includes its change.
-    let notice = match query.job {
+    let notice = match parsed(&query.job) {
         Some(job) => Some(job_notice(ctx, viewer, job).await),
         None => None,
     };
@@ -93,7 +93,7 @@ async fn render(
             form.row method="get" action="/capacity" {
                 div {
                     label for="field" { "Field" }
-                    select #field name="field" onchange="this.form.submit()" {
+                    select #field name="field" {
                         @for (id, name) in &choices { option value=(id) selected[*id == field] { (name) } }
                     }
                 }
@@ -168,10 +168,11 @@ async fn render(
     Ok(layout::page(&title, Some(viewer), "/capacity", body))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct QuotaForm {
-    field_id: Uuid,
-    dept_id: Uuid,
+    field_id: String,
+    dept_id: String,
     site: String,
     cpu_limit: String,
     ram_gb_limit: String,
@@ -182,26 +183,23 @@ async fn set_quota(
     viewer: Viewer,
     axum::Form(form): axum::Form<QuotaForm>,
 ) -> Response {
-    let query = || CapacityQuery { field: Some(form.field_id), job: None };
+    let query = || CapacityQuery { field: Some(form.field_id.clone()), job: None };
+    let ids = form.field_id.parse::<Uuid>().ok().zip(form.dept_id.parse::<Uuid>().ok());
     let number = |field: &str, value: &str| {
         value.trim().parse::<u32>().map_err(|_| {
             AppError::invalid("invalid_value", format!("{field}: a whole number of 0 or more"))
         })
     };
-    let parsed = number("CPU", &form.cpu_limit)
+    let numbers = number("CPU", &form.cpu_limit)
         .and_then(|cpu| number("RAM", &form.ram_gb_limit).map(|ram| (cpu, ram)));
-    let result = match parsed {
-        Ok((cpu_limit, ram_gb_limit)) => {
-            let input = SetQuota {
-                field_id: form.field_id,
-                dept_id: form.dept_id,
-                site: form.site.clone(),
-                cpu_limit,
-                ram_gb_limit,
-            };
+    let result = match (numbers, ids) {
+        (_, None) => Err(AppError::invalid("invalid_value", "choose a department")),
+        (Ok((cpu_limit, ram_gb_limit)), Some((field_id, dept_id))) => {
+            let input =
+                SetQuota { field_id, dept_id, site: form.site.clone(), cpu_limit, ram_gb_limit };
             app::allocation::set_quota(&ctx, viewer.caller(), input).await
         }
-        Err(err) => Err(err),
+        (Err(err), _) => Err(err),
     };
     match result {
         Ok(submitted) => {

@@ -30,8 +30,8 @@ fn head(title: &str) -> Markup {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · InfraHub" }
-            link rel="stylesheet" href="/assets/console.css";
-            script src="/assets/htmx.min.js" defer {}
+            link rel="stylesheet" href={ "/assets/console.css?v=" (env!("CARGO_PKG_VERSION")) };
+            script src={ "/assets/htmx.min.js?v=" (env!("CARGO_PKG_VERSION")) } defer {}
         }
     }
 }

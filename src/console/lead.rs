@@ -4,7 +4,7 @@
 //! (namespace, quota, manifests, job timeline, resize, retry, delete confirmed by name).
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
@@ -12,7 +12,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::layout::{self, badge, quota_bar};
-use super::{OrPage, PageResult, Viewer, error_page, form_fields, status_of};
+use super::{
+    OrPage, PageResult, PathId, Viewer, error_page, form_fields, parsed, status_of, stop_polling,
+};
 use crate::app::jobs::JobQuery;
 use crate::app::projects::{CreateProject, ProjectQuery, ResizeProject};
 use crate::app::{self, AppError, PageParams};
@@ -67,8 +69,8 @@ fn card_body(project: &Project) -> Markup {
 
 #[derive(Debug, Default, Deserialize)]
 struct ListQuery {
-    cursor: Option<Uuid>,
-    status: Option<ProjectStatus>,
+    cursor: Option<String>,
+    status: Option<String>,
 }
 
 async fn dashboard(
@@ -77,8 +79,9 @@ async fn dashboard(
     Query(query): Query<ListQuery>,
 ) -> PageResult {
     let caller = viewer.caller();
-    let filter = ProjectQuery { site: None, status: query.status };
-    let page = PageParams { limit: Some(24), cursor: query.cursor };
+    let status: Option<ProjectStatus> = parsed(&query.status);
+    let filter = ProjectQuery { site: None, status };
+    let page = PageParams { limit: Some(24), cursor: parsed(&query.cursor) };
     let projects = app::projects::list(&ctx, caller, filter, page).await.or_page(&viewer)?;
     let quota = match caller.scope.department_id() {
         Some(dept) => {
@@ -113,20 +116,16 @@ async fn dashboard(
         } @else {
             div.cards { @for project in &projects.items { (card(project)) } }
         }
-        (layout::pager("/projects", &[("status", query.status.map(|s| s.to_string()).unwrap_or_default())],
+        (layout::pager("/projects", &[("status", status.map(|s| s.to_string()).unwrap_or_default())],
             projects.next_cursor.map(|c| c.to_string())))
     };
     Ok(layout::page(&title, Some(&viewer), "/projects", body))
 }
 
-async fn card_fragment(
-    State(ctx): State<Context>,
-    viewer: Viewer,
-    Path(id): Path<Uuid>,
-) -> Response {
+async fn card_fragment(State(ctx): State<Context>, viewer: Viewer, PathId(id): PathId) -> Response {
     match app::projects::get(&ctx, viewer.caller(), id).await {
         Ok(project) => card(&project).into_response(),
-        Err(err) => (status_of(&err), layout::error_box(&err)).into_response(),
+        Err(err) => (stop_polling(), layout::error_box(&err)).into_response(),
     }
 }
 
@@ -135,7 +134,7 @@ async fn card_fragment(
 async fn status_fragment(
     State(ctx): State<Context>,
     viewer: Viewer,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
 ) -> Response {
     match app::projects::get(&ctx, viewer.caller(), id).await {
         Ok(project) if transient(project.status) => html! {
@@ -143,7 +142,7 @@ async fn status_fragment(
         }
         .into_response(),
         Ok(_) => ([("hx-refresh", "true")], "").into_response(),
-        Err(err) => (status_of(&err), layout::error_box(&err)).into_response(),
+        Err(err) => (stop_polling(), layout::error_box(&err)).into_response(),
     }
 }
 
@@ -218,7 +217,7 @@ async fn new_page(
                 p.muted #name-help { "Lower-case letters, digits and dashes; the namespace is "
                     code { (quota.department) "-<name>" } "." }
                 div.row hx-get="/projects/new/preview" hx-trigger="change" hx-target="#preview"
-                    hx-include="closest form" {
+                    hx-include="#site,#sla_type,#performance_tier" {
                     (select("site", "Site", &sites, &input.site))
                     (select("sla_type", "SLA type", &sla_types(catalog), &input.sla_type))
                     (select("performance_tier", "Performance tier", &tiers(catalog), &input.performance_tier))
@@ -323,7 +322,7 @@ async fn create(
 async fn project_page(
     State(ctx): State<Context>,
     viewer: Viewer,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
 ) -> PageResult {
     render_project(&ctx, &viewer, id, None).await
 }
@@ -446,7 +445,7 @@ async fn after_change(
 async fn resize(
     State(ctx): State<Context>,
     viewer: Viewer,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
     axum::Form(form): axum::Form<ResizeForm>,
 ) -> Response {
     let input = ResizeProject { sla_type: form.sla_type, performance_tier: form.performance_tier };
@@ -454,7 +453,7 @@ async fn resize(
     after_change(&ctx, &viewer, id, done).await
 }
 
-async fn retry(State(ctx): State<Context>, viewer: Viewer, Path(id): Path<Uuid>) -> Response {
+async fn retry(State(ctx): State<Context>, viewer: Viewer, PathId(id): PathId) -> Response {
     let done = app::projects::retry(&ctx, viewer.caller(), id).await;
     after_change(&ctx, &viewer, id, done).await
 }
@@ -468,7 +467,7 @@ struct DeleteForm {
 async fn delete(
     State(ctx): State<Context>,
     viewer: Viewer,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
     axum::Form(form): axum::Form<DeleteForm>,
 ) -> Response {
     let project = match app::projects::get(&ctx, viewer.caller(), id).await {

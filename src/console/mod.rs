@@ -35,6 +35,9 @@ use crate::context::Context;
 use crate::domain::role::Role;
 
 const COOKIE: &str = "infrahub_session";
+/// The cookie's name behind TLS: the `__Host-` prefix pins it to this host and path `/`, so a
+/// sibling domain cannot plant one.
+const SECURE_COOKIE: &str = "__Host-infrahub_session";
 
 /// Forms whose handler runs several use cases, each under its own key derived from the form's
 /// `_key` (one transaction commits per key).
@@ -53,6 +56,31 @@ pub fn router(ctx: Context) -> Router<Context> {
         .merge(field::routes())
         .merge(center::routes())
         .route_layer(middleware::from_fn_with_state(ctx, guard))
+        .route_layer(middleware::from_fn(page_headers))
+}
+
+/// Pages are private and never framed: no caching (Back after logout shows nothing, a used
+/// form is not restored), no framing, no referrer to other sites, a strict content policy
+/// (scripts from this site only; inline styles carry the bars' widths). Assets may be cached:
+/// their URLs carry the version.
+async fn page_headers(request: Request, next: Next) -> Response {
+    let asset = request.uri().path().starts_with("/assets/");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if !asset {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; \
+             form-action 'self'; base-uri 'none'; object-src 'none'",
+        ),
+    );
+    response
 }
 
 async fn css() -> Response {
@@ -91,12 +119,12 @@ impl FromRequestParts<Context> for Viewer {
             return Ok(Viewer(session.clone()));
         }
         let Some(token) = session_cookie(&parts.headers) else {
-            return Err(to_login(&parts.headers, parts.uri.path()));
+            return Err(to_login(&parts.headers, &parts.method, parts.uri.path()));
         };
         match app::console::resume(ctx, &token, request_id(&parts.headers)).await {
             Ok(session) => Ok(Viewer(session)),
             Err(err) if err.kind == ErrorKind::Unauthorized => {
-                let mut response = to_login(&parts.headers, parts.uri.path());
+                let mut response = to_login(&parts.headers, &parts.method, parts.uri.path());
                 response.headers_mut().append(header::SET_COOKIE, clear_cookie());
                 Err(response)
             }
@@ -116,13 +144,36 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == SECURE_COOKIE || *name == COOKIE)
         .map(|(_, value)| value.to_owned())
         .filter(|value| !value.is_empty())
 }
 
-/// Where to go without a session: the login page, coming back to `path` afterwards.
-fn to_login(headers: &HeaderMap, path: &str) -> Response {
+/// The page to come back to after logging in: for htmx requests the page they came from
+/// (`HX-Current-URL`), for form posts the page of the form (a same-origin `Referer`), else the
+/// page asked for.
+fn return_path(headers: &HeaderMap, method: &Method, path: &str) -> String {
+    let header_path = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| url::Url::parse(v).ok())
+            .map(|url| local_path(Some(url.path())))
+    };
+    if headers.contains_key("hx-request") {
+        return header_path("hx-current-url").unwrap_or_else(|| "/".to_owned());
+    }
+    if *method == Method::POST {
+        return if same_origin(headers) { header_path("referer") } else { None }
+            .unwrap_or_else(|| "/".to_owned());
+    }
+    local_path(Some(path))
+}
+
+/// Where to go without a session: the login page, coming back afterwards (see
+/// [`return_path`]).
+fn to_login(headers: &HeaderMap, method: &Method, path: &str) -> Response {
+    let path = return_path(headers, method, path);
     let next: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
     let target = format!("/login?next={next}");
     if headers.contains_key("hx-request") {
@@ -153,10 +204,22 @@ fn clear_cookie() -> HeaderValue {
     HeaderValue::from_static("infrahub_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
 }
 
+/// The host the browser sent the request to: `X-Forwarded-Host` from a reverse proxy, else
+/// `Host`. (A page of another site cannot set `X-Forwarded-Host` on a form post: it is not
+/// one of the headers a cross-site form may carry.)
+fn public_host(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-forwarded-host")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+}
+
 /// Whether a request comes from a page of this very origin: its `Origin` (else `Referer`)
 /// names the host the request was sent to.
 fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+    let Some(host) = public_host(headers) else {
         return false;
     };
     let source = headers
@@ -193,12 +256,12 @@ async fn guard(State(ctx): State<Context>, request: Request, next: Next) -> Resp
         return next.run(request).await;
     }
     let Some(token) = session_cookie(request.headers()) else {
-        return to_login(request.headers(), &path);
+        return to_login(request.headers(), &Method::POST, &path);
     };
     let session = match app::console::resume(&ctx, &token, request_id(request.headers())).await {
         Ok(session) => session,
         Err(err) if err.kind == ErrorKind::Unauthorized => {
-            let mut response = to_login(request.headers(), &path);
+            let mut response = to_login(request.headers(), &Method::POST, &path);
             response.headers_mut().append(header::SET_COOKIE, clear_cookie());
             return response;
         }
@@ -206,7 +269,8 @@ async fn guard(State(ctx): State<Context>, request: Request, next: Next) -> Resp
     };
     let (mut parts, body) = request.into_parts();
     let Ok(bytes) = to_bytes(body, ctx.config.http.body_limit_bytes).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response();
+        let body = layout::bare("Too large", layout::error_text("This form is too large."));
+        return (StatusCode::PAYLOAD_TOO_LARGE, body).into_response();
     };
     let field = |name: &str| {
         url::form_urlencoded::parse(&bytes).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
@@ -265,6 +329,17 @@ fn status_of(err: &AppError) -> StatusCode {
 
 /// A whole page saying what went wrong, in words (never raw JSON).
 fn error_page(viewer: Option<&Viewer>, err: &AppError) -> Response {
+    let reused;
+    let err = if err.code == "idempotency_key_reused" {
+        reused = AppError::new(
+            ErrorKind::Conflict,
+            "form_already_sent",
+            "This form was already sent with other values. Reload the page and try again.",
+        );
+        &reused
+    } else {
+        err
+    };
     let title = match err.kind {
         ErrorKind::NotFound => "Not found",
         ErrorKind::Forbidden => "Not allowed",
@@ -305,18 +380,31 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-/// Only paths of this site (`/...`, not `//host`) are followed after logging in.
-fn local_path(next: Option<&str>) -> &str {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\')).unwrap_or("/")
+/// Only paths of this site are followed after logging in: `next` is resolved against this
+/// site and must stay on it; what comes back is its path and query, re-serialised (so no
+/// `//host`, `/\t/host` or `\\host` trick survives).
+fn local_path(next: Option<&str>) -> String {
+    let Ok(base) = url::Url::parse("http://console.invalid/") else { return "/".to_owned() };
+    next.filter(|n| n.starts_with('/') && n.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|n| !n.contains('\\'))
+        .and_then(|n| base.join(n).ok())
+        .filter(|url| url.host_str() == Some("console.invalid") && url.port().is_none())
+        .map(|url| match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        })
+        .unwrap_or_else(|| "/".to_owned())
 }
 
 async fn login_page(axum::extract::Query(query): axum::extract::Query<LoginQuery>) -> Markup {
-    layout::login(None, "", local_path(query.next.as_deref()))
+    layout::login(None, "", &local_path(query.next.as_deref()))
 }
 
 #[derive(Debug, serde::Deserialize)]
 struct LoginForm {
+    #[serde(default)]
     username: String,
+    #[serde(default)]
     password: String,
     #[serde(default)]
     next: Option<String>,
@@ -327,7 +415,13 @@ async fn login(
     headers: HeaderMap,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
-    let next = local_path(form.next.as_deref()).to_owned();
+    let next = local_path(form.next.as_deref());
+    // A session the browser already had (someone else's, planted or old) ends here.
+    if let Some(old) = session_cookie(&headers)
+        && let Err(err) = app::console::close(&ctx, &old).await
+    {
+        return error_page(None, &err);
+    }
     match app::console::open(&ctx, &form.username, form.password, request_id(&headers)).await {
         Ok(opened) => {
             let max_age = (opened.expires_at - chrono::Utc::now()).num_seconds().max(1);
@@ -352,6 +446,34 @@ async fn logout(State(ctx): State<Context>, headers: HeaderMap) -> Response {
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(header::SET_COOKIE, clear_cookie());
     response
+}
+
+/// A `{id}` of the path: anything but a UUID gets the "not found" page, not a bare text.
+pub struct PathId(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let raw = axum::extract::Path::<String>::from_request_parts(parts, state).await;
+        raw.ok().and_then(|axum::extract::Path(raw)| raw.parse().ok()).map(PathId).ok_or_else(
+            || {
+                let err = AppError::not_found("page");
+                error_page(None, &err)
+            },
+        )
+    }
+}
+
+/// A query or form value that must parse; anything else counts as not given.
+pub(super) fn parsed<T: std::str::FromStr>(value: &Option<String>) -> Option<T> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty()).and_then(|v| v.parse().ok())
+}
+
+/// htmx's "stop polling" status (286): a poll whose answer is an error (the project went out
+/// of sight, the session's account lost its scope) must not ask again every second.
+pub(super) fn stop_polling() -> StatusCode {
+    StatusCode::from_u16(286).unwrap_or(StatusCode::OK)
 }
 
 /// A fresh submission key for a form.
@@ -391,16 +513,12 @@ pub(super) async fn job_notice(ctx: &Context, viewer: &Viewer, job: uuid::Uuid) 
 }
 
 /// For [`job_notice`]'s poll: nothing while the job runs, `HX-Refresh` once it is over.
-async fn job_settled(
-    State(ctx): State<Context>,
-    viewer: Viewer,
-    axum::extract::Path(job): axum::extract::Path<uuid::Uuid>,
-) -> Response {
+async fn job_settled(State(ctx): State<Context>, viewer: Viewer, PathId(job): PathId) -> Response {
     match app::jobs::get(&ctx, viewer.caller(), job).await {
         Ok(row) if row.status.is_active() => {
             maud::html! { "Working: " (row.kind) " is " (row.status.as_str()) "…" }.into_response()
         }
         Ok(_) => ([("hx-refresh", "true")], "").into_response(),
-        Err(err) => (status_of(&err), layout::error_box(&err)).into_response(),
+        Err(err) => (stop_polling(), layout::error_box(&err)).into_response(),
     }
 }

@@ -136,6 +136,10 @@ async fn daemon(pool: PgPool, dir: &tempfile::TempDir) -> TestApp {
     TestApp::spawn_daemon(pool, Mode::Serve, |config| {
         config.inventory.source = InventorySource::File;
         config.inventory.file.path = path;
+        // No cron tick may sync or reconcile in the middle of what the test watches.
+        config.schedule.server_sync = String::new();
+        config.schedule.resync = String::new();
+        config.schedule.reconcile = String::new();
     })
     .await
 }

@@ -159,13 +159,28 @@ async fn sessions_begin_at_login_and_end_at_logout_expiry_or_a_new_password(pool
             .await
             .unwrap();
     assert!(!cookie.contains(&stored), "the database keeps a hash, not the token");
-    let away = browser
-        .post(
-            "/login",
-            &[("username", "shop-lead"), ("password", PASSWORD), ("next", "//evil.example/")],
-        )
-        .await;
-    assert_eq!(away.location.as_deref(), Some("/"), "only local paths are followed");
+    for away in [
+        "//evil.example/",
+        "/\t/evil.example",
+        "/\\evil.example",
+        "http://evil.example/",
+        "/%0d%0aSet-Cookie:x",
+    ] {
+        let form = [("username", "shop-lead"), ("password", PASSWORD), ("next", away)];
+        let answer = browser.post("/login", &form).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{away}");
+        let location = answer.location.unwrap();
+        assert!(
+            location.starts_with('/') && !location.starts_with("//") && !location.contains("evil"),
+            "{away} -> {location}"
+        );
+    }
+    let form =
+        [("username", "shop-lead"), ("password", PASSWORD), ("next", "/projects?status=active")];
+    assert_eq!(
+        browser.post("/login", &form).await.location.as_deref(),
+        Some("/projects?status=active")
+    );
 
     let page = browser.get("/projects").await.ok();
     assert!(page.html.contains("Projects of shop"), "{}", page.html);
@@ -200,21 +215,40 @@ async fn sessions_begin_at_login_and_end_at_logout_expiry_or_a_new_password(pool
         .execute(&app.pool)
         .await
         .unwrap();
+    let ended = second.cookie.clone().unwrap();
     assert_eq!(second.get("/projects").await.status, StatusCode::SEE_OTHER);
-    let htmx = {
-        let response = app
-            .client
-            .get(format!("{}/projects", app.base))
-            .header("hx-request", "true")
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status(),
-            response.headers().get("hx-redirect").map(|v| v.to_str().unwrap().to_owned()),
-        )
-    };
-    assert_eq!(htmx, (StatusCode::UNAUTHORIZED, Some("/login?next=%2Fprojects".to_owned())));
+    // An htmx poll of an ended session sends the page it came from to the login.
+    let response = app
+        .client
+        .get(format!("{}/projects/00000000-0000-0000-0000-000000000000/card", app.base))
+        .header(COOKIE, &ended)
+        .header("hx-request", "true")
+        .header("hx-current-url", format!("{}/projects", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["hx-redirect"], "/login?next=%2Fprojects");
+    // A form sent after the session ended comes back to the form's page, not to its action.
+    let late = second
+        .client
+        .post(format!("{}/quotas", app.base))
+        .header(COOKIE, &ended)
+        .header("origin", &app.base)
+        .header("referer", format!("{}/capacity", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.headers()[LOCATION], "/login?next=%2Fcapacity");
+    // Disabling the account ends its sessions too.
+    let mut fourth = Browser::new(&app.base);
+    fourth.login("retail-admin", PASSWORD).await;
+    assert_eq!(fourth.get("/capacity").await.status, StatusCode::OK);
+    sqlx::query("UPDATE users SET disabled = true WHERE username = 'retail-admin'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(fourth.get("/capacity").await.status, StatusCode::SEE_OTHER);
 
     // Behind a TLS proxy the cookie is Secure.
     let secure = browser
@@ -403,6 +437,18 @@ async fn a_team_lead_follows_a_project_from_request_to_deletion(pool: PgPool) {
         "{}",
         hidden.html
     );
+    for action in ["resize", "retry", "delete"] {
+        let form = [("sla_type", "silver"), ("confirm", "books"), ("_csrf", &csrf)];
+        let refused = browser.post(&format!("/projects/{theirs}/{action}"), &form).await;
+        assert_eq!(refused.status, StatusCode::NOT_FOUND, "{action}");
+        assert!(!refused.html.contains("ledger-books"), "{action}");
+    }
+    let card = browser.get(&format!("/projects/{theirs}/card")).await;
+    assert_eq!(card.status.as_u16(), 286, "htmx stops polling what it may not see");
+    let bad = browser.get("/projects/not-a-uuid").await;
+    assert_eq!(bad.status, StatusCode::NOT_FOUND);
+    assert!(bad.html.contains("<h1>Not found</h1>"), "{}", bad.html);
+    assert_eq!(browser.get("/projects?status=bogus&cursor=x").await.status, StatusCode::OK);
 }
 
 #[sqlx::test]
@@ -523,6 +569,41 @@ async fn a_center_admin_runs_inventory_organisation_jobs_and_audit(pool: PgPool)
         .await
         .unwrap();
     assert_eq!(owned, 2);
+    let page = browser
+        .client
+        .get(format!("{}/servers", app.base))
+        .header(COOKIE, browser.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    for (name, value) in [
+        ("cache-control", "no-store"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "same-origin"),
+    ] {
+        assert_eq!(page.headers()[name], value, "{name}");
+    }
+    // A double click on a multi-server form: each server's change is queued once.
+    let c = ids[2].to_string();
+    let key = uuid::Uuid::new_v4().to_string();
+    let twice = [
+        ("server", c.as_str()),
+        ("field_id", &field),
+        ("action", "assign"),
+        ("_csrf", &csrf),
+        ("_key", &key),
+    ];
+    browser.post("/servers/assign", &twice).await.ok();
+    browser.post("/servers/assign", &twice).await.ok();
+    let queued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE kind = 'allocate_servers' AND subject_id = $1",
+    )
+    .bind(&c)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, 1);
+    app.run_jobs().await;
     let none = browser
         .post("/servers/assign", &[("field_id", &field), ("action", "assign"), ("_csrf", &csrf)])
         .await;
@@ -533,7 +614,7 @@ async fn a_center_admin_runs_inventory_organisation_jobs_and_audit(pool: PgPool)
     let filtered = browser.get(&format!("/servers?field={field}")).await.ok();
     assert!(filtered.html.contains("s-2") && !filtered.html.contains(">s-1<"), "{}", filtered.html);
     let capacity = browser.get(&format!("/capacity?field={field}")).await.ok();
-    assert!(capacity.html.contains("capacity 16"), "{}", capacity.html);
+    assert!(capacity.html.contains("capacity 32"), "{}", capacity.html);
 
     // Organisation: a site, then a refused duplicate shown on the page.
     let org = browser.get("/organisation").await.ok();
@@ -559,6 +640,58 @@ async fn a_center_admin_runs_inventory_organisation_jobs_and_audit(pool: PgPool)
     assert_eq!(browser.post("/organisation/users", &user).await.status, StatusCode::SEE_OTHER);
     let mut fresh = Browser::new(&app.base);
     assert_eq!(fresh.login("new-lead", "a-long-password").await.status, StatusCode::SEE_OTHER);
+    let field_form = [("name", "logistics"), ("display_name", "Logistics"), ("_csrf", &csrf)];
+    assert_eq!(
+        browser.post("/organisation/fields", &field_form).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let logistics: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM fields WHERE name = 'logistics'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let dept_form = [("name", "trucks"), ("field_id", &logistics.to_string()), ("_csrf", &csrf)];
+    assert_eq!(
+        browser.post("/organisation/departments", &dept_form).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let org = browser.get("/organisation").await.ok();
+    assert!(org.html.contains("trucks") && org.html.contains("in field logistics"), "{}", org.html);
+    let nameless =
+        browser.post("/organisation/departments", &[("name", "x"), ("_csrf", &csrf)]).await;
+    assert_eq!(nameless.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        browser.post("/organisation/planets", &[("name", "x"), ("_csrf", &csrf)]).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A queued job can be cancelled from the jobs page; its notice then settles.
+    let sync = browser.post("/sync", &[("_csrf", &csrf)]).await.location.unwrap();
+    let job = sync.trim_start_matches("/servers?job=").to_owned();
+    let waiting = app
+        .client
+        .get(format!("{}/jobs/{job}/settled", app.base))
+        .header(COOKIE, browser.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(waiting.headers().get("hx-refresh").is_none(), "still queued");
+    assert!(browser.get("/jobs").await.ok().html.contains(&format!("/jobs/{job}/cancel")));
+    let cancelled = browser.post(&format!("/jobs/{job}/cancel"), &[("_csrf", &csrf)]).await;
+    assert_eq!(cancelled.location.as_deref(), Some("/jobs"));
+    let settled = app
+        .client
+        .get(format!("{}/jobs/{job}/settled", app.base))
+        .header(COOKIE, browser.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settled.headers()["hx-refresh"], "true");
+    assert!(browser.get(&sync).await.ok().html.contains("sync_servers cancelled"));
+    assert_eq!(
+        browser.post(&format!("/jobs/{job}/cancel"), &[("_csrf", &csrf)]).await.status,
+        StatusCode::CONFLICT
+    );
 
     let jobs = browser.get("/jobs").await.ok();
     assert!(
