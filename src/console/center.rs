@@ -38,6 +38,7 @@ pub fn routes() -> Router<Context> {
         .route("/organisation/{kind}", post(create_in_organisation))
         .route("/jobs", get(jobs))
         .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/jobs/{id}/retry", post(retry_job))
         .route("/audit", get(audit))
 }
 
@@ -487,8 +488,11 @@ fn job_rows(viewer: &Viewer, jobs: &[crate::store::jobs::Job]) -> Markup {
                             button.secondary type="submit" aria-label={ "Cancel job " (job.kind) " " (job.id) } { "Cancel" }
                         }
                     }
-                    @if job.status == JobStatus::Failed && job.subject_type.as_deref() == Some("project") {
-                        @if let Some(id) = &job.subject_id { a href={ "/projects/" (id) } { "Retry on its project" } }
+                    @if job.status == JobStatus::Failed && retriable(job) {
+                        form.inline method="post" action={ "/jobs/" (job.id) "/retry" } {
+                            (form_fields(viewer))
+                            button.secondary type="submit" aria-label={ "Retry job " (job.kind) " " (job.id) } { "Retry" }
+                        }
                     }
                 }
             }
@@ -526,6 +530,38 @@ async fn jobs(
         (layout::pager("/jobs", &[], recent.next_cursor.map(|c| c.to_string())))
     };
     Ok(layout::page("Jobs", Some(&viewer), "/jobs", body))
+}
+
+/// Whether a failed job can be tried again from the jobs page: its project's work (the
+/// project's retry), or a server sync (a new one).
+fn retriable(job: &crate::store::jobs::Job) -> bool {
+    job.subject_type.as_deref() == Some("project") || job.kind == "sync_servers"
+}
+
+/// Tries a failed job's work again through the use case that owns it: a project's retry
+/// (provisioning or deleting again), or a new server sync.
+async fn retry_job(State(ctx): State<Context>, viewer: Viewer, PathId(id): PathId) -> Response {
+    let caller = viewer.caller();
+    let job = match app::jobs::get(&ctx, caller, id).await {
+        Ok(job) => job,
+        Err(err) => return error_page(Some(&viewer), &err),
+    };
+    let project =
+        job.subject_type.as_deref().filter(|t| *t == "project").and(job.subject_id.as_deref());
+    let result = match (project.and_then(|p| p.parse::<Uuid>().ok()), job.kind.as_str()) {
+        (Some(project), _) => app::projects::retry(&ctx, caller, project).await.map(|_| ()),
+        (None, "sync_servers") => {
+            app::inventory::request_sync(&ctx, caller, false).await.map(|_| ())
+        }
+        (None, kind) => Err(AppError::invalid(
+            "not_retriable",
+            format!("a failed {kind} job is not started again from here: submit its change again"),
+        )),
+    };
+    match result {
+        Ok(()) => Redirect::to("/jobs").into_response(),
+        Err(err) => error_page(Some(&viewer), &err),
+    }
 }
 
 async fn cancel_job(State(ctx): State<Context>, viewer: Viewer, PathId(id): PathId) -> Response {

@@ -692,6 +692,30 @@ async fn a_center_admin_runs_inventory_organisation_jobs_and_audit(pool: PgPool)
         browser.post(&format!("/jobs/{job}/cancel"), &[("_csrf", &csrf)]).await.status,
         StatusCode::CONFLICT
     );
+    // A failed sync is tried again from the jobs page; other kinds say how to redo them.
+    sqlx::query("UPDATE jobs SET status = 'failed', last_error = 'inventory unreachable' WHERE id = $1::uuid")
+        .bind(&job)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert!(browser.get("/jobs").await.ok().html.contains(&format!("/jobs/{job}/retry")));
+    let retried = browser.post(&format!("/jobs/{job}/retry"), &[("_csrf", &csrf)]).await;
+    assert_eq!(retried.location.as_deref(), Some("/jobs"), "{}", retried.html);
+    let queued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE kind = 'sync_servers' AND status = 'queued'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, 1, "a new sync");
+    let allocation: String =
+        sqlx::query_scalar("SELECT id::text FROM jobs WHERE kind = 'allocate_servers' LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let refused = browser.post(&format!("/jobs/{allocation}/retry"), &[("_csrf", &csrf)]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.html.contains("submit its change again"), "{}", refused.html);
 
     let jobs = browser.get("/jobs").await.ok();
     assert!(
