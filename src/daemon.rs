@@ -259,7 +259,7 @@ fn announce(mode: Mode, role: DaemonRole, address: Option<SocketAddr>) {
             writeln!(
                 out,
                 "InfraHub demo listening on http://{address} (accounts: admin/admin, \
-                 field-berlin/password, team-platform/password; API docs: http://{address}/docs/)"
+                 field-berlin/password, team-platform/password; console: http://{address}/; API docs: http://{address}/docs/)"
             )
         }
         (Some(address), Mode::Serve) => {
