@@ -622,7 +622,7 @@ fn show_job(job: &Value) -> String {
 async fn wait_for(
     client: &Client,
     out: Output,
-    id: Uuid,
+    mut id: Uuid,
     timeout: Duration,
 ) -> Result<(), ClientError> {
     let started = Instant::now();
@@ -655,7 +655,16 @@ async fn wait_for(
             line.push_str(&format!(", last error: {error}"));
         }
         progress.show(line);
-        if matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
+        // A newer change of the same thing took this one's place: follow that job.
+        if status == "superseded"
+            && let Some(newer) =
+                job["result"]["superseded_by"].as_str().and_then(|n| n.parse().ok())
+        {
+            progress.show(format!("job {id} superseded by job {newer}; following it"));
+            id = newer;
+            continue;
+        }
+        if matches!(status.as_str(), "succeeded" | "failed" | "cancelled" | "superseded") {
             progress.finish();
             if out == Output::Json {
                 print_json(&job);

@@ -66,7 +66,7 @@ pub async fn enqueue<J: Job>(
     payload: &J::Payload,
     meta: JobMeta,
 ) -> AppResult<Enqueued> {
-    let payload = serde_json::to_value(payload)
+    let value = serde_json::to_value(payload)
         .map_err(|e| AppError::internal(format!("{} payload: {e}", J::KIND)))?;
     let settings = ctx.registry.settings(J::KIND);
     let new = NewJob {
@@ -74,7 +74,8 @@ pub async fn enqueue<J: Job>(
         scope: meta.owner,
         submitted_by: meta.submitted_by,
         dedupe_key: J::DEDUPE.then(|| J::KIND.to_owned()),
-        ..NewJob::new(J::KIND, payload, &meta.submitted_by_name, settings.max_attempts_i32())
+        coalesce_key: J::coalesce_key(payload),
+        ..NewJob::new(J::KIND, value, &meta.submitted_by_name, settings.max_attempts_i32())
     };
     Ok(jobs::enqueue(conn, &new).await?)
 }

@@ -498,6 +498,10 @@ pub(super) async fn job_notice(ctx: &Context, viewer: &Viewer, job: uuid::Uuid) 
             JobStatus::Succeeded => {
                 maud::html! { div.notice role="status" { "Done: " (row.kind) " succeeded." } }
             }
+            JobStatus::Superseded => maud::html! {
+                div.notice role="status" { (row.kind) " was superseded by a newer change of the same thing (job "
+                    (row.result.as_ref().and_then(|r| r["superseded_by"].as_str()).unwrap_or("-")) "); that one carries it." }
+            },
             JobStatus::Failed | JobStatus::Cancelled => maud::html! {
                 div.error role="alert" { (row.kind) " " (row.status.as_str()) ": "
                     (row.last_error.clone().unwrap_or_default()) }

@@ -21,6 +21,8 @@ pub enum JobStatus {
     /// Permanently failed, or out of attempts; `last_error` says why.
     Failed,
     Cancelled,
+    /// Never ran: a newer job of its kind carries the same change (its `result` names it).
+    Superseded,
 }
 
 impl JobStatus {
@@ -32,6 +34,7 @@ impl JobStatus {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",
+            JobStatus::Superseded => "superseded",
         }
     }
 
@@ -58,6 +61,7 @@ impl FromStr for JobStatus {
             JobStatus::Succeeded,
             JobStatus::Failed,
             JobStatus::Cancelled,
+            JobStatus::Superseded,
         ]
         .into_iter()
         .find(|status| status.as_str() == s)

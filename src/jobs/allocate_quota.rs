@@ -32,6 +32,12 @@ impl Job for AllocateQuota {
     const KIND: &'static str = "allocate_quota";
     type Payload = QuotaRequest;
 
+    /// A quota is set, not added to: of the changes queued for one department at one site,
+    /// only the newest needs to run.
+    fn coalesce_key(payload: &QuotaRequest) -> Option<String> {
+        Some(format!("{}:{}", payload.department_id, payload.site_id))
+    }
+
     fn settings(&self) -> KindSettings {
         KindSettings { concurrency: 4, ..KindSettings::default() }
     }

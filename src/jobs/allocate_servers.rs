@@ -22,6 +22,11 @@ impl Job for AllocateServers {
     const KIND: &'static str = "allocate_servers";
     type Payload = Allocation;
 
+    /// A server ends where its newest move puts it: queued older moves need not run.
+    fn coalesce_key(payload: &Allocation) -> Option<String> {
+        Some(payload.server_id.to_string())
+    }
+
     fn settings(&self) -> KindSettings {
         KindSettings { concurrency: 4, ..KindSettings::default() }
     }

@@ -144,6 +144,13 @@ pub trait Job: Send + Sync + 'static {
     /// What a submission hands the job.
     type Payload: Serialize + DeserializeOwned + Send + Sync + 'static;
 
+    /// Jobs of this kind with the same key carry changes where only the newest matters (a
+    /// quota set again, a server moved again): enqueueing one supersedes the queued older
+    /// ones, which end `superseded` naming it. `None`: no coalescing.
+    fn coalesce_key(_payload: &Self::Payload) -> Option<String> {
+        None
+    }
+
     /// Concurrency, attempts, timeout and backoff unless configured otherwise.
     fn settings(&self) -> KindSettings {
         KindSettings::default()

@@ -64,6 +64,8 @@ pub struct NewJob<'a> {
     pub run_at: Option<DateTime<Utc>>,
     /// While a job of this kind with this key is active, submissions return it instead.
     pub dedupe_key: Option<String>,
+    /// Queued jobs of this kind with this key are superseded by this one.
+    pub coalesce_key: Option<String>,
 }
 
 impl<'a> NewJob<'a> {
@@ -84,6 +86,7 @@ impl<'a> NewJob<'a> {
             max_attempts,
             run_at: None,
             dedupe_key: None,
+            coalesce_key: None,
         }
     }
 }
@@ -120,8 +123,8 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
         let inserted: Option<Job> = sqlx::query_as(concat!(
             "INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
                                scope_department_id, submitted_by, submitted_by_name, max_attempts,
-                               run_at, dedupe_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12)
+                               run_at, dedupe_key, coalesce_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12, $13)
              ON CONFLICT DO NOTHING
              RETURNING ",
             job_columns!()
@@ -138,9 +141,13 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
         .bind(new.max_attempts)
         .bind(new.run_at)
         .bind(new.dedupe_key.as_deref())
+        .bind(new.coalesce_key.as_deref())
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(job) = inserted {
+            if let Some(key) = &new.coalesce_key {
+                supersede(conn, new.kind, key, job.id).await?;
+            }
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(NOTIFY_CHANNEL)
                 .bind(new.kind)
@@ -165,6 +172,35 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
         }
     }
     Err(StoreError::Duplicate { constraint: "jobs_active_dedupe_key".to_owned() })
+}
+
+/// Ends the queued (or retrying: not running) jobs of `kind` with `key` other than `newest`:
+/// `superseded`, with `{"superseded_by": newest}` as their result. A job a worker has already
+/// claimed is running and left alone (the claim skips rows locked here, and this skips rows the
+/// claim moved on).
+#[tracing::instrument(skip_all, fields(kind))]
+async fn supersede(
+    conn: &mut PgConnection,
+    kind: &str,
+    key: &str,
+    newest: Uuid,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
+                result = jsonb_build_object('superseded_by', $3::uuid)
+          WHERE kind = $1 AND coalesce_key = $2 AND status IN ('queued', 'retrying')
+            AND id <> $3",
+    )
+    .bind(kind)
+    .bind(key)
+    .bind(newest)
+    .execute(conn)
+    .await?;
+    if done.rows_affected() > 0 {
+        metrics::counter!("infrahub_jobs_superseded_total", "kind" => kind.to_owned())
+            .increment(done.rows_affected());
+    }
+    Ok(done.rows_affected())
 }
 
 /// A claimed attempt: what a worker needs to run it and to report back (fenced by `claim`).

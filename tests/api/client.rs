@@ -339,3 +339,50 @@ async fn completions_and_the_manual_page_are_printed() {
         unreachable.stderr
     );
 }
+
+/// `jobs wait` on a change a newer one superseded follows the newer job to its end.
+#[sqlx::test]
+async fn waiting_on_a_superseded_change_follows_the_newer_one(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    sqlx::query(
+        "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, status, field_id)
+         VALUES (gen_random_uuid(), 's-1', 's-1', $1, 32, 128, 'active', $2)",
+    )
+    .bind(app.org.site)
+    .bind(app.org.field)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let shell = Shell::new(&app.base);
+    shell.login("retail-admin").await;
+    let dept = app.org.dept.to_string();
+    let set = |cpu: &'static str| {
+        [
+            "quota",
+            "set",
+            "--department",
+            "",
+            "--site",
+            "fra",
+            "--cpu",
+            cpu,
+            "--ram-gb",
+            "8",
+            "-o",
+            "json",
+        ]
+    };
+    let mut first = set("4");
+    first[3] = &dept;
+    let older = shell.run(&first, None).await.ok().json();
+    let mut second = set("6");
+    second[3] = &dept;
+    let newer = shell.run(&second, None).await.ok().json();
+    app.run_jobs().await;
+    let older_id = older["job_id"].as_str().unwrap();
+    let waited = shell.run(&["jobs", "wait", older_id], None).await;
+    assert_eq!(waited.code, 0, "{}", waited.stderr);
+    let newer_id = newer["job_id"].as_str().unwrap();
+    assert!(waited.stderr.contains(&format!("superseded by job {newer_id}")), "{}", waited.stderr);
+    assert!(waited.stderr.contains("succeeded"), "{}", waited.stderr);
+}

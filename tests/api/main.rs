@@ -12,6 +12,7 @@ mod browser;
 mod chaos;
 mod cli;
 mod client;
+mod coalescing;
 mod console;
 mod daemon;
 mod db_restart;

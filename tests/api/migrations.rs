@@ -18,7 +18,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 }
 
 /// Something each migration creates (a table, or a `table:column`), newest last.
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "users",
     "servers",
     "projects",
@@ -30,6 +30,7 @@ const TABLES: [&str; 11] = [
     "audit_events:field_ids",
     "projects:status_changed_at",
     "console_sessions",
+    "jobs:coalesce_key",
 ];
 
 #[sqlx::test(migrations = false)]

@@ -1,0 +1,118 @@
+//! Coalescing: of the queued changes to one thing (a department's quota at a site, a server's
+//! field), only the newest runs; the older ones end `superseded`, naming it.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+
+async fn add_server(app: &TestApp, name: &str, field: Option<Uuid>) -> Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, status, field_id)
+         VALUES (gen_random_uuid(), $1, $1, $2, 64, 256, 'active', $3) RETURNING id",
+    )
+    .bind(name)
+    .bind(app.org.site)
+    .bind(field)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+async fn job(app: &TestApp, token: &str, id: &str) -> Value {
+    app.get(&format!("/api/v1/jobs/{id}"), token).await.expect(StatusCode::OK, None)
+}
+
+#[sqlx::test]
+async fn a_burst_of_quota_changes_leaves_one_job_and_the_newest_value(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    add_server(&app, "s-1", Some(app.org.field)).await;
+    let token = app.field_admin_token().await;
+    let mut ids = Vec::new();
+    for cpu in 1..=20 {
+        let body = json!({ "field_id": app.org.field, "dept_id": app.org.dept, "site": "fra",
+                           "cpu_limit": cpu, "ram_gb_limit": 8 });
+        let answer = app.post("/api/v1/allocations/department-quota", &token, body).await;
+        ids.push(answer.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned());
+    }
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE kind = 'allocate_quota' AND status IN ('queued', 'retrying')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 1, "twenty changes, one job left to run");
+    let newest = ids.last().unwrap();
+    // Each names the one that took its place: following them leads to the newest.
+    for pair in ids.windows(2) {
+        let older = job(&app, &token, &pair[0]).await;
+        assert_eq!(older["status"], "superseded");
+        assert_eq!(older["result"]["superseded_by"], json!(pair[1]));
+        assert!(older["finished_at"].is_string());
+    }
+    // Another department's quota at the site is another thing: not superseded.
+    let ledger = app.admin_token().await;
+    add_server(&app, "s-2", Some(app.org.other_field)).await;
+    let body = json!({ "field_id": app.org.other_field, "dept_id": app.org.other_dept, "site": "fra",
+                       "cpu_limit": 2, "ram_gb_limit": 2 });
+    let other = app.post("/api/v1/allocations/department-quota", &ledger, body).await;
+    let other = other.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(job(&app, &token, newest).await["status"], "queued");
+
+    app.run_jobs().await;
+    assert_eq!(job(&app, &token, newest).await["status"], "succeeded");
+    assert_eq!(job(&app, &ledger, &other).await["status"], "succeeded");
+    let quota = app.get(&format!("/api/v1/departments/{}/quota", app.org.dept), &token).await.body;
+    assert_eq!(quota["sites"][0]["quota"], json!({ "cpu": 20, "ram_gb": 8 }), "the newest value");
+    let superseded = app.get("/api/v1/jobs?status=superseded&limit=100", &ledger).await.body;
+    assert_eq!(superseded["items"].as_array().unwrap().len(), 19);
+    // A superseded job is over: it cannot be cancelled.
+    let cancel = format!("/api/v1/jobs/{}/cancel", ids[0]);
+    app.post(&cancel, &ledger, json!({}))
+        .await
+        .expect(StatusCode::CONFLICT, Some("not_cancellable"));
+}
+
+#[sqlx::test]
+async fn a_server_moved_again_ends_where_the_newest_move_puts_it(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let server = add_server(&app, "s-1", None).await;
+    let token = app.admin_token().await;
+    let mut ids = Vec::new();
+    for field in [app.org.field, app.org.other_field, app.org.field, app.org.other_field] {
+        let body = json!({ "server_id": server, "field_id": field });
+        let answer = app.post("/api/v1/allocations/servers", &token, body).await;
+        ids.push(answer.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned());
+    }
+    for older in &ids[..3] {
+        assert_eq!(job(&app, &token, older).await["status"], "superseded");
+    }
+    // A move a worker has already claimed is running: a newer one does not touch it.
+    sqlx::query(
+        "UPDATE jobs SET status = 'running', lease_owner = 'elsewhere', started_at = now(),
+                lease_expires_at = now() + interval '1 minute' WHERE id = $1::uuid",
+    )
+    .bind(&ids[3])
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let body = json!({ "server_id": server, "field_id": app.org.field });
+    let last = app.post("/api/v1/allocations/servers", &token, body).await;
+    let last = last.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(job(&app, &token, &ids[3]).await["status"], "running");
+    sqlx::query("UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL WHERE id = $1::uuid")
+        .bind(&ids[3])
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.run_jobs().await;
+    assert_eq!(job(&app, &token, &last).await["status"], "succeeded");
+    let field: Option<Uuid> = sqlx::query_scalar("SELECT field_id FROM servers WHERE id = $1")
+        .bind(server)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(field.is_some());
+}
