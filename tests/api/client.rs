@@ -218,15 +218,7 @@ async fn a_repeated_command_with_its_key_acts_once(pool: PgPool) {
 #[sqlx::test]
 async fn admins_read_capacity_set_quotas_and_sync(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    sqlx::query(
-        "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, status, field_id)
-         VALUES (gen_random_uuid(), 's-1', 's-1', $1, 32, 128, 'active', $2)",
-    )
-    .bind(app.org.site)
-    .bind(app.org.field)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    app.add_server("s-1", 32, Some(app.org.field)).await;
     let field_admin = Shell::new(&app.base);
     field_admin.login("retail-admin").await;
     let capacity = field_admin.run(&["capacity", "retail"], None).await.ok().stdout;
@@ -344,15 +336,7 @@ async fn completions_and_the_manual_page_are_printed() {
 #[sqlx::test]
 async fn waiting_on_a_superseded_change_follows_the_newer_one(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    sqlx::query(
-        "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, status, field_id)
-         VALUES (gen_random_uuid(), 's-1', 's-1', $1, 32, 128, 'active', $2)",
-    )
-    .bind(app.org.site)
-    .bind(app.org.field)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    app.add_server("s-1", 32, Some(app.org.field)).await;
     let shell = Shell::new(&app.base);
     shell.login("retail-admin").await;
     let dept = app.org.dept.to_string();

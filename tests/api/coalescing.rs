@@ -8,19 +8,6 @@ use uuid::Uuid;
 
 use crate::helpers::TestApp;
 
-async fn add_server(app: &TestApp, name: &str, field: Option<Uuid>) -> Uuid {
-    sqlx::query_scalar(
-        "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, status, field_id)
-         VALUES (gen_random_uuid(), $1, $1, $2, 64, 256, 'active', $3) RETURNING id",
-    )
-    .bind(name)
-    .bind(app.org.site)
-    .bind(field)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap()
-}
-
 async fn job(app: &TestApp, token: &str, id: &str) -> Value {
     app.get(&format!("/api/v1/jobs/{id}"), token).await.expect(StatusCode::OK, None)
 }
@@ -28,7 +15,7 @@ async fn job(app: &TestApp, token: &str, id: &str) -> Value {
 #[sqlx::test]
 async fn a_burst_of_quota_changes_leaves_one_job_and_the_newest_value(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    add_server(&app, "s-1", Some(app.org.field)).await;
+    app.add_server("s-1", 64, Some(app.org.field)).await;
     let token = app.field_admin_token().await;
     let mut ids = Vec::new();
     for cpu in 1..=20 {
@@ -54,7 +41,7 @@ async fn a_burst_of_quota_changes_leaves_one_job_and_the_newest_value(pool: PgPo
     }
     // Another department's quota at the site is another thing: not superseded.
     let ledger = app.admin_token().await;
-    add_server(&app, "s-2", Some(app.org.other_field)).await;
+    app.add_server("s-2", 64, Some(app.org.other_field)).await;
     let body = json!({ "field_id": app.org.other_field, "dept_id": app.org.other_dept, "site": "fra",
                        "cpu_limit": 2, "ram_gb_limit": 2 });
     let other = app.post("/api/v1/allocations/department-quota", &ledger, body).await;
@@ -78,7 +65,7 @@ async fn a_burst_of_quota_changes_leaves_one_job_and_the_newest_value(pool: PgPo
 #[sqlx::test]
 async fn a_server_moved_again_ends_where_the_newest_move_puts_it(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let server = add_server(&app, "s-1", None).await;
+    let server = app.add_server("s-1", 64, None).await;
     let token = app.admin_token().await;
     let mut ids = Vec::new();
     for field in [app.org.field, app.org.other_field, app.org.field, app.org.other_field] {

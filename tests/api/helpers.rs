@@ -206,6 +206,22 @@ impl TestApp {
         .expect("quota inserted");
     }
 
+    /// An active server with `cpu` cores (and 4 GB RAM per core) at site `fra`, in `field` or
+    /// none; its id.
+    pub async fn add_server(&self, name: &str, cpu: i32, field: Option<Uuid>) -> Uuid {
+        sqlx::query_scalar(
+            "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, status, field_id)
+             VALUES (gen_random_uuid(), $1, $1, $2, $3, $3 * 4, 'active', $4) RETURNING id",
+        )
+        .bind(name)
+        .bind(self.org.site)
+        .bind(cpu)
+        .bind(field)
+        .fetch_one(&self.pool)
+        .await
+        .expect("server inserted")
+    }
+
     /// Creates project `name` at site `fra` as `token`'s team lead; returns its id.
     pub async fn create_project(&self, token: &str, name: &str, sla: &str, tier: &str) -> String {
         let body = serde_json::json!({ "name": name, "site": "fra", "sla_type": sla, "performance_tier": tier });
