@@ -145,12 +145,22 @@ pub async fn apply_allocation(
     ctx: &Context,
     actor: &Actor,
     allocation: &Allocation,
+    job: Uuid,
 ) -> AppResult<Value> {
     let mut tx = ctx.pool.begin().await?;
     let before = servers::lock(&mut tx, allocation.server_id)
         .await
         .map_err(|e| AppError::from_store("server", e))?;
+    // A move asked for before the last one applied to this server is skipped.
+    let key = allocation.server_id.to_string();
+    if !crate::store::jobs::claim_change(&mut tx, "allocate_servers", &key, job).await? {
+        super::commit(tx).await?;
+        return Ok(json!({ "server_id": before.id, "skipped": true,
+                          "reason": "a newer move of this server was applied first" }));
+    }
     if before.field_id == allocation.field_id {
+        // Kept: this is the newest move of the server now, whatever older ones come late.
+        super::commit(tx).await?;
         return Ok(
             json!({ "server_id": before.id, "field_id": before.field_id, "unchanged": true }),
         );
@@ -302,7 +312,14 @@ pub async fn set_quota(ctx: &Context, caller: &Caller, input: SetQuota) -> AppRe
 }
 
 /// Applies a quota under the (field, site) lock (the `allocate_quota` job), checking again.
-pub async fn apply_quota(ctx: &Context, actor: &Actor, request: &QuotaRequest) -> AppResult<Value> {
+/// `job` is the job applying it: a change asked for before the last one applied to this
+/// department's quota at this site is skipped (`"skipped": true`), never applied over it.
+pub async fn apply_quota(
+    ctx: &Context,
+    actor: &Actor,
+    request: &QuotaRequest,
+    job: Uuid,
+) -> AppResult<Value> {
     let mut tx = ctx.pool.begin().await?;
     let field = match org::get_department(&mut tx, request.department_id).await {
         Ok(dept) => Some(dept.field_id),
@@ -316,6 +333,12 @@ pub async fn apply_quota(ctx: &Context, actor: &Actor, request: &QuotaRequest) -
         ));
     }
     store_capacity::lock_field_site(&mut tx, request.field_id, request.site_id).await?;
+    let key = format!("{}:{}", request.department_id, request.site_id);
+    if !crate::store::jobs::claim_change(&mut tx, "allocate_quota", &key, job).await? {
+        return Ok(
+            json!({ "skipped": true, "reason": "a newer change of this quota was applied first" }),
+        );
+    }
     let (check, verdict) = evaluate(&mut tx, &ctx.config, request).await?;
     verdict.map_err(|e| AppError::conflict("over_quota", e.to_string()))?;
     store_capacity::set_quota(&mut tx, request.department_id, request.site_id, request.requested())

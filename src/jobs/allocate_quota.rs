@@ -44,6 +44,6 @@ impl Job for AllocateQuota {
 
     async fn run(&self, ctx: &Context, job: &Run<QuotaRequest>) -> Result<Outcome, JobError> {
         let actor = Actor::job(job.id);
-        Ok(Outcome::Done(app::allocation::apply_quota(ctx, &actor, &job.payload).await?))
+        Ok(Outcome::Done(app::allocation::apply_quota(ctx, &actor, &job.payload, job.id).await?))
     }
 }

@@ -33,6 +33,8 @@ impl Job for AllocateServers {
 
     async fn run(&self, ctx: &Context, job: &Run<Allocation>) -> Result<Outcome, JobError> {
         let actor = Actor::job(job.id);
-        Ok(Outcome::Done(app::allocation::apply_allocation(ctx, &actor, &job.payload).await?))
+        Ok(Outcome::Done(
+            app::allocation::apply_allocation(ctx, &actor, &job.payload, job.id).await?,
+        ))
     }
 }

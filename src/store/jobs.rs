@@ -696,3 +696,26 @@ pub async fn succeed_many(
     .fetch_all(conn)
     .await?)
 }
+
+/// Records that job `job` applies its change to `(kind, key)`, unless a newer job (a later
+/// UUIDv7) already did: then false, and the caller leaves the thing as the newer job set it.
+/// Run it in the change's transaction, after the lock that serializes changes of that thing.
+pub async fn claim_change(
+    conn: &mut PgConnection,
+    kind: &str,
+    key: &str,
+    job: Uuid,
+) -> Result<bool, StoreError> {
+    let recorded: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO applied_changes (kind, key, job_id) VALUES ($1, $2, $3)
+         ON CONFLICT (kind, key) DO UPDATE SET job_id = excluded.job_id, applied_at = now()
+            WHERE applied_changes.job_id < excluded.job_id
+         RETURNING job_id",
+    )
+    .bind(kind)
+    .bind(key)
+    .bind(job)
+    .fetch_optional(conn)
+    .await?;
+    Ok(recorded.is_some())
+}

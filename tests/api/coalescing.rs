@@ -76,7 +76,8 @@ async fn a_server_moved_again_ends_where_the_newest_move_puts_it(pool: PgPool) {
     for older in &ids[..3] {
         assert_eq!(job(&app, &token, older).await["status"], "superseded");
     }
-    // A move a worker has already claimed is running: a newer one does not touch it.
+    // A move a worker has already claimed is running: a newer one does not supersede it. If
+    // the newer one applies first, the older one, running late, changes nothing.
     sqlx::query(
         "UPDATE jobs SET status = 'running', lease_owner = 'elsewhere', started_at = now(),
                 lease_expires_at = now() + interval '1 minute' WHERE id = $1::uuid",
@@ -89,17 +90,57 @@ async fn a_server_moved_again_ends_where_the_newest_move_puts_it(pool: PgPool) {
     let last = app.post("/api/v1/allocations/servers", &token, body).await;
     let last = last.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
     assert_eq!(job(&app, &token, &ids[3]).await["status"], "running");
+    app.run_jobs().await;
+    assert_eq!(job(&app, &token, &last).await["status"], "succeeded");
+    let field_of = || async {
+        sqlx::query_scalar::<_, Option<Uuid>>("SELECT field_id FROM servers WHERE id = $1")
+            .bind(server)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(field_of().await, Some(app.org.field));
+    // The older move (to the other field) comes back from its worker and runs now.
     sqlx::query("UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL WHERE id = $1::uuid")
         .bind(&ids[3])
         .execute(&app.pool)
         .await
         .unwrap();
     app.run_jobs().await;
-    assert_eq!(job(&app, &token, &last).await["status"], "succeeded");
-    let field: Option<Uuid> = sqlx::query_scalar("SELECT field_id FROM servers WHERE id = $1")
-        .bind(server)
-        .fetch_one(&app.pool)
+    let late = job(&app, &token, &ids[3]).await;
+    assert_eq!(late["status"], "succeeded");
+    assert_eq!(late["result"]["skipped"], true, "{late}");
+    assert_eq!(field_of().await, Some(app.org.field), "the newest move stands");
+}
+
+/// A quota change asked for before the last applied one, arriving late, changes nothing.
+#[sqlx::test]
+async fn a_late_older_quota_change_does_not_overwrite_a_newer_one(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.add_server("s-1", 64, Some(app.org.field)).await;
+    let token = app.field_admin_token().await;
+    let set = |cpu: i64| json!({ "field_id": app.org.field, "dept_id": app.org.dept, "site": "fra", "cpu_limit": cpu, "ram_gb_limit": 8 });
+    let older = app.post("/api/v1/allocations/department-quota", &token, set(10)).await;
+    let older = older.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
+    sqlx::query(
+        "UPDATE jobs SET status = 'running', lease_owner = 'elsewhere', started_at = now(),
+                lease_expires_at = now() + interval '1 minute' WHERE id = $1::uuid",
+    )
+    .bind(&older)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.post("/api/v1/allocations/department-quota", &token, set(20))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    app.run_jobs().await;
+    sqlx::query("UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL WHERE id = $1::uuid")
+        .bind(&older)
+        .execute(&app.pool)
         .await
         .unwrap();
-    assert!(field.is_some());
+    app.run_jobs().await;
+    assert_eq!(job(&app, &token, &older).await["result"]["skipped"], true);
+    let quota = app.get(&format!("/api/v1/departments/{}/quota", app.org.dept), &token).await.body;
+    assert_eq!(quota["sites"][0]["quota"]["cpu"], 20, "the newer value stands");
 }

@@ -18,7 +18,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 }
 
 /// Something each migration creates (a table, or a `table:column`), newest last.
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "users",
     "servers",
     "projects",
@@ -31,6 +31,7 @@ const TABLES: [&str; 12] = [
     "projects:status_changed_at",
     "console_sessions",
     "jobs:coalesce_key",
+    "applied_changes",
 ];
 
 #[sqlx::test(migrations = false)]
