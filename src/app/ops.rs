@@ -132,14 +132,16 @@ async fn read_gauges(ctx: &Context) -> Result<String, store::StoreError> {
     for row in &fields {
         let promised = capacity(Resources::new(row.active_cpu, row.active_ram_gb), overcommit);
         let given = Resources::new(row.allocated_cpu, row.allocated_ram_gb);
-        for (resource, can, has) in
-            [("cpu", promised.cpu, given.cpu), ("ram_gb", promised.ram_gb, given.ram_gb)]
-        {
+        let short = (given - promised).positive_part();
+        for (resource, can, has, missing) in [
+            ("cpu", promised.cpu, given.cpu, short.cpu),
+            ("ram_gb", promised.ram_gb, given.ram_gb, short.ram_gb),
+        ] {
             let labels =
                 [("field", row.field.as_str()), ("site", &row.site), ("resource", resource)];
             cap.sample(&labels, can as f64);
             alloc.sample(&labels, has as f64);
-            deficit.sample(&labels, (has - can).max(0) as f64);
+            deficit.sample(&labels, missing as f64);
         }
     }
     let mut quota = Family::new("infrahub_department_quota", "a department's quota at a site");

@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use super::layout::{self, badge};
 use super::{
-    OrPage, PageResult, PathId, Viewer, error_page, form_fields, job_notice, parsed, status_of,
+    OrPage, PageResult, PathId, Viewer, error_page, field_choices, form_fields, job_notice,
+    kind_of, parsed, status_of,
 };
 use crate::app::allocation::AssignServer;
 use crate::app::audit::AuditQuery;
@@ -50,21 +51,6 @@ struct ServersQuery {
     unassigned: Option<String>,
     cursor: Option<String>,
     job: Option<String>,
-}
-
-fn blank_is_none(value: &Option<String>) -> Option<String> {
-    value.clone().filter(|v| !v.trim().is_empty())
-}
-
-async fn fields(ctx: &Context, viewer: &Viewer) -> Result<Vec<(Uuid, String)>, Response> {
-    if viewer.caller().role != Role::CenterAdmin {
-        return Ok(Vec::new());
-    }
-    let page = PageParams { limit: Some(500), cursor: None };
-    let fields = app::organisation::list_units(ctx, viewer.caller(), UnitKind::Field, page)
-        .await
-        .or_page(viewer)?;
-    Ok(fields.items.into_iter().map(|f| (f.id, f.name)).collect())
 }
 
 /// The last server sync: when and what it found, from its job's result.
@@ -111,11 +97,14 @@ async fn render_servers(
         Some(job) => Some(job_notice(ctx, viewer, job).await),
         None => None,
     };
-    let fields = fields(ctx, viewer).await?;
+    let fields = match admin {
+        true => field_choices(ctx, viewer).await?,
+        false => Vec::new(),
+    };
     let filter = ServerQuery {
-        site: blank_is_none(&query.site),
-        field_id: blank_is_none(&query.field).and_then(|f| f.parse().ok()),
-        status: blank_is_none(&query.status),
+        site: parsed(&query.site),
+        field_id: parsed(&query.field),
+        status: parsed(&query.status),
         unassigned: query.unassigned.as_deref() == Some("true"),
     };
     let page = PageParams { limit: Some(100), cursor: parsed(&query.cursor) };
@@ -304,17 +293,7 @@ async fn allocate_once(
     match parsed["job_id"].as_str().and_then(|id| id.parse().ok()) {
         Some(job) if answer.status == 202 => Ok(job),
         _ => Err(AppError::new(
-            match answer.status {
-                400 => crate::app::ErrorKind::BadRequest,
-                401 => crate::app::ErrorKind::Unauthorized,
-                403 => crate::app::ErrorKind::Forbidden,
-                404 => crate::app::ErrorKind::NotFound,
-                422 => crate::app::ErrorKind::Invalid,
-                429 => crate::app::ErrorKind::TooManyRequests { retry_after_secs: 1 },
-                503 => crate::app::ErrorKind::Unavailable,
-                500 => crate::app::ErrorKind::Internal,
-                _ => crate::app::ErrorKind::Conflict,
-            },
+            kind_of(answer.status),
             "refused",
             parsed["message"].as_str().unwrap_or("refused").to_owned(),
         )
@@ -584,8 +563,8 @@ async fn audit(
     Query(form): Query<AuditForm>,
 ) -> PageResult {
     let query = AuditQuery {
-        actor: blank_is_none(&form.actor),
-        action: blank_is_none(&form.action),
+        actor: parsed(&form.actor),
+        action: parsed(&form.action),
         cursor: parsed(&form.cursor),
         limit: Some(50),
         ..AuditQuery::default()

@@ -11,13 +11,14 @@ use maud::html;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::layout::{self, capacity_bar};
-use super::{OrPage, PageResult, Viewer, form_fields, job_notice, parsed, status_of};
+use super::layout::{self, CapacityLine, capacity_bar};
+use super::{
+    OrPage, PageResult, Viewer, field_choices, form_fields, job_notice, parsed, status_of,
+};
 use crate::app::allocation::SetQuota;
-use crate::app::{self, AppError, PageParams};
+use crate::app::{self, AppError};
 use crate::context::Context;
 use crate::domain::scope::Scope;
-use crate::store::org::UnitKind;
 
 pub fn routes() -> Router<Context> {
     Router::new().route("/capacity", get(capacity)).route("/quotas", post(set_quota))
@@ -39,12 +40,7 @@ async fn chosen_field(
     match viewer.caller().scope {
         Scope::Field(own) => Ok((Some(own), Vec::new())),
         _ => {
-            let page = PageParams { limit: Some(500), cursor: None };
-            let fields = app::organisation::list_units(ctx, viewer.caller(), UnitKind::Field, page)
-                .await
-                .or_page(viewer)?;
-            let choices: Vec<(Uuid, String)> =
-                fields.items.iter().map(|f| (f.id, f.name.clone())).collect();
+            let choices = field_choices(ctx, viewer).await?;
             let field = asked.or_else(|| choices.first().map(|(id, _)| *id));
             Ok((field, choices))
         }
@@ -110,8 +106,10 @@ async fn render(
             @let (used_cpu, used_ram) = used_at(&site.site);
             section.card {
                 h2 { (site.site) " " span.muted { (site.servers) " active servers" } }
-                (capacity_bar("CPU", "", site.capacity.cpu, site.allocated.cpu, used_cpu))
-                (capacity_bar("RAM", " GB", site.capacity.ram_gb, site.allocated.ram_gb, used_ram))
+                (capacity_bar(CapacityLine { name: "CPU", unit: "", capacity: site.capacity.cpu,
+                    allocated: site.allocated.cpu, used: used_cpu, free: site.free.cpu, deficit: site.deficit.cpu }))
+                (capacity_bar(CapacityLine { name: "RAM", unit: " GB", capacity: site.capacity.ram_gb,
+                    allocated: site.allocated.ram_gb, used: used_ram, free: site.free.ram_gb, deficit: site.deficit.ram_gb }))
                 @if site.missing_servers > 0 {
                     p.fits.no { (site.missing_servers) " servers missing from the inventory ("
                         (site.missing.cpu) " CPU, " (site.missing.ram_gb) " GB RAM)" }

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::Viewer;
 use crate::app::AppError;
-use crate::domain::capacity::Resources;
+use crate::app::allocation::SiteQuota;
 use crate::domain::role::Role;
 
 /// The navigation of a role: (path, label).
@@ -132,12 +132,13 @@ fn percent(part: i64, whole: i64) -> f64 {
     if whole <= 0 { 0.0 } else { (part as f64 * 100.0 / whole as f64).clamp(0.0, 100.0) }
 }
 
-/// A department's quota at a site: used by projects, free.
-pub fn quota_bar(label: &str, quota: Resources, used: Resources) -> Markup {
+/// A department's quota at a site (as the use case reports it): used by projects, free.
+pub fn quota_bar(site: &SiteQuota) -> Markup {
+    let (quota, used, free) = (site.quota, site.used, site.free);
     html! {
-        @for (name, q, u, unit) in [("CPU", quota.cpu, used.cpu, ""), ("RAM", quota.ram_gb, used.ram_gb, " GB")] {
+        @for (name, q, u, f, unit) in [("CPU", quota.cpu, used.cpu, free.cpu, ""), ("RAM", quota.ram_gb, used.ram_gb, free.ram_gb, " GB")] {
             div {
-                span.muted { (label) " " (name) ": " (u) (unit) " used of " (q) (unit) ", " ((q - u).max(0)) (unit) " free" }
+                span.muted { (name) ": " (u) (unit) " used of " (q) (unit) ", " (f) (unit) " free" }
                 div.bar role="img" aria-label={ (name) " " (u) " of " (q) " used" } {
                     span.used style={ "width:" (percent(u, q)) "%" } {}
                 }
@@ -146,17 +147,28 @@ pub fn quota_bar(label: &str, quota: Resources, used: Resources) -> Markup {
     }
 }
 
-/// A field's capacity at a site: used by projects, allocated to departments beyond that,
-/// free; a deficit (quotas above capacity) in red.
-pub fn capacity_bar(name: &str, unit: &str, capacity: i64, allocated: i64, used: i64) -> Markup {
+/// One resource of a field's capacity at a site, as the use case reports it: used by
+/// projects, allocated to departments beyond that, free; a deficit (quotas above capacity) in
+/// red. Only the widths are worked out here.
+pub struct CapacityLine<'a> {
+    pub name: &'a str,
+    pub unit: &'a str,
+    pub capacity: i64,
+    pub allocated: i64,
+    pub used: i64,
+    pub free: i64,
+    pub deficit: i64,
+}
+
+pub fn capacity_bar(line: CapacityLine<'_>) -> Markup {
+    let CapacityLine { name, unit, capacity, allocated, used, free, deficit } = line;
     let whole = capacity.max(allocated);
-    let deficit = (allocated - capacity).max(0);
     let used = used.min(allocated);
     html! {
         div {
             span.muted {
                 (name) ": capacity " (capacity) (unit) ", allocated " (allocated) (unit)
-                ", used by projects " (used) (unit) ", free " ((capacity - allocated).max(0)) (unit)
+                ", used by projects " (used) (unit) ", free " (free) (unit)
                 @if deficit > 0 { strong.fits.no { " · deficit " (deficit) (unit) } }
             }
             div.bar role="img" aria-label={ (name) " allocated " (allocated) " of " (capacity) } {

@@ -103,7 +103,7 @@ async fn dashboard(
                 }
                 @for site in &quota.sites {
                     h3 { (site.site) }
-                    (quota_bar("", site.quota, site.used))
+                    (quota_bar(site))
                 }
             }
             p { a.button href="/projects/new" { "New project" } }
@@ -276,7 +276,7 @@ async fn fit(ctx: &Context, viewer: &Viewer, input: &NewProject) -> Markup {
             "Costs " strong { (wanted.cpu) " CPU, " (wanted.ram_gb) " GB RAM" } " of your quota"
             @if let Some((site, free)) = free {
                 " at " (site) " (free: " (free.cpu) " CPU, " (free.ram_gb) " GB). "
-                @if wanted.cpu <= free.cpu && wanted.ram_gb <= free.ram_gb {
+                @if wanted.fits_in(free) {
                     span.fits { "It fits." }
                 } @else {
                     span.fits.no { "It does not fit." }

@@ -314,17 +314,25 @@ async fn guard(State(ctx): State<Context>, request: Request, next: Next) -> Resp
 
 /// The status a use case's refusal gets as a page.
 fn status_of(err: &AppError) -> StatusCode {
-    match err.kind {
-        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorKind::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    crate::http::error::status_of(err.kind)
+}
+
+/// The other way round, for a refusal kept as a stored answer (a multi-server form's
+/// per-server change): the kind its status stands for.
+fn kind_of(status: u16) -> ErrorKind {
+    [
+        ErrorKind::BadRequest,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::Invalid,
+        ErrorKind::TooManyRequests { retry_after_secs: 1 },
+        ErrorKind::Unavailable,
+        ErrorKind::Internal,
+    ]
+    .into_iter()
+    .find(|kind| crate::http::error::status_of(*kind).as_u16() == status)
+    .unwrap_or(ErrorKind::Conflict)
 }
 
 /// A whole page saying what went wrong, in words (never raw JSON).
@@ -474,6 +482,18 @@ pub(super) fn parsed<T: std::str::FromStr>(value: &Option<String>) -> Option<T> 
 /// of sight, the session's account lost its scope) must not ask again every second.
 pub(super) fn stop_polling() -> StatusCode {
     StatusCode::from_u16(286).unwrap_or(StatusCode::OK)
+}
+
+/// Every field as (id, name), for a center admin's pickers (500 at most: one page).
+pub(super) async fn field_choices(
+    ctx: &Context,
+    viewer: &Viewer,
+) -> Result<Vec<(uuid::Uuid, String)>, Response> {
+    let page = app::PageParams { limit: Some(500), cursor: None };
+    let kind = crate::store::org::UnitKind::Field;
+    let fields =
+        app::organisation::list_units(ctx, viewer.caller(), kind, page).await.or_page(viewer)?;
+    Ok(fields.items.into_iter().map(|f| (f.id, f.name)).collect())
 }
 
 /// A fresh submission key for a form.

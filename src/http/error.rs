@@ -65,22 +65,31 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of a use case's error kind: the one mapping, shared by the API and the
+/// console.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// A use case's error as an HTTP answer: its kind decides the status.
 impl From<AppError> for ApiError {
     fn from(err: AppError) -> Self {
-        let (status, retry_after) = match err.kind {
-            ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, None),
-            ErrorKind::Unauthorized => (StatusCode::UNAUTHORIZED, None),
-            ErrorKind::Forbidden => (StatusCode::FORBIDDEN, None),
-            ErrorKind::NotFound => (StatusCode::NOT_FOUND, None),
-            ErrorKind::Conflict => (StatusCode::CONFLICT, None),
-            ErrorKind::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, None),
-            ErrorKind::TooManyRequests { retry_after_secs } => {
-                (StatusCode::TOO_MANY_REQUESTS, Some(retry_after_secs))
-            }
-            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
-            ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        let retry_after = match err.kind {
+            ErrorKind::TooManyRequests { retry_after_secs } => Some(retry_after_secs),
+            ErrorKind::Unavailable => Some(1),
+            _ => None,
         };
+        let status = status_of(err.kind);
         Self { status, code: err.code, message: err.message, details: err.details, retry_after }
     }
 }
