@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 
 use crate::app::token::TokenKeys;
 use crate::clients::Clients;
@@ -49,7 +48,7 @@ fn lock_pool(pool: &PgPool, config: &Config, registry: &Registry) -> PgPool {
         .iter()
         .map(|kind| registry.settings(kind).concurrency)
         .sum();
-    PgPoolOptions::new()
+    crate::store::pool_options()
         .max_connections(config.database.max_connections + deliveries)
         .acquire_timeout(std::time::Duration::from_secs(config.database.acquire_timeout_secs))
         .idle_timeout(Some(std::time::Duration::from_secs(config.database.idle_timeout_secs)))

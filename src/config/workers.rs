@@ -19,8 +19,8 @@ pub struct WorkersConfig {
     pub shutdown_grace_secs: u64,
     /// Finished jobs older than this are deleted by the `prune_jobs` job.
     pub retention_days: u64,
-    /// Per kind: `concurrency`, `max_attempts`, `timeout_secs`, `backoff_base_ms`,
-    /// `backoff_max_secs`. The job registry refuses kinds it does not know.
+    /// Per kind: `concurrency`, `prefetch`, `max_attempts`, `timeout_secs`, `backoff_base_ms`,
+    /// `backoff_max_secs`, `deadline_secs`. The job registry refuses kinds it does not know.
     pub kinds: BTreeMap<String, KindConfig>,
 }
 
@@ -50,6 +50,8 @@ pub struct KindConfig {
     pub backoff_max_secs: Option<u64>,
     /// Transient failures retry until this long after the job was submitted.
     pub deadline_secs: Option<u64>,
+    /// Jobs claimed ahead of free slots, held in a local queue under the lease.
+    pub prefetch: Option<u32>,
 }
 
 impl WorkersConfig {

@@ -39,7 +39,7 @@ impl Job for AllocateQuota {
     }
 
     fn settings(&self) -> KindSettings {
-        KindSettings { concurrency: 4, ..KindSettings::default() }
+        KindSettings { concurrency: 4, prefetch: 16, ..KindSettings::default() }
     }
 
     async fn run(&self, ctx: &Context, job: &Run<QuotaRequest>) -> Result<Outcome, JobError> {

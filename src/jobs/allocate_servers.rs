@@ -28,7 +28,7 @@ impl Job for AllocateServers {
     }
 
     fn settings(&self) -> KindSettings {
-        KindSettings { concurrency: 4, ..KindSettings::default() }
+        KindSettings { concurrency: 4, prefetch: 16, ..KindSettings::default() }
     }
 
     async fn run(&self, ctx: &Context, job: &Run<Allocation>) -> Result<Outcome, JobError> {

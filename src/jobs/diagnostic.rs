@@ -18,7 +18,7 @@ impl Job for Noop {
     type Payload = Value;
 
     fn settings(&self) -> KindSettings {
-        KindSettings { concurrency: 16, ..KindSettings::default() }
+        KindSettings { concurrency: 16, prefetch: 144, ..KindSettings::default() }
     }
 
     async fn run(&self, _: &Context, _: &Run<Value>) -> Result<Outcome, JobError> {

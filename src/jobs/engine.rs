@@ -18,7 +18,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -31,12 +31,40 @@ use crate::domain::job::backoff;
 use crate::store::StoreError;
 use crate::store::jobs::{self, Claimed, NOTIFY_CHANNEL, Success};
 
-/// One claimed attempt on its way to an apalis worker. Holding `_slot` keeps one unit of the
-/// kind's concurrency busy until the attempt is recorded.
+/// One claimed attempt on its way to an apalis worker. Its `slot` stays taken until the
+/// attempt's outcome is recorded, which for a success may be after the worker moved on.
 struct Attempt {
     job: Claimed,
     runner: Arc<Runner>,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
+}
+
+/// Claimed attempts not yet recorded (running, waiting in the local queue, or succeeded and
+/// waiting for the completion writer): their leases are renewed, and a shutdown that runs out
+/// of grace hands them back.
+#[derive(Default)]
+struct InFlight(Mutex<HashMap<Uuid, Claimed>>);
+
+impl InFlight {
+    fn track(&self, job: &Claimed) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(job.id, job.clone());
+        }
+    }
+
+    fn untrack(&self, id: Uuid) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&id);
+        }
+    }
+
+    fn ids(&self) -> Vec<Uuid> {
+        self.0.lock().map(|map| map.keys().copied().collect()).unwrap_or_default()
+    }
+
+    fn jobs(&self) -> Vec<Claimed> {
+        self.0.lock().map(|map| map.values().cloned().collect()).unwrap_or_default()
+    }
 }
 
 /// Runs attempts and records their outcomes.
@@ -45,10 +73,10 @@ struct Runner {
     registry: Registry,
     owner: Arc<str>,
     /// Successes go to the completion writer, which records whatever has piled up in one
-    /// statement (ack batching without added delay); without one they are written directly.
+    /// statement (ack batching without added delay) while the worker goes on to its next
+    /// attempt; without one they are written directly.
     completions: Option<mpsc::UnboundedSender<Completion>>,
-    /// Attempts in flight, so a shutdown that runs out of grace can hand them back.
-    in_flight: Mutex<HashMap<Uuid, Claimed>>,
+    in_flight: Arc<InFlight>,
 }
 
 /// A running engine; [`EngineHandle::shutdown`] drains it.
@@ -71,14 +99,16 @@ pub fn start(ctx: Context) -> EngineHandle {
     let (stop_claiming, claiming) = watch::channel(false);
     let (stop_all, all) = watch::channel(false);
     let (completions, completed) = mpsc::unbounded_channel();
+    let in_flight = Arc::new(InFlight::default());
     let runner = Arc::new(Runner {
         ctx: ctx.clone(),
         registry: registry.clone(),
         owner: owner.clone(),
         completions: Some(completions),
-        in_flight: Mutex::new(HashMap::new()),
+        in_flight: in_flight.clone(),
     });
-    let mut tasks = vec![tokio::spawn(write_completions(ctx.clone(), owner.clone(), completed))];
+    let writer = write_completions(ctx.clone(), owner.clone(), in_flight, completed);
+    let mut tasks = vec![tokio::spawn(writer)];
     let mut wakers = HashMap::new();
     let mut slots = Vec::new();
     for (kind, registered) in registry.iter() {
@@ -88,14 +118,20 @@ pub fn start(ctx: Context) -> EngineHandle {
         }
         let wake = Arc::new(Notify::new());
         wakers.insert(kind.to_owned(), wake.clone());
-        let semaphore = Arc::new(Semaphore::new(concurrency as usize));
-        slots.push((semaphore.clone(), concurrency));
+        // A slot is held from the claim until the outcome is recorded: `concurrency` of them
+        // run in the apalis worker, up to `prefetch` more wait in its queue.
+        let held = concurrency.saturating_add(registered.settings.prefetch);
+        let semaphore = Arc::new(Semaphore::new(held as usize));
+        slots.push((semaphore.clone(), held));
         let (tx, rx) = mpsc::unbounded_channel();
         tasks.push(spawn_worker(&owner, kind, concurrency, rx));
         let dispatcher = Dispatcher {
             kind,
             ctx: ctx.clone(),
             owner: owner.clone(),
+            // With a local queue, claim once half of it is free: batches stay large and the
+            // other half keeps the workers busy meanwhile. Without one, claim per free slot.
+            batch: if held > concurrency { (held / 2).max(1) } else { 1 },
             slots: semaphore,
             wake,
             tx,
@@ -176,8 +212,8 @@ fn spawn_worker(
 }
 
 async fn run_attempt(attempt: Attempt) -> Result<(), std::io::Error> {
-    let Attempt { job, runner, _slot } = attempt;
-    runner.run(job).await;
+    let Attempt { job, runner, slot } = attempt;
+    runner.run(job, Some(slot)).await;
     Ok(())
 }
 
@@ -185,6 +221,8 @@ struct Dispatcher {
     kind: &'static str,
     ctx: Context,
     owner: Arc<str>,
+    /// Free slots wanted before a claim (as long as the queue had work last time).
+    batch: u32,
     slots: Arc<Semaphore>,
     wake: Arc<Notify>,
     tx: mpsc::UnboundedSender<Attempt>,
@@ -194,19 +232,23 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Claims as many due jobs as there are free slots, hands them over, and sleeps until a
-    /// notification or the poll interval when the queue had fewer.
+    /// Claims as many due jobs as there are free slots (once `batch` of them are free), hands
+    /// them over, and sleeps until a notification or the poll interval when the queue had
+    /// fewer. After a short claim the next one waits for a single free slot, so a lone job
+    /// that arrives into an idle queue is claimed at once.
     async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut busy = false;
         loop {
+            let wanted = if busy { self.batch } else { 1 };
             let first = tokio::select! {
                 biased;
                 _ = stop.wait_for(|stop| *stop) => return,
-                permit = self.slots.clone().acquire_owned() => match permit {
+                permit = self.slots.clone().acquire_many_owned(wanted) => match permit {
                     Ok(permit) => permit,
                     Err(_) => return,
                 },
             };
-            let mut permits = vec![first];
+            let mut permits = split_permits(first);
             while let Ok(permit) = self.slots.clone().try_acquire_owned() {
                 permits.push(permit);
             }
@@ -223,10 +265,11 @@ impl Dispatcher {
                 }
             };
             let got = claimed.len();
+            busy = got == wanted;
             for job in claimed {
                 let Some(slot) = permits.pop() else { break };
-                self.runner.track(&job);
-                let attempt = Attempt { job, runner: self.runner.clone(), _slot: slot };
+                self.runner.in_flight.track(&job);
+                let attempt = Attempt { job, runner: self.runner.clone(), slot };
                 if self.tx.send(attempt).is_err() {
                     return;
                 }
@@ -243,30 +286,30 @@ impl Dispatcher {
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let mut conn = self.ctx.pool.acquire().await?;
         let limit = i64::try_from(limit).unwrap_or(1);
         jobs::claim(&mut conn, self.kind, &self.owner, self.lease_secs, limit).await
     }
 }
 
+/// One permit per slot, so each attempt frees its own.
+fn split_permits(mut permit: OwnedSemaphorePermit) -> Vec<OwnedSemaphorePermit> {
+    let mut permits = Vec::with_capacity(permit.num_permits());
+    while permit.num_permits() > 1 {
+        if let Some(one) = permit.split(1) {
+            permits.push(one);
+        }
+    }
+    permits.push(permit);
+    permits
+}
+
 impl Runner {
-    fn track(&self, job: &Claimed) {
-        if let Ok(mut map) = self.in_flight.lock() {
-            map.insert(job.id, job.clone());
-        }
-    }
-
-    fn in_flight_ids(&self) -> Vec<Uuid> {
-        self.in_flight.lock().map(|map| map.keys().copied().collect()).unwrap_or_default()
-    }
-
-    fn untrack(&self, id: Uuid) {
-        if let Ok(mut map) = self.in_flight.lock() {
-            map.remove(&id);
-        }
-    }
-
-    async fn run(&self, job: Claimed) {
+    /// Runs one attempt and records it; `slot` is freed once it is recorded.
+    async fn run(&self, job: Claimed, slot: Option<OwnedSemaphorePermit>) {
         let span =
             tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempt);
         async {
@@ -282,10 +325,26 @@ impl Runner {
             };
             metrics::histogram!("infrahub_job_duration_seconds", "kind" => kind.clone())
                 .record(started.elapsed().as_secs_f64());
+            let (outcome, kind, slot) = match (outcome, &self.completions) {
+                (Ok(Outcome::Done(result)), Some(completions)) => {
+                    tracing::debug!(outcome = "succeeded", "attempt finished");
+                    let success = Success { id: job.id, claim: job.claim, result };
+                    let completion = Completion { success, kind, slot };
+                    match completions.send(completion) {
+                        Ok(()) => return,
+                        // The writer is gone (shutting down): record it here.
+                        Err(mpsc::error::SendError(c)) => {
+                            (Ok(Outcome::Done(c.success.result)), c.kind, c.slot)
+                        }
+                    }
+                }
+                (outcome, _) => (outcome, kind, slot),
+            };
             let label = self.record(registered.as_ref(), &job, outcome).await;
             metrics::counter!("infrahub_jobs_total", "kind" => kind, "outcome" => label)
                 .increment(1);
-            self.untrack(job.id);
+            self.in_flight.untrack(job.id);
+            drop(slot);
         }
         .instrument(span)
         .await;
@@ -403,20 +462,12 @@ impl Runner {
         }
     }
 
-    /// Hands a success to the completion writer; records it directly if the writer is gone.
+    /// Records a success directly (without the completion writer).
     async fn write_success(
         &self,
         job: &Claimed,
         result: &serde_json::Value,
     ) -> Result<bool, StoreError> {
-        let success = Success { id: job.id, claim: job.claim, result: result.clone() };
-        let (reply, recorded) = oneshot::channel();
-        if let Some(completions) = &self.completions
-            && completions.send((success, reply)).is_ok()
-            && let Ok(answer) = recorded.await
-        {
-            return answer;
-        }
         let mut conn = self.ctx.pool.acquire().await?;
         jobs::succeed(&mut conn, job, &self.owner, result).await
     }
@@ -425,11 +476,7 @@ impl Runner {
     /// without spending the attempt, for another worker; its handler is aborted when the
     /// worker stops, and a late result would be refused by the fence anyway.
     async fn hand_back_in_flight(&self) {
-        let jobs: Vec<Claimed> = match self.in_flight.lock() {
-            Ok(map) => map.values().cloned().collect(),
-            Err(_) => return,
-        };
-        for job in jobs {
+        for job in self.in_flight.jobs() {
             let message = "interrupted: the daemon shut down before the attempt finished";
             let result = async {
                 let mut conn = self.ctx.pool.acquire().await?;
@@ -466,31 +513,54 @@ enum Write {
     Fail(Option<chrono::DateTime<Utc>>),
 }
 
-type Completion = (Success, oneshot::Sender<Result<bool, StoreError>>);
+/// A successful attempt on its way to the completion writer, with the slot it holds.
+struct Completion {
+    success: Success,
+    kind: String,
+    slot: Option<OwnedSemaphorePermit>,
+}
 
-/// Records successes: takes everything that is waiting, writes it in one fenced statement,
-/// and tells each attempt whether its claim still held. While one write runs the next batch
-/// gathers, so the batch grows with the load and a lone job waits for nothing.
+/// Records successes: takes everything that is waiting and writes it in one fenced statement
+/// (retrying the write on database errors), then frees the attempts' slots. While one write
+/// runs the next batch gathers, so the batch grows with the load and a lone job waits for
+/// nothing. A success that cannot be recorded keeps its lease until it expires: the job then
+/// runs again (handlers are idempotent).
 async fn write_completions(
     ctx: Context,
     owner: Arc<str>,
+    in_flight: Arc<InFlight>,
     mut completed: mpsc::UnboundedReceiver<Completion>,
 ) {
     const MAX_BATCH: usize = 256;
     let mut batch: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
     while completed.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let successes: Vec<Success> = batch.iter().map(|(s, _)| s.clone()).collect();
-        let written = async {
+        let successes: Vec<Success> = batch.iter().map(|c| c.success.clone()).collect();
+        let write = || async {
             let mut conn = ctx.pool.acquire().await?;
-            jobs::succeed_many(&mut conn, &owner, &successes).await
+            Ok::<_, AppError>(jobs::succeed_many(&mut conn, &owner, &successes).await?)
+        };
+        let written = write
+            .retry(ExponentialBuilder::default().with_jitter().with_max_times(5))
+            .when(|e| e.is_transient())
+            .await
+            .map(|ids| ids.into_iter().collect::<std::collections::HashSet<Uuid>>());
+        if let Err(err) = &written {
+            tracing::error!(count = batch.len(), error = %err, "cannot record successes; their leases will expire and the jobs run again");
         }
-        .await;
-        for (success, reply) in batch.drain(..) {
-            let answer = match &written {
-                Ok(ids) => Ok(ids.contains(&success.id)),
-                Err(err) => Err(StoreError::Database(sqlx::Error::Protocol(err.to_string()))),
+        for completion in batch.drain(..) {
+            let id = completion.success.id;
+            let label = match &written {
+                Ok(ids) if ids.contains(&id) => "succeeded",
+                Ok(_) => {
+                    tracing::warn!(job_id = %id, "the claim was lost (lease expired, cancelled or re-run); result discarded");
+                    "lost"
+                }
+                Err(_) => "unrecorded",
             };
-            let _ = reply.send(answer);
+            metrics::counter!("infrahub_jobs_total", "kind" => completion.kind, "outcome" => label)
+                .increment(1);
+            in_flight.untrack(id);
+            drop(completion.slot);
         }
     }
 }
@@ -563,7 +633,7 @@ async fn keep_once(
     wakers: &HashMap<String, Arc<Notify>>,
 ) -> Result<(), AppError> {
     let mut conn = ctx.pool.acquire().await?;
-    let in_flight = runner.in_flight_ids();
+    let in_flight = runner.in_flight.ids();
     if !in_flight.is_empty() {
         jobs::renew_leases(&mut conn, &runner.owner, &in_flight, lease_secs).await?;
     }
@@ -601,7 +671,7 @@ pub async fn run_due(ctx: &Context, advance: bool, rounds: usize) -> Result<Drai
         registry: (*ctx.registry).clone(),
         owner: owner.clone(),
         completions: None,
-        in_flight: Mutex::new(HashMap::new()),
+        in_flight: Arc::new(InFlight::default()),
     };
     let lease_secs = ctx.config.workers.lease_secs as f64;
     let mut attempts = 0;
@@ -621,8 +691,8 @@ pub async fn run_due(ctx: &Context, advance: bool, rounds: usize) -> Result<Drai
         }
         attempts += claimed.len();
         futures::future::join_all(claimed.into_iter().map(|job| {
-            runner.track(&job);
-            runner.run(job)
+            runner.in_flight.track(&job);
+            runner.run(job, None)
         }))
         .await;
     }

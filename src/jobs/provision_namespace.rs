@@ -84,6 +84,7 @@ async fn apply_and_confirm(
 /// after the change, then the project fails with the last reason.
 pub(super) const DELIVERY_SETTINGS: KindSettings = KindSettings {
     concurrency: 4,
+    prefetch: 0,
     max_attempts: 1_000,
     timeout: std::time::Duration::from_secs(120),
     backoff_base: std::time::Duration::from_secs(2),

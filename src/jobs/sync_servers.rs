@@ -37,6 +37,7 @@ impl Job for SyncServers {
     fn settings(&self) -> KindSettings {
         KindSettings {
             concurrency: 1,
+            prefetch: 0,
             max_attempts: 5,
             timeout: std::time::Duration::from_secs(600),
             backoff_base: std::time::Duration::from_secs(5),

@@ -556,12 +556,23 @@ pub async fn prune_finished(
     conn: &mut PgConnection,
     older_than_secs: f64,
 ) -> Result<u64, StoreError> {
-    let done =
-        sqlx::query("DELETE FROM jobs WHERE finished_at < now() - make_interval(secs => $1)")
-            .bind(older_than_secs)
-            .execute(conn)
-            .await?;
+    // A job finished before the cutoff was created before it, so its id (UUIDv7, time first)
+    // is below the smallest id of the cutoff's millisecond: the primary key finds them.
+    let cutoff = Utc::now() - chrono::TimeDelta::milliseconds((older_than_secs * 1000.0) as i64);
+    let done = sqlx::query(
+        "DELETE FROM jobs WHERE id < $2 AND finished_at < now() - make_interval(secs => $1)",
+    )
+    .bind(older_than_secs)
+    .bind(first_id_at(cutoff))
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected())
+}
+
+/// The smallest UUIDv7 of the millisecond of `at`: every job id made before it is smaller.
+fn first_id_at(at: DateTime<Utc>) -> Uuid {
+    let ms = u128::from(at.timestamp_millis().max(0) as u64) & ((1 << 48) - 1);
+    Uuid::from_u128((ms << 80) | (0x7 << 76) | (0b10 << 62))
 }
 
 /// Ready jobs per kind, for the queue-depth gauge.
@@ -718,4 +729,22 @@ pub async fn claim_change(
     .fetch_optional(conn)
     .await?;
     Ok(recorded.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_id_of_a_millisecond_orders_job_ids_by_creation() {
+        let at = Utc::now();
+        let first = first_id_at(at);
+        assert_eq!(first.get_version_num(), 7);
+        let later = Uuid::now_v7();
+        assert!(later >= first, "{later} was made after {at}");
+        let earlier = first_id_at(at - chrono::TimeDelta::milliseconds(1));
+        assert!(earlier < first);
+        let ts = first.get_timestamp().expect("a v7 id carries its time").to_unix();
+        assert_eq!(ts.0 as i64 * 1000 + i64::from(ts.1 / 1_000_000), at.timestamp_millis());
+    }
 }

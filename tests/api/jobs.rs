@@ -373,10 +373,14 @@ async fn missed_ticks_are_caught_up_once(pool: PgPool) {
 #[sqlx::test]
 async fn pruning_deletes_only_old_finished_jobs(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
-    let old_done = submit(&pool, &new_job("noop", json!({}))).await;
+    let submitted = submit(&pool, &new_job("noop", json!({}))).await;
     let recent_done = submit(&pool, &new_job("noop", json!({}))).await;
     let old_queued = submit(&pool, &new_job("sleep", json!({ "millis": 0 }))).await;
-    sqlx::query("UPDATE jobs SET status = 'succeeded', finished_at = now() - interval '30 days' WHERE id = $1")
+    // As if submitted 31 days ago (its id, a UUIDv7, carries that time) and done a day later.
+    let month_ago = (chrono::Utc::now() - chrono::TimeDelta::days(31)).timestamp() as u64;
+    let old_done = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, month_ago, 0));
+    sqlx::query("UPDATE jobs SET id = $2, status = 'succeeded', created_at = now() - interval '31 days', finished_at = now() - interval '30 days' WHERE id = $1")
+        .bind(submitted)
         .bind(old_done)
         .execute(&pool)
         .await
@@ -435,6 +439,36 @@ async fn shutdown_hands_back_attempts_that_outlive_the_grace(pool: PgPool) {
     assert!(handed_back.errors[0]["error"].as_str().unwrap().contains("shut down"));
     assert_eq!(handed_back.errors[0]["interrupted"], true);
     assert!(handed_back.next_run_at.unwrap() <= chrono::Utc::now());
+}
+
+#[sqlx::test]
+async fn prefetched_jobs_are_leased_ahead_and_handed_back_at_shutdown(pool: PgPool) {
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, |c| {
+        let sleep = c.workers.kinds.entry("sleep".to_owned()).or_default();
+        sleep.concurrency = Some(1);
+        sleep.prefetch = Some(4);
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(submit(&pool, &new_job("sleep", json!({ "millis": 60_000 }))).await);
+    }
+    let engine = start(&app.ctx);
+    let running = || async {
+        let mut running = 0;
+        for id in &ids {
+            running += usize::from(job(&pool, *id).await.status == JobStatus::Running);
+        }
+        running
+    };
+    // One slot runs, four more are claimed into the local queue, the sixth stays queued.
+    wait_until("five jobs to be claimed", PATIENCE, || async { running().await == 5 }).await;
+    assert_eq!(job(&pool, ids[5]).await.status, JobStatus::Queued);
+    engine.shutdown(Duration::from_millis(200)).await;
+    for id in &ids {
+        let handed_back = job(&pool, *id).await;
+        assert_eq!((handed_back.status, handed_back.attempts), (JobStatus::Queued, 0), "{id}");
+    }
 }
 
 #[sqlx::test]
