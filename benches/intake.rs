@@ -1,0 +1,400 @@
+//! The intake benchmark: the real daemon (`infrahub demo`, release build, its own process, job
+//! workers running) under wrk, side by side with a minimal axum endpoint that INSERTs one row
+//! into the same PostgreSQL server with as many pooled connections: the ceiling of "take a
+//! request, write it down, answer" on this machine. Also the daemon's resident memory, idle and
+//! after the load.
+//!
+//! `cargo bench --bench intake -- [--seconds 8] [--connections 16,64]` (wrk from Debian's
+//! package `wrk`; the PostgreSQL server of DATABASE_URL; scratch databases
+//! `infrahub_bench_intake` and `infrahub_bench_baseline`, dropped and created afresh).
+//! Prints a Markdown table and one `RESULT system=... test=intake|memory ...` line per number.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use clap::Parser;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Seconds of load per measurement
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    /// Connection counts, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [16u32, 64])]
+    connections: Vec<u32>,
+    /// Passed by `cargo bench`; ignored
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// What wrk reported for one run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    requests_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Non-2xx answers plus socket errors.
+    errors: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    infrahub::install_crypto_provider();
+    let args = Args::parse();
+    which_wrk()?;
+    let url = support::database_url();
+    let daemon = Daemon::start(&url).await?;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/v1", daemon.addr);
+    let admin = login(&http, &base, "admin", "admin").await?;
+    let field = login(&http, &base, "field-berlin", "password").await?;
+    let lead = login(&http, &base, "team-platform", "password").await?;
+    let _ = admin;
+    let (field_id, dept_id) = daemon.seed_capacity().await?;
+    // Settled in: a few requests of each kind, then the idle footprint.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = rss_mb(daemon.pid())?;
+
+    let baseline = Baseline::start(&url).await?;
+    let scripts = tempfile::tempdir()?;
+    let quota_body = json!({
+        "field_id": field_id, "dept_id": dept_id, "site": "berlin",
+        "cpu_limit": 900_000, "ram_gb_limit": 3_600_000,
+    });
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = sample_rss(daemon.pid(), peak.clone());
+    let mut rows: Vec<(String, u32, Load)> = Vec::new();
+    for &connections in &args.connections {
+        let run = |name: &str, url: String, token: Option<&str>, script: String| {
+            let path = scripts.path().join(format!("{name}-{connections}.lua"));
+            std::fs::write(&path, script).map(|()| (url, token.map(str::to_owned), path))
+        };
+        let plans = [
+            ("axum-insert-baseline", run(
+                "baseline",
+                format!("http://{}/rows", baseline.addr),
+                None,
+                fixed_body(&json!({ "name": "row" })),
+            )?),
+            ("department-quota", run(
+                "quota",
+                format!("{base}/allocations/department-quota"),
+                Some(&field),
+                fixed_body(&quota_body),
+            )?),
+            ("projects", run(
+                "projects",
+                format!("{base}/projects"),
+                Some(&lead),
+                unique_projects(connections),
+            )?),
+        ];
+        for (system, (url, token, script)) in plans {
+            let load = wrk(&url, token.as_deref(), &script, connections, args.seconds)?;
+            rows.push((system.to_owned(), connections, load));
+        }
+    }
+    sampler.abort();
+    let load_rss = peak.load(Ordering::Relaxed) as f64 / 1024.0;
+    let backlog: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE status IN ('queued', 'retrying', 'running')",
+    )
+    .fetch_one(&daemon.pool)
+    .await?;
+    let superseded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'superseded'")
+            .fetch_one(&daemon.pool)
+            .await?;
+
+    println!("| endpoint | connections | req/s | p50 ms | p99 ms | errors | vs baseline |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (system, connections, load) in &rows {
+        let base = rows
+            .iter()
+            .find(|(s, c, _)| s == "axum-insert-baseline" && c == connections)
+            .map(|(_, _, l)| l.requests_per_s)
+            .unwrap_or(f64::NAN);
+        println!(
+            "| {system} | {connections} | {:.0} | {:.1} | {:.1} | {} | {:.2} |",
+            load.requests_per_s,
+            load.p50_ms,
+            load.p99_ms,
+            load.errors,
+            load.requests_per_s / base
+        );
+    }
+    println!();
+    println!("daemon RSS: {idle_rss:.1} MB idle, {load_rss:.1} MB at most under the load");
+    println!("jobs left unfinished right after the load: {backlog}; superseded by newer ones: {superseded}");
+    println!();
+    for (endpoint, connections, load) in &rows {
+        println!("{}", result_line(endpoint, *connections, load));
+    }
+    println!("RESULT system=infrahub test=memory idle_rss_mb={idle_rss:.1} load_rss_mb={load_rss:.1}");
+    println!("RESULT system=infrahub test=intake backlog_jobs={backlog} superseded_jobs={superseded}");
+    daemon.stop();
+    Ok(())
+}
+
+/// `system=infrahub` with the endpoint in the keys (`quota_c16_req_per_s`), or the baseline.
+fn result_line(endpoint: &str, connections: u32, load: &Load) -> String {
+    let (system, prefix) = match endpoint {
+        "axum-insert-baseline" => (endpoint, String::new()),
+        "department-quota" => ("infrahub", "quota_".to_owned()),
+        other => ("infrahub", format!("{other}_")),
+    };
+    let key = format!("{prefix}c{connections}");
+    format!(
+        "RESULT system={system} test=intake {key}_req_per_s={:.1} {key}_p50_ms={:.2} {key}_p99_ms={:.2} {key}_errors={}",
+        load.requests_per_s, load.p50_ms, load.p99_ms, load.errors
+    )
+}
+
+fn which_wrk() -> anyhow::Result<()> {
+    match Command::new("wrk").arg("--version").output() {
+        Ok(_) => Ok(()),
+        Err(_) => bail!("the intake benchmark needs wrk: apt-get install wrk"),
+    }
+}
+
+/// The daemon under test: `infrahub demo` on a scratch database, in its own process.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    pool: PgPool,
+}
+
+impl Daemon {
+    async fn start(url: &str) -> anyhow::Result<Self> {
+        let pool = support::scratch_database(url, "infrahub_bench_intake").await?;
+        let addr = free_addr()?;
+        let mut db_url: url::Url = url.parse()?;
+        db_url.set_path("/infrahub_bench_intake");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let gitops = tempfile::tempdir()?.keep();
+        let log = std::fs::File::create(std::env::temp_dir().join("infrahub-bench-intake.log"))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_infrahub"))
+            .args(["demo", "--listen", &addr.to_string()])
+            .current_dir(root)
+            .env("INFRAHUB_DATABASE__URL", db_url.as_str())
+            .env("INFRAHUB_DELIVERY__GIT__PATH", gitops.join("repo"))
+            .env("INFRAHUB_LOGGING__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting the release build of infrahub")?;
+        let daemon = Self { child, addr, pool };
+        let ready = format!("http://{addr}/readyz");
+        for _ in 0..600 {
+            if let Ok(answer) = reqwest::get(&ready).await
+                && answer.status().is_success()
+            {
+                return Ok(daemon);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the daemon did not become ready; see {}", std::env::temp_dir().join("infrahub-bench-intake.log").display())
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Room for every request of the run: 100 large servers of field `berlin` at `berlin`.
+    async fn seed_capacity(&self) -> anyhow::Result<(uuid::Uuid, uuid::Uuid)> {
+        let (field_id, site_id): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+            "SELECT f.id, s.id FROM fields f, sites s WHERE f.name = 'berlin' AND s.name = 'berlin'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let dept_id: uuid::Uuid =
+            sqlx::query_scalar("SELECT id FROM departments WHERE name = 'platform'")
+                .fetch_one(&self.pool)
+                .await?;
+        sqlx::query(
+            "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, field_id)
+             SELECT gen_random_uuid(), 'bench-' || n, 'bench-' || n, $1, 10000, 40000, $2
+               FROM generate_series(1, 100) AS n",
+        )
+        .bind(site_id)
+        .bind(field_id)
+        .execute(&self.pool)
+        .await?;
+        Ok((field_id, dept_id))
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+async fn login(http: &reqwest::Client, base: &str, user: &str, password: &str) -> anyhow::Result<String> {
+    let answer: Value = http
+        .post(format!("{base}/auth/login"))
+        .json(&json!({ "username": user, "password": password }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    answer["access_token"].as_str().map(str::to_owned).context("no access_token")
+}
+
+/// VmRSS of `pid`, in MB.
+fn rss_mb(pid: u32) -> anyhow::Result<f64> {
+    Ok(rss_kb(pid)? as f64 / 1024.0)
+}
+
+fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+/// Keeps the largest VmRSS seen (every 100 ms) in `peak`, in kB.
+fn sample_rss(pid: u32, peak: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(kb) = rss_kb(pid) {
+            peak.fetch_max(kb, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// The baseline: one axum route, one INSERT per request, a pool as large as the daemon's.
+struct Baseline {
+    addr: SocketAddr,
+}
+
+impl Baseline {
+    async fn start(url: &str) -> anyhow::Result<Self> {
+        let pool = support::scratch_database(url, "infrahub_bench_baseline").await?;
+        sqlx::query(
+            "CREATE TABLE rows (id bigserial PRIMARY KEY, body jsonb NOT NULL,
+                                created_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .execute(&pool)
+        .await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(infrahub::config::Config::default().database.max_connections)
+            .connect_with(pool.connect_options().as_ref().clone())
+            .await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = axum::Router::new().route("/rows", post(insert_row)).with_state(pool);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { addr })
+    }
+}
+
+async fn insert_row(
+    State(pool): State<PgPool>,
+    Json(body): Json<Value>,
+) -> Result<(axum::http::StatusCode, Json<Value>), axum::http::StatusCode> {
+    let id: i64 = sqlx::query_scalar("INSERT INTO rows (body) VALUES ($1) RETURNING id")
+        .bind(body)
+        .fetch_one(&pool)
+        .await
+        .map_err(|_| axum::http::StatusCode::SERVICE_UNAVAILABLE)?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+}
+
+/// A wrk script posting the same JSON body every time.
+fn fixed_body(body: &Value) -> String {
+    format!(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n"
+    )
+}
+
+/// A wrk script posting projects with names unique across threads and runs.
+fn unique_projects(connections: u32) -> String {
+    format!(
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+local n = 0
+function request()
+  n = n + 1
+  local body = string.format('{{"name":"b{connections}-%d-%d","site":"berlin","sla_type":"silver","performance_tier":"regular"}}', tid, n)
+  return wrk.format(nil, nil, nil, body)
+end
+"#
+    )
+}
+
+/// Runs wrk (2 threads, `connections` connections) and reads its report.
+fn wrk(url: &str, token: Option<&str>, script: &PathBuf, connections: u32, seconds: u64) -> anyhow::Result<Load> {
+    let mut command = Command::new("wrk");
+    command
+        .args(["--latency", "-t", "2", "-c", &connections.to_string()])
+        .args(["-d", &format!("{seconds}s"), "-s"])
+        .arg(script);
+    if let Some(token) = token {
+        command.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let output = command.arg(url).output().context("running wrk")?;
+    let report = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("wrk failed: {report}{}", String::from_utf8_lossy(&output.stderr));
+    }
+    parse_wrk(&report).with_context(|| format!("cannot read wrk's report:\n{report}"))
+}
+
+fn parse_wrk(report: &str) -> Option<Load> {
+    let mut load = Load::default();
+    for line in report.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("Requests/sec:"), Some(rate)) => load.requests_per_s = rate.parse().ok()?,
+            (Some("50%"), Some(at)) => load.p50_ms = millis(at)?,
+            (Some("99%"), Some(at)) => load.p99_ms = millis(at)?,
+            (Some("Non-2xx"), _) => load.errors += line.rsplit(' ').next()?.parse::<u64>().ok()?,
+            (Some("Socket"), Some("errors:")) => {
+                load.errors += line
+                    .split(',')
+                    .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    (load.requests_per_s > 0.0).then_some(load)
+}
+
+/// `812.00us`, `12.34ms`, `1.20s` in milliseconds.
+fn millis(at: &str) -> Option<f64> {
+    let (number, factor) = if let Some(n) = at.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = at.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = at.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    Some(number.parse::<f64>().ok()? * factor)
+}
