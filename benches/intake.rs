@@ -36,6 +36,9 @@ struct Args {
     /// Connection counts, comma-separated
     #[arg(long, value_delimiter = ',', default_values_t = [16u32, 64])]
     connections: Vec<u32>,
+    /// Projects created one after another, each watched until `active`, before the load
+    #[arg(long, default_value_t = 200)]
+    e2e_projects: usize,
     /// Passed by `cargo bench`; ignored
     #[arg(long, hide = true)]
     bench: bool,
@@ -68,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
     // Settled in: a few requests of each kind, then the idle footprint.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = rss_mb(daemon.pid())?;
+    let e2e = end_to_end(&http, &base, &lead, args.e2e_projects).await?;
 
     let baseline = Baseline::start(&url).await?;
     let scripts = tempfile::tempdir()?;
@@ -138,12 +142,20 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!();
+    println!(
+        "POST /projects to active, {} projects one after another (local Git): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        args.e2e_projects, e2e[0], e2e[1], e2e[2]
+    );
     println!("daemon RSS: {idle_rss:.1} MB idle, {load_rss:.1} MB at most under the load");
     println!("jobs left unfinished right after the load: {backlog}; superseded by newer ones: {superseded}");
     println!();
     for (endpoint, connections, load) in &rows {
         println!("{}", result_line(endpoint, *connections, load));
     }
+    println!(
+        "RESULT system=infrahub test=e2e projects={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
+        args.e2e_projects, e2e[0], e2e[1], e2e[2]
+    );
     println!("RESULT system=infrahub test=memory idle_rss_mb={idle_rss:.1} load_rss_mb={load_rss:.1}");
     println!("RESULT system=infrahub test=intake backlog_jobs={backlog} superseded_jobs={superseded}");
     daemon.stop();
@@ -226,6 +238,13 @@ impl Daemon {
                 .fetch_one(&self.pool)
                 .await?;
         sqlx::query(
+            "UPDATE department_quotas SET cpu_limit = 900000, ram_gb_limit = 3600000
+              WHERE department_id = $1",
+        )
+        .bind(dept_id)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
             "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, field_id)
              SELECT gen_random_uuid(), 'bench-' || n, 'bench-' || n, $1, 10000, 40000, $2
                FROM generate_series(1, 100) AS n",
@@ -258,6 +277,51 @@ async fn login(http: &reqwest::Client, base: &str, user: &str, password: &str) -
         .json()
         .await?;
     answer["access_token"].as_str().map(str::to_owned).context("no access_token")
+}
+
+/// Creates `count` projects one after another, each watched (every 2 ms) from the moment
+/// its POST is sent until it reads `active`; p50, p99 and max in milliseconds.
+async fn end_to_end(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    count: usize,
+) -> anyhow::Result<[f64; 3]> {
+    let mut took = Vec::with_capacity(count);
+    for n in 0..count {
+        let started = std::time::Instant::now();
+        let created: Value = http
+            .post(format!("{base}/projects"))
+            .bearer_auth(token)
+            .json(&json!({
+                "name": format!("e2e-{n}"), "site": "berlin",
+                "sla_type": "silver", "performance_tier": "regular",
+            }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let id = created["id"].as_str().context("no project id")?.to_owned();
+        loop {
+            let project: Value = http
+                .get(format!("{base}/projects/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            match project["status"].as_str() {
+                Some("active") => break,
+                Some("provisioning") => tokio::time::sleep(Duration::from_millis(2)).await,
+                other => bail!("project {id} went {other:?}: {project}"),
+            }
+        }
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    took.sort_by(f64::total_cmp);
+    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+    Ok([at(0.5), at(0.99), took[took.len() - 1]])
 }
 
 /// VmRSS of `pid`, in MB.

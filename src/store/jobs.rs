@@ -120,14 +120,28 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
     // A conflict means another submission holds the key; re-read it (it may have just finished,
     // freeing the dedupe key, hence the second round).
     for _ in 0..3 {
-        let inserted: Option<Job> = sqlx::query_as(concat!(
-            "INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
-                               scope_department_id, submitted_by, submitted_by_name, max_attempts,
-                               run_at, dedupe_key, coalesce_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12, $13)
-             ON CONFLICT DO NOTHING
-             RETURNING ",
-            job_columns!()
+        // One round trip: the row, the supersession of the queued jobs it makes pointless
+        // (only when it carries a coalesce key), and the wake-up, sent when the transaction
+        // commits. Nothing of that happens when a dedupe key conflicts.
+        let inserted: Option<Inserted> = sqlx::query_as(concat!(
+            "WITH ins AS (
+                 INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
+                                   scope_department_id, submitted_by, submitted_by_name,
+                                   max_attempts, run_at, dedupe_key, coalesce_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12, $13)
+                 ON CONFLICT DO NOTHING
+                 RETURNING *),
+             sup AS (
+                 UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
+                        result = jsonb_build_object('superseded_by', $1::uuid)
+                  WHERE $13::text IS NOT NULL AND kind = $2 AND coalesce_key = $13
+                    AND status IN ('queued', 'retrying') AND id <> $1
+                    AND EXISTS (SELECT 1 FROM ins)
+                 RETURNING 1)
+             SELECT ",
+            job_columns!(),
+            ", (SELECT count(*) FROM sup) AS superseded, pg_notify($14, $2) IS NOT NULL AS notified
+               FROM ins"
         ))
         .bind(Uuid::now_v7())
         .bind(new.kind)
@@ -142,17 +156,14 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
         .bind(new.run_at)
         .bind(new.dedupe_key.as_deref())
         .bind(new.coalesce_key.as_deref())
+        .bind(NOTIFY_CHANNEL)
         .fetch_optional(&mut *conn)
         .await?;
-        if let Some(job) = inserted {
-            if let Some(key) = &new.coalesce_key {
-                supersede(conn, new.kind, key, job.id).await?;
+        if let Some(Inserted { job, superseded }) = inserted {
+            if superseded > 0 {
+                metrics::counter!("infrahub_jobs_superseded_total", "kind" => new.kind.to_owned())
+                    .increment(superseded as u64);
             }
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(new.kind)
-                .execute(&mut *conn)
-                .await?;
             return Ok(Enqueued::Created(job));
         }
         if let Some(key) = &new.dedupe_key {
@@ -174,33 +185,15 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
     Err(StoreError::Duplicate { constraint: "jobs_active_dedupe_key".to_owned() })
 }
 
-/// Ends the queued (or retrying: not running) jobs of `kind` with `key` other than `newest`:
-/// `superseded`, with `{"superseded_by": newest}` as their result. A job a worker has already
-/// claimed is running and left alone (the claim skips rows locked here, and this skips rows the
-/// claim moved on).
-#[tracing::instrument(skip_all, fields(kind))]
-async fn supersede(
-    conn: &mut PgConnection,
-    kind: &str,
-    key: &str,
-    newest: Uuid,
-) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
-                result = jsonb_build_object('superseded_by', $3::uuid)
-          WHERE kind = $1 AND coalesce_key = $2 AND status IN ('queued', 'retrying')
-            AND id <> $3",
-    )
-    .bind(kind)
-    .bind(key)
-    .bind(newest)
-    .execute(conn)
-    .await?;
-    if done.rows_affected() > 0 {
-        metrics::counter!("infrahub_jobs_superseded_total", "kind" => kind.to_owned())
-            .increment(done.rows_affected());
-    }
-    Ok(done.rows_affected())
+/// A row [`enqueue`] inserted, and how many queued jobs it superseded: the queued (or
+/// retrying: not running) jobs of its kind and coalesce key end `superseded`, with
+/// `{"superseded_by": <it>}` as their result. A job a worker has already claimed is running
+/// and left alone (the claim skips rows locked here, and this skips rows the claim moved on).
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    #[sqlx(flatten)]
+    job: Job,
+    superseded: i64,
 }
 
 /// A claimed attempt: what a worker needs to run it and to report back (fenced by `claim`).
