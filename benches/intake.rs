@@ -9,11 +9,13 @@
 //! `infrahub_bench_intake` and `infrahub_bench_baseline`, dropped and created afresh).
 //! Prints a Markdown table and one `RESULT system=... test=intake|memory ...` line per number.
 
+#[path = "support/load.rs"]
+mod load;
 #[path = "support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +28,8 @@ use axum::routing::post;
 use clap::Parser;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+
+use load::{Load, free_addr, login, which_wrk, wrk};
 use sqlx::postgres::PgPoolOptions;
 
 #[derive(Debug, Parser)]
@@ -42,16 +46,6 @@ struct Args {
     /// Passed by `cargo bench`; ignored
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-/// What wrk reported for one run.
-#[derive(Debug, Clone, Copy, Default)]
-struct Load {
-    requests_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    /// Non-2xx answers plus socket errors.
-    errors: u64,
 }
 
 #[tokio::main]
@@ -88,24 +82,33 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&path, script).map(|()| (url, token.map(str::to_owned), path))
         };
         let plans = [
-            ("axum-insert-baseline", run(
-                "baseline",
-                format!("http://{}/rows", baseline.addr),
-                None,
-                fixed_body(&json!({ "name": "row" })),
-            )?),
-            ("department-quota", run(
-                "quota",
-                format!("{base}/allocations/department-quota"),
-                Some(&field),
-                fixed_body(&quota_body),
-            )?),
-            ("projects", run(
+            (
+                "axum-insert-baseline",
+                run(
+                    "baseline",
+                    format!("http://{}/rows", baseline.addr),
+                    None,
+                    fixed_body(&json!({ "name": "row" })),
+                )?,
+            ),
+            (
+                "department-quota",
+                run(
+                    "quota",
+                    format!("{base}/allocations/department-quota"),
+                    Some(&field),
+                    fixed_body(&quota_body),
+                )?,
+            ),
+            (
                 "projects",
-                format!("{base}/projects"),
-                Some(&lead),
-                unique_projects(connections),
-            )?),
+                run(
+                    "projects",
+                    format!("{base}/projects"),
+                    Some(&lead),
+                    unique_projects(connections),
+                )?,
+            ),
         ];
         for (system, (url, token, script)) in plans {
             let load = wrk(&url, token.as_deref(), &script, connections, args.seconds)?;
@@ -147,7 +150,9 @@ async fn main() -> anyhow::Result<()> {
         args.e2e_projects, e2e[0], e2e[1], e2e[2]
     );
     println!("daemon RSS: {idle_rss:.1} MB idle, {load_rss:.1} MB at most under the load");
-    println!("jobs left unfinished right after the load: {backlog}; superseded by newer ones: {superseded}");
+    println!(
+        "jobs left unfinished right after the load: {backlog}; superseded by newer ones: {superseded}"
+    );
     println!();
     for (endpoint, connections, load) in &rows {
         println!("{}", result_line(endpoint, *connections, load));
@@ -156,8 +161,12 @@ async fn main() -> anyhow::Result<()> {
         "RESULT system=infrahub test=e2e projects={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
         args.e2e_projects, e2e[0], e2e[1], e2e[2]
     );
-    println!("RESULT system=infrahub test=memory idle_rss_mb={idle_rss:.1} load_rss_mb={load_rss:.1}");
-    println!("RESULT system=infrahub test=intake backlog_jobs={backlog} superseded_jobs={superseded}");
+    println!(
+        "RESULT system=infrahub test=memory idle_rss_mb={idle_rss:.1} load_rss_mb={load_rss:.1}"
+    );
+    println!(
+        "RESULT system=infrahub test=intake backlog_jobs={backlog} superseded_jobs={superseded}"
+    );
     daemon.stop();
     Ok(())
 }
@@ -174,13 +183,6 @@ fn result_line(endpoint: &str, connections: u32, load: &Load) -> String {
         "RESULT system={system} test=intake {key}_req_per_s={:.1} {key}_p50_ms={:.2} {key}_p99_ms={:.2} {key}_errors={}",
         load.requests_per_s, load.p50_ms, load.p99_ms, load.errors
     )
-}
-
-fn which_wrk() -> anyhow::Result<()> {
-    match Command::new("wrk").arg("--version").output() {
-        Ok(_) => Ok(()),
-        Err(_) => bail!("the intake benchmark needs wrk: apt-get install wrk"),
-    }
 }
 
 /// The daemon under test: `infrahub demo` on a scratch database, in its own process.
@@ -219,7 +221,10 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("the daemon did not become ready; see {}", std::env::temp_dir().join("infrahub-bench-intake.log").display())
+        bail!(
+            "the daemon did not become ready; see {}",
+            std::env::temp_dir().join("infrahub-bench-intake.log").display()
+        )
     }
 
     fn pid(&self) -> u32 {
@@ -260,23 +265,6 @@ impl Daemon {
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
-}
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
-
-async fn login(http: &reqwest::Client, base: &str, user: &str, password: &str) -> anyhow::Result<String> {
-    let answer: Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({ "username": user, "password": password }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    answer["access_token"].as_str().map(str::to_owned).context("no access_token")
 }
 
 /// Creates `count` projects one after another, each watched (every 2 ms) from the moment
@@ -408,57 +396,4 @@ function request()
 end
 "#
     )
-}
-
-/// Runs wrk (2 threads, `connections` connections) and reads its report.
-fn wrk(url: &str, token: Option<&str>, script: &PathBuf, connections: u32, seconds: u64) -> anyhow::Result<Load> {
-    let mut command = Command::new("wrk");
-    command
-        .args(["--latency", "-t", "2", "-c", &connections.to_string()])
-        .args(["-d", &format!("{seconds}s"), "-s"])
-        .arg(script);
-    if let Some(token) = token {
-        command.args(["-H", &format!("Authorization: Bearer {token}")]);
-    }
-    let output = command.arg(url).output().context("running wrk")?;
-    let report = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!("wrk failed: {report}{}", String::from_utf8_lossy(&output.stderr));
-    }
-    parse_wrk(&report).with_context(|| format!("cannot read wrk's report:\n{report}"))
-}
-
-fn parse_wrk(report: &str) -> Option<Load> {
-    let mut load = Load::default();
-    for line in report.lines().map(str::trim) {
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("Requests/sec:"), Some(rate)) => load.requests_per_s = rate.parse().ok()?,
-            (Some("50%"), Some(at)) => load.p50_ms = millis(at)?,
-            (Some("99%"), Some(at)) => load.p99_ms = millis(at)?,
-            (Some("Non-2xx"), _) => load.errors += line.rsplit(' ').next()?.parse::<u64>().ok()?,
-            (Some("Socket"), Some("errors:")) => {
-                load.errors += line
-                    .split(',')
-                    .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
-                    .sum::<u64>();
-            }
-            _ => {}
-        }
-    }
-    (load.requests_per_s > 0.0).then_some(load)
-}
-
-/// `812.00us`, `12.34ms`, `1.20s` in milliseconds.
-fn millis(at: &str) -> Option<f64> {
-    let (number, factor) = if let Some(n) = at.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = at.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = at.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        return None;
-    };
-    Some(number.parse::<f64>().ok()? * factor)
 }

@@ -1,7 +1,8 @@
-//! Server sync at scale: 10,000 NetBox devices over 10 pages into the local PostgreSQL, through
-//! the real NetBox client against the NetBox double of the tests.
+//! Server sync at scale: 50,000 NetBox devices, 1,000 per page, into the local PostgreSQL,
+//! through the real NetBox client against the NetBox double of the tests.
 //!
-//! `cargo bench --bench sync` (uses DATABASE_URL's server; a scratch database `infrahub_bench_sync`).
+//! `cargo bench --bench sync [-- --devices N]` (uses DATABASE_URL's server; a scratch database
+//! `infrahub_bench_sync`).
 
 // Shared with the tests; the bench uses only part of it.
 #[allow(dead_code)]
@@ -22,12 +23,14 @@ use infrahub::config::{Config, NetboxConfig, Secret};
 use infrahub::context::Context;
 use serde_json::json;
 
-const DEVICES: i64 = 10_000;
 const TOKEN: &str = "nbt_bench.token";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     infrahub::install_crypto_provider();
+    let args: Vec<String> = std::env::args().collect();
+    let devices_arg = args.iter().position(|a| a == "--devices").and_then(|i| args.get(i + 1));
+    let total: i64 = devices_arg.map(|n| n.parse()).transpose()?.unwrap_or(50_000);
     let pool = support::scratch_database(&support::database_url(), "infrahub_bench_sync").await?;
     infrahub::store::migrate_up(&pool).await?;
     for site in ["ber", "muc"] {
@@ -38,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         .execute(&pool)
         .await?;
     }
-    let devices = (1..=DEVICES)
+    let devices = (1..=total)
         .map(|i| {
             let site = if i % 2 == 0 { "ber" } else { "muc" };
             netbox_fake::device(
@@ -60,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     println!("| run | pages | added | updated | unchanged | missing | seconds |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    let mut measure = async |label: &str| -> anyhow::Result<()> {
+    let mut measure = async |label: &str, run: &str| -> anyhow::Result<()> {
         let started = Instant::now();
         let report =
             sync(&ctx, &client, &actor, false).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -70,20 +73,19 @@ async fn main() -> anyhow::Result<()> {
             report.pages, report.added, report.updated, report.unchanged, report.missing,
         );
         results.push(format!(
-            "RESULT system=infrahub test=sync run={:?} devices={DEVICES} seconds={seconds:.3}",
-            label
+            "RESULT system=infrahub test=sync {run}_devices={total} {run}_seconds={seconds:.3}"
         ));
         Ok(())
     };
-    measure("first sync, empty database").await?;
-    measure("second sync, nothing changed").await?;
+    measure("first sync, empty database", "first").await?;
+    measure("second sync, nothing changed", "unchanged").await?;
     fake.set(|script| {
         for device in script.devices.iter_mut().step_by(10) {
             device["custom_fields"]["cpu_cores"] = json!(128);
         }
-        script.devices.truncate(9_500);
+        script.devices.truncate((total - total / 20) as usize);
     });
-    measure("10% changed, 500 gone").await?;
+    measure("10% changed, 5% gone", "changed").await?;
     println!();
     for line in results {
         println!("{line}");

@@ -30,6 +30,9 @@ pub struct Script {
     pub next_origin: Option<String>,
     /// Every request's path and query, in order.
     pub requests: Vec<String>,
+    /// The devices (by index) that the last filter matched, so paging through 50,000 devices
+    /// filters them once, not once per page; [`FakeNetbox::set`] forgets it.
+    matched: Option<(String, Vec<usize>)>,
 }
 
 #[derive(Clone)]
@@ -63,7 +66,9 @@ impl FakeNetbox {
     }
 
     pub fn set(&self, change: impl FnOnce(&mut Script)) {
-        change(&mut self.script.lock().unwrap());
+        let mut script = self.script.lock().unwrap();
+        script.matched = None;
+        change(&mut script);
     }
 }
 
@@ -117,18 +122,30 @@ async fn devices_page(
     let limit: usize = param("limit").first().and_then(|v| v.parse().ok()).unwrap_or(50).min(1000);
     let offset: usize = param("offset").first().and_then(|v| v.parse().ok()).unwrap_or(0);
     let (roles, sites, statuses) = (param("role"), param("site"), param("status"));
-    let script = fake.script.lock().unwrap();
-    let matching: Vec<&Value> = script
-        .devices
-        .iter()
-        .filter(|d| roles.is_empty() || roles.iter().any(|r| d["role"]["slug"] == r.as_str()))
-        .filter(|d| sites.is_empty() || sites.iter().any(|s| d["site"]["slug"] == s.as_str()))
-        .filter(|d| {
-            statuses.is_empty() || statuses.iter().any(|s| d["status"]["value"] == s.as_str())
-        })
-        .collect();
+    let mut script = fake.script.lock().unwrap();
+    let filter = format!("{roles:?}{sites:?}{statuses:?}");
+    if script.matched.as_ref().is_none_or(|(key, _)| *key != filter) {
+        let matching = script
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| {
+                roles.is_empty() || roles.iter().any(|r| d["role"]["slug"] == r.as_str())
+            })
+            .filter(|(_, d)| {
+                sites.is_empty() || sites.iter().any(|s| d["site"]["slug"] == s.as_str())
+            })
+            .filter(|(_, d)| {
+                statuses.is_empty() || statuses.iter().any(|s| d["status"]["value"] == s.as_str())
+            })
+            .map(|(i, _)| i)
+            .collect();
+        script.matched = Some((filter, matching));
+    }
+    let matching = script.matched.as_ref().map(|(_, m)| m.as_slice()).unwrap_or_default();
     let count = matching.len();
-    let results: Vec<&Value> = matching.into_iter().skip(offset).take(limit).collect();
+    let results: Vec<&Value> =
+        matching.iter().skip(offset).take(limit).map(|&i| &script.devices[i]).collect();
     let origin = script.next_origin.clone().unwrap_or_else(|| fake.base.clone());
     let link = |offset: usize| {
         let mut url = url::Url::parse(&format!("{origin}/api/dcim/devices/")).unwrap();

@@ -1,0 +1,228 @@
+//! The scale benchmark: an organisation of 50,000 servers, 20,000 projects and 200 departments
+//! (seeded straight into a scratch database), served by the real daemon (`infrahub serve
+//! --role api`, release build, its own process), and every list and view read under wrk with
+//! 16 connections, one page (`limit=100`) at a time.
+//!
+//! `cargo bench --bench scale -- [--servers 50000] [--projects 20000] [--departments 200]
+//! [--seconds 5] [--connections 16]` (wrk from Debian's package `wrk`; the PostgreSQL server
+//! of DATABASE_URL; scratch database `infrahub_bench_scale`). Prints a Markdown table and one
+//! `RESULT system=infrahub test=list <view>_p99_ms=... <view>_req_per_s=...` line per view.
+
+#[path = "support/load.rs"]
+mod load;
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use load::{free_addr, login, which_wrk, wrk};
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long, default_value_t = 50_000)]
+    servers: u32,
+    #[arg(long, default_value_t = 20_000)]
+    projects: u32,
+    /// Spread over 10 fields
+    #[arg(long, default_value_t = 200)]
+    departments: u32,
+    /// Seconds of load per view
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
+    /// Passed by `cargo bench`; ignored
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+const SECRET: &str = "bench-scale-jwt-secret-0123456789abcdef0123456789";
+const PASSWORD: &str = "bench-password-1";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    infrahub::install_crypto_provider();
+    let args = Args::parse();
+    which_wrk()?;
+    let url = support::database_url();
+    let pool = support::scratch_database(&url, "infrahub_bench_scale").await?;
+    infrahub::store::migrate_up(&pool).await?;
+    let started = Instant::now();
+    let (field, department) = seed(&pool, &args).await?;
+    let seeded = started.elapsed().as_secs_f64();
+    sqlx::query("ANALYZE").execute(&pool).await?;
+
+    let mut db_url: url::Url = url.parse()?;
+    db_url.set_path("/infrahub_bench_scale");
+    let addr = free_addr()?;
+    let env = [
+        ("INFRAHUB_DATABASE__URL", db_url.to_string()),
+        ("INFRAHUB_AUTH__JWT_SECRET", SECRET.to_owned()),
+        ("INFRAHUB_HTTP__LISTEN", addr.to_string()),
+        ("INFRAHUB_LOGGING__LEVEL", "warn".to_owned()),
+    ];
+    let binary = env!("CARGO_BIN_EXE_infrahub");
+    // Run where no config/infrahub.toml is: the environment is the whole configuration.
+    let scripts = tempfile::tempdir()?;
+    let mut add = Command::new(binary)
+        .args(["user", "add", "bench-admin", "--role", "center_admin", "--password-stdin"])
+        .current_dir(scripts.path())
+        .envs(env.iter().cloned())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    add.stdin.take().context("stdin")?.write_all(format!("{PASSWORD}\n").as_bytes())?;
+    if !add.wait()?.success() {
+        bail!("infrahub user add failed");
+    }
+    let mut daemon = Command::new(binary)
+        .args(["serve", "--role", "api"])
+        .current_dir(scripts.path())
+        .envs(env.iter().cloned())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let base = format!("http://{addr}/api/v1");
+    let ready = format!("http://{addr}/readyz");
+    let mut up = false;
+    for _ in 0..300 {
+        if reqwest::get(&ready).await.is_ok_and(|a| a.status().is_success()) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !up {
+        let _ = daemon.kill();
+        bail!("the daemon did not become ready");
+    }
+    let http = reqwest::Client::new();
+    let token = login(&http, &base, "bench-admin", PASSWORD).await?;
+
+    let views = [
+        ("servers", "/servers?limit=100".to_owned()),
+        ("servers_of_field", format!("/servers?field_id={field}&limit=100")),
+        ("projects", "/projects?limit=100".to_owned()),
+        ("projects_active", "/projects?status=active&limit=100".to_owned()),
+        ("departments", "/admin/departments?limit=100".to_owned()),
+        ("jobs", "/jobs?limit=100".to_owned()),
+        ("audit", "/audit?limit=100".to_owned()),
+        ("field_capacity", format!("/fields/{field}/capacity")),
+        ("department_quota", format!("/departments/{department}/quota")),
+    ];
+    let script = scripts.path().join("get.lua");
+    std::fs::write(&script, "wrk.method = \"GET\"\n")?;
+    let mut rows = Vec::new();
+    for (name, path) in &views {
+        // One request first: a view that answers an error is a broken benchmark, not a number.
+        let answer = http.get(format!("{base}{path}")).bearer_auth(&token).send().await?;
+        if !answer.status().is_success() {
+            let _ = daemon.kill();
+            bail!("{path}: {} {}", answer.status(), answer.text().await.unwrap_or_default());
+        }
+        let load =
+            wrk(&format!("{base}{path}"), Some(&token), &script, args.connections, args.seconds)?;
+        rows.push((*name, path.clone(), load));
+    }
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+
+    println!(
+        "{} servers, {} projects, {} departments in 10 fields and 2 sites (seeded in {seeded:.1} s)",
+        args.servers, args.projects, args.departments
+    );
+    println!();
+    println!("| view | request | req/s | p50 ms | p99 ms | errors |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    for (name, path, load) in &rows {
+        println!(
+            "| {name} | `GET {path}` | {:.0} | {:.1} | {:.1} | {} |",
+            load.requests_per_s, load.p50_ms, load.p99_ms, load.errors
+        );
+    }
+    println!();
+    for (name, _, load) in &rows {
+        println!(
+            "RESULT system=infrahub test=list {name}_req_per_s={:.1} {name}_p50_ms={:.2} {name}_p99_ms={:.2} {name}_errors={}",
+            load.requests_per_s, load.p50_ms, load.p99_ms, load.errors
+        );
+    }
+    Ok(())
+}
+
+/// The organisation, in a few statements; returns a field and a department of it.
+async fn seed(pool: &PgPool, args: &Args) -> anyhow::Result<(Uuid, Uuid)> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO sites (id, name, display_name)
+         VALUES (gen_random_uuid(), 'ber', 'Berlin'), (gen_random_uuid(), 'muc', 'Munich')",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO fields (id, name, display_name)
+         SELECT gen_random_uuid(), 'field-' || n, 'Field ' || n FROM generate_series(1, 10) n",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO departments (id, field_id, name, display_name)
+         SELECT gen_random_uuid(), f.id, 'dept-' || n, 'Department ' || n
+           FROM generate_series(1, $1) n
+           JOIN (SELECT id, row_number() OVER (ORDER BY name) - 1 AS i FROM fields) f
+             ON f.i = n % 10",
+    )
+    .bind(args.departments as i32)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO servers (id, inventory_id, name, site_id, cpu_cores, ram_gb, field_id)
+         SELECT gen_random_uuid(), 'inv-' || n, 'node-' || n, s.id, 64, 512,
+                CASE WHEN n % 5 <> 0 THEN f.id END
+           FROM generate_series(1, $1) n
+           JOIN (SELECT id, row_number() OVER (ORDER BY name) - 1 AS i FROM sites) s
+             ON s.i = n % 2
+           JOIN (SELECT id, row_number() OVER (ORDER BY name) - 1 AS i FROM fields) f
+             ON f.i = n % 10",
+    )
+    .bind(args.servers as i32)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit)
+         SELECT d.id, s.id, 500, 4000 FROM departments d CROSS JOIN sites s",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                               performance_tier, cpu, ram_gb, status)
+         SELECT gen_random_uuid(), 'p' || n, d.id, s.id, d.name || '-p' || n, 'silver',
+                'regular', 2, 8, 'active'
+           FROM generate_series(1, $1) n
+           JOIN (SELECT id, name, row_number() OVER (ORDER BY name) - 1 AS i FROM departments) d
+             ON d.i = n % $2
+           JOIN (SELECT id, row_number() OVER (ORDER BY name) - 1 AS i FROM sites) s
+             ON s.i = n % 2",
+    )
+    .bind(args.projects as i32)
+    .bind(args.departments as i64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let field: Uuid =
+        sqlx::query_scalar("SELECT id FROM fields WHERE name = 'field-1'").fetch_one(pool).await?;
+    let department: Uuid =
+        sqlx::query_scalar("SELECT id FROM departments WHERE field_id = $1 ORDER BY name LIMIT 1")
+            .bind(field)
+            .fetch_one(pool)
+            .await?;
+    Ok((field, department))
+}
