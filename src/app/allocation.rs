@@ -228,20 +228,18 @@ async fn evaluate(
     config: &Config,
     request: &QuotaRequest,
 ) -> Result<(QuotaCheck, Result<(), QuotaError>), StoreError> {
-    let servers = store_capacity::field_servers(conn, request.field_id, request.site_id).await?;
-    let quotas = store_capacity::quotas_at(conn, request.field_id, request.site_id).await?;
-    let (own, others): (Vec<_>, Vec<_>) =
-        quotas.iter().partition(|q| q.department_id == request.department_id);
+    let inputs = store_capacity::quota_inputs(
+        conn,
+        request.field_id,
+        request.department_id,
+        request.site_id,
+    )
+    .await?;
     let check = QuotaCheck {
-        capacity: capacity(servers, config.capacity.overcommit()),
-        other_quotas: others.iter().map(|q| Resources::new(q.cpu_limit, q.ram_gb_limit)).sum(),
-        used_by_projects: store_capacity::project_usage(
-            conn,
-            request.department_id,
-            request.site_id,
-        )
-        .await?,
-        previous: own.first().map(|q| Resources::new(q.cpu_limit, q.ram_gb_limit)),
+        capacity: capacity(inputs.servers, config.capacity.overcommit()),
+        other_quotas: inputs.others,
+        used_by_projects: inputs.used_by_projects,
+        previous: inputs.own,
     };
     let verdict = check_quota(
         check.capacity,

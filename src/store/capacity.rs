@@ -84,6 +84,55 @@ pub async fn project_usage(
     Ok(Resources::new(cpu, ram))
 }
 
+/// Everything a department's quota at a site is checked against, in one statement: the CPU
+/// and RAM of the field's active servers there, the department's own quota (if any), the sum
+/// of the other departments' quotas, and what the department's projects reserve there (the
+/// same rules as `field_servers`, `quotas_at` and `project_usage`).
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaInputs {
+    pub servers: Resources,
+    pub own: Option<Resources>,
+    pub others: Resources,
+    pub used_by_projects: Resources,
+}
+
+pub async fn quota_inputs(
+    conn: &mut PgConnection,
+    field_id: Uuid,
+    department_id: Uuid,
+    site_id: Uuid,
+) -> Result<QuotaInputs, StoreError> {
+    #[allow(clippy::type_complexity)]
+    let row: (i64, i64, Option<i64>, Option<i64>, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT s.cpu, s.ram, own.cpu_limit::int8, own.ram_gb_limit::int8,
+                o.cpu, o.ram, p.cpu, p.ram
+           FROM (SELECT coalesce(sum(cpu_cores), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
+                   FROM servers WHERE field_id = $1 AND site_id = $3 AND status = 'active') s
+          CROSS JOIN (SELECT coalesce(sum(q.cpu_limit), 0)::int8 AS cpu,
+                             coalesce(sum(q.ram_gb_limit), 0)::int8 AS ram
+                        FROM department_quotas q JOIN departments d ON d.id = q.department_id
+                       WHERE d.field_id = $1 AND q.site_id = $3 AND q.department_id <> $2) o
+          CROSS JOIN (SELECT coalesce(sum(cpu), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
+                        FROM projects
+                       WHERE department_id = $2 AND site_id = $3 AND status <> 'deleted') p
+           LEFT JOIN department_quotas own
+                  ON own.department_id = $2 AND own.site_id = $3
+                 AND EXISTS (SELECT 1 FROM departments d WHERE d.id = $2 AND d.field_id = $1)",
+    )
+    .bind(field_id)
+    .bind(department_id)
+    .bind(site_id)
+    .fetch_one(conn)
+    .await?;
+    let (cpu, ram, own_cpu, own_ram, others_cpu, others_ram, used_cpu, used_ram) = row;
+    Ok(QuotaInputs {
+        servers: Resources::new(cpu, ram),
+        own: own_cpu.zip(own_ram).map(|(c, r)| Resources::new(c, r)),
+        others: Resources::new(others_cpu, others_ram),
+        used_by_projects: Resources::new(used_cpu, used_ram),
+    })
+}
+
 pub async fn set_quota(
     conn: &mut PgConnection,
     department_id: Uuid,

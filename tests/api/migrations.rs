@@ -13,6 +13,14 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
             .await
             .unwrap();
     }
+    // `function(args)`: a function a migration creates.
+    if mark.ends_with(')') {
+        return sqlx::query_scalar("SELECT to_regprocedure($1) IS NOT NULL")
+            .bind(mark)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    }
     let (table, column) = mark.split_once(':').unwrap_or((mark, ""));
     sqlx::query_scalar(
         "SELECT to_regclass($1) IS NOT NULL AND ($2 = '' OR EXISTS (
@@ -25,9 +33,9 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
     .unwrap()
 }
 
-/// Something each migration creates (a table, or a `table:column`) or removes (`!index`),
-/// newest last.
-const TABLES: [&str; 14] = [
+/// Something each migration creates (a table, a `table:column` or a `function(args)`) or
+/// removes (`!index`), newest last.
+const TABLES: [&str; 15] = [
     "users",
     "servers",
     "projects",
@@ -42,6 +50,7 @@ const TABLES: [&str; 14] = [
     "jobs:coalesce_key",
     "applied_changes",
     "!jobs_finished_idx",
+    "audit_uuid(text)",
 ];
 
 #[sqlx::test(migrations = false)]
