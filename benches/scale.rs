@@ -1,12 +1,15 @@
 //! The scale benchmark: an organisation of 50,000 servers, 20,000 projects and 200 departments
 //! (seeded straight into a scratch database), served by the real daemon (`infrahub serve
 //! --role api`, release build, its own process), and every list and view read under wrk with
-//! 16 connections, one page (`limit=100`) at a time.
+//! 16 connections, one page (`limit=100`) at a time. Then the resync job checks every
+//! project against a local Git repository holding their manifests, a hundredth of them changed
+//! behind InfraHub's back (run in this process by the job engine's `run_due`, as one attempt).
 //!
 //! `cargo bench --bench scale -- [--servers 50000] [--projects 20000] [--departments 200]
 //! [--seconds 5] [--connections 16]` (wrk from Debian's package `wrk`; the PostgreSQL server
 //! of DATABASE_URL; scratch database `infrahub_bench_scale`). Prints a Markdown table and one
-//! `RESULT system=infrahub test=list <view>_p99_ms=... <view>_req_per_s=...` line per view.
+//! `RESULT system=infrahub test=list <view>_p99_ms=... <view>_req_per_s=...` line per view, and
+//! `RESULT system=infrahub test=resync projects=... drifted=... seconds=...`.
 
 #[path = "support/load.rs"]
 mod load;
@@ -38,6 +41,9 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value_t = 16)]
     connections: u32,
+    /// Skip the resync phase
+    #[arg(long)]
+    no_resync: bool,
     /// Passed by `cargo bench`; ignored
     #[arg(long, hide = true)]
     bench: bool,
@@ -134,6 +140,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = Command::new("kill").arg(daemon.id().to_string()).status();
     let _ = daemon.wait();
 
+    let resync = if args.no_resync { None } else { Some(resync(&pool, args.projects).await?) };
+
     println!(
         "{} servers, {} projects, {} departments in 10 fields and 2 sites (seeded in {seeded:.1} s)",
         args.servers, args.projects, args.departments
@@ -154,7 +162,117 @@ async fn main() -> anyhow::Result<()> {
             load.requests_per_s, load.p50_ms, load.p99_ms, load.errors
         );
     }
+    if let Some(r) = resync {
+        println!();
+        println!(
+            "resync of {} projects against local Git ({} manifests committed in {:.1} s): {:.1} s, {} drifted of {} changed",
+            r.checked, r.committed, r.commit_seconds, r.seconds, r.drifted, r.changed
+        );
+        println!(
+            "RESULT system=infrahub test=resync projects={} changed={} drifted={} seconds={:.2}",
+            r.checked, r.changed, r.drifted, r.seconds
+        );
+    }
     Ok(())
+}
+
+struct Resynced {
+    committed: usize,
+    commit_seconds: f64,
+    changed: usize,
+    checked: u64,
+    drifted: u64,
+    seconds: f64,
+}
+
+/// Commits every active project's manifests to a fresh local repository (one commit), changes
+/// every hundredth in a second commit, then runs one resync job and times it.
+async fn resync(pool: &PgPool, projects: u32) -> anyhow::Result<Resynced> {
+    use infrahub::app::projects::{list_active, manifest_path, spec};
+    use infrahub::domain::manifests::render;
+
+    let dir = tempfile::tempdir()?;
+    let repo = dir.path().join("gitops");
+    let mut config = infrahub::config::Config::default();
+    config.auth.jwt_secret = Some(infrahub::config::Secret::new(SECRET));
+    config.delivery.git.path = repo.clone();
+    config.schedule.server_sync = String::new();
+    config.schedule.resync = String::new();
+    config.schedule.prune_jobs = String::new();
+    config.schedule.reconcile = String::new();
+    let ctx = infrahub::context::Context::new(pool.clone(), config, infrahub::config::Mode::Serve)?;
+
+    let started = Instant::now();
+    let mut page = infrahub::store::PageRequest { after: None, limit: 500 };
+    let mut files = Vec::new();
+    loop {
+        let batch = list_active(&ctx, page).await?;
+        for project in &batch.items {
+            let path = repo.join(manifest_path(project));
+            std::fs::create_dir_all(path.parent().context("manifest directory")?)?;
+            std::fs::write(&path, render(&spec(&ctx, project).await?))?;
+            files.push(path);
+        }
+        match batch.next_cursor {
+            Some(cursor) => page.after = Some(cursor),
+            None => break,
+        }
+    }
+    let git = |args: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("git {args:?} failed");
+        }
+        Ok(())
+    };
+    git(&["init", "--quiet", "-b", "main"])?;
+    git(&["add", "-A"])?;
+    git(&["commit", "--quiet", "-m", "every project"])?;
+    let commit_seconds = started.elapsed().as_secs_f64();
+    let changed: Vec<_> = files.iter().step_by(100).collect();
+    for path in &changed {
+        std::fs::write(path, "changed: behind InfraHub's back\n")?;
+    }
+    git(&["commit", "--quiet", "-a", "-m", "drift"])?;
+    if files.len() != projects as usize {
+        bail!("{} active projects, {projects} seeded", files.len());
+    }
+
+    let mut conn = pool.acquire().await?;
+    let new = infrahub::store::jobs::NewJob::new("resync", serde_json::json!({}), "bench", 1);
+    let id = infrahub::store::jobs::enqueue(&mut conn, &new).await?.job().id;
+    drop(conn);
+    let started = Instant::now();
+    infrahub::jobs::engine::run_due(&ctx, false, 1).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let (status, result): (String, Option<serde_json::Value>) =
+        sqlx::query_as("SELECT status::text, result FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
+    let result = result.unwrap_or_default();
+    if status != "succeeded" {
+        bail!("the resync job ended {status}: {result}");
+    }
+    let checked = result["checked"].as_u64().unwrap_or_default();
+    let drifted = result["drifted"].as_u64().unwrap_or_default();
+    if checked != u64::from(projects) || drifted != changed.len() as u64 {
+        bail!("resync checked {checked} and found {drifted} drifted: {result}");
+    }
+    Ok(Resynced {
+        committed: files.len(),
+        commit_seconds,
+        changed: changed.len(),
+        checked,
+        drifted,
+        seconds,
+    })
 }
 
 /// The organisation, in a few statements; returns a field and a department of it.

@@ -41,6 +41,18 @@ pub trait Gitops: Send + Sync {
     /// The committed content of `file`, if any.
     fn read<'a>(&'a self, file: &'a str) -> ClientFuture<'a, Option<String>>;
 
+    /// The committed contents of `files`, in their order: what a resync compares a page of
+    /// projects with. One `read` each unless the repository can do better.
+    fn read_many<'a>(&'a self, files: &'a [String]) -> ClientFuture<'a, Vec<Option<String>>> {
+        Box::pin(async move {
+            let mut contents = Vec::with_capacity(files.len());
+            for file in files {
+                contents.push(self.read(file).await?);
+            }
+            Ok(contents)
+        })
+    }
+
     /// Whether the history of commit `tip` includes commit `revision` (the same commit, or an
     /// ancestor): whether what was synced at `tip` contains what was committed as `revision`.
     /// A commit this repository does not know is not included (yet).
@@ -64,6 +76,10 @@ impl Gitops for LocalGit {
 
     fn read<'a>(&'a self, file: &'a str) -> ClientFuture<'a, Option<String>> {
         Box::pin(LocalGit::read(self, file))
+    }
+
+    fn read_many<'a>(&'a self, files: &'a [String]) -> ClientFuture<'a, Vec<Option<String>>> {
+        Box::pin(LocalGit::read_many(self, files))
     }
 
     fn includes<'a>(&'a self, revision: &'a str, tip: &'a str) -> ClientFuture<'a, bool> {
@@ -349,6 +365,91 @@ impl LocalGit {
         ))))
     }
 
+    /// The committed contents of `files`: `git ls-tree` finds their blobs in HEAD in one pass
+    /// over the trees, and one `git cat-file --batch` prints them. A page of projects costs two
+    /// processes, instead of a `git show` each that looks its path up in a directory of
+    /// thousands of files again.
+    pub async fn read_many(&self, files: &[String]) -> Result<Vec<Option<String>>, ClientError> {
+        if files.is_empty() || !self.config.path.join(".git").exists() {
+            return Ok(vec![None; files.len()]);
+        }
+        let mut blobs: HashMap<String, String> = HashMap::new();
+        // Chunks keep the command line short whatever the caller asks for.
+        for chunk in files.chunks(500) {
+            let mut args = vec!["--literal-pathspecs", "ls-tree", "-r", "-z", "HEAD", "--"];
+            args.extend(chunk.iter().map(String::as_str));
+            let listed = self.git(&args).await?;
+            if !listed.status.success() {
+                let stderr = String::from_utf8_lossy(&listed.stderr);
+                if stderr.contains("Not a valid object name") {
+                    return Ok(vec![None; files.len()]); // nothing committed yet
+                }
+                return Err(ClientError::Permanent(redact_credentials(&format!(
+                    "git ls-tree failed in {}: {}",
+                    self.config.path.display(),
+                    stderr.trim()
+                ))));
+            }
+            // `<mode> <type> <object>\t<path>\0`, paths unquoted under -z.
+            for entry in listed.stdout.split(|&b| b == 0).filter(|e| !e.is_empty()) {
+                let entry = String::from_utf8_lossy(entry);
+                let Some((meta, path)) = entry.split_once('\t') else { continue };
+                if let [_, "blob", object] = meta.split(' ').collect::<Vec<_>>()[..] {
+                    blobs.insert(path.to_owned(), object.to_owned());
+                }
+            }
+        }
+        let wanted: Vec<&String> = files.iter().filter_map(|f| blobs.get(f)).collect();
+        let mut contents = self.cat_blobs(&wanted).await?.into_iter();
+        Ok(files.iter().map(|f| blobs.get(f).and_then(|_| contents.next())).collect())
+    }
+
+    /// The contents of the blobs `objects`, in their order, from one `git cat-file --batch`.
+    async fn cat_blobs(&self, objects: &[&String]) -> Result<Vec<String>, ClientError> {
+        if objects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cannot = |e: std::io::Error| ClientError::Permanent(format!("cannot run git: {e}"));
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(&self.config.path)
+            .args(["cat-file", "--batch"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(cannot)?;
+        let requests: String = objects.iter().map(|o| format!("{o}\n")).collect();
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // Written while the output is read, so neither pipe can fill up and stall git.
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            stdin.write_all(requests.as_bytes()).await
+        });
+        let output =
+            match tokio::time::timeout(self.command_timeout, child.wait_with_output()).await {
+                Ok(output) => output.map_err(cannot)?,
+                Err(_) => {
+                    return Err(ClientError::Transient(format!(
+                        "git cat-file did not finish within {}s and was stopped",
+                        self.command_timeout.as_secs()
+                    )));
+                }
+            };
+        let _ = writer.await;
+        if !output.status.success() {
+            return Err(ClientError::Permanent(redact_credentials(&format!(
+                "git cat-file failed in {}: {}",
+                self.config.path.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))));
+        }
+        parse_batch(&output.stdout, objects.len()).ok_or_else(|| {
+            ClientError::Permanent("git cat-file --batch answered out of protocol".to_owned())
+        })
+    }
+
     /// Fetches the remote's branch (objects and `FETCH_HEAD` only), holding the repository's
     /// locks: for commits another host pushed.
     async fn fetch(&self) -> Result<(), ClientError> {
@@ -454,4 +555,20 @@ impl LocalGit {
             "git push to {remote} failed: {last}"
         ))))
     }
+}
+
+/// Splits `git cat-file --batch` output into `count` blobs: `<oid> blob <size>\n<content>\n`
+/// each; anything else (a `missing` object, another type) is out of protocol here.
+fn parse_batch(mut out: &[u8], count: usize) -> Option<Vec<String>> {
+    let mut blobs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let end = out.iter().position(|&b| b == b'\n')?;
+        let header = std::str::from_utf8(&out[..end]).ok()?;
+        out = &out[end + 1..];
+        let [_, "blob", size] = header.split(' ').collect::<Vec<_>>()[..] else { return None };
+        let size: usize = size.parse().ok()?;
+        blobs.push(String::from_utf8_lossy(out.get(..size)?).into_owned());
+        out = out.get(size + 1..)?;
+    }
+    out.is_empty().then_some(blobs)
 }

@@ -48,9 +48,17 @@ impl Job for Resync {
         let mut page = PageRequest { after: None, limit: 200 };
         loop {
             let batch = app::projects::list_active(ctx, page).await?;
-            for project in &batch.items {
+            // The page's manifests as committed, read together (GitOps delivery only).
+            let committed = if ctx.config.delivery.kind == DeliveryKind::Kubernetes {
+                vec![None; batch.items.len()]
+            } else {
+                let files: Vec<String> =
+                    batch.items.iter().map(app::projects::manifest_path).collect();
+                ctx.clients.gitops.read_many(&files).await?
+            };
+            for (project, committed) in batch.items.iter().zip(committed) {
                 report.checked += 1;
-                match drift_of(ctx, &mut apps, project).await? {
+                match drift_of(ctx, &mut apps, project, committed).await? {
                     None => report.in_sync += 1,
                     Some(why) => {
                         if app::projects::mark_drifted(ctx, job.id, project, &why).await? {
@@ -74,6 +82,7 @@ async fn drift_of(
     ctx: &Context,
     apps: &mut HashMap<String, Application>,
     project: &Project,
+    committed: Option<String>,
 ) -> Result<Option<String>, JobError> {
     let spec = app::projects::spec(ctx, project).await?;
     if ctx.config.delivery.kind == DeliveryKind::Kubernetes {
@@ -95,7 +104,7 @@ async fn drift_of(
         return Ok(None);
     }
     let desired = render(&spec);
-    match ctx.clients.gitops.read(&app::projects::manifest_path(project)).await? {
+    match committed {
         None => return Ok(Some("the manifests are missing from Git".to_owned())),
         Some(actual) if actual != desired => {
             return Ok(Some("the manifests in Git differ from the desired ones".to_owned()));

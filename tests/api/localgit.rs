@@ -201,3 +201,30 @@ async fn commits_another_host_pushed_are_fetched_before_they_are_compared() {
     assert!(Gitops::includes(&b, &ours, &later).await.unwrap(), "b fetched a's commits");
     assert!(!Gitops::includes(&b, &later, &ours).await.unwrap(), "a later commit is not included");
 }
+
+#[tokio::test]
+async fn a_page_of_files_is_read_in_one_go_as_one_read_each_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local(&dir.path().join("repo"), None);
+    let none = repo.read_many(&["fra/a.yaml".to_owned()]).await.unwrap();
+    assert_eq!(none, vec![None], "no repository yet: nothing committed");
+
+    // Contents with line breaks, an empty line at the end and non-ASCII text: the sizes in
+    // cat-file's answers, not its line breaks, delimit them.
+    let a = "kind: Namespace\nmetadata:\n  name: a\n\n";
+    let b = "label: \"münchen\"\n";
+    repo.write("fra/a.yaml", Some(a), "a").await.unwrap();
+    repo.write("muc/b.yaml", Some(b), "b").await.unwrap();
+    // Written but never committed: what resync compares is HEAD, not the work tree.
+    std::fs::write(dir.path().join("repo/fra/uncommitted.yaml"), "x: 1\n").unwrap();
+
+    let files: Vec<String> = ["muc/b.yaml", "fra/gone.yaml", "fra/a.yaml", "fra/uncommitted.yaml"]
+        .map(str::to_owned)
+        .to_vec();
+    let many = repo.read_many(&files).await.unwrap();
+    assert_eq!(many, vec![Some(b.to_owned()), None, Some(a.to_owned()), None]);
+    for (file, content) in files.iter().zip(&many) {
+        assert_eq!(&repo.read(file).await.unwrap(), content, "{file}");
+    }
+    assert_eq!(repo.read_many(&[]).await.unwrap(), Vec::<Option<String>>::new());
+}
