@@ -76,7 +76,8 @@ fn owner(project: &Project) -> Owner {
 
 /// Whether the department's quota at the site holds its projects' use, minus `freed`, plus
 /// `wanted`; 409 naming what is free otherwise. Takes the (field, site) lock first, so
-/// racing reservations serialise.
+/// racing reservations serialise. The use counts the transaction's own uncommitted rows: a
+/// caller that has already written the project passes its resources as `freed` too.
 async fn reserve(
     conn: &mut PgConnection,
     field_id: Uuid,
@@ -86,9 +87,10 @@ async fn reserve(
     wanted: Resources,
 ) -> AppResult<()> {
     store_capacity::lock_field_site(conn, field_id, site_id).await?;
-    let quota = projects::department_quota(conn, department_id, site_id).await?;
-    let quota = quota.map(|(cpu, ram)| Resources::new(cpu, ram)).unwrap_or(Resources::ZERO);
-    let used = store_capacity::project_usage(conn, department_id, site_id).await? - freed;
+    // A statement of its own after the lock: its snapshot sees what the last holder committed.
+    let (quota, used) = store_capacity::quota_and_usage(conn, department_id, site_id).await?;
+    let quota = quota.unwrap_or(Resources::ZERO);
+    let used = used - freed;
     let free = (quota - used).positive_part();
     if wanted.fits_in(free) {
         return Ok(());
@@ -148,7 +150,6 @@ pub async fn create(
         .await?
         .ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
     let wanted = entry.resources();
-    reserve(&mut tx, dept.field_id, dept.id, site.id, Resources::ZERO, wanted).await?;
     let extra = json!(entry.extra);
     let new = NewProject {
         name: name.as_str(),
@@ -179,6 +180,11 @@ pub async fn create(
         start_work(&mut tx, ctx, &project, Work::Provision, meta, &caller.username).await?;
     let project = projects::get(&mut tx, id).await?;
     audit::record(&mut tx, &caller.actor(), Change::create("project", id, &project)).await?;
+    // The reservation comes last: concurrent requests for the (field, site) wait for each
+    // other only from the lock to the commit, not through the writes above. The use it checks
+    // includes this uncommitted project, hence `wanted` as freed; over quota, all of it rolls
+    // back, the job and its wake-up with it.
+    reserve(&mut tx, dept.field_id, dept.id, site.id, wanted, wanted).await?;
     super::commit(tx).await?;
     Ok(ProjectSubmitted { project, submitted: enqueued.into() })
 }

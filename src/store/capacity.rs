@@ -66,28 +66,10 @@ pub async fn quotas_at(
     .await?)
 }
 
-/// What the department's projects reserve at the site: every project but the deleted ones
-/// (`ProjectStatus::holds_quota`, whose tests keep the two in step).
-pub async fn project_usage(
-    conn: &mut PgConnection,
-    department_id: Uuid,
-    site_id: Uuid,
-) -> Result<Resources, StoreError> {
-    let (cpu, ram): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(sum(cpu), 0)::int8, coalesce(sum(ram_gb), 0)::int8
-           FROM projects WHERE department_id = $1 AND site_id = $2 AND status <> 'deleted'",
-    )
-    .bind(department_id)
-    .bind(site_id)
-    .fetch_one(conn)
-    .await?;
-    Ok(Resources::new(cpu, ram))
-}
-
 /// Everything a department's quota at a site is checked against, in one statement: the CPU
 /// and RAM of the field's active servers there, the department's own quota (if any), the sum
 /// of the other departments' quotas, and what the department's projects reserve there (the
-/// same rules as `field_servers`, `quotas_at` and `project_usage`).
+/// same rules as `field_servers`, `quotas_at` and `quota_and_usage`).
 #[derive(Debug, Clone, Copy)]
 pub struct QuotaInputs {
     pub servers: Resources,
@@ -131,6 +113,29 @@ pub async fn quota_inputs(
         others: Resources::new(others_cpu, others_ram),
         used_by_projects: Resources::new(used_cpu, used_ram),
     })
+}
+
+/// The department's quota at the site (if it has one) and what its projects reserve there, in
+/// one statement: every project but the deleted ones (`ProjectStatus::holds_quota`, whose
+/// tests keep the two in step).
+pub async fn quota_and_usage(
+    conn: &mut PgConnection,
+    department_id: Uuid,
+    site_id: Uuid,
+) -> Result<(Option<Resources>, Resources), StoreError> {
+    let (quota_cpu, quota_ram, cpu, ram): (Option<i64>, Option<i64>, i64, i64) = sqlx::query_as(
+        "SELECT q.cpu_limit::int8, q.ram_gb_limit::int8, u.cpu, u.ram
+           FROM (SELECT coalesce(sum(cpu), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
+                   FROM projects
+                  WHERE department_id = $1 AND site_id = $2 AND status <> 'deleted') u
+           LEFT JOIN department_quotas q ON q.department_id = $1 AND q.site_id = $2",
+    )
+    .bind(department_id)
+    .bind(site_id)
+    .fetch_one(conn)
+    .await?;
+    let quota = quota_cpu.zip(quota_ram).map(|(c, r)| Resources::new(c, r));
+    Ok((quota, Resources::new(cpu, ram)))
 }
 
 pub async fn set_quota(

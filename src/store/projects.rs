@@ -291,18 +291,3 @@ pub async fn resize(
     .await?;
     Ok(())
 }
-
-/// The department's quota at the site, if it has one.
-pub async fn department_quota(
-    conn: &mut PgConnection,
-    department_id: Uuid,
-    site_id: Uuid,
-) -> Result<Option<(i64, i64)>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT cpu_limit::int8, ram_gb_limit::int8 FROM department_quotas WHERE department_id = $1 AND site_id = $2",
-    )
-    .bind(department_id)
-    .bind(site_id)
-    .fetch_optional(conn)
-    .await?)
-}

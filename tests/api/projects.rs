@@ -195,6 +195,16 @@ async fn thirty_concurrent_creations_never_over_reserve(pool: PgPool) {
     .await
     .unwrap();
     assert!(cpu <= 10 && ram <= 100, "reserved {cpu} CPU / {ram} GB");
+    // A refused request wrote its project, job and audit event before it found the quota
+    // full (the reservation is checked last); all of it rolled back.
+    let (projects, jobs, events): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM projects), (SELECT count(*) FROM jobs WHERE kind = 'provision_namespace'),
+                (SELECT count(*) FROM audit_events WHERE action = 'project.create')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((projects, jobs, events), (2, 2, 2));
 }
 
 #[sqlx::test]
