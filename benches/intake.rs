@@ -7,8 +7,18 @@
 //! `cargo bench --bench intake -- [--seconds 8] [--connections 16,64]` (wrk from Debian's
 //! package `wrk`; the PostgreSQL server of DATABASE_URL; scratch databases
 //! `infrahub_bench_intake` and `infrahub_bench_baseline`, dropped and created afresh).
-//! Prints a Markdown table and one `RESULT system=... test=intake|memory ...` line per number.
+//! Prints a Markdown table and one `RESULT system=... test=intake|memory|e2e ...` line per
+//! number. Last, a second daemon delivers the same end-to-end projects through an Argo CD
+//! double (`tests/api/argocd_fake.rs`) that reports each namespace synced and healthy at the
+//! pushed commit on the first poll.
 
+// Shared with the tests; the bench uses only part of them.
+#[allow(dead_code)]
+#[path = "../tests/api/argocd_fake.rs"]
+mod argocd_fake;
+#[allow(dead_code)]
+#[path = "../tests/api/faults.rs"]
+mod faults;
 #[path = "support/load.rs"]
 mod load;
 #[path = "support/mod.rs"]
@@ -16,7 +26,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -29,7 +39,7 @@ use clap::Parser;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use load::{Load, free_addr, login, which_wrk, wrk};
+use load::{Load, Reaped, free_addr, login, which_wrk, wrk};
 use sqlx::postgres::PgPoolOptions;
 
 #[derive(Debug, Parser)]
@@ -54,7 +64,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     which_wrk()?;
     let url = support::database_url();
-    let daemon = Daemon::start(&url).await?;
+    anyhow::ensure!(args.e2e_projects > 0, "--e2e-projects must be at least 1");
+    let daemon = Daemon::start(&url, &[]).await?;
     let http = reqwest::Client::new();
     let base = format!("http://{}/api/v1", daemon.addr);
     let admin = login(&http, &base, "admin", "admin").await?;
@@ -167,8 +178,60 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "RESULT system=infrahub test=intake backlog_jobs={backlog} superseded_jobs={superseded}"
     );
-    daemon.stop();
+    drop(daemon);
+
+    let argocd = end_to_end_with_argocd(&url, &http, args.e2e_projects).await?;
+    println!();
+    println!(
+        "POST /projects to active through the Argo CD double, {} projects: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        args.e2e_projects, argocd[0], argocd[1], argocd[2]
+    );
+    println!(
+        "RESULT system=infrahub test=e2e argocd=double projects={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
+        args.e2e_projects, argocd[0], argocd[1], argocd[2]
+    );
     Ok(())
+}
+
+/// The end-to-end run against a daemon that waits for Argo CD: the double knows every
+/// namespace of the run as synced and healthy, at whatever commit the daemon's repository
+/// holds (as an Application tracking the branch, just refreshed).
+async fn end_to_end_with_argocd(
+    url: &str,
+    http: &reqwest::Client,
+    count: usize,
+) -> anyhow::Result<[f64; 3]> {
+    const TOKEN: &str = "bench-argocd-token-0123456789";
+    const APP: &str = "gitops-berlin";
+    let resources = (0..count)
+        .flat_map(|n| {
+            let name = format!("platform-e2e-{n}");
+            [
+                argocd_fake::resource("Namespace", &name, "", "Synced", Some("Healthy")),
+                argocd_fake::resource("ResourceQuota", "infrahub-quota", &name, "Synced", None),
+            ]
+        })
+        .collect();
+    let app = argocd_fake::application(APP, "Synced", "Healthy", None, resources);
+    let fake = argocd_fake::FakeArgocd::start(APP, TOKEN, vec![app]).await;
+    let env = [
+        ("INFRAHUB_ARGOCD__URL", fake.base.clone()),
+        ("INFRAHUB_ARGOCD__TOKEN", TOKEN.to_owned()),
+        ("INFRAHUB_ARGOCD__APPS__BERLIN", APP.to_owned()),
+    ];
+    let daemon = Daemon::start(url, &env).await?;
+    fake.set(|script| script.tracks = Some(daemon.repo.clone()));
+    daemon.seed_capacity().await?;
+    let base = format!("http://{}/api/v1", daemon.addr);
+    let lead = login(http, &base, "team-platform", "password").await?;
+    let took = end_to_end(http, &base, &lead, count).await?;
+    // Each project went active on what the double said, not without asking it.
+    let reads = fake.reads().len();
+    anyhow::ensure!(
+        reads >= count,
+        "the Argo CD double was read {reads} times for {count} projects"
+    );
+    Ok(took)
 }
 
 /// `system=infrahub` with the endpoint in the keys (`quota_c16_req_per_s`), or the baseline.
@@ -187,13 +250,17 @@ fn result_line(endpoint: &str, connections: u32, load: &Load) -> String {
 
 /// The daemon under test: `infrahub demo` on a scratch database, in its own process.
 struct Daemon {
-    child: Child,
+    /// Stopped when dropped, also when the benchmark fails half-way.
+    child: Reaped,
     addr: SocketAddr,
     pool: PgPool,
+    /// The local Git repository it delivers to.
+    repo: std::path::PathBuf,
 }
 
 impl Daemon {
-    async fn start(url: &str) -> anyhow::Result<Self> {
+    /// `env`: further configuration, as `INFRAHUB_*` variables.
+    async fn start(url: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
         let pool = support::scratch_database(url, "infrahub_bench_intake").await?;
         let addr = free_addr()?;
         let mut db_url: url::Url = url.parse()?;
@@ -206,12 +273,13 @@ impl Daemon {
             .current_dir(root)
             .env("INFRAHUB_DATABASE__URL", db_url.as_str())
             .env("INFRAHUB_DELIVERY__GIT__PATH", gitops.join("repo"))
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .env("INFRAHUB_LOGGING__LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("starting the release build of infrahub")?;
-        let daemon = Self { child, addr, pool };
+        let daemon = Self { child: Reaped(child), addr, pool, repo: gitops.join("repo") };
         let ready = format!("http://{addr}/readyz");
         for _ in 0..600 {
             if let Ok(answer) = reqwest::get(&ready).await
@@ -228,7 +296,7 @@ impl Daemon {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     /// Room for every request of the run: 100 large servers of field `berlin` at `berlin`.
@@ -259,11 +327,6 @@ impl Daemon {
         .execute(&self.pool)
         .await?;
         Ok((field_id, dept_id))
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
     }
 }
 
@@ -301,6 +364,9 @@ async fn end_to_end(
                 .await?;
             match project["status"].as_str() {
                 Some("active") => break,
+                Some("provisioning") if started.elapsed() > Duration::from_secs(60) => {
+                    bail!("project {id} still provisioning after 60 s: {project}")
+                }
                 Some("provisioning") => tokio::time::sleep(Duration::from_millis(2)).await,
                 other => bail!("project {id} went {other:?}: {project}"),
             }

@@ -25,7 +25,7 @@ use clap::Parser;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use load::{free_addr, login, which_wrk, wrk};
+use load::{Reaped, free_addr, login, which_wrk, wrk};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -88,13 +88,15 @@ async fn main() -> anyhow::Result<()> {
     if !add.wait()?.success() {
         bail!("infrahub user add failed");
     }
-    let mut daemon = Command::new(binary)
-        .args(["serve", "--role", "api"])
-        .current_dir(scripts.path())
-        .envs(env.iter().cloned())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let daemon = Reaped(
+        Command::new(binary)
+            .args(["serve", "--role", "api"])
+            .current_dir(scripts.path())
+            .envs(env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
     let base = format!("http://{addr}/api/v1");
     let ready = format!("http://{addr}/readyz");
     let mut up = false;
@@ -106,7 +108,6 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if !up {
-        let _ = daemon.kill();
         bail!("the daemon did not become ready");
     }
     let http = reqwest::Client::new();
@@ -130,15 +131,13 @@ async fn main() -> anyhow::Result<()> {
         // One request first: a view that answers an error is a broken benchmark, not a number.
         let answer = http.get(format!("{base}{path}")).bearer_auth(&token).send().await?;
         if !answer.status().is_success() {
-            let _ = daemon.kill();
             bail!("{path}: {} {}", answer.status(), answer.text().await.unwrap_or_default());
         }
         let load =
             wrk(&format!("{base}{path}"), Some(&token), &script, args.connections, args.seconds)?;
         rows.push((*name, path.clone(), load));
     }
-    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
-    let _ = daemon.wait();
+    drop(daemon);
 
     let resync = if args.no_resync { None } else { Some(resync(&pool, args.projects).await?) };
 

@@ -20,7 +20,18 @@ pub struct Load {
 pub fn which_wrk() -> anyhow::Result<()> {
     match Command::new("wrk").arg("--version").output() {
         Ok(_) => Ok(()),
-        Err(_) => bail!("the intake benchmark needs wrk: apt-get install wrk"),
+        Err(_) => bail!("this benchmark needs wrk: apt-get install wrk"),
+    }
+}
+
+/// A process that is sent SIGTERM and waited for when dropped: a benchmark that fails
+/// half-way leaves no daemon behind.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
     }
 }
 
