@@ -197,3 +197,94 @@ async fn changes_across_fields_are_read_by_both_fields(pool: PgPool) {
     assert_eq!(actions(&app.get(&created, &ours).await.body), ["user.create"]);
     assert!(actions(&app.get(&created, &theirs).await.body).is_empty());
 }
+
+/// The fields the audit trigger files an event under, for an event inserted as given.
+async fn filed_under(
+    pool: &PgPool,
+    kind: &str,
+    subject: &str,
+    before: Value,
+    after: Value,
+) -> Vec<uuid::Uuid> {
+    let mut fields: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO audit_events (actor, action, subject_type, subject_id, before, after)
+         VALUES ('test', $1 || '.test', $1, $2, $3, $4) RETURNING field_ids",
+    )
+    .bind(kind)
+    .bind(subject)
+    .bind((!before.is_null()).then_some(before))
+    .bind((!after.is_null()).then_some(after))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    fields.sort();
+    fields
+}
+
+#[sqlx::test]
+async fn the_trigger_files_events_under_their_fields_whatever_their_ids_look_like(pool: PgPool) {
+    let (a, b, dept) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO fields (id, name, display_name) VALUES ($1, 'a', 'A'), ($2, 'b', 'B')",
+    )
+    .bind(a)
+    .bind(b)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO departments (id, field_id, name, display_name) VALUES ($1, $2, 'd', 'D')",
+    )
+    .bind(dept)
+    .bind(a)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let site = uuid::Uuid::now_v7();
+    let (mut ab, none) = (vec![a, b], Vec::<uuid::Uuid>::new());
+    ab.sort();
+
+    // A quota is `department:site`; a department moved between fields belongs to both.
+    assert_eq!(
+        filed_under(&pool, "department_quota", &format!("{dept}:{site}"), json!(null), json!({}))
+            .await,
+        [a]
+    );
+    let moved = filed_under(
+        &pool,
+        "department",
+        &dept.to_string(),
+        json!({ "field_id": a }),
+        json!({ "field_id": b }),
+    )
+    .await;
+    assert_eq!(moved, ab);
+    // Every spelling uuid_in accepts: braces, no hyphens, upper case.
+    let braced = format!("{{{}}}", a.simple().to_string().to_uppercase());
+    assert_eq!(filed_under(&pool, "field", &braced, json!(null), json!(null)).await, [a]);
+    // Text that is not a uuid places nothing, raises nothing, and hides nothing else.
+    for subject in [
+        "alice",
+        "",
+        "{0192a5e0-1234-7abc-8def-0123456789ab",
+        "0192a5e0-1234-7abc-8def-0123456789ab}",
+        "x:y",
+    ] {
+        assert_eq!(
+            filed_under(&pool, "department_quota", subject, json!(null), json!(null)).await,
+            none,
+            "{subject:?}"
+        );
+    }
+    let junk = json!({ "department_id": 5, "field_id": "not-a-uuid" });
+    assert_eq!(
+        filed_under(&pool, "project", "junk", junk.clone(), json!({ "field_id": b })).await,
+        [b]
+    );
+    // JSON that is not an object, and an unknown login.
+    assert_eq!(
+        filed_under(&pool, "project", "junk", json!("department_id"), json!([1, 2])).await,
+        none
+    );
+    assert_eq!(filed_under(&pool, "login", "nobody", json!(null), json!(null)).await, none);
+}
