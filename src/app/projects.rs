@@ -183,7 +183,8 @@ pub async fn create(
     // The reservation comes last: concurrent requests for the (field, site) wait for each
     // other only from the lock to the commit, not through the writes above. The use it checks
     // includes this uncommitted project, hence `wanted` as freed; over quota, all of it rolls
-    // back, the job and its wake-up with it.
+    // back, the job and its wake-up with it. So a request both over quota and named like an
+    // existing project is refused as `already_exists`, the first thing found wrong.
     reserve(&mut tx, dept.field_id, dept.id, site.id, wanted, wanted).await?;
     super::commit(tx).await?;
     Ok(ProjectSubmitted { project, submitted: enqueued.into() })

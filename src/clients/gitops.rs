@@ -373,21 +373,23 @@ impl LocalGit {
         if files.is_empty() || !self.config.path.join(".git").exists() {
             return Ok(vec![None; files.len()]);
         }
+        // One tree for every chunk, even if a commit lands meanwhile; none: nothing committed.
+        let head = self.git(&["rev-parse", "--verify", "--quiet", "HEAD^{tree}"]).await?;
+        let tree = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+        if !head.status.success() || tree.is_empty() {
+            return Ok(vec![None; files.len()]);
+        }
         let mut blobs: HashMap<String, String> = HashMap::new();
         // Chunks keep the command line short whatever the caller asks for.
         for chunk in files.chunks(500) {
-            let mut args = vec!["--literal-pathspecs", "ls-tree", "-r", "-z", "HEAD", "--"];
+            let mut args = vec!["--literal-pathspecs", "ls-tree", "-r", "-z", tree.as_str(), "--"];
             args.extend(chunk.iter().map(String::as_str));
             let listed = self.git(&args).await?;
             if !listed.status.success() {
-                let stderr = String::from_utf8_lossy(&listed.stderr);
-                if stderr.contains("Not a valid object name") {
-                    return Ok(vec![None; files.len()]); // nothing committed yet
-                }
                 return Err(ClientError::Permanent(redact_credentials(&format!(
                     "git ls-tree failed in {}: {}",
                     self.config.path.display(),
-                    stderr.trim()
+                    String::from_utf8_lossy(&listed.stderr).trim()
                 ))));
             }
             // `<mode> <type> <object>\t<path>\0`, paths unquoted under -z.

@@ -56,6 +56,13 @@ impl Job for Resync {
                     batch.items.iter().map(app::projects::manifest_path).collect();
                 ctx.clients.gitops.read_many(&files).await?
             };
+            if committed.len() != batch.items.len() {
+                return Err(JobError::permanent(format!(
+                    "the repository answered {} files for {} projects (a bug)",
+                    committed.len(),
+                    batch.items.len()
+                )));
+            }
             for (project, committed) in batch.items.iter().zip(committed) {
                 report.checked += 1;
                 match drift_of(ctx, &mut apps, project, committed).await? {
