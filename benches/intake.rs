@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     which_wrk()?;
     let url = support::database_url();
     anyhow::ensure!(args.e2e_projects > 0, "--e2e-projects must be at least 1");
-    let daemon = Daemon::start(&url, &[]).await?;
+    let daemon = Daemon::start(&url, "intake", &[]).await?;
     let http = reqwest::Client::new();
     let base = format!("http://{}/api/v1", daemon.addr);
     let admin = login(&http, &base, "admin", "admin").await?;
@@ -219,7 +219,7 @@ async fn end_to_end_with_argocd(
         ("INFRAHUB_ARGOCD__TOKEN", TOKEN.to_owned()),
         ("INFRAHUB_ARGOCD__APPS__BERLIN", APP.to_owned()),
     ];
-    let daemon = Daemon::start(url, &env).await?;
+    let daemon = Daemon::start(url, "intake-argocd", &env).await?;
     fake.set(|script| script.tracks = Some(daemon.repo.clone()));
     daemon.seed_capacity().await?;
     let base = format!("http://{}/api/v1", daemon.addr);
@@ -259,15 +259,17 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// `env`: further configuration, as `INFRAHUB_*` variables.
-    async fn start(url: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
+    /// `env`: further configuration, as `INFRAHUB_*` variables; its log goes to
+    /// `$TMPDIR/infrahub-bench-<name>.log`.
+    async fn start(url: &str, name: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let log_path = std::env::temp_dir().join(format!("infrahub-bench-{name}.log"));
         let pool = support::scratch_database(url, "infrahub_bench_intake").await?;
         let addr = free_addr()?;
         let mut db_url: url::Url = url.parse()?;
         db_url.set_path("/infrahub_bench_intake");
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let gitops = tempfile::tempdir()?.keep();
-        let log = std::fs::File::create(std::env::temp_dir().join("infrahub-bench-intake.log"))?;
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(env!("CARGO_BIN_EXE_infrahub"))
             .args(["demo", "--listen", &addr.to_string()])
             .current_dir(root)
@@ -289,10 +291,7 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!(
-            "the daemon did not become ready; see {}",
-            std::env::temp_dir().join("infrahub-bench-intake.log").display()
-        )
+        bail!("the daemon did not become ready; see {}", log_path.display())
     }
 
     fn pid(&self) -> u32 {

@@ -24,13 +24,22 @@ pub fn which_wrk() -> anyhow::Result<()> {
     }
 }
 
-/// A process that is sent SIGTERM and waited for when dropped: a benchmark that fails
-/// half-way leaves no daemon behind.
+/// A process that is sent SIGTERM when dropped, and SIGKILL if it has not exited 30 s later:
+/// a benchmark that fails half-way leaves no daemon behind, and a daemon that hangs in its
+/// shutdown does not hang the benchmark.
 pub struct Reaped(pub std::process::Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
