@@ -174,11 +174,12 @@ pub async fn create(
         ),
         other => other.into(),
     })?;
-    let project = projects::get(&mut tx, id).await?;
+    let mut project = projects::get(&mut tx, id).await?;
     let meta = JobMeta::by(caller);
     let enqueued =
         start_work(&mut tx, ctx, &project, Work::Provision, meta, &caller.username).await?;
-    let project = projects::get(&mut tx, id).await?;
+    // All start_work changed in the row: `updated_at` is the transaction's `now()` either way.
+    project.last_job_id = Some(enqueued.job().id);
     audit::record(&mut tx, &caller.actor(), Change::create("project", id, &project)).await?;
     // The reservation comes last: concurrent requests for the (field, site) wait for each
     // other only from the lock to the commit, not through the writes above. The use it checks

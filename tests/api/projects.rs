@@ -62,6 +62,19 @@ async fn the_documented_project_flow_reaches_active(pool: PgPool) {
     assert_eq!(created["namespace"], "platform-payments");
     assert!(created["job_id"].is_string());
     let id = created["id"].as_str().unwrap();
+    // The answer and the audit event show the project pointing at its job, as stored.
+    assert_eq!(created["project"]["last_job_id"], created["job_id"]);
+    let (stored_job, audited): (Option<uuid::Uuid>, Value) = sqlx::query_as(
+        "SELECT p.last_job_id, a.after FROM projects p
+           JOIN audit_events a ON a.subject_id = p.id::text AND a.action = 'project.create'
+          WHERE p.id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(json!(stored_job), created["job_id"]);
+    assert_eq!(audited, created["project"]);
     let project = app.project_becomes(&token, id, "active").await;
     assert_eq!(
         (project["site"].as_str(), project["sla_type"].as_str()),
