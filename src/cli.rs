@@ -105,6 +105,10 @@ enum Command {
     Capacity {
         /// Field name or id
         field: String,
+        /// Show instead what losing this server (name or id; repeat for several) would do:
+        /// capacity after, and the departments that would fall into deficit and by how much
+        #[arg(long = "without", value_name = "SERVER")]
+        without: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -326,8 +330,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Servers { action, common } => {
             Ok(api_client::commands::run(common, Request::Servers(action)).await?)
         }
-        Command::Capacity { field, common } => {
-            Ok(api_client::commands::run(common, Request::Capacity { field }).await?)
+        Command::Capacity { field, without, common } => {
+            Ok(api_client::commands::run(common, Request::Capacity { field, without }).await?)
         }
         Command::Quota { action, common } => {
             Ok(api_client::commands::run(common, Request::Quota(action)).await?)

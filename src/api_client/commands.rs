@@ -176,7 +176,7 @@ pub enum Request {
     Projects(ProjectsAction),
     Jobs(JobsAction),
     Servers(ServersAction),
-    Capacity { field: String },
+    Capacity { field: String, without: Vec<String> },
     Quota(QuotaAction),
 }
 
@@ -197,7 +197,10 @@ pub async fn run(common: Common, request: Request) -> Result<(), ClientError> {
         Request::Projects(action) => projects(&mut client, out, action).await,
         Request::Jobs(action) => jobs(&client, out, action).await,
         Request::Servers(action) => servers(&mut client, out, action).await,
-        Request::Capacity { field } => capacity(&client, out, &field).await,
+        Request::Capacity { field, without } if without.is_empty() => {
+            capacity(&client, out, &field).await
+        }
+        Request::Capacity { field, without } => impact(&client, out, &field, &without).await,
         Request::Quota(action) => quota(&mut client, out, action).await,
     }
 }
@@ -829,6 +832,78 @@ async fn capacity(client: &Client, out: Output, field: &str) -> Result<(), Clien
             let headers =
                 ["site", "servers", "capacity", "allocated", "free", "deficit", "missing"];
             print!("{}", table(&headers, &rows));
+        }
+    }
+    Ok(())
+}
+
+/// What losing `servers` (names or ids of the field's servers) would do to the field.
+async fn impact(
+    client: &Client,
+    out: Output,
+    field: &str,
+    servers: &[String],
+) -> Result<(), ClientError> {
+    let id = field_id(client, field).await?;
+    let mut ids = Vec::with_capacity(servers.len());
+    let mut listed: Option<Vec<Value>> = None;
+    for server in servers {
+        if let Ok(server_id) = server.parse::<Uuid>() {
+            ids.push(server_id.to_string());
+            continue;
+        }
+        if listed.is_none() {
+            listed = Some(all_pages(client, &format!("servers?field_id={id}")).await?);
+        }
+        let found = listed.iter().flatten().find(|s| s["name"] == server.as_str());
+        let found = found.and_then(|s| s["id"].as_str()).ok_or_else(|| {
+            ClientError::Refused(format!("no server named {server:?} in field {field}"))
+        })?;
+        ids.push(found.to_owned());
+    }
+    let query: Vec<String> = ids.iter().map(|id| format!("server={id}")).collect();
+    let report = client.get(&format!("fields/{id}/capacity/impact?{}", query.join("&"))).await?;
+    match out {
+        Output::Json => print_json(&report),
+        Output::Table => {
+            println!(
+                "field {} without {} (cpu/ram GB)",
+                cell(&report["field"]),
+                servers.join(", ")
+            );
+            for site in report["sites"].as_array().into_iter().flatten() {
+                let rows = vec![vec![
+                    cell(&site["site"]),
+                    cell(&site["servers_lost"]),
+                    resources(&site["capacity_now"]),
+                    resources(&site["capacity_after"]),
+                    resources(&site["allocated"]),
+                    resources(&site["deficit_after"]),
+                ]];
+                let headers =
+                    ["site", "servers lost", "capacity now", "after", "allocated", "deficit after"];
+                print!("{}", table(&headers, &rows));
+                let short: Vec<Vec<String>> = site["departments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|d| {
+                        vec![
+                            cell(&d["department"]),
+                            resources(&d["quota"]),
+                            resources(&d["backed"]),
+                            resources(&d["short"]),
+                            resources(&d["projects_unbacked"]),
+                        ]
+                    })
+                    .collect();
+                if short.is_empty() {
+                    println!("no department would be short at {}", cell(&site["site"]));
+                } else {
+                    let headers = ["department", "quota", "backed", "short", "projects unbacked"];
+                    print!("{}", table(&headers, &short));
+                }
+            }
         }
     }
     Ok(())

@@ -12,7 +12,9 @@ use super::jobs::{JobMeta, submit};
 use super::{Actor, AppError, AppResult, Caller, Submitted};
 use crate::config::Config;
 use crate::context::Context;
-use crate::domain::capacity::{QuotaError, Resources, capacity, check_capacity_drop, check_quota};
+use crate::domain::capacity::{
+    QuotaError, Resources, backed_quotas, capacity, check_capacity_drop, check_quota,
+};
 use crate::domain::scope::{Action, Owner};
 use crate::jobs::allocate_quota::{AllocateQuota, QuotaRequest};
 use crate::jobs::allocate_servers::{AllocateServers, Allocation};
@@ -95,10 +97,20 @@ async fn refuse_if_release_breaks_quotas(
     config: &Config,
     server: &Server,
 ) -> AppResult<()> {
-    check_release(conn, config, server).await?.map_err(|reason| {
-        AppError::conflict("capacity_in_use", reason)
-            .with_details(json!({ "field_id": server.field_id, "site": server.site }))
-    })
+    let Err(reason) = check_release(conn, config, server).await? else { return Ok(()) };
+    // Who would carry the shortfall, as `GET /fields/{id}/capacity/impact` shows it.
+    let mut impact = None;
+    if let Some(field_id) = server.field_id {
+        let lost = Resources::new(server.cpu_cores.into(), server.ram_gb.into());
+        let site = server.site.clone();
+        impact = Some(site_impact(conn, config, field_id, server.site_id, site, lost).await?);
+    }
+    let departments = impact.map(|i| i.departments).unwrap_or_default();
+    Err(AppError::conflict("capacity_in_use", reason).with_details(json!({
+        "field_id": server.field_id,
+        "site": server.site,
+        "departments_short": departments,
+    })))
 }
 
 /// Why a server may not leave its field: the quotas left standing, named.
@@ -417,6 +429,190 @@ pub async fn field_capacity(ctx: &Context, caller: &Caller, id: Uuid) -> AppResu
         })
         .collect();
     Ok(FieldCapacity { field_id: field.id, field: field.name, sites })
+}
+
+/// A department whose quota would no longer be fully backed by the field's servers.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DepartmentShort {
+    pub department_id: Uuid,
+    pub department: String,
+    pub quota: Resources,
+    /// Its share of what is left: each quota is backed in proportion (capacity / quotas).
+    pub backed: Resources,
+    /// `quota - backed`: its share of the shortfall.
+    pub short: Resources,
+    /// Reserved by its projects at the site.
+    pub used_by_projects: Resources,
+    /// Reservations of running projects no longer backed: `used_by_projects - backed`.
+    pub projects_unbacked: Resources,
+}
+
+/// One site of a field, after losing some of its servers.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SiteImpact {
+    pub site_id: Uuid,
+    pub site: String,
+    /// The field's active servers there that would go, and their CPU and RAM.
+    pub servers_lost: i64,
+    pub hardware_lost: Resources,
+    pub capacity_now: Resources,
+    pub capacity_after: Resources,
+    /// Sum of the department quotas.
+    pub allocated: Resources,
+    pub deficit_now: Resources,
+    pub deficit_after: Resources,
+    /// The departments that would be in deficit, and by how much.
+    pub departments: Vec<DepartmentShort>,
+}
+
+/// What losing servers would do to a field: per site they are at.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CapacityImpact {
+    pub field_id: Uuid,
+    pub field: String,
+    pub servers: Vec<Uuid>,
+    pub sites: Vec<SiteImpact>,
+}
+
+/// Which departments would fall into deficit, and by how much, if `server_ids` (servers of the
+/// field) were gone: unassigned, retired, or lost from the inventory. Changes nothing.
+pub async fn capacity_impact(
+    ctx: &Context,
+    caller: &Caller,
+    field_id: Uuid,
+    server_ids: Vec<Uuid>,
+) -> AppResult<CapacityImpact> {
+    caller.authorize(Action::ReadCapacity)?;
+    if !caller.scope.may_read(Owner::field(field_id)) {
+        return Err(AppError::not_found("field"));
+    }
+    if server_ids.is_empty() {
+        return Err(AppError::invalid("missing_value", "name at least one server (?server=<id>)")
+            .with_details(json!({ "field": "server" })));
+    }
+    let mut conn = ctx.pool.acquire().await?;
+    let field = org::get_unit(&mut conn, UnitKind::Field, field_id)
+        .await
+        .map_err(|e| AppError::from_store("field", e))?;
+    // Per site: the servers named, and the hardware of those still counted (active ones).
+    let mut lost: std::collections::BTreeMap<Uuid, (String, i64, Resources)> = Default::default();
+    let mut named = server_ids.clone();
+    named.sort();
+    named.dedup();
+    for id in &named {
+        let server = match servers::get(&mut conn, *id).await {
+            Ok(server) if server.field_id == Some(field_id) => server,
+            Ok(_) | Err(StoreError::NotFound) => {
+                return Err(AppError::invalid(
+                    "invalid_value",
+                    format!("server {id} is not a server of field {}", field.name),
+                )
+                .with_details(json!({ "field": "server", "server": id })));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let entry = lost.entry(server.site_id).or_insert((server.site.clone(), 0, Resources::ZERO));
+        if server.status == "active" {
+            entry.1 += 1;
+            entry.2 = entry.2 + Resources::new(server.cpu_cores.into(), server.ram_gb.into());
+        }
+    }
+    let mut sites = Vec::with_capacity(lost.len());
+    for (site_id, (site, count, hardware)) in lost {
+        let mut impact =
+            site_impact(&mut conn, &ctx.config, field_id, site_id, site, hardware).await?;
+        impact.servers_lost = count;
+        sites.push(impact);
+    }
+    Ok(CapacityImpact { field_id, field: field.name, servers: named, sites })
+}
+
+/// The field's capacity at the site with `hardware_lost` gone, and who would be short.
+async fn site_impact(
+    conn: &mut PgConnection,
+    config: &Config,
+    field_id: Uuid,
+    site_id: Uuid,
+    site: String,
+    hardware_lost: Resources,
+) -> Result<SiteImpact, StoreError> {
+    let overcommit = config.capacity.overcommit();
+    let hardware = store_capacity::field_servers(conn, field_id, site_id).await?;
+    let capacity_now = capacity(hardware, overcommit);
+    let capacity_after = capacity((hardware - hardware_lost).positive_part(), overcommit);
+    let rows = store_capacity::quotas_with_usage(conn, field_id, site_id).await?;
+    let quotas: Vec<Resources> =
+        rows.iter().map(|r| Resources::new(r.cpu_limit, r.ram_gb_limit)).collect();
+    let allocated: Resources = quotas.iter().copied().sum();
+    let departments = rows
+        .into_iter()
+        .zip(backed_quotas(capacity_after, &quotas))
+        .map(|(row, backed)| {
+            let quota = Resources::new(row.cpu_limit, row.ram_gb_limit);
+            let used_by_projects = Resources::new(row.used_cpu, row.used_ram_gb);
+            DepartmentShort {
+                department_id: row.department_id,
+                department: row.department,
+                quota,
+                backed,
+                short: (quota - backed).positive_part(),
+                used_by_projects,
+                projects_unbacked: (used_by_projects - backed).positive_part(),
+            }
+        })
+        .filter(|d| d.short != Resources::ZERO)
+        .collect();
+    Ok(SiteImpact {
+        site_id,
+        site,
+        servers_lost: 0,
+        hardware_lost,
+        capacity_now,
+        capacity_after,
+        allocated,
+        deficit_now: (allocated - capacity_now).positive_part(),
+        deficit_after: (allocated - capacity_after).positive_part(),
+        departments,
+    })
+}
+
+/// The (field, site) pairs among `touched` whose quotas are now above their capacity, with
+/// the departments short: what a sync that marked servers missing records.
+pub async fn deficits(
+    conn: &mut PgConnection,
+    config: &Config,
+    touched: &[(Uuid, Uuid)],
+) -> Result<Vec<FieldDeficit>, StoreError> {
+    let mut pairs = touched.to_vec();
+    pairs.sort();
+    pairs.dedup();
+    let mut found = Vec::new();
+    for (field_id, site_id) in pairs {
+        let impact =
+            site_impact(conn, config, field_id, site_id, String::new(), Resources::ZERO).await?;
+        if impact.deficit_now != Resources::ZERO {
+            found.push(FieldDeficit {
+                field_id,
+                site_id,
+                capacity: impact.capacity_now,
+                allocated: impact.allocated,
+                deficit: impact.deficit_now,
+                departments: impact.departments,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// A field whose department quotas at a site exceed its capacity there.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct FieldDeficit {
+    pub field_id: Uuid,
+    pub site_id: Uuid,
+    pub capacity: Resources,
+    pub allocated: Resources,
+    pub deficit: Resources,
+    pub departments: Vec<DepartmentShort>,
 }
 
 /// One site of a department's quota.

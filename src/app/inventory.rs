@@ -84,6 +84,9 @@ pub struct SyncReport {
     pub unknown_sites: Vec<String>,
     pub pages: u64,
     pub duration_ms: u64,
+    /// Fields whose quotas the servers marked missing left above capacity, with the
+    /// departments short (see `GET /fields/{id}/capacity/impact`).
+    pub deficits: Vec<super::allocation::FieldDeficit>,
 }
 
 impl SyncReport {
@@ -202,7 +205,13 @@ pub async fn sync(
         let going = servers::going_missing(&mut tx, &seen, covered.as_deref()).await?;
         refuse_mass_disappearance(&going, ctx.config.inventory.missing_guard)?;
     }
-    report.missing = servers::mark_missing(&mut tx, &seen, covered.as_deref()).await?;
+    let marked = servers::mark_missing(&mut tx, &seen, covered.as_deref()).await?;
+    report.missing = marked.len() as u64;
+    // The fields those servers leave short, and the departments that carry it: recorded in
+    // the report, so in the job's result and the sync's audit event.
+    let touched: Vec<(Uuid, Uuid)> =
+        marked.iter().filter_map(|m| m.field_id.map(|field| (field, m.site_id))).collect();
+    report.deficits = super::allocation::deficits(&mut tx, &ctx.config, &touched).await?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     let change = Change::new("inventory", "sync", &report.source).after(&report);
     audit::record(&mut tx, actor, change).await?;

@@ -132,6 +132,32 @@ pub fn check_capacity_drop(capacity_after: Resources, quotas: Resources) -> Resu
     }
 }
 
+/// What each quota keeps backed when the capacity under a field's quotas at a site drops to
+/// `capacity`: all of it while the quotas fit; otherwise each quota is backed in proportion
+/// (capacity / sum of the quotas, per resource, rounded down), so every department carries its
+/// share of the shortfall and the backed parts never add up to more than the capacity.
+pub fn backed_quotas(capacity: Resources, quotas: &[Resources]) -> Vec<Resources> {
+    let total: Resources = quotas.iter().copied().sum();
+    let share = |quota: i64, capacity: i64, total: i64| -> i64 {
+        if total <= capacity {
+            quota
+        } else if capacity <= 0 || total <= 0 {
+            0
+        } else {
+            // i128: quota × capacity overflows i64 long before either does.
+            i64::try_from(i128::from(quota) * i128::from(capacity) / i128::from(total))
+                .unwrap_or(quota)
+        }
+    };
+    quotas
+        .iter()
+        .map(|q| Resources {
+            cpu: share(q.cpu, capacity.cpu, total.cpu),
+            ram_gb: share(q.ram_gb, capacity.ram_gb, total.ram_gb),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -213,6 +239,44 @@ mod tests {
         fn overcommit_at_least_one_never_shrinks(cpu in 0i64..1_000_000, ram in 0i64..1_000_000, f in 1.0f64..4.0) {
             let c = capacity(r(cpu, ram), Overcommit { cpu: f, ram: f });
             prop_assert!(r(cpu, ram).fits_in(c));
+        }
+    }
+
+    #[test]
+    fn quotas_that_fit_stay_backed_in_full() {
+        let quotas = [Resources::new(10, 40), Resources::new(6, 20)];
+        assert_eq!(backed_quotas(Resources::new(16, 60), &quotas), quotas);
+    }
+
+    #[test]
+    fn a_shortfall_is_shared_in_proportion_to_the_quotas() {
+        // 30 CPU for quotas of 20 + 10 + 10 (40): three quarters each; RAM still fits.
+        let quotas = [Resources::new(20, 10), Resources::new(10, 10), Resources::new(10, 10)];
+        let backed = backed_quotas(Resources::new(30, 100), &quotas);
+        assert_eq!(backed, [Resources::new(15, 10), Resources::new(7, 10), Resources::new(7, 10)]);
+        assert_eq!(backed_quotas(Resources::ZERO, &quotas), [Resources::ZERO; 3]);
+        assert_eq!(backed_quotas(Resources::new(5, 5), &[]), Vec::<Resources>::new());
+    }
+
+    proptest! {
+        #[test]
+        fn backed_quotas_never_exceed_their_quota_nor_together_the_capacity(
+            quotas in proptest::collection::vec((0i64..1_000_000, 0i64..4_000_000), 0..20),
+            cpu in 0i64..2_000_000, ram in 0i64..8_000_000,
+        ) {
+            let quotas: Vec<Resources> = quotas.into_iter().map(|(c, r)| Resources::new(c, r)).collect();
+            let capacity = Resources::new(cpu, ram);
+            let backed = backed_quotas(capacity, &quotas);
+            prop_assert_eq!(backed.len(), quotas.len());
+            for (b, q) in backed.iter().zip(&quotas) {
+                prop_assert!(b.fits_in(*q) && b.cpu >= 0 && b.ram_gb >= 0);
+            }
+            let total: Resources = quotas.iter().copied().sum();
+            let sum: Resources = backed.iter().copied().sum();
+            prop_assert!(sum.fits_in(capacity));
+            if total.fits_in(capacity) {
+                prop_assert_eq!(backed, quotas);
+            }
         }
     }
 }

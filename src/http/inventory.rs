@@ -1,6 +1,6 @@
 //! Servers, their allocation to fields, department quotas, and the capacity views.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{Json, Path, Query};
 use super::jobs::{Accepted, accepted};
-use crate::app::allocation::{AssignServer, DepartmentQuotas, FieldCapacity, SetQuota};
+use crate::app::allocation::{
+    AssignServer, CapacityImpact, DepartmentQuotas, FieldCapacity, SetQuota,
+};
 use crate::app::inventory::ServerQuery;
 use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
@@ -26,6 +28,7 @@ pub fn router() -> OpenApiRouter<Context> {
         .routes(routes!(unassign_server))
         .routes(routes!(set_department_quota))
         .routes(routes!(field_capacity))
+        .routes(routes!(capacity_impact))
         .routes(routes!(department_quota))
 }
 
@@ -123,6 +126,37 @@ async fn field_capacity(
     Path(id): Path<Uuid>,
 ) -> Result<Json<FieldCapacity>, ApiError> {
     Ok(Json(app::allocation::field_capacity(&ctx, &caller, id).await?))
+}
+
+/// What losing servers would do to the field: per site, capacity now and after, and which
+/// departments would fall into deficit and by how much (each quota backed in proportion to
+/// what is left). Changes nothing.
+#[utoipa::path(get, path = "/fields/{id}/capacity/impact", tag = "inventory",
+    params(("id" = Uuid, Path),
+           ("server" = Vec<Uuid>, Query, description = "A server of the field; repeat it (or separate ids with commas) for several", explode = true)),
+    responses((status = 200, body = CapacityImpact), (status = 404, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn capacity_impact(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<CapacityImpact>, ApiError> {
+    let mut servers = Vec::new();
+    let pairs = url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes());
+    for (key, value) in pairs.filter(|(key, _)| key == "server") {
+        for one in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            let server = one.parse::<Uuid>().map_err(|_| {
+                app::AppError::invalid(
+                    "invalid_value",
+                    format!("{key}: {one:?} is not a server id"),
+                )
+                .with_details(json!({ "field": "server" }))
+            })?;
+            servers.push(server);
+        }
+    }
+    Ok(Json(app::allocation::capacity_impact(&ctx, &caller, id, servers).await?))
 }
 
 /// A department's quota per site: quota, used by projects, free.

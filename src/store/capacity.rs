@@ -159,6 +159,41 @@ pub async fn set_quota(
     Ok(())
 }
 
+/// A department's quota at a site and what its projects there reserve.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QuotaUsageRow {
+    pub department_id: Uuid,
+    pub department: String,
+    pub cpu_limit: i64,
+    pub ram_gb_limit: i64,
+    pub used_cpu: i64,
+    pub used_ram_gb: i64,
+}
+
+/// The quotas of the field's departments at the site, each with its projects' use there
+/// (every project but the deleted ones), by department name.
+pub async fn quotas_with_usage(
+    conn: &mut PgConnection,
+    field_id: Uuid,
+    site_id: Uuid,
+) -> Result<Vec<QuotaUsageRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT q.department_id, d.name AS department, q.cpu_limit::int8, q.ram_gb_limit::int8,
+                coalesce(sum(p.cpu), 0)::int8 AS used_cpu, coalesce(sum(p.ram_gb), 0)::int8 AS used_ram_gb
+           FROM department_quotas q
+           JOIN departments d ON d.id = q.department_id
+           LEFT JOIN projects p ON p.department_id = q.department_id AND p.site_id = q.site_id
+                               AND p.status <> 'deleted'
+          WHERE d.field_id = $1 AND q.site_id = $2
+          GROUP BY q.department_id, d.name, q.cpu_limit, q.ram_gb_limit
+          ORDER BY d.name",
+    )
+    .bind(field_id)
+    .bind(site_id)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Per site of a field: servers and their resources (active and missing), and the quotas.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FieldSiteRow {

@@ -170,22 +170,30 @@ pub async fn upsert_batch(
 }
 
 /// Marks active servers the inventory no longer lists as `missing` (never deletes them, never
-/// drops their field); with `sites`, only servers of those sites. Returns how many.
+/// drops their field); with `sites`, only servers of those sites. Returns those it marked.
 pub async fn mark_missing(
     conn: &mut PgConnection,
     seen: &[String],
     sites: Option<&[Uuid]>,
-) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+) -> Result<Vec<MarkedMissing>, StoreError> {
+    Ok(sqlx::query_as(
         "UPDATE servers SET status = 'missing', updated_at = now()
           WHERE status = 'active' AND NOT (inventory_id = ANY($1))
-            AND ($2::uuid[] IS NULL OR site_id = ANY($2))",
+            AND ($2::uuid[] IS NULL OR site_id = ANY($2))
+          RETURNING id, field_id, site_id",
     )
     .bind(seen)
     .bind(sites)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// A server [`mark_missing`] marked, and where its capacity was counted.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MarkedMissing {
+    pub id: Uuid,
+    pub field_id: Option<Uuid>,
+    pub site_id: Uuid,
 }
 
 /// Per site: its active servers, and how many of them [`mark_missing`] would mark missing.

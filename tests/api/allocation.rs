@@ -291,6 +291,9 @@ async fn obvious_conflicts_are_refused_at_intake(pool: PgPool) {
         .await;
     let body = body.expect(StatusCode::CONFLICT, Some("capacity_in_use"));
     assert!(body["error"]["message"].as_str().unwrap().contains("shop: 15 CPU"), "{body}");
+    let short = &body["error"]["details"]["departments_short"][0];
+    assert_eq!(short["department"], "shop", "{body}");
+    assert!(short["short"]["cpu"].as_i64().unwrap() > 0, "{body}");
     let loose = add_servers(&pool, org.site, None, 1, 4, 4).await[0];
     app.call(Method::DELETE, &format!("/api/v1/allocations/servers/{loose}"), Some(&admin), None)
         .await
@@ -502,4 +505,89 @@ async fn capacity_views_show_overcommit_deficits_and_project_usage(pool: PgPool)
         .await
         .expect(StatusCode::CONFLICT, Some("over_quota"));
     assert!(body["error"]["message"].as_str().unwrap().contains("already use 12 CPU"), "{body}");
+}
+
+#[sqlx::test]
+async fn the_impact_of_losing_servers_names_the_departments_short_and_by_how_much(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let org = &app.org;
+    let servers = add_servers(&pool, org.site, Some(org.field), 4, 10, 100).await;
+    let foreign = add_servers(&pool, org.site, Some(org.other_field), 1, 10, 100).await;
+    let second = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO departments (id, field_id, name, display_name) VALUES ($1, $2, 'ops', 'Ops')",
+    )
+    .bind(second)
+    .bind(org.field)
+    .execute(&pool)
+    .await
+    .unwrap();
+    set_quota(&pool, org.dept, org.site, 24, 200).await;
+    set_quota(&pool, second, org.site, 12, 100).await;
+    sqlx::query(
+        "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier, cpu, ram_gb, status)
+         VALUES ($1, 'payments', $2, $3, 'shop-payments', 'silver', 'regular', 20, 80, 'active')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org.dept)
+    .bind(org.site)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let field_admin = app.field_admin_token().await;
+    let impact = |ids: &[Uuid]| {
+        let query: Vec<String> = ids.iter().map(|id| format!("server={id}")).collect();
+        format!("/api/v1/fields/{}/capacity/impact?{}", org.field, query.join("&"))
+    };
+
+    // 40 CPU hold quotas of 36: one server less (30) leaves each quota backed at 30/36, the
+    // shortfall of 6 CPU carried 4 by shop and 2 by ops; RAM still fits.
+    let one = app.get(&impact(&servers[..1]), &field_admin).await.expect(StatusCode::OK, None);
+    let site = &one["sites"][0];
+    assert_eq!(site["servers_lost"], 1);
+    assert_eq!(site["capacity_now"], json!({ "cpu": 40, "ram_gb": 400 }));
+    assert_eq!(site["capacity_after"], json!({ "cpu": 30, "ram_gb": 300 }));
+    assert_eq!(site["deficit_after"], json!({ "cpu": 6, "ram_gb": 0 }));
+    let short: Vec<(&str, &Value, &Value)> = site["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["department"].as_str().unwrap(), &d["short"], &d["projects_unbacked"]))
+        .collect();
+    let (zero, four, two) = (
+        json!({ "cpu": 0, "ram_gb": 0 }),
+        json!({ "cpu": 4, "ram_gb": 0 }),
+        json!({ "cpu": 2, "ram_gb": 0 }),
+    );
+    assert_eq!(short, [("ops", &two, &zero), ("shop", &four, &zero)]);
+
+    // Two servers less (20 CPU, 200 GB): shop keeps 13 CPU of the 20 its projects hold.
+    let two_ids = format!(
+        "/api/v1/fields/{}/capacity/impact?server={},{}",
+        org.field, servers[0], servers[1]
+    );
+    let two = app.get(&two_ids, &field_admin).await.expect(StatusCode::OK, None);
+    let shop = &two["sites"][0]["departments"][1];
+    assert_eq!(shop["backed"], json!({ "cpu": 13, "ram_gb": 133 }));
+    assert_eq!(shop["short"], json!({ "cpu": 11, "ram_gb": 67 }));
+    assert_eq!(shop["projects_unbacked"], json!({ "cpu": 7, "ram_gb": 0 }));
+    // Nothing changed.
+    let view = app.get(&format!("/api/v1/fields/{}/capacity", org.field), &field_admin).await;
+    assert_eq!(view.expect(StatusCode::OK, None)["sites"][0]["servers"], 4);
+
+    // Servers of another field, none, or not ids: refused; another field's view: not found.
+    app.get(&impact(&foreign), &field_admin)
+        .await
+        .expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"));
+    let none = format!("/api/v1/fields/{}/capacity/impact", org.field);
+    app.get(&none, &field_admin)
+        .await
+        .expect(StatusCode::UNPROCESSABLE_ENTITY, Some("missing_value"));
+    let junk = format!("/api/v1/fields/{}/capacity/impact?server=x", org.field);
+    app.get(&junk, &field_admin)
+        .await
+        .expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"));
+    let theirs =
+        format!("/api/v1/fields/{}/capacity/impact?server={}", org.other_field, foreign[0]);
+    app.get(&theirs, &field_admin).await.expect(StatusCode::NOT_FOUND, Some("not_found"));
 }

@@ -241,6 +241,21 @@ async fn admins_read_capacity_set_quotas_and_sync(pool: PgPool) {
         .ok()
         .json();
     assert_eq!(quota["sites"][0]["quota"], json!({ "cpu": 8, "ram_gb": 32 }));
+    // Losing s-1, by name, would leave the whole 8 CPU quota of shop unbacked.
+    let impact = field_admin.run(&["capacity", "retail", "--without", "s-1"], None).await.ok();
+    assert!(
+        impact.stdout.lines().any(|l| l.starts_with("shop") && l.contains("8/32")),
+        "{}",
+        impact.stdout
+    );
+    let impact = field_admin
+        .run(&["capacity", "retail", "--without", "s-1", "-o", "json"], None)
+        .await
+        .ok()
+        .json();
+    assert_eq!(impact["sites"][0]["deficit_after"], json!({ "cpu": 8, "ram_gb": 32 }));
+    let unknown = field_admin.run(&["capacity", "retail", "--without", "s-9"], None).await;
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
     let too_much =
         ["quota", "set", "--department", &dept, "--site", "fra", "--cpu", "9000", "--ram-gb", "32"];
     let refused = field_admin.run(&too_much, None).await;

@@ -202,12 +202,34 @@ async fn servers_go_missing_keep_their_field_and_come_back(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
+    // The field's quota stands on that one server (32 CPU / 256 GB).
+    sqlx::query(
+        "INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 20, 100)",
+    )
+    .bind(app.org.dept)
+    .bind(app.org.site)
+    .execute(&pool)
+    .await
+    .unwrap();
     fake.set(|s| {
         s.devices.retain(|d| d["id"] != 2);
         s.devices[0]["custom_fields"]["cpu_cores"] = json!(48);
     });
     let changed = run(&pool, &source).await.unwrap();
     assert_eq!((changed.updated, changed.unchanged, changed.missing), (1, 1, 1));
+    // The sync records the deficit it leaves, and who carries it, in its audit event too.
+    let [deficit] = &changed.deficits[..] else { panic!("{:?}", changed.deficits) };
+    assert_eq!((deficit.field_id, deficit.site_id), (app.org.field, app.org.site));
+    assert_eq!((deficit.deficit.cpu, deficit.deficit.ram_gb), (20, 100));
+    assert_eq!(deficit.departments.len(), 1);
+    assert_eq!(deficit.departments[0].department_id, app.org.dept);
+    let recorded: serde_json::Value = sqlx::query_scalar(
+        "SELECT after -> 'deficits' FROM audit_events WHERE action = 'inventory.sync' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded[0]["departments"][0]["short"], json!({ "cpu": 20, "ram_gb": 100 }));
     assert_eq!(server(&pool, "1").await.1, 48);
     assert_eq!(
         server(&pool, "2").await,
@@ -218,6 +240,7 @@ async fn servers_go_missing_keep_their_field_and_come_back(pool: PgPool) {
     fake.set(|s| s.devices.push(device(2, "fra-00002", "fra", json!(32), json!(256))));
     let back = run(&pool, &source).await.unwrap();
     assert_eq!((back.updated, back.missing), (1, 0));
+    assert!(back.deficits.is_empty());
     assert_eq!(server(&pool, "2").await, ("active".to_owned(), 32, Some(app.org.field)));
     let audited: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE action = 'inventory.sync'")
