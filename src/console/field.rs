@@ -4,7 +4,7 @@
 //! center admins choose one.
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::html;
@@ -16,7 +16,8 @@ use super::{
     OrPage, PageResult, Viewer, field_choices, form_fields, job_notice, parsed, status_of,
 };
 use crate::app::allocation::SetQuota;
-use crate::app::{self, AppError};
+use crate::app::inventory::ServerQuery;
+use crate::app::{self, AppError, MAX_LIMIT, PageParams};
 use crate::context::Context;
 use crate::domain::scope::Scope;
 
@@ -28,6 +29,9 @@ pub fn routes() -> Router<Context> {
 struct CapacityQuery {
     field: Option<String>,
     job: Option<String>,
+    /// Servers whose loss the page shows the impact of (parsed from the raw query).
+    #[serde(skip)]
+    without: Vec<Uuid>,
 }
 
 /// The field on show: a field admin's own; for a center admin the one asked for, else the
@@ -51,8 +55,14 @@ async fn capacity(
     State(ctx): State<Context>,
     viewer: Viewer,
     Query(query): Query<CapacityQuery>,
+    RawQuery(raw): RawQuery,
 ) -> PageResult {
-    render(&ctx, &viewer, query, None).await
+    // `without` repeats (one per server picked), which the struct above cannot hold.
+    let without: Vec<Uuid> = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == "without")
+        .filter_map(|(_, value)| value.parse().ok())
+        .collect();
+    render(&ctx, &viewer, CapacityQuery { without, ..query }, None).await
 }
 
 async fn render(
@@ -82,6 +92,20 @@ async fn render(
             .fold((0, 0), |acc, s| (acc.0 + s.used.cpu, acc.1 + s.used.ram_gb))
     };
     let sites: Vec<String> = report.sites.iter().map(|s| s.site.clone()).collect();
+    // The field's active servers, to pick some and see what losing them would do.
+    let active = ServerQuery {
+        field_id: Some(field),
+        status: Some("active".to_owned()),
+        ..ServerQuery::default()
+    };
+    let page = PageParams { limit: Some(MAX_LIMIT), cursor: None };
+    let servers = app::inventory::list_servers(ctx, caller, active, page).await.or_page(viewer)?;
+    let impact = if query.without.is_empty() {
+        None
+    } else {
+        let lost = query.without.clone();
+        Some(app::allocation::capacity_impact(ctx, caller, field, lost).await.or_page(viewer)?)
+    };
     let title = format!("Capacity of field {}", report.field);
     let body = html! {
         h1 { (title) }
@@ -162,6 +186,55 @@ async fn render(
                 }
             }
         }
+        @if !servers.items.is_empty() {
+            form.card #impact method="get" action="/capacity" {
+                h3 { "What if servers were lost?" }
+                input type="hidden" name="field" value=(field);
+                div.row {
+                    div {
+                        label for="without" { "Servers (pick one or more)" }
+                        select #without name="without" multiple size="4" required {
+                            @for server in &servers.items {
+                                option value=(server.id) selected[query.without.contains(&server.id)] {
+                                    (server.name) " (" (server.site) ", " (server.cpu_cores) " CPU, " (server.ram_gb) " GB)"
+                                }
+                            }
+                        }
+                    }
+                    div { button.secondary type="submit" { "Show the impact" } }
+                }
+                p.muted { "Changes nothing: shows the capacity left and which departments' quotas it would no longer back, each quota backed in proportion to what is left." }
+            }
+        }
+        @if let Some(impact) = &impact {
+            section.card #impact-result {
+                h2 { "Without " (impact.servers.len()) " servers" }
+                @for site in &impact.sites {
+                    p { strong { (site.site) } ": " (site.servers_lost) " active servers lost; capacity "
+                        (site.capacity_now.cpu) " → " (site.capacity_after.cpu) " CPU, "
+                        (site.capacity_now.ram_gb) " → " (site.capacity_after.ram_gb) " GB RAM for quotas of "
+                        (site.allocated.cpu) " CPU, " (site.allocated.ram_gb) " GB" }
+                    @if site.departments.is_empty() {
+                        p.fits { "Every department's quota stays backed." }
+                    } @else {
+                        div.scroll { table {
+                            thead { tr { th { "Department" } th { "Quota" } th { "Backed" } th { "Short" } th { "Projects unbacked" } } }
+                            tbody {
+                                @for d in &site.departments {
+                                    tr {
+                                        td { (d.department) }
+                                        td { (d.quota.cpu) " CPU, " (d.quota.ram_gb) " GB" }
+                                        td { (d.backed.cpu) " CPU, " (d.backed.ram_gb) " GB" }
+                                        td.short { (d.short.cpu) " CPU, " (d.short.ram_gb) " GB" }
+                                        td { (d.projects_unbacked.cpu) " CPU, " (d.projects_unbacked.ram_gb) " GB" }
+                                    }
+                                }
+                            }
+                        } }
+                    }
+                }
+            }
+        }
     };
     Ok(layout::page(&title, Some(viewer), "/capacity", body))
 }
@@ -181,7 +254,7 @@ async fn set_quota(
     viewer: Viewer,
     axum::Form(form): axum::Form<QuotaForm>,
 ) -> Response {
-    let query = || CapacityQuery { field: Some(form.field_id.clone()), job: None };
+    let query = || CapacityQuery { field: Some(form.field_id.clone()), ..CapacityQuery::default() };
     let ids = form.field_id.parse::<Uuid>().ok().zip(form.dept_id.parse::<Uuid>().ok());
     let number = |field: &str, value: &str| {
         value.trim().parse::<u32>().map_err(|_| {

@@ -496,6 +496,17 @@ async fn a_field_admin_reads_capacity_and_sets_quotas(pool: PgPool) {
     assert!(applied.html.contains("Done: allocate_quota succeeded"), "{}", applied.html);
     assert!(applied.html.contains("capacity 32, allocated 8"), "the bar moved: {}", applied.html);
 
+    // What losing s-1 (its only active server) would do: shop's whole quota unbacked.
+    assert!(applied.html.contains("What if servers were lost?"), "{}", applied.html);
+    let s1: uuid::Uuid = sqlx::query_scalar("SELECT id FROM servers WHERE name = 's-1'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let impact = browser.get(&format!("/capacity?field={field}&without={s1}")).await.ok();
+    assert!(impact.html.contains("Without 1 servers"), "{}", impact.html);
+    assert!(impact.html.contains("capacity 32 → 0 CPU"), "{}", impact.html);
+    assert!(impact.html.contains("<td class=\"short\">8 CPU, 32 GB</td>"), "{}", impact.html);
+
     let too_much = [
         ("field_id", field.as_str()),
         ("dept_id", &dept),
