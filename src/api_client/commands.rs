@@ -855,11 +855,27 @@ async fn impact(
         if listed.is_none() {
             listed = Some(all_pages(client, &format!("servers?field_id={id}")).await?);
         }
-        let found = listed.iter().flatten().find(|s| s["name"] == server.as_str());
-        let found = found.and_then(|s| s["id"].as_str()).ok_or_else(|| {
-            ClientError::Refused(format!("no server named {server:?} in field {field}"))
-        })?;
-        ids.push(found.to_owned());
+        let named: Vec<&str> = listed
+            .iter()
+            .flatten()
+            .filter(|s| s["name"] == server.as_str())
+            .filter_map(|s| s["id"].as_str())
+            .collect();
+        match named[..] {
+            [one] => ids.push(one.to_owned()),
+            [] => {
+                return Err(ClientError::Refused(format!(
+                    "no server named {server:?} in field {field}"
+                )));
+            }
+            _ => {
+                return Err(ClientError::Refused(format!(
+                    "{} servers are named {server:?} in field {field}; name one by id: {}",
+                    named.len(),
+                    named.join(", ")
+                )));
+            }
+        }
     }
     let query: Vec<String> = ids.iter().map(|id| format!("server={id}")).collect();
     let report = client.get(&format!("fields/{id}/capacity/impact?{}", query.join("&"))).await?;

@@ -98,19 +98,38 @@ async fn refuse_if_release_breaks_quotas(
     server: &Server,
 ) -> AppResult<()> {
     let Err(reason) = check_release(conn, config, server).await? else { return Ok(()) };
-    // Who would carry the shortfall, as `GET /fields/{id}/capacity/impact` shows it.
-    let mut impact = None;
+    Err(capacity_in_use(conn, config, server, reason).await?)
+}
+
+/// The refusal of a server's release, with who would carry the shortfall (as
+/// `GET /fields/{id}/capacity/impact` shows it): the same at the request and in the job.
+async fn capacity_in_use(
+    conn: &mut PgConnection,
+    config: &Config,
+    server: &Server,
+    reason: String,
+) -> Result<AppError, StoreError> {
+    let mut departments = Vec::new();
     if let Some(field_id) = server.field_id {
-        let lost = Resources::new(server.cpu_cores.into(), server.ram_gb.into());
         let site = server.site.clone();
-        impact = Some(site_impact(conn, config, field_id, server.site_id, site, lost).await?);
+        let lost = counted(server);
+        let impact = site_impact(conn, config, field_id, server.site_id, site, lost, true).await?;
+        departments = impact.departments;
     }
-    let departments = impact.map(|i| i.departments).unwrap_or_default();
-    Err(AppError::conflict("capacity_in_use", reason).with_details(json!({
+    Ok(AppError::conflict("capacity_in_use", reason).with_details(json!({
         "field_id": server.field_id,
         "site": server.site,
         "departments_short": departments,
     })))
+}
+
+/// What a server adds to its field's capacity: its hardware while active, nothing otherwise.
+fn counted(server: &Server) -> Resources {
+    if server.status == "active" {
+        Resources::new(server.cpu_cores.into(), server.ram_gb.into())
+    } else {
+        Resources::ZERO
+    }
 }
 
 /// Why a server may not leave its field: the quotas left standing, named.
@@ -120,11 +139,7 @@ async fn check_release(
     server: &Server,
 ) -> Result<Result<(), String>, StoreError> {
     let Some(field_id) = server.field_id else { return Ok(Ok(())) };
-    let own = if server.status == "active" {
-        Resources::new(server.cpu_cores.into(), server.ram_gb.into())
-    } else {
-        Resources::ZERO
-    };
+    let own = counted(server);
     let remaining = store_capacity::field_servers(conn, field_id, server.site_id).await? - own;
     let quotas = store_capacity::quotas_at(conn, field_id, server.site_id).await?;
     let held: Resources = quotas.iter().map(|q| Resources::new(q.cpu_limit, q.ram_gb_limit)).sum();
@@ -192,7 +207,7 @@ pub async fn apply_allocation(
         store_capacity::lock_field_site(&mut tx, field_id, before.site_id).await?;
     }
     if let Err(reason) = check_release(&mut tx, &ctx.config, &before).await? {
-        return Err(AppError::conflict("capacity_in_use", reason));
+        return Err(capacity_in_use(&mut tx, &ctx.config, &before, reason).await?);
     }
     servers::set_field(&mut tx, before.id, allocation.field_id).await?;
     let after = servers::get(&mut tx, before.id).await?;
@@ -441,6 +456,8 @@ pub struct DepartmentShort {
     pub backed: Resources,
     /// `quota - backed`: its share of the shortfall.
     pub short: Resources,
+    /// Its share of the shortfall before the loss (a site already in deficit).
+    pub short_now: Resources,
     /// Reserved by its projects at the site.
     pub used_by_projects: Resources,
     /// Reservations of running projects no longer backed: `used_by_projects - backed`.
@@ -461,7 +478,7 @@ pub struct SiteImpact {
     pub allocated: Resources,
     pub deficit_now: Resources,
     pub deficit_after: Resources,
-    /// The departments that would be in deficit, and by how much.
+    /// The departments the loss would put into deficit, or deeper into it, and by how much.
     pub departments: Vec<DepartmentShort>,
 }
 
@@ -490,6 +507,13 @@ pub async fn capacity_impact(
         return Err(AppError::invalid("missing_value", "name at least one server (?server=<id>)")
             .with_details(json!({ "field": "server" })));
     }
+    if server_ids.len() > crate::app::MAX_LIMIT as usize {
+        return Err(AppError::invalid(
+            "invalid_value",
+            format!("at most {} servers at once", crate::app::MAX_LIMIT),
+        )
+        .with_details(json!({ "field": "server" })));
+    }
     let mut conn = ctx.pool.acquire().await?;
     let field = org::get_unit(&mut conn, UnitKind::Field, field_id)
         .await
@@ -514,20 +538,22 @@ pub async fn capacity_impact(
         let entry = lost.entry(server.site_id).or_insert((server.site.clone(), 0, Resources::ZERO));
         if server.status == "active" {
             entry.1 += 1;
-            entry.2 = entry.2 + Resources::new(server.cpu_cores.into(), server.ram_gb.into());
+            entry.2 = entry.2 + counted(&server);
         }
     }
     let mut sites = Vec::with_capacity(lost.len());
     for (site_id, (site, count, hardware)) in lost {
         let mut impact =
-            site_impact(&mut conn, &ctx.config, field_id, site_id, site, hardware).await?;
+            site_impact(&mut conn, &ctx.config, field_id, site_id, site, hardware, true).await?;
         impact.servers_lost = count;
         sites.push(impact);
     }
     Ok(CapacityImpact { field_id, field: field.name, servers: named, sites })
 }
 
-/// The field's capacity at the site with `hardware_lost` gone, and who would be short.
+/// The field's capacity at the site with `hardware_lost` gone, and who would be short: with
+/// `worse_only`, the departments the loss makes (more) short; otherwise every one short.
+#[allow(clippy::too_many_arguments)]
 async fn site_impact(
     conn: &mut PgConnection,
     config: &Config,
@@ -535,6 +561,7 @@ async fn site_impact(
     site_id: Uuid,
     site: String,
     hardware_lost: Resources,
+    worse_only: bool,
 ) -> Result<SiteImpact, StoreError> {
     let overcommit = config.capacity.overcommit();
     let hardware = store_capacity::field_servers(conn, field_id, site_id).await?;
@@ -544,10 +571,12 @@ async fn site_impact(
     let quotas: Vec<Resources> =
         rows.iter().map(|r| Resources::new(r.cpu_limit, r.ram_gb_limit)).collect();
     let allocated: Resources = quotas.iter().copied().sum();
+    let backed_now = backed_quotas(capacity_now, &quotas);
     let departments = rows
         .into_iter()
         .zip(backed_quotas(capacity_after, &quotas))
-        .map(|(row, backed)| {
+        .zip(backed_now)
+        .map(|((row, backed), backed_now)| {
             let quota = Resources::new(row.cpu_limit, row.ram_gb_limit);
             let used_by_projects = Resources::new(row.used_cpu, row.used_ram_gb);
             DepartmentShort {
@@ -556,11 +585,12 @@ async fn site_impact(
                 quota,
                 backed,
                 short: (quota - backed).positive_part(),
+                short_now: (quota - backed_now).positive_part(),
                 used_by_projects,
                 projects_unbacked: (used_by_projects - backed).positive_part(),
             }
         })
-        .filter(|d| d.short != Resources::ZERO)
+        .filter(|d| d.short != Resources::ZERO && (!worse_only || d.short != d.short_now))
         .collect();
     Ok(SiteImpact {
         site_id,
@@ -577,7 +607,8 @@ async fn site_impact(
 }
 
 /// The (field, site) pairs among `touched` whose quotas are now above their capacity, with
-/// the departments short: what a sync that marked servers missing records.
+/// every department short there: what a sync that marked servers missing records (a site
+/// already in deficit before it is listed too).
 pub async fn deficits(
     conn: &mut PgConnection,
     config: &Config,
@@ -588,12 +619,15 @@ pub async fn deficits(
     pairs.dedup();
     let mut found = Vec::new();
     for (field_id, site_id) in pairs {
+        let site = org::get_unit(conn, UnitKind::Site, site_id).await?.name;
         let impact =
-            site_impact(conn, config, field_id, site_id, String::new(), Resources::ZERO).await?;
+            site_impact(conn, config, field_id, site_id, site, Resources::ZERO, false).await?;
         if impact.deficit_now != Resources::ZERO {
             found.push(FieldDeficit {
                 field_id,
+                field: org::get_unit(conn, UnitKind::Field, field_id).await?.name,
                 site_id,
+                site: impact.site,
                 capacity: impact.capacity_now,
                 allocated: impact.allocated,
                 deficit: impact.deficit_now,
@@ -608,7 +642,9 @@ pub async fn deficits(
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldDeficit {
     pub field_id: Uuid,
+    pub field: String,
     pub site_id: Uuid,
+    pub site: String,
     pub capacity: Resources,
     pub allocated: Resources,
     pub deficit: Resources,

@@ -58,10 +58,20 @@ async fn capacity(
     RawQuery(raw): RawQuery,
 ) -> PageResult {
     // `without` repeats (one per server picked), which the struct above cannot hold.
-    let without: Vec<Uuid> = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .filter(|(key, _)| key == "without")
-        .filter_map(|(_, value)| value.parse().ok())
-        .collect();
+    let mut without = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if key != "without" {
+            continue;
+        }
+        match value.parse::<Uuid>() {
+            Ok(id) => without.push(id),
+            Err(_) => {
+                let err =
+                    AppError::invalid("invalid_value", format!("{value:?} is not a server id"));
+                return render(&ctx, &viewer, query, Some(&err)).await;
+            }
+        }
+    }
     render(&ctx, &viewer, CapacityQuery { without, ..query }, None).await
 }
 
@@ -208,7 +218,7 @@ async fn render(
         }
         @if let Some(impact) = &impact {
             section.card #impact-result {
-                h2 { "Without " (impact.servers.len()) " servers" }
+                h2 { "Without " (impact.servers.len()) @if impact.servers.len() == 1 { " server" } @else { " servers" } }
                 @for site in &impact.sites {
                     p { strong { (site.site) } ": " (site.servers_lost) " active servers lost; capacity "
                         (site.capacity_now.cpu) " → " (site.capacity_after.cpu) " CPU, "

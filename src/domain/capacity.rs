@@ -134,28 +134,39 @@ pub fn check_capacity_drop(capacity_after: Resources, quotas: Resources) -> Resu
 
 /// What each quota keeps backed when the capacity under a field's quotas at a site drops to
 /// `capacity`: all of it while the quotas fit; otherwise each quota is backed in proportion
-/// (capacity / sum of the quotas, per resource, rounded down), so every department carries its
-/// share of the shortfall and the backed parts never add up to more than the capacity.
+/// (capacity / sum of the quotas, per resource), rounded so that the backed parts add up to
+/// exactly the capacity (largest remainders first, then the earlier quota): the departments'
+/// shortfalls add up to the field's.
 pub fn backed_quotas(capacity: Resources, quotas: &[Resources]) -> Vec<Resources> {
-    let total: Resources = quotas.iter().copied().sum();
-    let share = |quota: i64, capacity: i64, total: i64| -> i64 {
-        if total <= capacity {
-            quota
-        } else if capacity <= 0 || total <= 0 {
-            0
-        } else {
-            // i128: quota × capacity overflows i64 long before either does.
-            i64::try_from(i128::from(quota) * i128::from(capacity) / i128::from(total))
-                .unwrap_or(quota)
-        }
-    };
-    quotas
+    let cpu: Vec<i64> = quotas.iter().map(|q| q.cpu).collect();
+    let ram: Vec<i64> = quotas.iter().map(|q| q.ram_gb).collect();
+    let (cpu, ram) = (share_out(capacity.cpu, &cpu), share_out(capacity.ram_gb, &ram));
+    cpu.into_iter().zip(ram).map(|(cpu, ram_gb)| Resources { cpu, ram_gb }).collect()
+}
+
+/// One resource of [`backed_quotas`].
+fn share_out(capacity: i64, quotas: &[i64]) -> Vec<i64> {
+    let total: i128 = quotas.iter().map(|q| i128::from((*q).max(0))).sum();
+    let capacity = i128::from(capacity.max(0));
+    if total <= capacity {
+        return quotas.to_vec();
+    }
+    // i128: quota × capacity overflows i64 long before either does.
+    let exact: Vec<(i128, i128)> = quotas
         .iter()
-        .map(|q| Resources {
-            cpu: share(q.cpu, capacity.cpu, total.cpu),
-            ram_gb: share(q.ram_gb, capacity.ram_gb, total.ram_gb),
+        .map(|q| {
+            let scaled = i128::from((*q).max(0)) * capacity;
+            (scaled / total, scaled % total)
         })
-        .collect()
+        .collect();
+    let mut backed: Vec<i128> = exact.iter().map(|(whole, _)| *whole).collect();
+    let left = capacity - backed.iter().sum::<i128>();
+    let mut order: Vec<usize> = (0..quotas.len()).collect();
+    order.sort_by(|a, b| exact[*b].1.cmp(&exact[*a].1).then(a.cmp(b)));
+    for i in order.into_iter().take(usize::try_from(left).unwrap_or(0)) {
+        backed[i] += 1;
+    }
+    backed.into_iter().map(|b| i64::try_from(b).unwrap_or(i64::MAX)).collect()
 }
 
 #[cfg(test)]
@@ -251,16 +262,22 @@ mod tests {
     #[test]
     fn a_shortfall_is_shared_in_proportion_to_the_quotas() {
         // 30 CPU for quotas of 20 + 10 + 10 (40): three quarters each; RAM still fits.
+        // The last CPU left by rounding down (15 + 7 + 7) goes to the earlier of the two
+        // equal remainders.
         let quotas = [Resources::new(20, 10), Resources::new(10, 10), Resources::new(10, 10)];
         let backed = backed_quotas(Resources::new(30, 100), &quotas);
-        assert_eq!(backed, [Resources::new(15, 10), Resources::new(7, 10), Resources::new(7, 10)]);
-        assert_eq!(backed_quotas(Resources::ZERO, &quotas), [Resources::ZERO; 3]);
+        assert_eq!(backed, [Resources::new(15, 10), Resources::new(8, 10), Resources::new(7, 10)]);
+        // 20 CPU for 24 + 12: 13.3 and 6.7, so 13 and 7.
+        let quotas = [Resources::new(24, 200), Resources::new(12, 100)];
+        let backed = backed_quotas(Resources::new(20, 200), &quotas);
+        assert_eq!(backed, [Resources::new(13, 133), Resources::new(7, 67)]);
+        assert_eq!(backed_quotas(Resources::ZERO, &quotas), [Resources::ZERO; 2]);
         assert_eq!(backed_quotas(Resources::new(5, 5), &[]), Vec::<Resources>::new());
     }
 
     proptest! {
         #[test]
-        fn backed_quotas_never_exceed_their_quota_nor_together_the_capacity(
+        fn backed_quotas_never_exceed_their_quota_and_add_up_to_what_there_is(
             quotas in proptest::collection::vec((0i64..1_000_000, 0i64..4_000_000), 0..20),
             cpu in 0i64..2_000_000, ram in 0i64..8_000_000,
         ) {
@@ -273,7 +290,9 @@ mod tests {
             }
             let total: Resources = quotas.iter().copied().sum();
             let sum: Resources = backed.iter().copied().sum();
-            prop_assert!(sum.fits_in(capacity));
+            // Exactly what there is: the shortfalls add up to the field's.
+            prop_assert_eq!(sum.cpu, total.cpu.min(capacity.cpu));
+            prop_assert_eq!(sum.ram_gb, total.ram_gb.min(capacity.ram_gb));
             if total.fits_in(capacity) {
                 prop_assert_eq!(backed, quotas);
             }

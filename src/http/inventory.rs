@@ -134,7 +134,7 @@ async fn field_capacity(
 #[utoipa::path(get, path = "/fields/{id}/capacity/impact", tag = "inventory",
     params(("id" = Uuid, Path),
            ("server" = Vec<Uuid>, Query, description = "A server of the field; repeat it (or separate ids with commas) for several", explode = true)),
-    responses((status = 200, body = CapacityImpact), (status = 404, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)),
+    responses((status = 200, body = CapacityImpact), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn capacity_impact(
     State(ctx): State<Context>,

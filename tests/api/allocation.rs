@@ -575,6 +575,30 @@ async fn the_impact_of_losing_servers_names_the_departments_short_and_by_how_muc
     let view = app.get(&format!("/api/v1/fields/{}/capacity", org.field), &field_admin).await;
     assert_eq!(view.expect(StatusCode::OK, None)["sites"][0]["servers"], 4);
 
+    // A server already missing takes nothing more away: no one is newly short.
+    sqlx::query("UPDATE servers SET status = 'missing' WHERE id = $1")
+        .bind(servers[3])
+        .execute(&pool)
+        .await
+        .unwrap();
+    let gone = app.get(&impact(&servers[3..]), &field_admin).await.expect(StatusCode::OK, None);
+    assert_eq!(
+        (
+            gone["sites"][0]["servers_lost"].as_i64(),
+            gone["sites"][0]["departments"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
+    // Now 30 CPU hold 36: losing one more makes both shorter, and says by how much before.
+    let worse = app.get(&impact(&servers[..1]), &field_admin).await.expect(StatusCode::OK, None);
+    let shop = &worse["sites"][0]["departments"][1];
+    assert_eq!(
+        (&shop["short_now"], &shop["short"]),
+        (&json!({ "cpu": 4, "ram_gb": 0 }), &json!({ "cpu": 11, "ram_gb": 67 }))
+    );
+    let lead = app.team_lead_token().await;
+    app.get(&impact(&servers[..1]), &lead).await.expect(StatusCode::FORBIDDEN, None);
+
     // Servers of another field, none, or not ids: refused; another field's view: not found.
     app.get(&impact(&foreign), &field_admin)
         .await

@@ -503,9 +503,11 @@ async fn a_field_admin_reads_capacity_and_sets_quotas(pool: PgPool) {
         .await
         .unwrap();
     let impact = browser.get(&format!("/capacity?field={field}&without={s1}")).await.ok();
-    assert!(impact.html.contains("Without 1 servers"), "{}", impact.html);
+    assert!(impact.html.contains("Without 1 server<"), "{}", impact.html);
     assert!(impact.html.contains("capacity 32 → 0 CPU"), "{}", impact.html);
     assert!(impact.html.contains("<td class=\"short\">8 CPU, 32 GB</td>"), "{}", impact.html);
+    let junk = browser.get(&format!("/capacity?field={field}&without=s-1")).await;
+    assert!(junk.html.contains("is not a server id"), "{}", junk.html);
 
     let too_much = [
         ("field_id", field.as_str()),
