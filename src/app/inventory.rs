@@ -160,6 +160,8 @@ pub async fn sync(
     let mut seen_ids: HashSet<String> = HashSet::new();
     let mut unknown = BTreeSet::new();
     let mut cursor: Option<String> = None;
+    // Fields that lost capacity at a site through servers changed, not gone.
+    let mut shrunk: Vec<(Uuid, Uuid)> = Vec::new();
     loop {
         let page = source.page(cursor.as_deref()).await?;
         report.pages += 1;
@@ -188,7 +190,8 @@ pub async fn sync(
             });
         }
         for chunk in batch.chunks(BATCH) {
-            let counts = servers::upsert_batch(&mut *ctx.pool.acquire().await?, chunk).await?;
+            let mut counts = servers::upsert_batch(&mut *ctx.pool.acquire().await?, chunk).await?;
+            shrunk.append(&mut counts.shrunk);
             report.add(counts);
         }
         match page.next {
@@ -207,10 +210,11 @@ pub async fn sync(
     }
     let marked = servers::mark_missing(&mut tx, &seen, covered.as_deref()).await?;
     report.missing = marked.len() as u64;
-    // The fields those servers leave short, and the departments that carry it: recorded in
-    // the report, so in the job's result and the sync's audit event.
-    let touched: Vec<(Uuid, Uuid)> =
-        marked.iter().filter_map(|m| m.field_id.map(|field| (field, m.site_id))).collect();
+    // The fields those servers (and servers that moved or shrank) leave short, and the
+    // departments that carry it: recorded in the report, so in the job's result and the
+    // sync's audit event.
+    let mut touched = shrunk;
+    touched.extend(marked.iter().filter_map(|m| m.field_id.map(|field| (field, m.site_id))));
     report.deficits = super::allocation::deficits(&mut tx, &ctx.config, &touched).await?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     let change = Change::new("inventory", "sync", &report.source).after(&report);

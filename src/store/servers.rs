@@ -122,11 +122,14 @@ pub struct Upsert<'a> {
     pub attributes: &'a Value,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct UpsertCounts {
     pub added: u64,
     pub updated: u64,
     pub unchanged: u64,
+    /// (field, site) pairs that lost capacity: an active server of a field moved to another
+    /// site, or reported with less CPU or RAM.
+    pub shrunk: Vec<(Uuid, Uuid)>,
 }
 
 /// Inserts new servers and updates changed ones in one statement. A missing server that
@@ -142,18 +145,28 @@ pub async fn upsert_batch(
     let cpus: Vec<i32> = batch.iter().map(|u| u.cpu_cores).collect();
     let rams: Vec<i32> = batch.iter().map(|u| u.ram_gb).collect();
     let attributes: Vec<&Value> = batch.iter().map(|u| u.attributes).collect();
-    let inserted: Vec<bool> = sqlx::query_scalar(
-        "INSERT INTO servers AS s (id, inventory_id, name, site_id, cpu_cores, ram_gb, attributes)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::int4[], $6::int4[], $7::jsonb[])
-         ON CONFLICT (inventory_id) DO UPDATE SET
-             name = excluded.name, site_id = excluded.site_id, cpu_cores = excluded.cpu_cores,
-             ram_gb = excluded.ram_gb, attributes = excluded.attributes,
-             status = CASE WHEN s.status = 'retired' THEN 'retired' ELSE 'active' END,
-             last_seen_at = now(), updated_at = now()
-          WHERE (s.name, s.site_id, s.cpu_cores, s.ram_gb, s.attributes)
-                IS DISTINCT FROM (excluded.name, excluded.site_id, excluded.cpu_cores, excluded.ram_gb, excluded.attributes)
-             OR s.status = 'missing'
-      RETURNING (xmax = 0)",
+    // `before` reads the rows as the statement found them (a CTE's snapshot), so each updated
+    // row can be compared with what it was.
+    let rows: Vec<(bool, Option<Uuid>, Option<Uuid>)> = sqlx::query_as(
+        "WITH before AS (
+             SELECT inventory_id, field_id, site_id, cpu_cores, ram_gb FROM servers
+              WHERE inventory_id = ANY($2) AND field_id IS NOT NULL AND status = 'active'),
+         up AS (
+             INSERT INTO servers AS s (id, inventory_id, name, site_id, cpu_cores, ram_gb, attributes)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::int4[], $6::int4[], $7::jsonb[])
+             ON CONFLICT (inventory_id) DO UPDATE SET
+                 name = excluded.name, site_id = excluded.site_id, cpu_cores = excluded.cpu_cores,
+                 ram_gb = excluded.ram_gb, attributes = excluded.attributes,
+                 status = CASE WHEN s.status = 'retired' THEN 'retired' ELSE 'active' END,
+                 last_seen_at = now(), updated_at = now()
+              WHERE (s.name, s.site_id, s.cpu_cores, s.ram_gb, s.attributes)
+                    IS DISTINCT FROM (excluded.name, excluded.site_id, excluded.cpu_cores, excluded.ram_gb, excluded.attributes)
+                 OR s.status = 'missing'
+             RETURNING (xmax = 0) AS inserted, inventory_id, site_id, cpu_cores, ram_gb)
+         SELECT up.inserted, b.field_id, b.site_id
+           FROM up LEFT JOIN before b
+             ON b.inventory_id = up.inventory_id
+            AND (b.site_id <> up.site_id OR up.cpu_cores < b.cpu_cores OR up.ram_gb < b.ram_gb)",
     )
     .bind(&ids)
     .bind(&inventory_ids)
@@ -164,9 +177,10 @@ pub async fn upsert_batch(
     .bind(&attributes)
     .fetch_all(conn)
     .await?;
-    let added = inserted.iter().filter(|i| **i).count() as u64;
-    let updated = inserted.len() as u64 - added;
-    Ok(UpsertCounts { added, updated, unchanged: batch.len() as u64 - added - updated })
+    let added = rows.iter().filter(|(inserted, _, _)| *inserted).count() as u64;
+    let updated = rows.len() as u64 - added;
+    let shrunk = rows.iter().filter_map(|(_, field, site)| field.zip(*site)).collect();
+    Ok(UpsertCounts { added, updated, unchanged: batch.len() as u64 - added - updated, shrunk })
 }
 
 /// Marks active servers the inventory no longer lists as `missing` (never deletes them, never

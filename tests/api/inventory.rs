@@ -242,12 +242,25 @@ async fn servers_go_missing_keep_their_field_and_come_back(pool: PgPool) {
     assert_eq!((back.updated, back.missing), (1, 0));
     assert!(back.deficits.is_empty());
     assert_eq!(server(&pool, "2").await, ("active".to_owned(), 32, Some(app.org.field)));
+
+    // Reported smaller (8 CPU for a 20 CPU quota): a server that shrinks leaves a deficit too.
+    fake.set(|s| {
+        let two = s.devices.iter_mut().find(|d| d["id"] == 2).unwrap();
+        two["custom_fields"]["cpu_cores"] = json!(8);
+    });
+    let shrunk = run(&pool, &source).await.unwrap();
+    assert_eq!((shrunk.updated, shrunk.missing), (1, 0));
+    let [deficit] = &shrunk.deficits[..] else { panic!("{:?}", shrunk.deficits) };
+    assert_eq!(
+        (deficit.deficit.cpu, deficit.deficit.ram_gb, deficit.site.as_str()),
+        (12, 0, "fra")
+    );
     let audited: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE action = 'inventory.sync'")
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(audited, 4);
+    assert_eq!(audited, 5);
 }
 
 #[sqlx::test]
