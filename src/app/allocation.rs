@@ -523,22 +523,22 @@ pub async fn capacity_impact(
     let mut named = server_ids.clone();
     named.sort();
     named.dedup();
-    for id in &named {
-        let server = match servers::get(&mut conn, *id).await {
-            Ok(server) if server.field_id == Some(field_id) => server,
-            Ok(_) | Err(StoreError::NotFound) => {
-                return Err(AppError::invalid(
-                    "invalid_value",
-                    format!("server {id} is not a server of field {}", field.name),
-                )
-                .with_details(json!({ "field": "server", "server": id })));
-            }
-            Err(other) => return Err(other.into()),
-        };
+    let found = servers::get_many(&mut conn, &named).await?;
+    // Unknown, or another field's: the same answer, so nothing leaks about other fields.
+    if let Some(id) = named.iter().find(|id| {
+        !found.iter().any(|server| server.id == **id && server.field_id == Some(field_id))
+    }) {
+        return Err(AppError::invalid(
+            "invalid_value",
+            format!("server {id} is not a server of field {}", field.name),
+        )
+        .with_details(json!({ "field": "server", "server": id })));
+    }
+    for server in &found {
         let entry = lost.entry(server.site_id).or_insert((server.site.clone(), 0, Resources::ZERO));
         if server.status == "active" {
             entry.1 += 1;
-            entry.2 = entry.2 + counted(&server);
+            entry.2 = entry.2 + counted(server);
         }
     }
     let mut sites = Vec::with_capacity(lost.len());

@@ -83,6 +83,14 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Server, StoreError
         .await?)
 }
 
+/// The servers among `ids` that exist, in no particular order.
+pub async fn get_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Server>, StoreError> {
+    Ok(sqlx::query_as(concat!(server_select!(), " WHERE s.id = ANY($1)"))
+        .bind(ids)
+        .fetch_all(conn)
+        .await?)
+}
+
 /// Locks the server row for the rest of the transaction and returns it.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Server, StoreError> {
     sqlx::query("SELECT 1 FROM servers WHERE id = $1 FOR UPDATE")

@@ -175,6 +175,22 @@ async fn set_quota(pool: &PgPool, dept: Uuid, site: Uuid, cpu: i32, ram: i32) {
         .unwrap();
 }
 
+/// An active project `payments` of the department at the site, holding `cpu` and `ram`.
+async fn add_project(pool: &PgPool, dept: Uuid, site: Uuid, cpu: i32, ram: i32) {
+    sqlx::query(
+        "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier, cpu, ram_gb, status)
+         VALUES ($1, 'payments', $2, $3, 'shop-payments', 'silver', 'regular', $4, $5, 'active')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(dept)
+    .bind(site)
+    .bind(cpu)
+    .bind(ram)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 #[sqlx::test]
 async fn field_admins_and_team_leads_stay_in_their_scope(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
@@ -457,16 +473,7 @@ async fn capacity_views_show_overcommit_deficits_and_project_usage(pool: PgPool)
     let org = &app.org;
     let servers = add_servers(&pool, org.site, Some(org.field), 3, 10, 100).await;
     set_quota(&pool, org.dept, org.site, 50, 250).await;
-    sqlx::query(
-        "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier, cpu, ram_gb, status)
-         VALUES ($1, 'payments', $2, $3, 'shop-payments', 'silver', 'regular', 12, 48, 'active')",
-    )
-    .bind(Uuid::now_v7())
-    .bind(org.dept)
-    .bind(org.site)
-    .execute(&pool)
-    .await
-    .unwrap();
+    add_project(&pool, org.dept, org.site, 12, 48).await;
     let admin = app.admin_token().await;
     let view = app
         .get(&format!("/api/v1/fields/{}/capacity", org.field), &admin)
@@ -524,16 +531,7 @@ async fn the_impact_of_losing_servers_names_the_departments_short_and_by_how_muc
     .unwrap();
     set_quota(&pool, org.dept, org.site, 24, 200).await;
     set_quota(&pool, second, org.site, 12, 100).await;
-    sqlx::query(
-        "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier, cpu, ram_gb, status)
-         VALUES ($1, 'payments', $2, $3, 'shop-payments', 'silver', 'regular', 20, 80, 'active')",
-    )
-    .bind(Uuid::now_v7())
-    .bind(org.dept)
-    .bind(org.site)
-    .execute(&pool)
-    .await
-    .unwrap();
+    add_project(&pool, org.dept, org.site, 20, 80).await;
     let field_admin = app.field_admin_token().await;
     let impact = |ids: &[Uuid]| {
         let query: Vec<String> = ids.iter().map(|id| format!("server={id}")).collect();
