@@ -197,7 +197,7 @@ async fn render(
             }
         }
         @if !servers.items.is_empty() {
-            form.card #impact method="get" action="/capacity" {
+            form.card #impact method="get" action="/capacity#impact-result" {
                 h3 { "What if servers were lost?" }
                 input type="hidden" name="field" value=(field);
                 div.row {

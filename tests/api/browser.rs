@@ -195,6 +195,13 @@ async fn each_role_does_its_main_task_in_a_real_browser(pool: PgPool) {
         .await;
     browser.wait_for("//span[contains(., 'CPU: capacity 64, allocated 24')]").await;
     browser.screenshot("field-admin-capacity").await;
+    // What if both servers were lost: the whole quota of shop would be unbacked.
+    for option in browser.client.find_all(Locator::Css("#without option")).await.unwrap() {
+        option.click().await.unwrap();
+    }
+    browser.click(Locator::XPath("//button[text()='Show the impact']")).await;
+    browser.wait_for("//td[@class='short' and contains(., '24 CPU, 96 GB')]").await;
+    browser.screenshot("field-admin-impact").await;
     browser.close().await;
 
     // Team lead: ask for a project, see what it costs, watch it turn active.
