@@ -44,7 +44,8 @@ pub enum ProjectsAction {
         /// Only projects at this site
         #[arg(long)]
         site: Option<String>,
-        /// Only projects in this status (provisioning, active, degraded, failed, deleting, deleted)
+        /// Only projects in this status (pending_approval, provisioning, active, degraded, failed,
+        /// deleting, deleted, rejected)
         #[arg(long)]
         status: Option<String>,
     },
@@ -90,6 +91,21 @@ pub enum ProjectsAction {
         project: String,
         #[arg(long)]
         wait: bool,
+    },
+    /// Approve a request waiting for approval (field admins, center admins): it is provisioned.
+    Approve {
+        project: String,
+        /// Wait until the provisioning job ends
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Reject a request waiting for approval, with a reason (field admins, center admins): its
+    /// quota is freed.
+    Reject {
+        project: String,
+        /// Why, shown to the team lead
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -359,7 +375,7 @@ async fn project_id(client: &Client, project: &str) -> Result<Uuid, ClientError>
     let found: Vec<Value> = all_pages(client, "projects")
         .await?
         .into_iter()
-        .filter(|p| p["name"] == project && p["status"] != "deleted")
+        .filter(|p| p["name"] == project && p["status"] != "deleted" && p["status"] != "rejected")
         .collect();
     match found.as_slice() {
         [one] => one["id"]
@@ -412,6 +428,8 @@ fn show_project(p: &Value) -> String {
             ("namespace", "/namespace"),
             ("status", "/status"),
             ("failure", "/failure_reason"),
+            ("approval", "/approval_reason"),
+            ("approval expires", "/approval_expires_at"),
             ("site", "/site"),
             ("field", "/field"),
             ("department", "/department"),
@@ -438,10 +456,20 @@ async fn accepted(
     match out {
         Output::Json if !wait => print_json(&answer),
         Output::Json => {}
-        Output::Table => {
-            let existing = if answer["existing"] == true { " (already under way)" } else { "" };
-            println!("{what}: job {}{existing}", job.map_or("-".to_owned(), |j| j.to_string()));
-        }
+        Output::Table => match job {
+            Some(job) => {
+                let existing = if answer["existing"] == true { " (already under way)" } else { "" };
+                println!("{what}: job {job}{existing}");
+            }
+            // No job: the project waits for a person, or has ended.
+            None => match answer["project"]["approval_reason"].as_str() {
+                Some(why) if answer["status"] == "pending_approval" => println!(
+                    "{what}: waiting for a field admin's approval ({why}) until {}",
+                    cell(&answer["project"]["approval_expires_at"])
+                ),
+                _ => println!("{what}: {}", cell(&answer["status"])),
+            },
+        },
     }
     match (wait, job) {
         (true, Some(job)) => wait_for(client, out, job, Duration::from_secs(600)).await,
@@ -508,6 +536,19 @@ async fn projects(
             let path = format!("projects/{id}/retry");
             let answer = client.write(Method::POST, &path, None).await?;
             accepted(client, out, answer, &format!("project {project} retrying"), wait).await?;
+        }
+        ProjectsAction::Approve { project, wait } => {
+            let id = project_id(client, &project).await?;
+            let path = format!("projects/{id}/approve");
+            let answer = client.write(Method::POST, &path, None).await?;
+            accepted(client, out, answer, &format!("project {project} approved"), wait).await?;
+        }
+        ProjectsAction::Reject { project, reason } => {
+            let id = project_id(client, &project).await?;
+            let path = format!("projects/{id}/reject");
+            let body = json!({ "reason": reason });
+            let answer = client.write(Method::POST, &path, Some(body)).await?;
+            accepted(client, out, answer, &format!("project {project}"), false).await?;
         }
     }
     Ok(())

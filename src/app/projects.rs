@@ -30,11 +30,12 @@ use crate::store::org::{self, UnitKind};
 use crate::store::projects::{self, NewProject, Project, ProjectFilter};
 use crate::store::{Page, PageRequest, StoreError};
 
-/// A project and the job that moves it on.
+/// A project and the job that moves it on: none when it waits for a person (a request that
+/// needs approval) or has ended (a withdrawn request).
 #[derive(Debug, Clone)]
 pub struct ProjectSubmitted {
     pub project: Project,
-    pub submitted: Submitted,
+    pub submitted: Option<Submitted>,
 }
 
 /// The catalog: SLA type -> performance tier -> quota.
@@ -151,18 +152,27 @@ pub async fn create(
         .ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
     let wanted = entry.resources();
     let extra = json!(entry.extra);
+    let approval = entry.approval_reason(
+        &input.sla_type,
+        &input.performance_tier,
+        ctx.config.approval.cpu_above,
+    );
+    let status = lifecycle::initial(approval.is_some());
+    let expires = chrono::Duration::seconds(ctx.config.approval.expire_after_secs as i64);
     let new = NewProject {
         name: name.as_str(),
         namespace: namespace.as_str(),
         department_id: dept.id,
         site_id: site.id,
-        status: lifecycle::INITIAL,
+        status,
         sla_type: &input.sla_type,
         performance_tier: &input.performance_tier,
         cpu: entry.cpu as i32,
         ram_gb: entry.ram_gb as i32,
         extra_quota: &extra,
         created_by: caller.id,
+        approval_expires_at: approval.as_ref().map(|_| chrono::Utc::now() + expires),
+        approval_reason: approval.as_deref(),
     };
     let id = projects::insert(&mut tx, &new).await.map_err(|e| match e {
         StoreError::Duplicate { .. } => AppError::conflict(
@@ -175,11 +185,18 @@ pub async fn create(
         other => other.into(),
     })?;
     let mut project = projects::get(&mut tx, id).await?;
-    let meta = JobMeta::by(caller);
-    let enqueued =
-        start_work(&mut tx, ctx, &project, Work::Provision, meta, &caller.username).await?;
-    // All start_work changed in the row: `updated_at` is the transaction's `now()` either way.
-    project.last_job_id = Some(enqueued.job().id);
+    // A request that needs approval starts nothing: a field admin's approval does.
+    let enqueued = match approval {
+        None => {
+            let meta = JobMeta::by(caller);
+            let enqueued =
+                start_work(&mut tx, ctx, &project, Work::Provision, meta, &caller.username).await?;
+            // All start_work changed in the row: `updated_at` is the transaction's `now()`.
+            project.last_job_id = Some(enqueued.job().id);
+            Some(enqueued)
+        }
+        Some(_) => None,
+    };
     audit::record(&mut tx, &caller.actor(), Change::create("project", id, &project)).await?;
     // The reservation comes last: concurrent requests for the (field, site) wait for each
     // other only from the lock to the commit, not through the writes above. The use it checks
@@ -188,7 +205,7 @@ pub async fn create(
     // existing project is refused as `already_exists`, the first thing found wrong.
     reserve(&mut tx, dept.field_id, dept.id, site.id, wanted, wanted).await?;
     super::commit(tx).await?;
-    Ok(ProjectSubmitted { project, submitted: enqueued.into() })
+    Ok(ProjectSubmitted { project, submitted: enqueued.map(Into::into) })
 }
 
 /// The projects the caller may see (deleted ones only when asked for by status).
@@ -227,17 +244,33 @@ pub async fn resize(
     id: Uuid,
     input: ResizeProject,
 ) -> AppResult<ProjectSubmitted> {
-    let (mut tx, before, _, step) = begin_change(ctx, caller, id, Event::Resize).await?;
+    let (mut tx, before, _, step) =
+        begin_change(ctx, caller, id, Event::Resize, Action::ChangeProject).await?;
     let sla = input.sla_type.unwrap_or_else(|| before.sla_type.clone());
     let tier = input.performance_tier.unwrap_or_else(|| before.performance_tier.clone());
     let entry = ctx.config.catalog.entry(&sla, &tier)?;
+    let changes_entry = (sla.as_str(), tier.as_str())
+        != (before.sla_type.as_str(), before.performance_tier.as_str());
+    // Resizing into what would need approval is no way around it: those who may approve
+    // (center admins) resize at once, team leads ask for a new project.
+    if changes_entry
+        && !caller.role.may(Action::DecideProject)
+        && let Some(why) = entry.approval_reason(&sla, &tier, ctx.config.approval.cpu_above)
+    {
+        return Err(AppError::conflict(
+            "approval_required",
+            format!(
+                "{why}: ask for a new project, which a field admin approves, instead of resizing"
+            ),
+        )
+        .with_details(json!({ "sla_type": sla, "performance_tier": tier })));
+    }
     let old = Resources::new(before.cpu.into(), before.ram_gb.into());
     reserve(&mut tx, before.field_id, before.department_id, before.site_id, old, entry.resources())
         .await?;
     let (cpu, ram_gb, extra) = (entry.cpu as i32, entry.ram_gb as i32, json!(entry.extra));
     projects::resize(&mut tx, id, &sla, &tier, cpu, ram_gb, &extra, step.to).await?;
-    if (sla.as_str(), tier.as_str()) != (before.sla_type.as_str(), before.performance_tier.as_str())
-    {
+    if changes_entry {
         // New desired manifests: deliveries of the old ones must not write any more.
         projects::next_generation(&mut tx, id).await?;
     }
@@ -245,39 +278,74 @@ pub async fn resize(
 }
 
 /// Deletes a project: its manifests are removed, and its quota is freed once they are gone.
+/// A request still waiting for approval is withdrawn at once.
 pub async fn delete(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<ProjectSubmitted> {
-    move_on(ctx, caller, id, Event::Delete).await
+    move_on(ctx, caller, id, Event::Delete, Action::ChangeProject, None).await
 }
 
 /// Runs a failed provisioning again.
 pub async fn retry(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<ProjectSubmitted> {
-    move_on(ctx, caller, id, Event::Retry).await
+    move_on(ctx, caller, id, Event::Retry, Action::ChangeProject, None).await
 }
 
-/// A person's change that only moves the project's status, and starts its job.
+/// Approves a request that waits for approval (a field admin of its field, or a center
+/// admin): provisioning starts. Its quota was reserved with the request, so approving never
+/// overcommits the department.
+pub async fn approve(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<ProjectSubmitted> {
+    move_on(ctx, caller, id, Event::Approve, Action::DecideProject, None).await
+}
+
+/// Why a request was rejected.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectProject {
+    /// Shown to the team lead as the project's `failure_reason`, and audited.
+    pub reason: String,
+}
+
+/// Rejects a request that waits for approval, with a reason (a field admin of its field, or a
+/// center admin): the project ends `rejected` and its reservation is freed.
+pub async fn reject(
+    ctx: &Context,
+    caller: &Caller,
+    id: Uuid,
+    input: RejectProject,
+) -> AppResult<ProjectSubmitted> {
+    caller.authorize(Action::DecideProject)?;
+    let reason = reason_text(&input.reason)?;
+    let why = format!("rejected by {}: {reason}", caller.username);
+    move_on(ctx, caller, id, Event::Reject, Action::DecideProject, Some(&why)).await
+}
+
+/// A person's change that only moves the project's status (with `reason` as its failure
+/// reason), and starts its job if the move starts one.
 async fn move_on(
     ctx: &Context,
     caller: &Caller,
     id: Uuid,
     event: Event,
+    action: Action,
+    reason: Option<&str>,
 ) -> AppResult<ProjectSubmitted> {
-    let (mut tx, before, event, step) = begin_change(ctx, caller, id, event).await?;
-    projects::transition(&mut tx, id, &event.sources(), step.to, None, None).await?;
+    let (mut tx, before, event, step) = begin_change(ctx, caller, id, event, action).await?;
+    projects::transition(&mut tx, id, &event.sources(), step.to, reason, None).await?;
     if event.supersedes_deliveries() {
         projects::next_generation(&mut tx, id).await?;
     }
     finish_change(tx, ctx, caller, &before, event, step).await
 }
 
-/// The start of a person's change to a project: role, scope (404 outside it), the row lock,
-/// and the state machine's verdict on `event` (with what it means for this project).
+/// The start of a person's change to a project: role (for `action`), scope (404 outside it),
+/// the row lock, and the state machine's verdict on `event` (with what it means for this
+/// project).
 async fn begin_change(
     ctx: &Context,
     caller: &Caller,
     id: Uuid,
     event: Event,
+    action: Action,
 ) -> AppResult<(Transaction<'static, Postgres>, Project, Event, Transition)> {
-    caller.authorize(Action::ChangeProject)?;
+    caller.authorize(action)?;
     let mut tx = ctx.pool.begin().await?;
     visible(&mut tx, caller, id).await?;
     let before = projects::lock(&mut tx, id).await?;
@@ -285,7 +353,7 @@ async fn begin_change(
     Ok((tx, before, event, step))
 }
 
-/// The end of a person's change: the job it starts, the audit event, the commit.
+/// The end of a person's change: the job it starts (if any), the audit event, the commit.
 async fn finish_change(
     mut tx: Transaction<'static, Postgres>,
     ctx: &Context,
@@ -294,15 +362,17 @@ async fn finish_change(
     event: Event,
     step: Transition,
 ) -> AppResult<ProjectSubmitted> {
-    let project = projects::get(&mut tx, before.id).await?;
-    let work = step.starts.ok_or_else(|| AppError::internal("a change that starts no work"))?;
-    let meta = JobMeta::by(caller);
-    let enqueued = start_work(&mut tx, ctx, &project, work, meta, &caller.username).await?;
+    let mut enqueued = None;
+    if let Some(work) = step.starts {
+        let project = projects::get(&mut tx, before.id).await?;
+        let meta = JobMeta::by(caller);
+        enqueued = Some(start_work(&mut tx, ctx, &project, work, meta, &caller.username).await?);
+    }
     let after = projects::get(&mut tx, before.id).await?;
     let change = Change::new("project", event.verb(), before.id).before(before).after(&after);
     audit::record(&mut tx, &caller.actor(), change).await?;
     super::commit(tx).await?;
-    Ok(ProjectSubmitted { project: after, submitted: enqueued.into() })
+    Ok(ProjectSubmitted { project: after, submitted: enqueued.map(Into::into) })
 }
 
 /// The project a job is about, if the job still has something to do: `Err` says why not (the
@@ -448,6 +518,9 @@ pub async fn mark_drifted(
 pub struct Reconciled {
     /// `namespace: status` of each project whose work was started again.
     pub restarted: Vec<String>,
+    /// The namespaces of requests rejected because nobody decided them in time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expired: Vec<String>,
 }
 
 /// Finds projects waiting (provisioning, degraded, deleting) on a job that is no longer live
@@ -475,7 +548,40 @@ pub async fn reconcile(ctx: &Context, job_id: Uuid) -> AppResult<Reconciled> {
         tracing::warn!(namespace = %project.namespace, status = %project.status, "a project waited on no live job; its work is restarted");
         report.restarted.push(format!("{}: {}", project.namespace, project.status));
     }
+    report.expired = expire_approvals(ctx, job_id).await?;
     Ok(report)
+}
+
+/// Rejects the requests whose approval expired (nobody decided them in time), freeing their
+/// quota; returns their namespaces.
+async fn expire_approvals(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>> {
+    let due = projects::approval_expired(&mut *ctx.pool.acquire().await?, 500).await?;
+    let mut expired = Vec::new();
+    for id in due {
+        let mut tx = ctx.pool.begin().await?;
+        let project = projects::lock(&mut tx, id).await?;
+        // Re-checked under the lock: someone may have decided it meanwhile.
+        let Ok(step) = lifecycle::transition(project.status, Event::ApprovalExpired) else {
+            continue;
+        };
+        let why = match project.approval_expires_at {
+            Some(at) => format!("the request expired: nobody approved or rejected it by {at}"),
+            None => "the request expired".to_owned(),
+        };
+        let sources = Event::ApprovalExpired.sources();
+        if !projects::transition(&mut tx, id, &sources, step.to, Some(&why), None).await? {
+            continue;
+        }
+        let after = projects::get(&mut tx, id).await?;
+        let change = Change::new("project", Event::ApprovalExpired.verb(), id)
+            .before(&project)
+            .after(&after);
+        audit::record(&mut tx, &Actor::job(job_id), change).await?;
+        super::commit(tx).await?;
+        tracing::info!(namespace = %project.namespace, "a request waiting for approval expired");
+        expired.push(project.namespace);
+    }
+    Ok(expired)
 }
 
 /// A center admin's forced step on a stuck project, with the reason recorded.
@@ -487,7 +593,12 @@ pub struct ForceProject {
 }
 
 fn force_reason(input: &ForceProject) -> AppResult<String> {
-    let reason = input.reason.trim();
+    reason_text(&input.reason)
+}
+
+/// A reason a person gives (for a forced step, a rejection): 1 to 500 characters.
+fn reason_text(reason: &str) -> AppResult<String> {
+    let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 {
         return Err(crate::domain::ValidationError::new(
             "reason",
@@ -523,7 +634,7 @@ pub async fn force_retry(
         .after(&json!({ "project": after, "reason": reason }));
     audit::record(&mut tx, &caller.actor(), change).await?;
     super::commit(tx).await?;
-    Ok(ProjectSubmitted { project: after, submitted: enqueued.into() })
+    Ok(ProjectSubmitted { project: after, submitted: Some(enqueued.into()) })
 }
 
 /// Fails a project whose change is stuck (center admins), with the reason: its job is

@@ -5,6 +5,7 @@
 //! [`Secret`]s: they never print, serialize or log; [`SecretSource`] reads one given inline or
 //! as a file.
 
+mod approval;
 mod argocd;
 mod auth;
 mod capacity;
@@ -23,6 +24,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use approval::ApprovalConfig;
 pub use argocd::ArgocdConfig;
 pub use auth::AuthConfig;
 pub use capacity::CapacityConfig;
@@ -122,6 +124,7 @@ pub struct Config {
     /// SLA type -> performance tier -> quota. A `[catalog]` in the file replaces the built-in
     /// one as a whole.
     pub catalog: Catalog,
+    pub approval: ApprovalConfig,
     pub logging: LoggingConfig,
 }
 
@@ -170,6 +173,7 @@ impl Config {
         self.capacity.validate()?;
         self.delivery.validate(&self.kubernetes)?;
         self.argocd.validate()?;
+        self.approval.validate()?;
         self.catalog.check().map_err(|message| ConfigError::invalid("catalog", message))?;
         self.schedule.validate()
     }

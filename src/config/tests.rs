@@ -313,6 +313,26 @@ fn demo_mode_uses_embedded_demo_config() {
         assert!(config.database.url.ends_with("/infrahub_demo"), "{}", config.database.url);
         assert!(config.jwt_secret(Mode::Demo).is_ok());
         assert!(config.jwt_secret(Mode::Serve).is_err());
+        // The built-in catalog, except that gold needs approval there.
+        let mut expected = Catalog::default();
+        for entry in expected.0.get_mut("gold").unwrap().values_mut() {
+            entry.requires_approval = true;
+        }
+        assert_eq!(config.catalog, expected);
+        assert_eq!(config.approval.expire_after_secs, 3600);
+        Ok(())
+    });
+}
+
+#[test]
+fn approval_expiry_is_bounded() {
+    Jail::expect_with(|jail| {
+        jail.set_env("INFRAHUB_APPROVAL__EXPIRE_AFTER_SECS", "5");
+        assert!(load_err(Mode::Demo, None).contains("approval.expire_after_secs"));
+        jail.set_env("INFRAHUB_APPROVAL__EXPIRE_AFTER_SECS", "600");
+        jail.set_env("INFRAHUB_APPROVAL__CPU_ABOVE", "32");
+        let config = Config::load(Mode::Demo, None).unwrap();
+        assert_eq!((config.approval.expire_after_secs, config.approval.cpu_above), (600, Some(32)));
         Ok(())
     });
 }

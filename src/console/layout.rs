@@ -13,10 +13,15 @@ use crate::domain::role::Role;
 fn nav(role: Role) -> &'static [(&'static str, &'static str)] {
     match role {
         Role::TeamLead => &[("/projects", "Projects"), ("/projects/new", "New project")],
-        Role::FieldAdmin => &[("/capacity", "Capacity and quotas"), ("/servers", "Servers")],
+        Role::FieldAdmin => &[
+            ("/capacity", "Capacity and quotas"),
+            ("/approvals", "Approvals"),
+            ("/servers", "Servers"),
+        ],
         Role::CenterAdmin => &[
             ("/servers", "Inventory"),
             ("/capacity", "Capacity"),
+            ("/approvals", "Approvals"),
             ("/organisation", "Organisation"),
             ("/jobs", "Jobs"),
             ("/audit", "Audit log"),

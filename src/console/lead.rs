@@ -21,6 +21,7 @@ use crate::app::{self, AppError, PageParams};
 use crate::context::Context;
 use crate::domain::catalog::Catalog;
 use crate::domain::project::ProjectStatus;
+use crate::domain::scope::Action;
 use crate::store::projects::Project;
 
 pub fn routes() -> Router<Context> {
@@ -342,7 +343,7 @@ async fn render_project(
         .await
         .or_page(viewer)?;
     let catalog = app::projects::catalog(ctx, caller);
-    let live = project.status != ProjectStatus::Deleted;
+    let live = !project.status.is_final();
     let body = html! {
         h1 { (project.name) " " (badge(project.status.as_str())) }
         @if let Some(err) = error { (layout::error_box(err)) }
@@ -352,6 +353,18 @@ async fn render_project(
             }
         }
         @if let Some(reason) = &project.failure_reason { (layout::error_text(reason)) }
+        @if project.status == ProjectStatus::PendingApproval {
+            section.card.notice aria-labelledby="approval" {
+                h2 #approval { "Waiting for approval" }
+                p {
+                    (project.approval_reason.as_deref().unwrap_or("it needs approval"))
+                    ". Its quota is reserved; a field admin approves or rejects it"
+                    @if let Some(at) = &project.approval_expires_at { " before " (layout::when(at)) }
+                    "."
+                }
+                (super::approvals::decision_forms(viewer, &project))
+            }
+        }
         section.card {
             div.scroll { table {
                 tbody {
@@ -368,7 +381,16 @@ async fn render_project(
                 }
             } }
         }
-        @if live {
+        @if project.status == ProjectStatus::PendingApproval && caller.role.may(Action::ChangeProject) {
+            section.card aria-labelledby="actions" {
+                h2 #actions { "Withdraw it" }
+                form method="post" action={ "/projects/" (id) "/delete" } {
+                    (form_fields(viewer))
+                    input type="hidden" name="confirm" value=(project.name);
+                    p { button.danger type="submit" { "Withdraw the request" } }
+                }
+            }
+        } @else if live && caller.role.may(Action::ChangeProject) {
             section.card aria-labelledby="actions" {
                 h2 #actions { "Change it" }
                 form method="post" action={ "/projects/" (id) "/resize" } {

@@ -14,6 +14,7 @@
 // axum handlers do; boxing every such response buys nothing.
 #![allow(clippy::result_large_err)]
 
+mod approvals;
 mod center;
 mod field;
 mod layout;
@@ -53,6 +54,7 @@ pub fn router(ctx: Context) -> Router<Context> {
         .route("/assets/console.css", get(css))
         .route("/assets/htmx.min.js", get(htmx))
         .merge(lead::routes())
+        .merge(approvals::routes())
         .merge(field::routes())
         .merge(center::routes())
         .route_layer(middleware::from_fn_with_state(ctx, guard))

@@ -20,12 +20,35 @@ pub struct CatalogEntry {
     /// Further namespace labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Projects of this entry wait for a field admin's approval before anything is delivered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requires_approval: bool,
 }
 
 impl CatalogEntry {
     /// The quota a project of this entry reserves.
     pub fn resources(&self) -> Resources {
         Resources::new(self.cpu.into(), self.ram_gb.into())
+    }
+
+    /// Why a project of this entry (`sla_type`/`tier`) needs approval, if it does: the entry
+    /// says so, or it asks for more than `cpu_above` CPU (the configured threshold).
+    pub fn approval_reason(
+        &self,
+        sla_type: &str,
+        tier: &str,
+        cpu_above: Option<u32>,
+    ) -> Option<String> {
+        if self.requires_approval {
+            return Some(format!("the catalog entry {sla_type}/{tier} requires approval"));
+        }
+        match cpu_above {
+            Some(limit) if self.cpu > limit => Some(format!(
+                "{} CPU is above the {limit} CPU a project gets without approval",
+                self.cpu
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -47,7 +70,7 @@ impl Default for Catalog {
                 extra.insert("requests.storage".to_owned(), storage.to_owned());
             }
             let labels = BTreeMap::from([("infrahub.io/backup".to_owned(), backup.to_owned())]);
-            CatalogEntry { cpu, ram_gb, extra, labels }
+            CatalogEntry { cpu, ram_gb, extra, labels, requires_approval: false }
         };
         let mut catalog = BTreeMap::new();
         for (sla, scale, pods, storage, backup) in [
@@ -120,6 +143,18 @@ mod tests {
         assert_eq!(err.field, "sla_type");
         assert!(err.message.contains("bronze"), "{err}");
         assert_eq!(catalog.entry("gold", "turbo").unwrap_err().field, "performance_tier");
+    }
+
+    #[test]
+    fn approval_is_needed_by_the_entry_or_above_the_threshold() {
+        let mut entry = Catalog::default().entry("gold", "high").unwrap().clone();
+        assert_eq!(entry.approval_reason("gold", "high", None), None);
+        assert_eq!(entry.approval_reason("gold", "high", Some(16)), None);
+        let above = entry.approval_reason("gold", "high", Some(15)).unwrap();
+        assert!(above.contains("16 CPU") && above.contains("15"), "{above}");
+        entry.requires_approval = true;
+        let flagged = entry.approval_reason("gold", "high", None).unwrap();
+        assert!(flagged.contains("gold/high"), "{flagged}");
     }
 
     #[test]

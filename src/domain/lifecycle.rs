@@ -6,6 +6,10 @@
 //! | from | event | to | starts |
 //! | --- | --- | --- | --- |
 //! | (a new project) | create | provisioning | provisioning |
+//! | (a new project that needs approval) | create | pending_approval | |
+//! | pending_approval | approve | provisioning | provisioning |
+//! | pending_approval | reject, approval expired | rejected (reservation released) | |
+//! | pending_approval | delete (the request withdrawn) | deleted (reservation released) | |
 //! | provisioning, degraded | delivered | active | |
 //! | provisioning, degraded | provisioning failed | failed | |
 //! | active, failed, degraded | resize | provisioning | provisioning |
@@ -23,9 +27,11 @@
 //! project on, and every job that ends without success settles its project
 //! ([`failure_event`]), so a project is never left waiting on nothing.
 //!
-//! A project holds its quota from the request until it is deleted ([`ProjectStatus::holds_quota`]):
-//! the store sums the reservations of the projects in those statuses, so the release of a
-//! reservation is the move to `deleted`, and a resize replaces it under the quota check.
+//! A project holds its quota from the request until it is deleted or rejected
+//! ([`ProjectStatus::holds_quota`]): the store sums the reservations of the projects in those
+//! statuses, so the release of a reservation is the move to `deleted` or `rejected`, and a
+//! resize replaces it under the quota check. A request waiting for approval holds its quota
+//! too, so approving it can never overcommit the department.
 
 use super::project::ProjectStatus;
 
@@ -57,6 +63,12 @@ pub enum Event {
     /// The reconciler found the project waiting on a job that is no longer live, and starts
     /// that work again.
     Restart,
+    /// A field admin (or a center admin) approves a request that needs approval.
+    Approve,
+    /// A field admin (or a center admin) rejects a request that needs approval, with a reason.
+    Reject,
+    /// Nobody decided a request that needs approval in time.
+    ApprovalExpired,
 }
 
 /// What a transition does to the quota the project holds in its department.
@@ -110,8 +122,11 @@ pub fn decide(
     Ok((event, transition(status, event)?))
 }
 
-/// The status a new project starts in: its quota is reserved and provisioning starts.
-pub const INITIAL: ProjectStatus = ProjectStatus::Provisioning;
+/// The status a new project starts in, its quota reserved either way: provisioning, or
+/// waiting for approval when its request needs one.
+pub fn initial(needs_approval: bool) -> ProjectStatus {
+    if needs_approval { ProjectStatus::PendingApproval } else { ProjectStatus::Provisioning }
+}
 
 /// The state machine: where `event` takes a project in `from`, or why it does not apply.
 pub fn transition(from: ProjectStatus, event: Event) -> Result<Transition, Refusal> {
@@ -125,6 +140,10 @@ pub fn transition(from: ProjectStatus, event: Event) -> Result<Transition, Refus
         (Delete, Active | Failed | Degraded | Deleting) => {
             to(Deleting, Reservation::Keep, Some(Work::Deprovision))
         }
+        // Nothing was delivered yet: withdrawing the request ends it at once.
+        (Delete, PendingApproval) => to(Deleted, Reservation::Release, None),
+        (Approve, PendingApproval) => to(Provisioning, Reservation::Keep, Some(Work::Provision)),
+        (Reject | ApprovalExpired, PendingApproval) => to(Rejected, Reservation::Release, None),
         (Retry, Failed) => to(Provisioning, Reservation::Keep, Some(Work::Provision)),
         (Delivered, Provisioning | Degraded) => to(Active, Reservation::Keep, None),
         (ProvisioningFailed, Provisioning | Degraded) => to(Failed, Reservation::Keep, None),
@@ -138,6 +157,15 @@ pub fn transition(from: ProjectStatus, event: Event) -> Result<Transition, Refus
         (ForceRetry, Deleting) => to(Deleting, Reservation::Keep, Some(Work::Deprovision)),
         (Restart, Provisioning | Degraded) => to(from, Reservation::Keep, Some(Work::Provision)),
         (Restart, Deleting) => to(Deleting, Reservation::Keep, Some(Work::Deprovision)),
+        (Resize | Retry, PendingApproval) => Err(refuse(
+            "pending_approval",
+            "the project is waiting for approval; withdraw it (delete) and ask again, or wait for the decision"
+                .to_owned(),
+        )),
+        (Approve | Reject | ApprovalExpired, _) => Err(refuse(
+            "not_pending",
+            format!("the project is {from}; only a request pending approval is approved or rejected"),
+        )),
         (Resize, _) => {
             Err(refuse("project_busy", format!("the project is {from}; try again when it is not")))
         }
@@ -145,7 +173,7 @@ pub fn transition(from: ProjectStatus, event: Event) -> Result<Transition, Refus
             "project_busy",
             "the project is still provisioning; delete it once that is over".to_owned(),
         )),
-        (Delete, _) => Err(refuse("already_deleted", "the project is already deleted".to_owned())),
+        (Delete, _) => Err(refuse("already_deleted", format!("the project is already {from}"))),
         (Retry, _) => Err(refuse(
             "not_failed",
             format!("the project is {from}; only failed projects are retried"),
@@ -197,6 +225,9 @@ impl Event {
             Event::ForceFail => "force_fail",
             Event::ForceRetry => "force_retry",
             Event::Restart => "restart",
+            Event::Approve => "approve",
+            Event::Reject => "reject",
+            Event::ApprovalExpired => "approval_expired",
         }
     }
 
@@ -208,9 +239,15 @@ impl Event {
 
 impl ProjectStatus {
     /// Whether a project in this status holds its quota reservation: from the request until
-    /// the namespace is gone.
+    /// the namespace is gone (or the request is rejected).
     pub fn holds_quota(self) -> bool {
-        self != ProjectStatus::Deleted
+        !self.is_final()
+    }
+
+    /// Whether the project has ended (deleted, or rejected before anything was delivered):
+    /// nothing moves it any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, ProjectStatus::Deleted | ProjectStatus::Rejected)
     }
 
     /// Whether a job is on its way to move the project on.
@@ -225,7 +262,7 @@ mod tests {
     use Event::*;
     use ProjectStatus::*;
 
-    const EVENTS: [Event; 11] = [
+    const EVENTS: [Event; 14] = [
         Resize,
         Delete,
         Retry,
@@ -237,6 +274,9 @@ mod tests {
         ForceFail,
         ForceRetry,
         Restart,
+        Approve,
+        Reject,
+        ApprovalExpired,
     ];
 
     /// Every (status, event) pair, spelled out: the target, or the refusal's code.
@@ -275,6 +315,16 @@ mod tests {
                 (Deleted, Resize) => Err("project_busy"),
                 (Deleted, Delete) => Err("already_deleted"),
                 (Deleted, Retry) => Err("not_failed"),
+                (PendingApproval, Approve) => Ok(Provisioning),
+                (PendingApproval, Reject | ApprovalExpired) => Ok(Rejected),
+                (PendingApproval, Delete) => Ok(Deleted),
+                (PendingApproval, Resize | Retry) => Err("pending_approval"),
+                (PendingApproval, ForceFail | ForceRetry) => Err("not_stuck"),
+                (_, Approve | Reject | ApprovalExpired) => Err("not_pending"),
+                (Rejected, Resize) => Err("project_busy"),
+                (Rejected, Delete) => Err("already_deleted"),
+                (Rejected, Retry) => Err("not_failed"),
+                (Rejected, ForceFail | ForceRetry) => Err("not_stuck"),
                 _ => Err("stale"),
             }
         };
@@ -291,17 +341,20 @@ mod tests {
         for from in ProjectStatus::ALL {
             for event in EVENTS {
                 let Ok(t) = transition(from, event) else { continue };
-                let want = match event {
-                    Resize => Reservation::Replace,
-                    Removed => Reservation::Release,
+                let want = match (event, from) {
+                    (Resize, _) => Reservation::Replace,
+                    (Removed | Reject | ApprovalExpired, _) => Reservation::Release,
+                    (Delete, PendingApproval) => Reservation::Release,
                     _ => Reservation::Keep,
                 };
                 assert_eq!(t.reservation, want, "{from} on {event:?}");
                 assert_eq!(t.to.holds_quota(), t.reservation != Reservation::Release);
             }
         }
-        assert!(INITIAL.holds_quota());
-        assert_eq!(ProjectStatus::ALL.iter().filter(|s| !s.holds_quota()).count(), 1);
+        assert!(initial(false).holds_quota() && initial(true).holds_quota());
+        let released: Vec<ProjectStatus> =
+            ProjectStatus::ALL.into_iter().filter(|s| !s.holds_quota()).collect();
+        assert_eq!(released, vec![Deleted, Rejected]);
     }
 
     /// Every move into a status that waits on a job starts that job, from whatever status;
@@ -320,7 +373,10 @@ mod tests {
                 }
             }
         }
-        assert!(INITIAL.is_transient() && failure_event(INITIAL).is_some());
+        assert!(initial(false).is_transient() && failure_event(initial(false)).is_some());
+        // A request waiting for approval waits on a person, not a job; its expiry ends it.
+        assert!(!initial(true).is_transient() && failure_event(initial(true)).is_none());
+        assert_eq!(transition(initial(true), ApprovalExpired).map(|t| t.to), Ok(Rejected));
     }
 
     /// A job that ends without success always has an event that takes its project out of
@@ -341,14 +397,19 @@ mod tests {
     #[test]
     fn sources_are_derived_from_the_table() {
         assert_eq!(Delivered.sources(), vec![Provisioning, Degraded]);
-        assert_eq!(Delete.sources(), vec![Active, Degraded, Failed, Deleting]);
         assert_eq!(Retry.sources(), vec![Failed]);
         assert_eq!(Removed.sources(), vec![Deleting]);
         assert_eq!(ForceRetry.sources(), vec![Provisioning, Degraded, Failed, Deleting]);
         let waiting: Vec<ProjectStatus> =
             ProjectStatus::ALL.into_iter().filter(|s| failure_event(*s).is_some()).collect();
         assert_eq!(Restart.sources(), waiting, "the reconciler restarts every waiting status");
-        assert!(EVENTS.iter().all(|e| !e.sources().contains(&Deleted)), "deleted is final");
+        for end in [Deleted, Rejected] {
+            assert!(end.is_final());
+            assert!(EVENTS.iter().all(|e| !e.sources().contains(&end)), "{end} is final");
+        }
+        assert_eq!(Approve.sources(), vec![PendingApproval]);
+        assert_eq!(Reject.sources(), vec![PendingApproval]);
+        assert_eq!(Delete.sources(), vec![PendingApproval, Active, Degraded, Failed, Deleting]);
     }
 
     #[test]

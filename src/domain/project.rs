@@ -12,6 +12,9 @@ use super::name::Label;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProjectStatus {
+    /// Quota reserved; waiting for a field admin to approve or reject the request (or for it
+    /// to expire at `approval_expires_at`).
+    PendingApproval,
     /// Quota reserved; manifests on their way.
     Provisioning,
     /// Delivered (and, where ArgoCD is configured, synced and healthy).
@@ -23,27 +26,34 @@ pub enum ProjectStatus {
     /// Manifests being removed; the quota is freed once the namespace is gone.
     Deleting,
     Deleted,
+    /// The request was rejected (or expired) before anything was delivered; `failure_reason`
+    /// says why. Final: it holds no quota, and its name may be asked for again.
+    Rejected,
 }
 
 impl ProjectStatus {
     /// Every status.
-    pub const ALL: [ProjectStatus; 6] = [
+    pub const ALL: [ProjectStatus; 8] = [
+        ProjectStatus::PendingApproval,
         ProjectStatus::Provisioning,
         ProjectStatus::Active,
         ProjectStatus::Degraded,
         ProjectStatus::Failed,
         ProjectStatus::Deleting,
         ProjectStatus::Deleted,
+        ProjectStatus::Rejected,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            ProjectStatus::PendingApproval => "pending_approval",
             ProjectStatus::Provisioning => "provisioning",
             ProjectStatus::Active => "active",
             ProjectStatus::Degraded => "degraded",
             ProjectStatus::Failed => "failed",
             ProjectStatus::Deleting => "deleting",
             ProjectStatus::Deleted => "deleted",
+            ProjectStatus::Rejected => "rejected",
         }
     }
 }
@@ -110,7 +120,16 @@ mod tests {
 
     #[test]
     fn statuses_round_trip() {
-        for s in ["provisioning", "active", "degraded", "failed", "deleting", "deleted"] {
+        for s in [
+            "pending_approval",
+            "provisioning",
+            "active",
+            "degraded",
+            "failed",
+            "deleting",
+            "deleted",
+            "rejected",
+        ] {
             assert_eq!(s.parse::<ProjectStatus>().unwrap().as_str(), s);
         }
     }

@@ -166,6 +166,9 @@ pub enum Action {
     ChangeProject,
     /// End or restart a project's stuck change by force.
     ForceProject,
+    /// Approve or reject a project request that waits for approval (a field admin: in its
+    /// own field).
+    DecideProject,
     /// Start maintenance and diagnostic jobs by hand.
     RunMaintenance,
     /// Read the audit trail (a field admin: its own field's).
@@ -179,7 +182,7 @@ impl Role {
         match self {
             Role::CenterAdmin => action != CreateProject,
             Role::FieldAdmin => {
-                matches!(action, ReadServers | ReadCapacity | SetQuota | ReadAudit)
+                matches!(action, ReadServers | ReadCapacity | SetQuota | ReadAudit | DecideProject)
             }
             Role::TeamLead => matches!(action, CreateProject | ChangeProject),
         }
@@ -270,6 +273,7 @@ mod tests {
             (CreateProject, [false, false, true]),
             (ChangeProject, [true, false, true]),
             (ForceProject, [true, false, false]),
+            (DecideProject, [true, true, false]),
             (RunMaintenance, [true, false, false]),
             (ReadAudit, [true, true, false]),
         ];

@@ -91,6 +91,8 @@ needs! {
     ChangesProjects => ChangeProject;
     /// Center admins: forced steps of stuck projects.
     ForcesProjects => ForceProject;
+    /// Field admins and center admins: approving and rejecting project requests.
+    DecidesProjects => DecideProject;
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

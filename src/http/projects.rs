@@ -1,7 +1,8 @@
 //! Projects: create (reserving quota), read, resize, delete, retry; and the catalog.
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -11,12 +12,14 @@ use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{Json, Path, Query};
 use super::jobs::{Accepted, accepted};
 use crate::app::projects::{
-    CreateProject, ForceProject, ProjectQuery, ProjectSubmitted, ResizeProject,
+    CreateProject, ForceProject, ProjectQuery, ProjectSubmitted, RejectProject, ResizeProject,
 };
 use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
 use crate::domain::catalog::{Catalog, CatalogEntry};
-use crate::http::auth::{ChangesProjects, CreatesProjects, ForcesProjects, Permitted};
+use crate::http::auth::{
+    ChangesProjects, CreatesProjects, DecidesProjects, ForcesProjects, Permitted,
+};
 use crate::store::Page;
 use crate::store::projects::Project;
 
@@ -27,16 +30,45 @@ pub fn router() -> OpenApiRouter<Context> {
         .routes(routes!(retry_project))
         .routes(routes!(force_retry_project))
         .routes(routes!(force_fail_project))
+        .routes(routes!(approve_project))
+        .routes(routes!(reject_project))
         .routes(routes!(catalog))
 }
 
-/// 202 with the project's id, status and namespace, the whole project, and its job.
-fn project_answer(done: &ProjectSubmitted) -> Response {
+/// The answer to a change that started no job: a request waiting for approval (201 when it
+/// was just made), or one that was rejected or withdrawn (200).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ProjectSettled {
+    pub id: Uuid,
+    pub status: crate::domain::project::ProjectStatus,
+    pub namespace: String,
+    pub project: Project,
+    /// No job: the project waits for a person (`project.approval_reason` says why), or has
+    /// ended.
+    #[schema(value_type = Option<Uuid>)]
+    pub job_id: Option<Uuid>,
+}
+
+/// 202 with the project's id, status and namespace, the whole project, and its job; when no
+/// job was started, `settled` (201 or 200) with the same fields and `job_id: null`.
+fn project_answer(done: ProjectSubmitted, settled: StatusCode) -> Response {
     let project = &done.project;
-    accepted(
-        &done.submitted,
-        json!({ "id": project.id, "status": project.status, "namespace": project.namespace, "project": project }),
-    )
+    match &done.submitted {
+        Some(submitted) => accepted(
+            submitted,
+            json!({ "id": project.id, "status": project.status, "namespace": project.namespace, "project": project }),
+        ),
+        None => {
+            let body = ProjectSettled {
+                id: project.id,
+                status: project.status,
+                namespace: project.namespace.clone(),
+                job_id: None,
+                project: done.project,
+            };
+            (settled, axum::Json(body)).into_response()
+        }
+    }
 }
 
 /// The catalog: SLA type -> performance tier -> quota.
@@ -48,9 +80,11 @@ async fn catalog(State(ctx): State<Context>, caller: Caller) -> Json<Catalog> {
 }
 
 /// Create a project in the caller's department (team leads): reserves the catalog's quota and
-/// starts provisioning. 202 with the project's id, namespace and job.
+/// starts provisioning. 202 with the project's id, namespace and job; 201 with
+/// `status: pending_approval` and no job when the request needs a field admin's approval.
 #[utoipa::path(post, path = "/projects", tag = "projects", request_body = CreateProject,
-    responses((status = 202, body = Accepted), (status = 403, body = ErrorEnvelope),
+    responses((status = 202, body = Accepted), (status = 201, body = ProjectSettled),
+              (status = 403, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn create_project(
@@ -58,7 +92,7 @@ async fn create_project(
     Permitted(caller, _): Permitted<CreatesProjects>,
     Json(body): Json<CreateProject>,
 ) -> Result<Response, ApiError> {
-    Ok(project_answer(&app::projects::create(&ctx, &caller, body).await?))
+    Ok(project_answer(app::projects::create(&ctx, &caller, body).await?, StatusCode::CREATED))
 }
 
 /// List the projects the caller may see (deleted ones only when asked for by status).
@@ -96,20 +130,22 @@ async fn resize_project(
     Path(id): Path<Uuid>,
     Json(body): Json<ResizeProject>,
 ) -> Result<Response, ApiError> {
-    Ok(project_answer(&app::projects::resize(&ctx, &caller, id, body).await?))
+    Ok(project_answer(app::projects::resize(&ctx, &caller, id, body).await?, StatusCode::OK))
 }
 
 /// Delete a project: its manifests are removed, and its quota is freed once they are gone.
-/// Refused while it is still provisioning.
+/// Refused while it is still provisioning. A request still waiting for approval is withdrawn
+/// at once (200, `deleted`, no job).
 #[utoipa::path(delete, path = "/projects/{id}", tag = "projects", params(("id" = Uuid, Path)),
-    responses((status = 202, body = Accepted), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    responses((status = 202, body = Accepted), (status = 200, body = ProjectSettled),
+              (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn delete_project(
     State(ctx): State<Context>,
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(project_answer(&app::projects::delete(&ctx, &caller, id).await?))
+    Ok(project_answer(app::projects::delete(&ctx, &caller, id).await?, StatusCode::OK))
 }
 
 /// Run a failed provisioning again.
@@ -121,7 +157,7 @@ async fn retry_project(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(project_answer(&app::projects::retry(&ctx, &caller, id).await?))
+    Ok(project_answer(app::projects::retry(&ctx, &caller, id).await?, StatusCode::OK))
 }
 
 /// Run the work of a stuck project's status again (center admins): provisioning for one that
@@ -139,7 +175,7 @@ async fn force_retry_project(
     Json(body): Json<ForceProject>,
 ) -> Result<Response, ApiError> {
     let done = app::projects::force_retry(&ctx, &caller, id, body).await?;
-    Ok(project_answer(&done))
+    Ok(project_answer(done, StatusCode::OK))
 }
 
 /// Fail a stuck project (center admins): provisioning, degraded or deleting becomes failed
@@ -156,4 +192,37 @@ async fn force_fail_project(
     Json(body): Json<ForceProject>,
 ) -> Result<Json<Project>, ApiError> {
     Ok(Json(app::projects::force_fail(&ctx, &caller, id, body).await?))
+}
+
+/// Approve a request waiting for approval (the field admin of its field, or a center admin):
+/// provisioning starts. 202 with the project and its job; 409 `not_pending` when it is not
+/// waiting (already decided, withdrawn or expired).
+#[utoipa::path(post, path = "/projects/{id}/approve", tag = "projects", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Accepted), (status = 403, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn approve_project(
+    State(ctx): State<Context>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    Ok(project_answer(app::projects::approve(&ctx, &caller, id).await?, StatusCode::OK))
+}
+
+/// Reject a request waiting for approval, with a reason (the field admin of its field, or a
+/// center admin): the project ends `rejected`, the reason as its `failure_reason`, and its
+/// quota is freed. 200 with the project; 409 `not_pending` when it is not waiting.
+#[utoipa::path(post, path = "/projects/{id}/reject", tag = "projects", params(("id" = Uuid, Path)),
+    request_body = RejectProject,
+    responses((status = 200, body = ProjectSettled), (status = 403, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+              (status = 422, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn reject_project(
+    State(ctx): State<Context>,
+    Permitted(caller, _): Permitted<DecidesProjects>,
+    Path(id): Path<Uuid>,
+    Json(body): Json<RejectProject>,
+) -> Result<Response, ApiError> {
+    Ok(project_answer(app::projects::reject(&ctx, &caller, id, body).await?, StatusCode::OK))
 }

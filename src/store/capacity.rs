@@ -96,7 +96,7 @@ pub async fn quota_inputs(
                        WHERE d.field_id = $1 AND q.site_id = $3 AND q.department_id <> $2) o
           CROSS JOIN (SELECT coalesce(sum(cpu), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
                         FROM projects
-                       WHERE department_id = $2 AND site_id = $3 AND status <> 'deleted') p
+                       WHERE department_id = $2 AND site_id = $3 AND status NOT IN ('deleted', 'rejected')) p
            LEFT JOIN department_quotas own
                   ON own.department_id = $2 AND own.site_id = $3
                  AND EXISTS (SELECT 1 FROM departments d WHERE d.id = $2 AND d.field_id = $1)",
@@ -116,7 +116,7 @@ pub async fn quota_inputs(
 }
 
 /// The department's quota at the site (if it has one) and what its projects reserve there, in
-/// one statement: every project but the deleted ones (`ProjectStatus::holds_quota`, whose
+/// one statement: every project but the deleted and rejected ones (`ProjectStatus::holds_quota`, whose
 /// tests keep the two in step).
 pub async fn quota_and_usage(
     conn: &mut PgConnection,
@@ -127,7 +127,7 @@ pub async fn quota_and_usage(
         "SELECT q.cpu_limit::int8, q.ram_gb_limit::int8, u.cpu, u.ram
            FROM (SELECT coalesce(sum(cpu), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
                    FROM projects
-                  WHERE department_id = $1 AND site_id = $2 AND status <> 'deleted') u
+                  WHERE department_id = $1 AND site_id = $2 AND status NOT IN ('deleted', 'rejected')) u
            LEFT JOIN department_quotas q ON q.department_id = $1 AND q.site_id = $2",
     )
     .bind(department_id)
@@ -183,7 +183,7 @@ pub async fn quotas_with_usage(
            FROM department_quotas q
            JOIN departments d ON d.id = q.department_id
            LEFT JOIN projects p ON p.department_id = q.department_id AND p.site_id = q.site_id
-                               AND p.status <> 'deleted'
+                               AND p.status NOT IN ('deleted', 'rejected')
           WHERE d.field_id = $1 AND q.site_id = $2
           GROUP BY q.department_id, d.name, q.cpu_limit, q.ram_gb_limit
           ORDER BY d.name",
@@ -270,7 +270,7 @@ pub async fn department_report(
            FROM sites si
            LEFT JOIN department_quotas q ON q.site_id = si.id AND q.department_id = $1
            LEFT JOIN (SELECT site_id, sum(cpu) AS cpu, sum(ram_gb) AS ram FROM projects
-                       WHERE department_id = $1 AND status <> 'deleted' GROUP BY site_id) p ON p.site_id = si.id
+                       WHERE department_id = $1 AND status NOT IN ('deleted', 'rejected') GROUP BY site_id) p ON p.site_id = si.id
           WHERE q.site_id IS NOT NULL OR p.site_id IS NOT NULL
           ORDER BY si.name",
     )

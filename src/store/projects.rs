@@ -39,6 +39,11 @@ pub struct Project {
     pub last_job_id: Option<Uuid>,
     /// Bumped by every change; a delivery writes only while it carries the current one.
     pub generation: i64,
+    /// While the project is `pending_approval`: when the request is rejected as expired
+    /// unless someone decides it first.
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// Why the request needed approval, when it did (kept after the decision).
+    pub approval_reason: Option<String>,
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -50,7 +55,7 @@ macro_rules! project_select {
         "SELECT p.id, p.name, p.namespace, p.department_id, d.name AS department, d.field_id,
                 f.name AS field, p.site_id, s.name AS site, p.sla_type, p.performance_tier, p.cpu,
                 p.ram_gb, p.extra_quota, p.status, p.failure_reason, p.failed_from, p.last_job_id, p.generation,
-                p.created_by,
+                p.approval_expires_at, p.approval_reason, p.created_by,
                 p.created_at, p.updated_at, p.deleted_at
            FROM projects p
            JOIN departments d ON d.id = p.department_id
@@ -71,6 +76,9 @@ pub struct NewProject<'a> {
     pub ram_gb: i32,
     pub extra_quota: &'a Value,
     pub created_by: Uuid,
+    /// For a request that waits for approval: when it expires, and why it needs approval.
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    pub approval_reason: Option<&'a str>,
 }
 
 /// Inserts the project, at generation 1; a live project of the same name or namespace at the
@@ -79,8 +87,9 @@ pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uui
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier,
-                               cpu, ram_gb, extra_quota, status, created_by, generation)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, 1)",
+                               cpu, ram_gb, extra_quota, status, created_by, generation,
+                               approval_expires_at, approval_reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, 1, $13, $14)",
     )
     .bind(id)
     .bind(new.name)
@@ -94,6 +103,8 @@ pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uui
     .bind(new.extra_quota)
     .bind(new.created_by)
     .bind(new.status.as_str())
+    .bind(new.approval_expires_at)
+    .bind(new.approval_reason)
     .execute(conn)
     .await?;
     Ok(id)
@@ -183,6 +194,21 @@ pub async fn stranded(
     .await?)
 }
 
+/// Requests waiting for approval past their expiry, the longest overdue first.
+pub async fn approval_expired(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM projects
+          WHERE status = 'pending_approval' AND approval_expires_at <= now()
+          ORDER BY approval_expires_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Whether the job is queued, running or waiting to retry.
 pub async fn job_is_live(
     conn: &mut PgConnection,
@@ -247,6 +273,7 @@ pub async fn transition(
         "UPDATE projects
             SET status = $3, failure_reason = $4, updated_at = now(),
                 deleted_at = CASE WHEN $3 = 'deleted' THEN now() END,
+                approval_expires_at = CASE WHEN $3 = 'pending_approval' THEN approval_expires_at END,
                 failed_from = CASE WHEN $3 <> 'failed' THEN NULL
                                    WHEN status = 'failed' THEN failed_from
                                    ELSE status END

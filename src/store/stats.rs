@@ -53,7 +53,7 @@ pub async fn projects_by_status(
     Ok(sqlx::query_as(
         "SELECT status, count(*) AS count,
                 coalesce(extract(epoch FROM now() - min(status_changed_at)), 0)::float8 AS oldest_secs
-           FROM projects WHERE status <> 'deleted'
+           FROM projects WHERE status NOT IN ('deleted', 'rejected')
           GROUP BY status ORDER BY status",
     )
     .fetch_all(conn)
@@ -140,7 +140,7 @@ pub async fn department_sites(conn: &mut PgConnection) -> Result<Vec<DepartmentS
            JOIN fields f ON f.id = d.field_id
            JOIN sites si ON si.id = q.site_id
            LEFT JOIN (SELECT department_id, site_id, sum(cpu) AS cpu, sum(ram_gb) AS ram
-                        FROM projects WHERE status <> 'deleted'
+                        FROM projects WHERE status NOT IN ('deleted', 'rejected')
                        GROUP BY department_id, site_id) p
                   ON p.department_id = q.department_id AND p.site_id = q.site_id
           ORDER BY 1, 2, 3",

@@ -385,3 +385,47 @@ async fn waiting_on_a_superseded_change_follows_the_newer_one(pool: PgPool) {
     assert!(waited.stderr.contains(&format!("superseded by job {newer_id}")), "{}", waited.stderr);
     assert!(waited.stderr.contains("succeeded"), "{}", waited.stderr);
 }
+
+#[sqlx::test]
+async fn a_field_admin_approves_and_rejects_requests_from_the_command_line(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, Mode::Serve, |c| c.approval.cpu_above = Some(4)).await;
+    app.give_quota(32, 128).await;
+    let lead = Shell::new(&app.base);
+    lead.login("shop-lead").await;
+    let ask = |name: &'static str| {
+        ["projects", "create", name, "--site", "fra", "--sla", "silver", "--tier", "high"]
+    };
+    let asked = lead.run(&ask("ledger"), None).await.ok().stdout;
+    assert!(asked.contains("waiting for a field admin's approval"), "{asked}");
+    assert!(asked.contains("8 CPU is above"), "{asked}");
+    lead.run(&ask("vault"), None).await.ok();
+    let shown = lead.run(&["projects", "show", "ledger"], None).await.ok().stdout;
+    assert!(shown.contains("pending_approval") && shown.contains("approval expires"), "{shown}");
+    let refused = lead.run(&["projects", "approve", "ledger"], None).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+
+    let admin = Shell::new(&app.base);
+    admin.login("retail-admin").await;
+    let waiting = admin.run(&["projects", "list", "--status", "pending_approval"], None).await.ok();
+    assert!(waiting.stdout.contains("ledger") && waiting.stdout.contains("vault"));
+    let approved = admin.run(&["projects", "approve", "ledger"], None).await.ok();
+    assert!(approved.stdout.contains("project ledger approved: job"), "{}", approved.stdout);
+    let rejected = admin
+        .run(&["projects", "reject", "vault", "--reason", "one is enough", "-o", "json"], None)
+        .await
+        .ok()
+        .json();
+    assert_eq!(rejected["status"], "rejected");
+    assert!(rejected["project"]["failure_reason"].as_str().unwrap().ends_with("one is enough"));
+    let again = admin.run(&["projects", "reject", "ledger", "--reason", "late"], None).await;
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("not_pending")
+            || again.stderr.contains("only a request pending approval"),
+        "{}",
+        again.stderr
+    );
+    app.run_jobs().await;
+    let ledger = lead.run(&["projects", "show", "ledger", "-o", "json"], None).await.ok().json();
+    assert_eq!(ledger["status"], "active", "approved, then provisioned");
+}

@@ -3,6 +3,7 @@
 
 mod admin;
 mod allocation;
+mod approvals;
 mod argocd;
 mod argocd_fake;
 mod audit;

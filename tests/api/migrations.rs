@@ -35,7 +35,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 
 /// Something each migration creates (a table, a `table:column` or a `function(args)`) or
 /// removes (`!index`), newest last.
-const TABLES: [&str; 15] = [
+const TABLES: [&str; 16] = [
     "users",
     "servers",
     "projects",
@@ -51,6 +51,7 @@ const TABLES: [&str; 15] = [
     "applied_changes",
     "!jobs_finished_idx",
     "audit_uuid(text)",
+    "projects:approval_reason",
 ];
 
 #[sqlx::test(migrations = false)]
