@@ -45,7 +45,7 @@ pub enum ProjectsAction {
         #[arg(long)]
         site: Option<String>,
         /// Only projects in this status (pending_approval, provisioning, active, degraded, failed,
-        /// deleting, deleted, rejected)
+        /// deletion_scheduled, deleting, deleted, rejected)
         #[arg(long)]
         status: Option<String>,
     },
@@ -63,6 +63,10 @@ pub enum ProjectsAction {
         /// Performance tier from the catalog (e.g. regular, high)
         #[arg(long = "tier")]
         performance_tier: String,
+        /// Time to live (RFC 3339, e.g. 2027-01-31T18:00:00Z): then it is deleted as by
+        /// `projects delete`
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<String>,
         /// Wait until the provisioning job ends
         #[arg(long)]
         wait: bool,
@@ -77,7 +81,8 @@ pub enum ProjectsAction {
         #[arg(long)]
         wait: bool,
     },
-    /// Delete a project: its namespace goes, its quota is freed.
+    /// Delete a project: after the grace period (when the daemon has one; `projects restore`
+    /// cancels it meanwhile) its namespace goes and its quota is freed.
     Delete {
         project: String,
         /// Do not ask to type the project's name
@@ -89,6 +94,13 @@ pub enum ProjectsAction {
     /// Retry a failed project (provisioning again, or deleting again).
     Retry {
         project: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel a scheduled deletion during its grace period: the project is provisioned again.
+    Restore {
+        project: String,
+        /// Wait until the provisioning job ends
         #[arg(long)]
         wait: bool,
     },
@@ -430,6 +442,8 @@ fn show_project(p: &Value) -> String {
             ("failure", "/failure_reason"),
             ("approval", "/approval_reason"),
             ("approval expires", "/approval_expires_at"),
+            ("deletion at", "/delete_at"),
+            ("expires", "/expires_at"),
             ("site", "/site"),
             ("field", "/field"),
             ("department", "/department"),
@@ -467,6 +481,10 @@ async fn accepted(
                     "{what}: waiting for a field admin's approval ({why}) until {}",
                     cell(&answer["project"]["approval_expires_at"])
                 ),
+                _ if answer["status"] == "deletion_scheduled" => println!(
+                    "{what}: scheduled for deletion at {}; `infrahub projects restore` cancels it until then",
+                    cell(&answer["project"]["delete_at"])
+                ),
                 _ => println!("{what}: {}", cell(&answer["status"])),
             },
         },
@@ -503,9 +521,9 @@ async fn projects(
                 Output::Table => print!("{}", show_project(&project)),
             }
         }
-        ProjectsAction::Create { name, site, sla_type, performance_tier, wait } => {
+        ProjectsAction::Create { name, site, sla_type, performance_tier, expires_at, wait } => {
             let body = json!({ "name": name, "site": site, "sla_type": sla_type,
-                               "performance_tier": performance_tier });
+                               "performance_tier": performance_tier, "expires_at": expires_at });
             let answer = client.write(Method::POST, "projects", Some(body)).await?;
             let what = format!("project {name} ({}) requested", cell(&answer["id"]));
             accepted(client, out, answer, &what, wait).await?;
@@ -529,13 +547,19 @@ async fn projects(
                 confirm_by_typing(&name)?;
             }
             let answer = client.write(Method::DELETE, &format!("projects/{id}"), None).await?;
-            accepted(client, out, answer, &format!("project {project} deleting"), wait).await?;
+            accepted(client, out, answer, &format!("project {project} deleted"), wait).await?;
         }
         ProjectsAction::Retry { project, wait } => {
             let id = project_id(client, &project).await?;
             let path = format!("projects/{id}/retry");
             let answer = client.write(Method::POST, &path, None).await?;
             accepted(client, out, answer, &format!("project {project} retrying"), wait).await?;
+        }
+        ProjectsAction::Restore { project, wait } => {
+            let id = project_id(client, &project).await?;
+            let path = format!("projects/{id}/restore");
+            let answer = client.write(Method::POST, &path, None).await?;
+            accepted(client, out, answer, &format!("project {project} restored"), wait).await?;
         }
         ProjectsAction::Approve { project, wait } => {
             let id = project_id(client, &project).await?;

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::jobs::{JobMeta, enqueue};
 use super::{AppError, AppResult, Caller, PageParams, Submitted};
 use crate::context::Context;
+use crate::domain::ValidationError;
 use crate::domain::capacity::Resources;
 use crate::domain::catalog::Catalog;
 use crate::domain::lifecycle::{self, Event, Transition, Work};
@@ -43,6 +44,29 @@ pub fn catalog<'a>(ctx: &'a Context, _caller: &Caller) -> &'a Catalog {
     &ctx.config.catalog
 }
 
+/// The grace period of a deletion, in words (`None`: deletions start at once).
+pub fn deletion_grace(ctx: &Context) -> Option<String> {
+    let secs = ctx.config.deletion.grace_secs;
+    let words = match secs {
+        0 => return None,
+        s if s % 86_400 == 0 => plural(s / 86_400, "day"),
+        s if s % 3600 == 0 => plural(s / 3600, "hour"),
+        s if s % 60 == 0 => plural(s / 60, "minute"),
+        s => plural(s, "second"),
+    };
+    Some(words)
+}
+
+fn plural(n: u64, unit: &str) -> String {
+    if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") }
+}
+
+/// Why a project of `sla_type`/`tier` would need approval, if it would.
+pub fn approval_needed(ctx: &Context, sla_type: &str, tier: &str) -> Option<String> {
+    let entry = ctx.config.catalog.entry(sla_type, tier).ok()?;
+    entry.approval_reason(sla_type, tier, ctx.config.approval.cpu_above)
+}
+
 /// A new project, in the caller's department.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +77,10 @@ pub struct CreateProject {
     pub site: String,
     pub sla_type: String,
     pub performance_tier: String,
+    /// Optional time to live (RFC 3339, in the future): then the project is deleted as its
+    /// owner would delete it, after the grace period.
+    #[serde(default)]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A new SLA type or tier; absent keys keep their value.
@@ -143,6 +171,11 @@ pub async fn create(
     })?;
     let name = Label::parse("name", &input.name)?;
     let entry = ctx.config.catalog.entry(&input.sla_type, &input.performance_tier)?.clone();
+    if let Some(at) = input.expires_at
+        && at <= chrono::Utc::now()
+    {
+        return Err(ValidationError::new("expires_at", "must be in the future").into());
+    }
     let mut tx = ctx.pool.begin().await?;
     let dept = org::get_department(&mut tx, department_id).await?;
     let namespace =
@@ -173,6 +206,7 @@ pub async fn create(
         created_by: caller.id,
         approval_expires_at: approval.as_ref().map(|_| chrono::Utc::now() + expires),
         approval_reason: approval.as_deref(),
+        expires_at: input.expires_at,
     };
     let id = projects::insert(&mut tx, &new).await.map_err(|e| match e {
         StoreError::Duplicate { .. } => AppError::conflict(
@@ -245,7 +279,7 @@ pub async fn resize(
     input: ResizeProject,
 ) -> AppResult<ProjectSubmitted> {
     let (mut tx, before, _, step) =
-        begin_change(ctx, caller, id, Event::Resize, Action::ChangeProject).await?;
+        begin_change(ctx, caller, id, |_| Event::Resize, Action::ChangeProject).await?;
     let sla = input.sla_type.unwrap_or_else(|| before.sla_type.clone());
     let tier = input.performance_tier.unwrap_or_else(|| before.performance_tier.clone());
     let entry = ctx.config.catalog.entry(&sla, &tier)?;
@@ -277,10 +311,32 @@ pub async fn resize(
     finish_change(tx, ctx, caller, &before, Event::Resize, step).await
 }
 
-/// Deletes a project: its manifests are removed, and its quota is freed once they are gone.
-/// A request still waiting for approval is withdrawn at once.
+/// Deletes a project: after the grace period (`deletion.grace_secs`, during which it keeps
+/// its namespace and quota and [`restore`] cancels it), its manifests are removed, and its
+/// quota is freed once they are gone. Without a grace period, or for a deletion asked again
+/// after one failed, the removal starts at once; a request still waiting for approval is
+/// withdrawn at once.
 pub async fn delete(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<ProjectSubmitted> {
-    move_on(ctx, caller, id, Event::Delete, Action::ChangeProject, None).await
+    let grace = ctx.config.deletion.grace();
+    let choose =
+        |p: &Project| lifecycle::deletion(p.status, p.failed_from.as_deref(), grace.is_some());
+    let (mut tx, before, event, step) =
+        begin_change(ctx, caller, id, choose, Action::ChangeProject).await?;
+    let delete_at = grace.map(|grace| chrono::Utc::now() + grace);
+    projects::transition_at(&mut tx, id, &event.sources(), step.to, None, None, delete_at).await?;
+    projects::next_generation(&mut tx, id).await?;
+    finish_change(tx, ctx, caller, &before, event, step).await
+}
+
+/// Cancels a scheduled deletion during its grace period: the project is provisioned again
+/// (what is delivered is its desired state, whatever happened meanwhile). A time to live that
+/// had run out is forgotten.
+pub async fn restore(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<ProjectSubmitted> {
+    let (mut tx, before, event, step) =
+        begin_change(ctx, caller, id, |_| Event::Restore, Action::ChangeProject).await?;
+    projects::transition(&mut tx, id, &event.sources(), step.to, None, None).await?;
+    projects::clear_expired_ttl(&mut tx, id).await?;
+    finish_change(tx, ctx, caller, &before, event, step).await
 }
 
 /// Runs a failed provisioning again.
@@ -327,7 +383,7 @@ async fn move_on(
     action: Action,
     reason: Option<&str>,
 ) -> AppResult<ProjectSubmitted> {
-    let (mut tx, before, event, step) = begin_change(ctx, caller, id, event, action).await?;
+    let (mut tx, before, event, step) = begin_change(ctx, caller, id, |_| event, action).await?;
     projects::transition(&mut tx, id, &event.sources(), step.to, reason, None).await?;
     if event.supersedes_deliveries() {
         projects::next_generation(&mut tx, id).await?;
@@ -336,19 +392,20 @@ async fn move_on(
 }
 
 /// The start of a person's change to a project: role (for `action`), scope (404 outside it),
-/// the row lock, and the state machine's verdict on `event` (with what it means for this
-/// project).
+/// the row lock, and the state machine's verdict on the event `choose` picks for the locked
+/// project (with what it means for this project).
 async fn begin_change(
     ctx: &Context,
     caller: &Caller,
     id: Uuid,
-    event: Event,
+    choose: impl FnOnce(&Project) -> Event,
     action: Action,
 ) -> AppResult<(Transaction<'static, Postgres>, Project, Event, Transition)> {
     caller.authorize(action)?;
     let mut tx = ctx.pool.begin().await?;
     visible(&mut tx, caller, id).await?;
     let before = projects::lock(&mut tx, id).await?;
+    let event = choose(&before);
     let (event, step) = lifecycle::decide(before.status, before.failed_from.as_deref(), event)?;
     Ok((tx, before, event, step))
 }
@@ -521,6 +578,12 @@ pub struct Reconciled {
     /// The namespaces of requests rejected because nobody decided them in time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expired: Vec<String>,
+    /// The namespaces of projects whose grace period ended: their removal started.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deleting: Vec<String>,
+    /// The namespaces of projects whose time to live ran out: deleted as their owner would.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ttl_expired: Vec<String>,
 }
 
 /// Finds projects waiting (provisioning, degraded, deleting) on a job that is no longer live
@@ -549,6 +612,8 @@ pub async fn reconcile(ctx: &Context, job_id: Uuid) -> AppResult<Reconciled> {
         report.restarted.push(format!("{}: {}", project.namespace, project.status));
     }
     report.expired = expire_approvals(ctx, job_id).await?;
+    report.ttl_expired = expire_ttls(ctx, job_id).await?;
+    report.deleting = start_due_deletions(ctx, job_id).await?;
     Ok(report)
 }
 
@@ -558,30 +623,95 @@ async fn expire_approvals(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>>
     let due = projects::approval_expired(&mut *ctx.pool.acquire().await?, 500).await?;
     let mut expired = Vec::new();
     for id in due {
-        let mut tx = ctx.pool.begin().await?;
-        let project = projects::lock(&mut tx, id).await?;
-        // Re-checked under the lock: someone may have decided it meanwhile.
-        let Ok(step) = lifecycle::transition(project.status, Event::ApprovalExpired) else {
-            continue;
-        };
-        let why = match project.approval_expires_at {
+        let why = |p: &Project| match p.approval_expires_at {
             Some(at) => format!("the request expired: nobody approved or rejected it by {at}"),
             None => "the request expired".to_owned(),
         };
-        let sources = Event::ApprovalExpired.sources();
-        if !projects::transition(&mut tx, id, &sources, step.to, Some(&why), None).await? {
-            continue;
+        let moved = system_move(ctx, job_id, id, |_| Event::ApprovalExpired, Some(&why)).await?;
+        if let Some(project) = moved {
+            tracing::info!(namespace = %project.namespace, "a request waiting for approval expired");
+            expired.push(project.namespace);
         }
-        let after = projects::get(&mut tx, id).await?;
-        let change = Change::new("project", Event::ApprovalExpired.verb(), id)
-            .before(&project)
-            .after(&after);
-        audit::record(&mut tx, &Actor::job(job_id), change).await?;
-        super::commit(tx).await?;
-        tracing::info!(namespace = %project.namespace, "a request waiting for approval expired");
-        expired.push(project.namespace);
     }
     Ok(expired)
+}
+
+/// Starts the removal of the projects whose grace period is over; returns their namespaces.
+async fn start_due_deletions(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>> {
+    let due = projects::deletion_due(&mut *ctx.pool.acquire().await?, 500).await?;
+    let mut started = Vec::new();
+    for id in due {
+        if let Some(project) = system_move(ctx, job_id, id, |_| Event::DeletionDue, None).await? {
+            tracing::info!(namespace = %project.namespace, "the grace period is over; deleting");
+            started.push(project.namespace);
+        }
+    }
+    Ok(started)
+}
+
+/// Deletes the projects whose time to live ran out, as their owner's deletion would (after the
+/// grace period, when there is one); returns their namespaces.
+async fn expire_ttls(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>> {
+    let due = projects::ttl_expired(&mut *ctx.pool.acquire().await?, 500).await?;
+    let grace = ctx.config.deletion.grace().is_some();
+    let mut expired = Vec::new();
+    for id in due {
+        let choose = |p: &Project| lifecycle::deletion(p.status, p.failed_from.as_deref(), grace);
+        let why = |p: &Project| match p.expires_at {
+            Some(at) => format!("its time to live ran out at {at}"),
+            None => "its time to live ran out".to_owned(),
+        };
+        if let Some(project) = system_move(ctx, job_id, id, choose, Some(&why)).await? {
+            tracing::info!(namespace = %project.namespace, "a project's time to live ran out");
+            expired.push(project.namespace);
+        }
+    }
+    Ok(expired)
+}
+
+/// A move the system makes on its own (a sweep of the reconciler, `job_id`), in one
+/// transaction: the event `choose` picks for the locked project, if it still applies, the job
+/// it starts, and the audit event (with `why`). The project as it was, when it moved.
+async fn system_move(
+    ctx: &Context,
+    job_id: Uuid,
+    id: Uuid,
+    choose: impl FnOnce(&Project) -> Event,
+    why: Option<&(dyn Fn(&Project) -> String + Sync)>,
+) -> AppResult<Option<Project>> {
+    let mut tx = ctx.pool.begin().await?;
+    let before = projects::lock(&mut tx, id).await?;
+    // Re-decided under the lock: someone may have moved it meanwhile.
+    let Ok((event, step)) =
+        lifecycle::decide(before.status, before.failed_from.as_deref(), choose(&before))
+    else {
+        return Ok(None);
+    };
+    let reason = why.map(|why| why(&before));
+    // A failure reason only where the project ends for it (a rejection).
+    let failure = reason.as_deref().filter(|_| step.to == ProjectStatus::Rejected);
+    let delete_at = ctx.config.deletion.grace().map(|grace| chrono::Utc::now() + grace);
+    let sources = event.sources();
+    if !projects::transition_at(&mut tx, id, &sources, step.to, failure, None, delete_at).await? {
+        return Ok(None);
+    }
+    if event.supersedes_deliveries() {
+        projects::next_generation(&mut tx, id).await?;
+    }
+    let mut job = None;
+    if let Some(work) = step.starts {
+        let project = projects::get(&mut tx, id).await?;
+        let meta = JobMeta::system("reconciler");
+        job =
+            Some(start_work(&mut tx, ctx, &project, work, meta, "reconciler").await?.into_job().id);
+    }
+    let after = projects::get(&mut tx, id).await?;
+    let change = Change::new("project", event.verb(), id)
+        .before(&before)
+        .after(&json!({ "project": after, "reason": reason, "job_id": job }));
+    audit::record(&mut tx, &Actor::job(job_id), change).await?;
+    super::commit(tx).await?;
+    Ok(Some(before))
 }
 
 /// A center admin's forced step on a stuck project, with the reason recorded.
@@ -600,11 +730,7 @@ fn force_reason(input: &ForceProject) -> AppResult<String> {
 fn reason_text(reason: &str) -> AppResult<String> {
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(crate::domain::ValidationError::new(
-            "reason",
-            "must be 1 to 500 characters long",
-        )
-        .into());
+        return Err(ValidationError::new("reason", "must be 1 to 500 characters long").into());
     }
     Ok(reason.to_owned())
 }

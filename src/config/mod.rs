@@ -10,6 +10,7 @@ mod argocd;
 mod auth;
 mod capacity;
 mod database;
+mod deletion;
 mod delivery;
 mod http;
 mod inventory;
@@ -29,6 +30,7 @@ pub use argocd::ArgocdConfig;
 pub use auth::AuthConfig;
 pub use capacity::CapacityConfig;
 pub use database::DatabaseConfig;
+pub use deletion::DeletionConfig;
 pub use delivery::{
     DeliveryConfig, DeliveryKind, GitConfig, GitKind, GitlabConfig, KubernetesConfig,
 };
@@ -125,6 +127,7 @@ pub struct Config {
     /// one as a whole.
     pub catalog: Catalog,
     pub approval: ApprovalConfig,
+    pub deletion: DeletionConfig,
     pub logging: LoggingConfig,
 }
 
@@ -174,6 +177,7 @@ impl Config {
         self.delivery.validate(&self.kubernetes)?;
         self.argocd.validate()?;
         self.approval.validate()?;
+        self.deletion.validate()?;
         self.catalog.check().map_err(|message| ConfigError::invalid("catalog", message))?;
         self.schedule.validate()
     }

@@ -35,6 +35,7 @@ pub fn routes() -> Router<Context> {
         .route("/projects/{id}/resize", post(resize))
         .route("/projects/{id}/retry", post(retry))
         .route("/projects/{id}/delete", post(delete))
+        .route("/projects/{id}/restore", post(restore))
 }
 
 fn transient(status: ProjectStatus) -> bool {
@@ -65,6 +66,7 @@ fn card_body(project: &Project) -> Markup {
         p.muted { "namespace " code { (project.namespace) } " at " (project.site) }
         p { (project.sla_type) " / " (project.performance_tier) ": " (project.cpu) " CPU, " (project.ram_gb) " GB RAM" }
         @if let Some(reason) = &project.failure_reason { p.fits.no { (reason) } }
+        @if let Some(at) = &project.delete_at { p.fits.no { "Deleted at " (layout::when(at)) " unless restored" } }
     }
 }
 
@@ -158,6 +160,9 @@ struct NewProject {
     sla_type: String,
     #[serde(default)]
     performance_tier: String,
+    /// Optional time to live, in days.
+    #[serde(default)]
+    lifetime_days: String,
 }
 
 fn select(name: &str, label: &str, options: &[String], chosen: &str) -> Markup {
@@ -224,6 +229,10 @@ async fn new_page(
                     (select("performance_tier", "Performance tier", &tiers(catalog), &input.performance_tier))
                 }
                 div #preview aria-live="polite" { (preview) }
+                label for="lifetime_days" { "Delete it automatically after (days, optional)" }
+                input #lifetime_days name="lifetime_days" type="number" min="1" max="3650"
+                    value=(input.lifetime_days) aria-describedby="lifetime-help";
+                p.muted #lifetime-help { "For short-lived work: once the time is up its deletion is scheduled, and it can still be restored during the grace period." }
                 p { button type="submit" { "Create project" } }
             }
             h2 { "Catalog" }
@@ -272,7 +281,11 @@ async fn fit(ctx: &Context, viewer: &Viewer, input: &NewProject) -> Markup {
         Err(err) => return layout::error_box(&err),
     };
     let wanted = entry.resources();
+    let approval = app::projects::approval_needed(ctx, &sla, &tier);
     html! {
+        @if let Some(why) = approval {
+            p.notice { "Needs a field admin's approval: " (why) ". Its quota is reserved meanwhile." }
+        }
         p {
             "Costs " strong { (wanted.cpu) " CPU, " (wanted.ram_gb) " GB RAM" } " of your quota"
             @if let Some((site, free)) = free {
@@ -300,13 +313,30 @@ async fn create(
     viewer: Viewer,
     axum::Form(input): axum::Form<NewProject>,
 ) -> Response {
-    let request = CreateProject {
-        name: input.name.clone(),
-        site: input.site.clone(),
-        sla_type: input.sla_type.clone(),
-        performance_tier: input.performance_tier.clone(),
+    let lifetime = match input.lifetime_days.trim() {
+        "" => Ok(None),
+        days => match days.parse::<i64>() {
+            Ok(days @ 1..=3650) => Ok(Some(chrono::Utc::now() + chrono::Duration::days(days))),
+            _ => Err(AppError::invalid(
+                "invalid_value",
+                "lifetime: a whole number of days from 1 to 3650, or nothing",
+            )),
+        },
     };
-    match app::projects::create(&ctx, viewer.caller(), request).await {
+    let done = match lifetime {
+        Ok(expires_at) => {
+            let request = CreateProject {
+                name: input.name.clone(),
+                site: input.site.clone(),
+                sla_type: input.sla_type.clone(),
+                performance_tier: input.performance_tier.clone(),
+                expires_at,
+            };
+            app::projects::create(&ctx, viewer.caller(), request).await
+        }
+        Err(err) => Err(err),
+    };
+    match done {
         Ok(done) => Redirect::to(&format!("/projects/{}", done.project.id)).into_response(),
         Err(err) => match new_page(&ctx, &viewer, &input, Some(&err)).await {
             Ok((status, page)) => (
@@ -344,6 +374,7 @@ async fn render_project(
         .or_page(viewer)?;
     let catalog = app::projects::catalog(ctx, caller);
     let live = !project.status.is_final();
+    let grace = app::projects::deletion_grace(ctx);
     let body = html! {
         h1 { (project.name) " " (badge(project.status.as_str())) }
         @if let Some(err) = error { (layout::error_box(err)) }
@@ -353,6 +384,18 @@ async fn render_project(
             }
         }
         @if let Some(reason) = &project.failure_reason { (layout::error_text(reason)) }
+        @if let (ProjectStatus::DeletionScheduled, Some(at)) = (project.status, &project.delete_at) {
+            section.card.notice aria-labelledby="scheduled" {
+                h2 #scheduled { "Scheduled for deletion" }
+                p { "Its namespace goes at " strong { (layout::when(at)) } "; until then it keeps its namespace and quota, and restoring it cancels the deletion." }
+                @if caller.role.may(Action::ChangeProject) {
+                    form method="post" action={ "/projects/" (id) "/restore" } {
+                        (form_fields(viewer))
+                        p { button type="submit" { "Restore " (project.name) } }
+                    }
+                }
+            }
+        }
         @if project.status == ProjectStatus::PendingApproval {
             section.card.notice aria-labelledby="approval" {
                 h2 #approval { "Waiting for approval" }
@@ -376,6 +419,9 @@ async fn render_project(
                         @if let Some(extra) = project.extra_quota.as_object() {
                             @for (key, value) in extra { ", " (key) " " (value.as_str().unwrap_or_default()) }
                         } } }
+                    @if let Some(at) = &project.expires_at {
+                        tr { th { "Time to live" } td { "until " (layout::when(at)) } }
+                    }
                     tr { th { "Created" } td { (layout::when(&project.created_at)) } }
                     tr { th { "Updated" } td { (layout::when(&project.updated_at)) } }
                 }
@@ -390,7 +436,7 @@ async fn render_project(
                     p { button.danger type="submit" { "Withdraw the request" } }
                 }
             }
-        } @else if live && caller.role.may(Action::ChangeProject) {
+        } @else if live && project.status != ProjectStatus::DeletionScheduled && caller.role.may(Action::ChangeProject) {
             section.card aria-labelledby="actions" {
                 h2 #actions { "Change it" }
                 form method="post" action={ "/projects/" (id) "/resize" } {
@@ -409,7 +455,8 @@ async fn render_project(
                 }
                 form method="post" action={ "/projects/" (id) "/delete" } {
                     (form_fields(viewer))
-                    label for="confirm" { "Type the project's name (" (project.name) ") to delete it and its namespace" }
+                    label for="confirm" { "Type the project's name (" (project.name) ") to delete it and its namespace"
+                        @if let Some(grace) = grace { " (after " (grace) "; it can be restored until then)" } }
                     div.row {
                         input #confirm name="confirm" autocomplete="off" required;
                         div { button.danger type="submit" { "Delete" } }
@@ -472,6 +519,11 @@ async fn resize(
 ) -> Response {
     let input = ResizeProject { sla_type: form.sla_type, performance_tier: form.performance_tier };
     let done = app::projects::resize(&ctx, viewer.caller(), id, input).await;
+    after_change(&ctx, &viewer, id, done).await
+}
+
+async fn restore(State(ctx): State<Context>, viewer: Viewer, PathId(id): PathId) -> Response {
+    let done = app::projects::restore(&ctx, viewer.caller(), id).await;
     after_change(&ctx, &viewer, id, done).await
 }
 

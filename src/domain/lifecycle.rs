@@ -15,7 +15,10 @@
 //! | active, failed, degraded | resize | provisioning | provisioning |
 //! | failed | retry | provisioning | provisioning |
 //! | active | drift found | degraded | provisioning |
-//! | active, failed, degraded, deleting | delete | deleting | deprovisioning |
+//! | active, failed, degraded | delete, with a grace period | deletion_scheduled | |
+//! | deletion_scheduled | restore | provisioning | provisioning |
+//! | deletion_scheduled | grace period over | deleting | deprovisioning |
+//! | active, failed, degraded, deleting | delete, without a grace period | deleting | deprovisioning |
 //! | deleting | removed | deleted | |
 //! | deleting | deprovisioning failed | failed | |
 //! | provisioning, degraded, deleting | force fail (center admin) | failed | |
@@ -40,8 +43,17 @@ use super::project::ProjectStatus;
 pub enum Event {
     /// A person asks for another SLA type or tier.
     Resize,
-    /// A person asks for the project to go.
+    /// A person asks for the project to go, at once (no grace period configured, a failed
+    /// deletion asked again, or a request withdrawn before approval).
     Delete,
+    /// A person asks for the project to go after the grace period (`deletion.grace_secs`), or
+    /// its time to live ran out.
+    ScheduleDeletion,
+    /// A person cancels a scheduled deletion: the project is provisioned again, so what is
+    /// delivered is its desired state whatever happened meanwhile.
+    Restore,
+    /// The grace period of a scheduled deletion is over.
+    DeletionDue,
     /// A person runs a failed provisioning again.
     Retry,
     /// Delivery (and, where Argo CD watches, its sync) finished: the namespace is there.
@@ -107,7 +119,8 @@ pub struct Refusal {
 
 /// What `event` means for a project in `status` that failed in `failed_from`, and the move it
 /// makes. A retry (a person's or a forced one) of a project that failed while it was being
-/// deleted deletes it again: its owner deleted it, and a retry must not bring it back.
+/// deleted deletes it again: its owner deleted it, and a retry must not bring it back. Deleting
+/// it again does so at once: its grace period was over already.
 pub fn decide(
     status: ProjectStatus,
     failed_from: Option<&str>,
@@ -116,10 +129,25 @@ pub fn decide(
     let failed_deleting =
         status == ProjectStatus::Failed && failed_from == Some(ProjectStatus::Deleting.as_str());
     let event = match event {
-        Event::Retry | Event::ForceRetry if failed_deleting => Event::Delete,
+        Event::Retry | Event::ForceRetry | Event::ScheduleDeletion if failed_deleting => {
+            Event::Delete
+        }
         other => other,
     };
     Ok((event, transition(status, event)?))
+}
+
+/// How a person's deletion of a project in `status` (failed in `failed_from`) goes: after the
+/// grace period when there is one and the project has a namespace to keep meanwhile; at once
+/// otherwise (no grace period, a request withdrawn before approval, a deletion asked again).
+pub fn deletion(status: ProjectStatus, failed_from: Option<&str>, grace: bool) -> Event {
+    let scheduled = decide(status, failed_from, Event::ScheduleDeletion);
+    match scheduled {
+        Ok((Event::ScheduleDeletion, _)) if grace => Event::ScheduleDeletion,
+        // Refusals of a scheduled deletion say why better (already scheduled, say).
+        Err(_) if status == ProjectStatus::DeletionScheduled => Event::ScheduleDeletion,
+        _ => Event::Delete,
+    }
 }
 
 /// The status a new project starts in, its quota reserved either way: provisioning, or
@@ -140,6 +168,13 @@ pub fn transition(from: ProjectStatus, event: Event) -> Result<Transition, Refus
         (Delete, Active | Failed | Degraded | Deleting) => {
             to(Deleting, Reservation::Keep, Some(Work::Deprovision))
         }
+        (ScheduleDeletion, Active | Failed | Degraded) => {
+            to(DeletionScheduled, Reservation::Keep, None)
+        }
+        (Restore, DeletionScheduled) => to(Provisioning, Reservation::Keep, Some(Work::Provision)),
+        (DeletionDue, DeletionScheduled) => {
+            to(Deleting, Reservation::Keep, Some(Work::Deprovision))
+        }
         // Nothing was delivered yet: withdrawing the request ends it at once.
         (Delete, PendingApproval) => to(Deleted, Reservation::Release, None),
         (Approve, PendingApproval) => to(Provisioning, Reservation::Keep, Some(Work::Provision)),
@@ -157,6 +192,18 @@ pub fn transition(from: ProjectStatus, event: Event) -> Result<Transition, Refus
         (ForceRetry, Deleting) => to(Deleting, Reservation::Keep, Some(Work::Deprovision)),
         (Restart, Provisioning | Degraded) => to(from, Reservation::Keep, Some(Work::Provision)),
         (Restart, Deleting) => to(Deleting, Reservation::Keep, Some(Work::Deprovision)),
+        (Resize | Retry | Delete | ScheduleDeletion, DeletionScheduled) => Err(refuse(
+            "deletion_scheduled",
+            "the project is scheduled for deletion; restore it first".to_owned(),
+        )),
+        (Restore, _) => Err(refuse(
+            "not_scheduled",
+            format!("the project is {from}; only a scheduled deletion can be cancelled"),
+        )),
+        (ScheduleDeletion, PendingApproval) => Err(refuse(
+            "pending_approval",
+            "the project is waiting for approval; withdraw it (delete) instead".to_owned(),
+        )),
         (Resize | Retry, PendingApproval) => Err(refuse(
             "pending_approval",
             "the project is waiting for approval; withdraw it (delete) and ask again, or wait for the decision"
@@ -169,11 +216,17 @@ pub fn transition(from: ProjectStatus, event: Event) -> Result<Transition, Refus
         (Resize, _) => {
             Err(refuse("project_busy", format!("the project is {from}; try again when it is not")))
         }
-        (Delete, Provisioning) => Err(refuse(
+        (Delete | ScheduleDeletion, Provisioning) => Err(refuse(
             "project_busy",
             "the project is still provisioning; delete it once that is over".to_owned(),
         )),
-        (Delete, _) => Err(refuse("already_deleted", format!("the project is already {from}"))),
+        (ScheduleDeletion, Deleting) => Err(refuse(
+            "project_busy",
+            "the project is being deleted already".to_owned(),
+        )),
+        (Delete | ScheduleDeletion, _) => {
+            Err(refuse("already_deleted", format!("the project is already {from}")))
+        }
         (Retry, _) => Err(refuse(
             "not_failed",
             format!("the project is {from}; only failed projects are retried"),
@@ -208,7 +261,7 @@ impl Event {
     /// before it must not write any more (a new generation): deletion and a forced failure;
     /// a resize does when it changes the sizing.
     pub fn supersedes_deliveries(self) -> bool {
-        matches!(self, Event::Delete | Event::ForceFail | Event::Resize)
+        matches!(self, Event::Delete | Event::ScheduleDeletion | Event::ForceFail | Event::Resize)
     }
 
     /// The verb of the audit event a person's change records (`project.<verb>`).
@@ -228,6 +281,9 @@ impl Event {
             Event::Approve => "approve",
             Event::Reject => "reject",
             Event::ApprovalExpired => "approval_expired",
+            Event::ScheduleDeletion => "schedule_deletion",
+            Event::Restore => "restore",
+            Event::DeletionDue => "deletion_due",
         }
     }
 
@@ -262,7 +318,7 @@ mod tests {
     use Event::*;
     use ProjectStatus::*;
 
-    const EVENTS: [Event; 14] = [
+    const EVENTS: [Event; 17] = [
         Resize,
         Delete,
         Retry,
@@ -277,6 +333,9 @@ mod tests {
         Approve,
         Reject,
         ApprovalExpired,
+        ScheduleDeletion,
+        Restore,
+        DeletionDue,
     ];
 
     /// Every (status, event) pair, spelled out: the target, or the refusal's code.
@@ -325,6 +384,17 @@ mod tests {
                 (Rejected, Delete) => Err("already_deleted"),
                 (Rejected, Retry) => Err("not_failed"),
                 (Rejected, ForceFail | ForceRetry) => Err("not_stuck"),
+                (Active | Failed | Degraded, ScheduleDeletion) => Ok(DeletionScheduled),
+                (DeletionScheduled, Restore) => Ok(Provisioning),
+                (DeletionScheduled, DeletionDue) => Ok(Deleting),
+                (DeletionScheduled, Resize | Retry | Delete | ScheduleDeletion) => {
+                    Err("deletion_scheduled")
+                }
+                (DeletionScheduled, ForceFail | ForceRetry) => Err("not_stuck"),
+                (_, Restore) => Err("not_scheduled"),
+                (PendingApproval, ScheduleDeletion) => Err("pending_approval"),
+                (Provisioning | Deleting, ScheduleDeletion) => Err("project_busy"),
+                (Deleted | Rejected, ScheduleDeletion) => Err("already_deleted"),
                 _ => Err("stale"),
             }
         };
@@ -410,6 +480,28 @@ mod tests {
         assert_eq!(Approve.sources(), vec![PendingApproval]);
         assert_eq!(Reject.sources(), vec![PendingApproval]);
         assert_eq!(Delete.sources(), vec![PendingApproval, Active, Degraded, Failed, Deleting]);
+        assert_eq!(ScheduleDeletion.sources(), vec![Active, Degraded, Failed]);
+        assert_eq!(Restore.sources(), vec![DeletionScheduled]);
+        assert_eq!(DeletionDue.sources(), vec![DeletionScheduled]);
+    }
+
+    #[test]
+    fn deletions_wait_for_the_grace_period_when_there_is_something_to_keep() {
+        for from in [Active, Failed, Degraded] {
+            assert_eq!(deletion(from, None, true), ScheduleDeletion, "{from}");
+            assert_eq!(deletion(from, None, false), Delete, "{from}");
+        }
+        assert_eq!(deletion(Failed, Some("deleting"), true), Delete, "asked again: at once");
+        assert_eq!(deletion(PendingApproval, None, true), Delete, "withdrawn at once");
+        assert_eq!(deletion(Deleting, None, true), Delete, "a deletion under way goes on");
+        let again = deletion(DeletionScheduled, None, true);
+        assert_eq!(transition(DeletionScheduled, again).unwrap_err().code, "deletion_scheduled");
+        let again = deletion(DeletionScheduled, None, false);
+        assert_eq!(transition(DeletionScheduled, again).unwrap_err().code, "deletion_scheduled");
+        assert_eq!(
+            transition(Provisioning, deletion(Provisioning, None, true)).unwrap_err().code,
+            "project_busy"
+        );
     }
 
     #[test]
@@ -421,6 +513,8 @@ mod tests {
             assert_eq!(event(Failed, None, retry), Ok((retry, Provisioning)));
         }
         assert_eq!(event(Failed, Some("deleting"), Resize), Ok((Resize, Provisioning)));
+        let scheduled = event(Failed, Some("deleting"), ScheduleDeletion);
+        assert_eq!(scheduled, Ok((Event::Delete, Deleting)), "its grace period was over already");
         assert!(event(Deleting, None, Retry).is_err());
     }
 }

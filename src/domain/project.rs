@@ -23,6 +23,9 @@ pub enum ProjectStatus {
     Degraded,
     /// Provisioning failed; `failure_reason` says why. Can be retried.
     Failed,
+    /// Deletion asked for: the namespace stays, with its quota, until `delete_at` (the grace
+    /// period), and `restore` cancels it.
+    DeletionScheduled,
     /// Manifests being removed; the quota is freed once the namespace is gone.
     Deleting,
     Deleted,
@@ -33,12 +36,13 @@ pub enum ProjectStatus {
 
 impl ProjectStatus {
     /// Every status.
-    pub const ALL: [ProjectStatus; 8] = [
+    pub const ALL: [ProjectStatus; 9] = [
         ProjectStatus::PendingApproval,
         ProjectStatus::Provisioning,
         ProjectStatus::Active,
         ProjectStatus::Degraded,
         ProjectStatus::Failed,
+        ProjectStatus::DeletionScheduled,
         ProjectStatus::Deleting,
         ProjectStatus::Deleted,
         ProjectStatus::Rejected,
@@ -51,6 +55,7 @@ impl ProjectStatus {
             ProjectStatus::Active => "active",
             ProjectStatus::Degraded => "degraded",
             ProjectStatus::Failed => "failed",
+            ProjectStatus::DeletionScheduled => "deletion_scheduled",
             ProjectStatus::Deleting => "deleting",
             ProjectStatus::Deleted => "deleted",
             ProjectStatus::Rejected => "rejected",
@@ -126,6 +131,7 @@ mod tests {
             "active",
             "degraded",
             "failed",
+            "deletion_scheduled",
             "deleting",
             "deleted",
             "rejected",

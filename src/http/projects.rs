@@ -17,6 +17,7 @@ use crate::app::projects::{
 use crate::app::{self, Caller, PageParams};
 use crate::context::Context;
 use crate::domain::catalog::{Catalog, CatalogEntry};
+use crate::domain::project::ProjectStatus;
 use crate::http::auth::{
     ChangesProjects, CreatesProjects, DecidesProjects, ForcesProjects, Permitted,
 };
@@ -31,16 +32,17 @@ pub fn router() -> OpenApiRouter<Context> {
         .routes(routes!(force_retry_project))
         .routes(routes!(force_fail_project))
         .routes(routes!(approve_project))
+        .routes(routes!(restore_project))
         .routes(routes!(reject_project))
         .routes(routes!(catalog))
 }
 
 /// The answer to a change that started no job: a request waiting for approval (201 when it
-/// was just made), or one that was rejected or withdrawn (200).
+/// was just made), a scheduled deletion (202), or a request rejected or withdrawn (200).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ProjectSettled {
     pub id: Uuid,
-    pub status: crate::domain::project::ProjectStatus,
+    pub status: ProjectStatus,
     pub namespace: String,
     pub project: Project,
     /// No job: the project waits for a person (`project.approval_reason` says why), or has
@@ -133,9 +135,12 @@ async fn resize_project(
     Ok(project_answer(app::projects::resize(&ctx, &caller, id, body).await?, StatusCode::OK))
 }
 
-/// Delete a project: its manifests are removed, and its quota is freed once they are gone.
-/// Refused while it is still provisioning. A request still waiting for approval is withdrawn
-/// at once (200, `deleted`, no job).
+/// Delete a project. With a grace period (`deletion.grace_secs`, a day by default) it waits in
+/// `deletion_scheduled` until `delete_at`, namespace and quota kept, and `restore` cancels it
+/// (202, no job yet); then, or at once without a grace period (202 with the job), its
+/// manifests are removed, and its quota is freed once they are gone. Refused while it is
+/// still provisioning. A request still waiting for approval is withdrawn at once (200,
+/// `deleted`, no job).
 #[utoipa::path(delete, path = "/projects/{id}", tag = "projects", params(("id" = Uuid, Path)),
     responses((status = 202, body = Accepted), (status = 200, body = ProjectSettled),
               (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
@@ -145,7 +150,26 @@ async fn delete_project(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(project_answer(app::projects::delete(&ctx, &caller, id).await?, StatusCode::OK))
+    let done = app::projects::delete(&ctx, &caller, id).await?;
+    let settled = match done.project.status {
+        ProjectStatus::DeletionScheduled => StatusCode::ACCEPTED,
+        _ => StatusCode::OK,
+    };
+    Ok(project_answer(done, settled))
+}
+
+/// Cancel a scheduled deletion during its grace period: the project is provisioned again
+/// (202 with the job); a time to live that had run out is forgotten. 409 `not_scheduled`
+/// otherwise.
+#[utoipa::path(post, path = "/projects/{id}/restore", tag = "projects", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Accepted), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+async fn restore_project(
+    State(ctx): State<Context>,
+    Permitted(caller, _): Permitted<ChangesProjects>,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    Ok(project_answer(app::projects::restore(&ctx, &caller, id).await?, StatusCode::OK))
 }
 
 /// Run a failed provisioning again.

@@ -44,6 +44,10 @@ pub struct Project {
     pub approval_expires_at: Option<DateTime<Utc>>,
     /// Why the request needed approval, when it did (kept after the decision).
     pub approval_reason: Option<String>,
+    /// While the project is `deletion_scheduled`: when its namespace goes, unless restored.
+    pub delete_at: Option<DateTime<Utc>>,
+    /// Its time to live: past it, its deletion is scheduled (as if deleted then).
+    pub expires_at: Option<DateTime<Utc>>,
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -55,7 +59,7 @@ macro_rules! project_select {
         "SELECT p.id, p.name, p.namespace, p.department_id, d.name AS department, d.field_id,
                 f.name AS field, p.site_id, s.name AS site, p.sla_type, p.performance_tier, p.cpu,
                 p.ram_gb, p.extra_quota, p.status, p.failure_reason, p.failed_from, p.last_job_id, p.generation,
-                p.approval_expires_at, p.approval_reason, p.created_by,
+                p.approval_expires_at, p.approval_reason, p.delete_at, p.expires_at, p.created_by,
                 p.created_at, p.updated_at, p.deleted_at
            FROM projects p
            JOIN departments d ON d.id = p.department_id
@@ -79,6 +83,7 @@ pub struct NewProject<'a> {
     /// For a request that waits for approval: when it expires, and why it needs approval.
     pub approval_expires_at: Option<DateTime<Utc>>,
     pub approval_reason: Option<&'a str>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Inserts the project, at generation 1; a live project of the same name or namespace at the
@@ -88,8 +93,8 @@ pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uui
     sqlx::query(
         "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier,
                                cpu, ram_gb, extra_quota, status, created_by, generation,
-                               approval_expires_at, approval_reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, 1, $13, $14)",
+                               approval_expires_at, approval_reason, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, 1, $13, $14, $15)",
     )
     .bind(id)
     .bind(new.name)
@@ -105,6 +110,7 @@ pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uui
     .bind(new.status.as_str())
     .bind(new.approval_expires_at)
     .bind(new.approval_reason)
+    .bind(new.expires_at)
     .execute(conn)
     .await?;
     Ok(id)
@@ -209,6 +215,40 @@ pub async fn approval_expired(
     .await?)
 }
 
+/// Scheduled deletions whose grace period is over, the longest overdue first.
+pub async fn deletion_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM projects
+          WHERE status = 'deletion_scheduled' AND delete_at <= now()
+          ORDER BY delete_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Projects past their time to live that are not on their way out yet.
+pub async fn ttl_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM projects
+          WHERE expires_at IS NOT NULL AND status IN ('active', 'failed', 'degraded')
+            AND expires_at <= now()
+          ORDER BY expires_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Forgets a time to live that has run out (a restored project lives on).
+pub async fn clear_expired_ttl(conn: &mut PgConnection, id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("UPDATE projects SET expires_at = NULL WHERE id = $1 AND expires_at <= now()")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Whether the job is queued, running or waiting to retry.
 pub async fn job_is_live(
     conn: &mut PgConnection,
@@ -268,12 +308,26 @@ pub async fn transition(
     reason: Option<&str>,
     job: Option<Uuid>,
 ) -> Result<bool, StoreError> {
+    transition_at(conn, id, from, to, reason, job, None).await
+}
+
+/// [`transition`], with the time a move to `deletion_scheduled` deletes the project at.
+pub async fn transition_at(
+    conn: &mut PgConnection,
+    id: Uuid,
+    from: &[ProjectStatus],
+    to: ProjectStatus,
+    reason: Option<&str>,
+    job: Option<Uuid>,
+    delete_at: Option<DateTime<Utc>>,
+) -> Result<bool, StoreError> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let done = sqlx::query(
         "UPDATE projects
             SET status = $3, failure_reason = $4, updated_at = now(),
                 deleted_at = CASE WHEN $3 = 'deleted' THEN now() END,
                 approval_expires_at = CASE WHEN $3 = 'pending_approval' THEN approval_expires_at END,
+                delete_at = CASE WHEN $3 = 'deletion_scheduled' THEN $6 END,
                 failed_from = CASE WHEN $3 <> 'failed' THEN NULL
                                    WHEN status = 'failed' THEN failed_from
                                    ELSE status END
@@ -284,6 +338,7 @@ pub async fn transition(
     .bind(to.as_str())
     .bind(reason)
     .bind(job)
+    .bind(delete_at)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -399,6 +399,12 @@ async fn the_console_shows_what_waits_and_decides_it(pool: PgPool) {
     let mut lead = Browser::new(&app.base);
     lead.login("shop-lead", PASSWORD).await;
     let csrf = lead.csrf("/projects/new").await;
+    let preview =
+        lead.get("/projects/new/preview?site=fra&sla_type=gold&performance_tier=regular").await;
+    assert!(preview.html.contains("Needs a field admin's approval"), "{}", preview.html);
+    let preview =
+        lead.get("/projects/new/preview?site=fra&sla_type=bronze&performance_tier=regular").await;
+    assert!(!preview.html.contains("approval"), "{}", preview.html);
     let form = |name: &'static str| {
         [("name", name), ("site", "fra"), ("sla_type", "gold"), ("performance_tier", "regular")]
     };

@@ -430,6 +430,8 @@ impl Rig {
             ("INFRAHUB_SCHEDULE__RECONCILE".to_owned(), "*/2 * * * * *".to_owned()),
             ("INFRAHUB_DELIVERY__GIT__PATH".to_owned(), repo.display().to_string()),
             ("INFRAHUB_DELIVERY__GIT__REMOTE".to_owned(), remote.display().to_string()),
+            // Deletions start their job at once: the ledger follows every accepted change's job.
+            ("INFRAHUB_DELETION__GRACE_SECS".to_owned(), "0".to_owned()),
         ];
         settings.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let host = Arc::new(Host {

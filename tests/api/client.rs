@@ -429,3 +429,35 @@ async fn a_field_admin_approves_and_rejects_requests_from_the_command_line(pool:
     let ledger = lead.run(&["projects", "show", "ledger", "-o", "json"], None).await.ok().json();
     assert_eq!(ledger["status"], "active", "approved, then provisioned");
 }
+
+#[sqlx::test]
+async fn a_team_lead_deletes_and_restores_from_the_command_line(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, Mode::Serve, |c| c.deletion.grace_secs = 600).await;
+    app.give_quota(8, 32).await;
+    let lead = Shell::new(&app.base);
+    lead.login("shop-lead").await;
+    let later = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let create =
+        ["projects", "create", "web", "--site", "fra", "--sla", "bronze", "--tier", "regular"];
+    let mut with_ttl = create.to_vec();
+    with_ttl.extend(["--expires-at", &later]);
+    lead.run(&with_ttl, None).await.ok();
+    app.run_jobs().await;
+    let shown = lead.run(&["projects", "show", "web"], None).await.ok().stdout;
+    assert!(
+        shown.lines().any(|l| l.starts_with("expires ") && l.contains(&later[..10])),
+        "{shown}"
+    );
+    let said = lead.run(&["projects", "delete", "web", "--yes"], None).await.ok().stdout;
+    assert!(
+        said.contains("scheduled for deletion at") && said.contains("projects restore"),
+        "{said}"
+    );
+    let said = lead.run(&["projects", "restore", "web"], None).await.ok().stdout;
+    assert!(said.contains("project web restored: job"), "{said}");
+    let again = lead.run(&["projects", "restore", "web"], None).await;
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    app.run_jobs().await;
+    let web = lead.run(&["projects", "show", "web", "-o", "json"], None).await.ok().json();
+    assert_eq!(web["status"], "active");
+}

@@ -267,6 +267,9 @@ pub fn context_with(pool: PgPool, mode: Mode, tweak: impl FnOnce(&mut Config)) -
     infrahub::install_crypto_provider();
     let mut config = Config::default();
     config.auth.jwt_secret = Some(Secret::new(TEST_SECRET));
+    // Deletions at once unless a test asks for a grace period (tests/api/deletion.rs does):
+    // most tests follow a project to its end.
+    config.deletion.grace_secs = 0;
     // No cron unless a test asks: a tick falling inside a test would add jobs it did not make.
     config.schedule = ScheduleConfig {
         server_sync: String::new(),

@@ -17,6 +17,7 @@ mod coalescing;
 mod console;
 mod daemon;
 mod db_restart;
+mod deletion;
 mod demo;
 mod e2e;
 mod faults;

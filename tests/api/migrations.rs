@@ -35,7 +35,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 
 /// Something each migration creates (a table, a `table:column` or a `function(args)`) or
 /// removes (`!index`), newest last.
-const TABLES: [&str; 16] = [
+const TABLES: [&str; 17] = [
     "users",
     "servers",
     "projects",
@@ -52,6 +52,7 @@ const TABLES: [&str; 16] = [
     "!jobs_finished_idx",
     "audit_uuid(text)",
     "projects:approval_reason",
+    "projects:expires_at",
 ];
 
 #[sqlx::test(migrations = false)]

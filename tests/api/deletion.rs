@@ -1,0 +1,281 @@
+//! Safe deletion: a deleted project waits in `deletion_scheduled` for the grace period,
+//! namespace and quota kept, and `restore` cancels it; once the grace period is over the
+//! reconciler starts its removal. A project's time to live leads to the same path.
+
+use std::path::Path;
+
+use infrahub::config::{Config, Mode};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::chaos::git;
+use crate::console::Browser;
+use crate::helpers::{PASSWORD, TestApp};
+
+const HOUR: u64 = 3600;
+
+async fn app(pool: &PgPool, repo: &Path, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let repo = repo.to_owned();
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| {
+        c.delivery.git.path = repo;
+        c.deletion.grace_secs = HOUR;
+        tweak(c);
+    })
+    .await;
+    app.give_quota(8, 32).await;
+    app
+}
+
+/// An active bronze/regular project `name`; its id.
+async fn active(app: &TestApp, lead: &str, name: &str, expires_at: Option<String>) -> String {
+    let body = json!({ "name": name, "site": "fra", "sla_type": "bronze",
+                       "performance_tier": "regular", "expires_at": expires_at });
+    let created = app.post("/api/v1/projects", lead, body).await.expect(StatusCode::ACCEPTED, None);
+    let id = created["id"].as_str().unwrap().to_owned();
+    app.project_becomes(lead, &id, "active").await;
+    id
+}
+
+async fn project(app: &TestApp, token: &str, id: &str) -> Value {
+    app.get(&format!("/api/v1/projects/{id}"), token).await.expect(StatusCode::OK, None)
+}
+
+async fn delete(app: &TestApp, token: &str, id: &str) -> crate::helpers::Answer {
+    app.call(Method::DELETE, &format!("/api/v1/projects/{id}"), Some(token), None).await
+}
+
+async fn restore(app: &TestApp, token: &str, id: &str) -> crate::helpers::Answer {
+    app.call(Method::POST, &format!("/api/v1/projects/{id}/restore"), Some(token), None).await
+}
+
+async fn used_cpu(app: &TestApp, token: &str) -> i64 {
+    let view = app
+        .get(&format!("/api/v1/departments/{}/quota", app.org.dept), token)
+        .await
+        .expect(StatusCode::OK, None);
+    view["sites"][0]["used"]["cpu"].as_i64().expect("used cpu")
+}
+
+async fn jobs_of(pool: &PgPool, kind: &str, id: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = $1 AND payload->>'project_id' = $2")
+        .bind(kind)
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn audited(pool: &PgPool, action: &str, id: &str) -> Vec<Value> {
+    sqlx::query_scalar(
+        "SELECT after FROM audit_events WHERE action = $1 AND subject_id = $2 ORDER BY id",
+    )
+    .bind(action)
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Makes the project's scheduled deletion (or time to live) due now.
+async fn make_due(pool: &PgPool, column: &str, id: &str) {
+    let sql = match column {
+        "delete_at" => {
+            "UPDATE projects SET delete_at = now() - interval '1 second' WHERE id = $1::uuid"
+        }
+        _ => "UPDATE projects SET expires_at = now() - interval '1 second' WHERE id = $1::uuid",
+    };
+    sqlx::query(sql).bind(id).execute(pool).await.unwrap();
+}
+
+fn files(repo: &Path) -> String {
+    git(repo, &["ls-tree", "-r", "--name-only", "HEAD"])
+}
+
+#[sqlx::test]
+async fn a_deletion_waits_for_the_grace_period_and_restore_cancels_it(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let app = app(&pool, &repo, |_| {}).await;
+    let lead = app.team_lead_token().await;
+    let id = active(&app, &lead, "web", None).await;
+    let scheduled = delete(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+    assert_eq!(scheduled["status"], "deletion_scheduled", "{scheduled}");
+    assert_eq!(scheduled["job_id"], Value::Null, "nothing is removed yet");
+    let delete_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(scheduled["project"]["delete_at"].clone()).unwrap();
+    let hour = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert!((delete_at - hour).num_seconds().abs() < 60, "an hour later: {delete_at}");
+    app.run_jobs().await;
+    assert_eq!(files(&repo), "fra/shop-web.yaml", "the namespace stays");
+    assert_eq!(used_cpu(&app, &lead).await, 2, "and so does its quota");
+    assert_eq!(jobs_of(&pool, "deprovision_namespace", &id).await, 0);
+
+    // Nothing else changes it meanwhile.
+    let path = format!("/api/v1/projects/{id}");
+    app.call(Method::PATCH, &path, Some(&lead), Some(json!({ "performance_tier": "high" })))
+        .await
+        .expect(StatusCode::CONFLICT, Some("deletion_scheduled"));
+    delete(&app, &lead, &id).await.expect(StatusCode::CONFLICT, Some("deletion_scheduled"));
+    let report = infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()).await.unwrap();
+    assert!(report.deleting.is_empty(), "not due yet");
+
+    let restored = restore(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+    assert_eq!(restored["status"], "provisioning", "{restored}");
+    assert_eq!(restored["project"]["delete_at"], Value::Null);
+    let back = app.project_becomes(&lead, &id, "active").await;
+    assert_eq!(files(&repo), "fra/shop-web.yaml");
+    assert!(back["generation"].as_i64().unwrap() > 1, "delivered again, as a new generation");
+    restore(&app, &lead, &id).await.expect(StatusCode::CONFLICT, Some("not_scheduled"));
+    assert_eq!(audited(&pool, "project.schedule_deletion", &id).await.len(), 1);
+    assert_eq!(audited(&pool, "project.restore", &id).await.len(), 1);
+    assert_eq!(jobs_of(&pool, "deprovision_namespace", &id).await, 0, "never removed");
+}
+
+#[sqlx::test]
+async fn once_the_grace_period_is_over_the_namespace_goes_and_the_quota_is_freed(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let app = app(&pool, &repo, |_| {}).await;
+    let lead = app.team_lead_token().await;
+    let id = active(&app, &lead, "web", None).await;
+    delete(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+    make_due(&pool, "delete_at", &id).await;
+    let report = infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()).await.unwrap();
+    assert_eq!(report.deleting, ["shop-web"]);
+    let deleting = project(&app, &lead, &id).await;
+    assert_eq!(deleting["status"], "deleting");
+    assert_eq!(deleting["delete_at"], Value::Null);
+    restore(&app, &lead, &id).await.expect(StatusCode::CONFLICT, Some("not_scheduled"));
+    app.project_becomes(&lead, &id, "deleted").await;
+    assert_eq!(files(&repo), "", "the manifests are gone");
+    assert_eq!(used_cpu(&app, &lead).await, 0);
+    let due = audited(&pool, "project.deletion_due", &id).await;
+    assert_eq!(due.len(), 1);
+    assert!(due[0]["job_id"].is_string(), "{}", due[0]);
+    let again = infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()).await.unwrap();
+    assert!(again.deleting.is_empty(), "started once");
+}
+
+#[sqlx::test]
+async fn a_time_to_live_schedules_the_deletion_and_restoring_forgets_it(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, &dir.path().join("gitops"), |_| {}).await;
+    let lead = app.team_lead_token().await;
+    let past = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    let body = json!({ "name": "old", "site": "fra", "sla_type": "bronze",
+                       "performance_tier": "regular", "expires_at": past });
+    let refused = app.post("/api/v1/projects", &lead, body).await;
+    let refused = refused.expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"));
+    assert_eq!(refused["error"]["details"]["field"], "expires_at");
+    let later = chrono::Utc::now() + chrono::Duration::days(3);
+    let id = active(&app, &lead, "sandbox", Some(later.to_rfc3339())).await;
+    let keeper = active(&app, &lead, "keeper", None).await;
+    let shown: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(project(&app, &lead, &id).await["expires_at"].clone()).unwrap();
+    assert_eq!(shown.timestamp(), later.timestamp());
+    let report = infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()).await.unwrap();
+    assert!(report.ttl_expired.is_empty(), "not yet");
+
+    make_due(&pool, "expires_at", &id).await;
+    let report = infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()).await.unwrap();
+    assert_eq!(report.ttl_expired, ["shop-sandbox"]);
+    assert!(report.deleting.is_empty(), "the grace period applies to it too");
+    let scheduled = project(&app, &lead, &id).await;
+    assert_eq!(scheduled["status"], "deletion_scheduled", "{scheduled}");
+    assert!(scheduled["delete_at"].is_string());
+    assert_eq!(project(&app, &lead, &keeper).await["status"], "active");
+    let events = audited(&pool, "project.schedule_deletion", &id).await;
+    assert!(events[0]["reason"].as_str().unwrap().contains("time to live"), "{}", events[0]);
+
+    restore(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+    let restored = app.project_becomes(&lead, &id, "active").await;
+    assert_eq!(restored["expires_at"], Value::Null, "a time to live that ran out is forgotten");
+    let again = infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()).await.unwrap();
+    assert!(again.ttl_expired.is_empty() && again.deleting.is_empty(), "{again:?}");
+}
+
+#[sqlx::test]
+async fn without_a_grace_period_a_time_to_live_deletes_at_once(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, &dir.path().join("gitops"), |c| c.deletion.grace_secs = 0).await;
+    let lead = app.team_lead_token().await;
+    let later = chrono::Utc::now() + chrono::Duration::hours(2);
+    let id = active(&app, &lead, "sandbox", Some(later.to_rfc3339())).await;
+    make_due(&pool, "expires_at", &id).await;
+    let report = infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()).await.unwrap();
+    assert_eq!(report.ttl_expired, ["shop-sandbox"]);
+    assert_eq!(project(&app, &lead, &id).await["status"], "deleting");
+    app.project_becomes(&lead, &id, "deleted").await;
+    assert_eq!(audited(&pool, "project.delete", &id).await.len(), 1);
+}
+
+#[sqlx::test]
+async fn a_restore_racing_the_end_of_the_grace_period_wins_or_loses_whole(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, &dir.path().join("gitops"), |_| {}).await;
+    let lead = app.team_lead_token().await;
+    for round in 0..4 {
+        let id = active(&app, &lead, &format!("web-{round}"), None).await;
+        delete(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+        make_due(&pool, "delete_at", &id).await;
+        let (restored, report) = tokio::join!(
+            restore(&app, &lead, &id),
+            infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()),
+        );
+        let swept = !report.unwrap().deleting.is_empty();
+        let status = project(&app, &lead, &id).await["status"].as_str().unwrap().to_owned();
+        let (provisions, removals) = (
+            jobs_of(&pool, "provision_namespace", &id).await,
+            jobs_of(&pool, "deprovision_namespace", &id).await,
+        );
+        if restored.status == StatusCode::ACCEPTED {
+            assert!(!swept, "round {round}: both won");
+            assert_eq!((status.as_str(), provisions, removals), ("provisioning", 2, 0));
+            app.project_becomes(&lead, &id, "active").await;
+            // Free the quota for the next round, at once.
+            sqlx::query(
+                "UPDATE projects SET status = 'deleted', deleted_at = now() WHERE id = $1::uuid",
+            )
+            .bind(&id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        } else {
+            restored.expect(StatusCode::CONFLICT, Some("not_scheduled"));
+            assert!(swept, "round {round}: neither won");
+            assert_eq!((status.as_str(), provisions, removals), ("deleting", 1, 1));
+            app.project_becomes(&lead, &id, "deleted").await;
+        }
+    }
+}
+
+#[sqlx::test]
+async fn the_console_schedules_and_restores(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, &dir.path().join("gitops"), |_| {}).await;
+    let lead = app.team_lead_token().await;
+    let id = active(&app, &lead, "web", None).await;
+    let mut browser = Browser::new(&app.base);
+    browser.login("shop-lead", PASSWORD).await;
+    let path = format!("/projects/{id}");
+    let page = browser.get(&path).await;
+    assert!(page.html.contains("after 1 hour; it can be restored until then"), "{}", page.html);
+    let csrf = page.hidden("_csrf");
+    let deleted =
+        browser.post(&format!("{path}/delete"), &[("confirm", "web"), ("_csrf", &csrf)]).await;
+    assert_eq!(deleted.location.as_deref(), Some(path.as_str()), "{}", deleted.html);
+    let scheduled = browser.get(&path).await;
+    assert!(scheduled.html.contains("badge deletion_scheduled"), "{}", scheduled.html);
+    assert!(
+        scheduled.html.contains("Scheduled for deletion") && scheduled.html.contains("Restore web")
+    );
+    assert!(!scheduled.html.contains(">Resize<"), "nothing else to change meanwhile");
+    let cards = browser.get("/projects").await;
+    assert!(cards.html.contains("unless restored"), "{}", cards.html);
+    let restored = browser.post(&format!("{path}/restore"), &[("_csrf", &csrf)]).await;
+    assert_eq!(restored.location.as_deref(), Some(path.as_str()), "{}", restored.html);
+    assert_eq!(project(&app, &lead, &id).await["status"], "provisioning");
+    app.project_becomes(&lead, &id, "active").await;
+}
