@@ -28,7 +28,7 @@ use crate::store::audit::{self, Actor, Change};
 use crate::store::capacity as store_capacity;
 use crate::store::jobs::{self as store_jobs, Enqueued};
 use crate::store::org::{self, UnitKind};
-use crate::store::projects::{self, NewProject, Project, ProjectFilter};
+use crate::store::projects::{self, Due, NewProject, Project, ProjectFilter};
 use crate::store::{Page, PageRequest, StoreError};
 
 /// A project and the job that moves it on: none when it waits for a person (a request that
@@ -620,7 +620,7 @@ pub async fn reconcile(ctx: &Context, job_id: Uuid) -> AppResult<Reconciled> {
 /// Rejects the requests whose approval expired (nobody decided them in time), freeing their
 /// quota; returns their namespaces.
 async fn expire_approvals(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>> {
-    let due = projects::approval_expired(&mut *ctx.pool.acquire().await?, 500).await?;
+    let due = projects::due(&mut *ctx.pool.acquire().await?, Due::ApprovalExpired, 500).await?;
     let mut expired = Vec::new();
     for id in due {
         let why = |p: &Project| match p.approval_expires_at {
@@ -638,7 +638,7 @@ async fn expire_approvals(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>>
 
 /// Starts the removal of the projects whose grace period is over; returns their namespaces.
 async fn start_due_deletions(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>> {
-    let due = projects::deletion_due(&mut *ctx.pool.acquire().await?, 500).await?;
+    let due = projects::due(&mut *ctx.pool.acquire().await?, Due::Deletion, 500).await?;
     let mut started = Vec::new();
     for id in due {
         if let Some(project) = system_move(ctx, job_id, id, |_| Event::DeletionDue, None).await? {
@@ -652,7 +652,7 @@ async fn start_due_deletions(ctx: &Context, job_id: Uuid) -> AppResult<Vec<Strin
 /// Deletes the projects whose time to live ran out, as their owner's deletion would (after the
 /// grace period, when there is one); returns their namespaces.
 async fn expire_ttls(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>> {
-    let due = projects::ttl_expired(&mut *ctx.pool.acquire().await?, 500).await?;
+    let due = projects::due(&mut *ctx.pool.acquire().await?, Due::TimeToLive, 500).await?;
     let grace = ctx.config.deletion.grace().is_some();
     let mut expired = Vec::new();
     for id in due {

@@ -200,44 +200,36 @@ pub async fn stranded(
     .await?)
 }
 
-/// Requests waiting for approval past their expiry, the longest overdue first.
-pub async fn approval_expired(
-    conn: &mut PgConnection,
-    limit: i64,
-) -> Result<Vec<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM projects
-          WHERE status = 'pending_approval' AND approval_expires_at <= now()
-          ORDER BY approval_expires_at LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
+/// What a sweep of the reconciler looks for: projects whose time for something has come.
+#[derive(Debug, Clone, Copy)]
+pub enum Due {
+    /// Requests waiting for approval past their expiry.
+    ApprovalExpired,
+    /// Scheduled deletions whose grace period is over.
+    Deletion,
+    /// Projects past their time to live that are not on their way out yet.
+    TimeToLive,
 }
 
-/// Scheduled deletions whose grace period is over, the longest overdue first.
-pub async fn deletion_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM projects
-          WHERE status = 'deletion_scheduled' AND delete_at <= now()
-          ORDER BY delete_at LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
-}
-
-/// Projects past their time to live that are not on their way out yet.
-pub async fn ttl_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM projects
-          WHERE expires_at IS NOT NULL AND status IN ('active', 'failed', 'degraded')
-            AND expires_at <= now()
-          ORDER BY expires_at LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
+/// Up to `limit` projects that are `due`, the longest overdue first.
+pub async fn due(conn: &mut PgConnection, due: Due, limit: i64) -> Result<Vec<Uuid>, StoreError> {
+    let sql = match due {
+        Due::ApprovalExpired => {
+            "SELECT id FROM projects WHERE status = 'pending_approval' AND approval_expires_at <= now()
+              ORDER BY approval_expires_at LIMIT $1"
+        }
+        Due::Deletion => {
+            "SELECT id FROM projects WHERE status = 'deletion_scheduled' AND delete_at <= now()
+              ORDER BY delete_at LIMIT $1"
+        }
+        Due::TimeToLive => {
+            "SELECT id FROM projects
+              WHERE expires_at IS NOT NULL AND status IN ('active', 'failed', 'degraded')
+                AND expires_at <= now()
+              ORDER BY expires_at LIMIT $1"
+        }
+    };
+    Ok(sqlx::query_scalar(sql).bind(limit).fetch_all(conn).await?)
 }
 
 /// Forgets a time to live that has run out (a restored project lives on).

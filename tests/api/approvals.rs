@@ -49,15 +49,6 @@ async fn project(app: &TestApp, token: &str, id: &str) -> Value {
     app.get(&format!("/api/v1/projects/{id}"), token).await.expect(StatusCode::OK, None)
 }
 
-/// CPU of the department's projects that hold quota at `fra`, as its quota view says.
-async fn used_cpu(app: &TestApp, token: &str) -> i64 {
-    let view = app
-        .get(&format!("/api/v1/departments/{}/quota", app.org.dept), token)
-        .await
-        .expect(StatusCode::OK, None);
-    view["sites"][0]["used"]["cpu"].as_i64().expect("used cpu")
-}
-
 async fn decide(
     app: &TestApp,
     token: &str,
@@ -106,7 +97,7 @@ async fn a_request_that_needs_approval_waits_with_its_quota_reserved_until_appro
     let week = chrono::Utc::now() + chrono::Duration::days(7);
     assert!((expires - week).num_seconds().abs() < 60, "expires a week later: {expires}");
     // The reservation holds: 8 of 12 CPU are taken, so 4 more fit and 2 after them do not.
-    assert_eq!(used_cpu(&app, &lead).await, 8);
+    assert_eq!(app.used_cpu(&lead).await, 8);
     let bronze = ask(&app, &lead, "web", "bronze", "high").await.expect(StatusCode::ACCEPTED, None);
     ask(&app, &lead, "api", "bronze", "regular")
         .await
@@ -145,7 +136,7 @@ async fn a_request_that_needs_approval_waits_with_its_quota_reserved_until_appro
     let active = app.project_becomes(&lead, &id, "active").await;
     assert_eq!(active["cpu"], 8);
     app.project_becomes(&lead, bronze["id"].as_str().unwrap(), "active").await;
-    assert_eq!(used_cpu(&app, &lead).await, 12, "approving reserved nothing twice");
+    assert_eq!(app.used_cpu(&lead).await, 12, "approving reserved nothing twice");
     let events = audited(&pool, "project.approve", &id).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].0.as_deref(), Some(app.org.field_admin.username.as_str()));
@@ -193,7 +184,7 @@ async fn rejecting_frees_the_reservation_and_the_name(pool: PgPool) {
         shown["approval_reason"], created["project"]["approval_reason"],
         "kept for the record"
     );
-    assert_eq!(used_cpu(&app, &lead).await, 0, "the reservation is freed");
+    assert_eq!(app.used_cpu(&lead).await, 0, "the reservation is freed");
     assert_eq!(audited(&pool, "project.reject", &id).await.len(), 1);
     decide(&app, &field_admin, &id, "approve", None)
         .await
@@ -230,7 +221,7 @@ async fn a_team_lead_withdraws_a_request_at_once(pool: PgPool) {
         .expect(StatusCode::OK, None);
     assert_eq!(withdrawn["status"], "deleted", "{withdrawn}");
     assert_eq!(withdrawn["job_id"], Value::Null, "nothing was delivered, nothing to remove");
-    assert_eq!(used_cpu(&app, &lead).await, 0);
+    assert_eq!(app.used_cpu(&lead).await, 0);
     let field_admin = app.field_admin_token().await;
     decide(&app, &field_admin, id, "approve", None)
         .await
@@ -383,7 +374,7 @@ async fn an_undecided_request_expires_and_frees_its_quota(pool: PgPool) {
     );
     assert_eq!(audited(&pool, "project.approval_expired", old_id).await.len(), 1);
     app.project_becomes(&lead, fresh["id"].as_str().unwrap(), "active").await;
-    assert_eq!(used_cpu(&app, &lead).await, 4, "only the active project holds quota");
+    assert_eq!(app.used_cpu(&lead).await, 4, "only the active project holds quota");
     let again = infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()).await.unwrap();
     assert!(again.expired.is_empty(), "a request expires once");
 }

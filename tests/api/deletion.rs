@@ -50,14 +50,6 @@ async fn restore(app: &TestApp, token: &str, id: &str) -> crate::helpers::Answer
     app.call(Method::POST, &format!("/api/v1/projects/{id}/restore"), Some(token), None).await
 }
 
-async fn used_cpu(app: &TestApp, token: &str) -> i64 {
-    let view = app
-        .get(&format!("/api/v1/departments/{}/quota", app.org.dept), token)
-        .await
-        .expect(StatusCode::OK, None);
-    view["sites"][0]["used"]["cpu"].as_i64().expect("used cpu")
-}
-
 async fn jobs_of(pool: &PgPool, kind: &str, id: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = $1 AND payload->>'project_id' = $2")
         .bind(kind)
@@ -109,7 +101,7 @@ async fn a_deletion_waits_for_the_grace_period_and_restore_cancels_it(pool: PgPo
     assert!((delete_at - hour).num_seconds().abs() < 60, "an hour later: {delete_at}");
     app.run_jobs().await;
     assert_eq!(files(&repo), "fra/shop-web.yaml", "the namespace stays");
-    assert_eq!(used_cpu(&app, &lead).await, 2, "and so does its quota");
+    assert_eq!(app.used_cpu(&lead).await, 2, "and so does its quota");
     assert_eq!(jobs_of(&pool, "deprovision_namespace", &id).await, 0);
 
     // Nothing else changes it meanwhile.
@@ -150,7 +142,7 @@ async fn once_the_grace_period_is_over_the_namespace_goes_and_the_quota_is_freed
     restore(&app, &lead, &id).await.expect(StatusCode::CONFLICT, Some("not_scheduled"));
     app.project_becomes(&lead, &id, "deleted").await;
     assert_eq!(files(&repo), "", "the manifests are gone");
-    assert_eq!(used_cpu(&app, &lead).await, 0);
+    assert_eq!(app.used_cpu(&lead).await, 0);
     let due = audited(&pool, "project.deletion_due", &id).await;
     assert_eq!(due.len(), 1);
     assert!(due[0]["job_id"].is_string(), "{}", due[0]);

@@ -237,6 +237,13 @@ impl TestApp {
         project
     }
 
+    /// CPU the projects of department `shop` hold at site `fra`, as its quota view says.
+    pub async fn used_cpu(&self, token: &str) -> i64 {
+        let path = format!("/api/v1/departments/{}/quota", self.org.dept);
+        let view = self.get(&path, token).await.expect(StatusCode::OK, None);
+        view["sites"][0]["used"]["cpu"].as_i64().expect("used cpu")
+    }
+
     pub async fn admin_token(&self) -> String {
         self.login(&self.org.admin.username, PASSWORD).await
     }
