@@ -194,6 +194,39 @@ pub enum QuotaAction {
         #[arg(long)]
         department: String,
     },
+    /// Ask for more quota for your department at a site, with a reason (team leads).
+    Request {
+        /// Site name
+        #[arg(long)]
+        site: String,
+        /// How much more CPU
+        #[arg(long, default_value_t = 0)]
+        cpu: u32,
+        /// How much more RAM, in GB
+        #[arg(long, default_value_t = 0)]
+        ram_gb: u32,
+        /// Why, shown to the field admin
+        #[arg(long)]
+        reason: String,
+    },
+    /// List quota requests (pending ones with the quota after and what the field has free).
+    Requests {
+        /// pending, approved or rejected
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Approve a quota request: an allocate_quota job raises the quota (field and center admins).
+    Approve {
+        id: Uuid,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Reject a quota request with a reason (field and center admins).
+    Reject {
+        id: Uuid,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// A client command, parsed.
@@ -1064,6 +1097,80 @@ async fn quota(client: &mut Client, out: Output, action: QuotaAction) -> Result<
                 }
             }
         }
+        QuotaAction::Request { site, cpu, ram_gb, reason } => {
+            let body = json!({ "site": site, "cpu": cpu, "ram_gb": ram_gb, "reason": reason });
+            let answer = client.write(Method::POST, "quota-requests", Some(body)).await?;
+            match out {
+                Output::Json => print_json(&answer),
+                Output::Table => println!(
+                    "quota request {} at {site} (+{cpu} CPU, +{ram_gb} GB): pending; {}",
+                    cell(&answer["id"]),
+                    fit_words(&answer["fit"])
+                ),
+            }
+        }
+        QuotaAction::Requests { status } => {
+            let items =
+                all_pages(client, &with_query("quota-requests", &[("status", status)])).await?;
+            match out {
+                Output::Json => print_json(&Value::Array(items)),
+                Output::Table if items.is_empty() => println!("no quota requests"),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = items
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                cell(&r["id"]),
+                                cell(&r["department"]),
+                                cell(&r["site"]),
+                                format!("+{}/+{}", cell(&r["cpu"]), cell(&r["ram_gb"])),
+                                cell(&r["status"]),
+                                match r["status"].as_str() {
+                                    Some("pending") => fit_words(&r["fit"]),
+                                    _ => cell(&r["decision_reason"]),
+                                },
+                                cell(&r["reason"]),
+                            ]
+                        })
+                        .collect();
+                    let columns = ["id", "department", "site", "more", "status", "fit", "reason"];
+                    print!("{}", table(&columns, &rows));
+                }
+            }
+        }
+        QuotaAction::Approve { id, wait } => {
+            let path = format!("quota-requests/{id}/approve");
+            let answer = client.write(Method::POST, &path, None).await?;
+            let what = format!(
+                "quota request {id} approved: quota to {} CPU / {} GB",
+                cell(&answer["request"]["approved_cpu"]),
+                cell(&answer["request"]["approved_ram_gb"])
+            );
+            accepted(client, out, answer, &what, wait).await?;
+        }
+        QuotaAction::Reject { id, reason } => {
+            let path = format!("quota-requests/{id}/reject");
+            let answer =
+                client.write(Method::POST, &path, Some(json!({ "reason": reason }))).await?;
+            match out {
+                Output::Json => print_json(&answer),
+                Output::Table => println!("quota request {id}: {}", cell(&answer["status"])),
+            }
+        }
     }
     Ok(())
+}
+
+/// What approving a pending quota request would do, in words.
+fn fit_words(fit: &Value) -> String {
+    if fit.is_null() {
+        return "-".to_owned();
+    }
+    let verdict = if fit["fits"] == true { "fits" } else { "does not fit" };
+    format!(
+        "quota {} -> {}, field free {}: {verdict}",
+        resources(&fit["quota_now"]),
+        resources(&fit["quota_after"]),
+        resources(&fit["field_free"])
+    )
 }

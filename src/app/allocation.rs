@@ -255,19 +255,8 @@ async fn evaluate(
     config: &Config,
     request: &QuotaRequest,
 ) -> Result<(QuotaCheck, Result<(), QuotaError>), StoreError> {
-    let inputs = store_capacity::quota_inputs(
-        conn,
-        request.field_id,
-        request.department_id,
-        request.site_id,
-    )
-    .await?;
-    let check = QuotaCheck {
-        capacity: capacity(inputs.servers, config.capacity.overcommit()),
-        other_quotas: inputs.others,
-        used_by_projects: inputs.used_by_projects,
-        previous: inputs.own,
-    };
+    let check =
+        quota_check(conn, config, request.field_id, request.department_id, request.site_id).await?;
     let verdict = check_quota(
         check.capacity,
         check.other_quotas,
@@ -275,6 +264,57 @@ async fn evaluate(
         request.requested(),
     );
     Ok((check, verdict))
+}
+
+/// The 409 of a quota that does not fit, with the numbers it rests on.
+fn over_quota(check: &QuotaCheck, err: QuotaError) -> AppError {
+    AppError::conflict("over_quota", err.to_string()).with_details(json!({
+        "free": check.free(),
+        "capacity": check.capacity,
+        "other_quotas": check.other_quotas,
+        "used_by_projects": check.used_by_projects,
+    }))
+}
+
+/// The numbers a change of the department's quota at the site rests on (no lock taken).
+pub(super) async fn quota_check(
+    conn: &mut PgConnection,
+    config: &Config,
+    field_id: Uuid,
+    department_id: Uuid,
+    site_id: Uuid,
+) -> Result<QuotaCheck, StoreError> {
+    let inputs = store_capacity::quota_inputs(conn, field_id, department_id, site_id).await?;
+    Ok(QuotaCheck {
+        capacity: capacity(inputs.servers, config.capacity.overcommit()),
+        other_quotas: inputs.others,
+        used_by_projects: inputs.used_by_projects,
+        previous: inputs.own,
+    })
+}
+
+/// The quota change that raises the department's quota at the site by `increase`, checked
+/// as [`set_quota`] checks one (409 `over_quota` when it does not fit); the job applying it
+/// checks again under the lock.
+pub(super) async fn raise_quota(
+    conn: &mut PgConnection,
+    config: &Config,
+    field_id: Uuid,
+    department_id: Uuid,
+    site_id: Uuid,
+    increase: Resources,
+) -> AppResult<QuotaRequest> {
+    let check = quota_check(conn, config, field_id, department_id, site_id).await?;
+    let wanted = check.previous.unwrap_or(Resources::ZERO) + increase;
+    check_quota(check.capacity, check.other_quotas, check.used_by_projects, wanted)
+        .map_err(|err| over_quota(&check, err))?;
+    Ok(QuotaRequest {
+        field_id,
+        department_id,
+        site_id,
+        cpu_limit: wanted.cpu,
+        ram_gb_limit: wanted.ram_gb,
+    })
 }
 
 /// Creates or changes a department's quota at a site (center admins, or the field's admin):
@@ -322,14 +362,7 @@ pub async fn set_quota(ctx: &Context, caller: &Caller, input: SetQuota) -> AppRe
         ram_gb_limit: input.ram_gb_limit.into(),
     };
     let (check, verdict) = evaluate(&mut conn, &ctx.config, &request).await?;
-    if let Err(err) = verdict {
-        return Err(AppError::conflict("over_quota", err.to_string()).with_details(json!({
-            "free": check.free(),
-            "capacity": check.capacity,
-            "other_quotas": check.other_quotas,
-            "used_by_projects": check.used_by_projects,
-        })));
-    }
+    verdict.map_err(|err| over_quota(&check, err))?;
     drop(conn);
     let owner = Owner::department(input.field_id, dept.id);
     let meta = JobMeta::by(caller).about("department", dept.id, owner);

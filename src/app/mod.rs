@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod ops;
 pub mod organisation;
 pub mod projects;
+pub mod quota_requests;
 pub mod token;
 pub mod users;
 

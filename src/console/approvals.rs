@@ -1,6 +1,8 @@
-//! Approvals: the requests waiting for a field admin's decision (a center admin's: all of
-//! them), each with why it needs approval, when it expires, and approve / reject-with-reason
-//! forms. The same use cases as `POST /projects/{id}/approve` and `/reject`.
+//! Approvals: what waits for a field admin's decision (a center admin's: all of it): project
+//! requests, each with why it needs approval and when it expires, and quota requests, each
+//! with the quota now and after and what the field has free; approve / reject-with-reason
+//! forms. The same use cases as `POST /projects/{id}/approve`, `/reject` and
+//! `POST /quota-requests/{id}/approve`, `/reject`.
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -12,8 +14,10 @@ use serde::Deserialize;
 use super::layout;
 use super::{OrPage, PageResult, PathId, Viewer, form_fields, parsed, status_of};
 use crate::app::projects::{ProjectQuery, RejectProject};
+use crate::app::quota_requests::{QuotaRequestQuery, QuotaRequestView, RejectQuotaRequest};
 use crate::app::{self, AppError, PageParams};
 use crate::context::Context;
+use crate::domain::capacity::Resources;
 use crate::domain::project::ProjectStatus;
 use crate::domain::scope::Action;
 use crate::store::projects::Project;
@@ -23,6 +27,8 @@ pub fn routes() -> Router<Context> {
         .route("/approvals", get(list))
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/reject", post(reject))
+        .route("/quota-requests/{id}/approve", post(approve_quota))
+        .route("/quota-requests/{id}/reject", post(reject_quota))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +78,10 @@ async fn render(
     let filter = ProjectQuery { site: None, status: Some(ProjectStatus::PendingApproval) };
     let page = PageParams { limit: Some(50), cursor: parsed(&query.cursor) };
     let waiting = app::projects::list(ctx, caller, filter, page).await.or_page(viewer)?;
+    let pending = QuotaRequestQuery { status: Some("pending".to_owned()) };
+    let page = PageParams { limit: Some(50), cursor: None };
+    let quota_requests =
+        app::quota_requests::list(ctx, caller, pending, page).await.or_page(viewer)?.items;
     let body = html! {
         h1 { "Approvals" }
         @if let Some(err) = error { (layout::error_box(err)) }
@@ -100,8 +110,60 @@ async fn render(
         @if let Some(cursor) = &waiting.next_cursor {
             p { a href={ "/approvals?cursor=" (cursor) } { "More" } }
         }
+        h2 { "Quota requests" }
+        @if quota_requests.is_empty() { p.empty { "No team lead asks for more quota." } }
+        @for view in &quota_requests { (quota_request(viewer, view)) }
     };
     Ok(layout::page("Approvals", Some(viewer), "/approvals", body))
+}
+
+/// A pending quota request: who asks for how much more and why, the quota now and after, what
+/// the field has free for the department there, and the decision forms.
+fn quota_request(viewer: &Viewer, view: &QuotaRequestView) -> Markup {
+    let r = &view.request;
+    let show = |x: &Resources| format!("{} CPU, {} GB", x.cpu, x.ram_gb);
+    html! {
+        section.card.approval id={ "quota-request-" (r.id) } {
+            h3 { (r.department) " at " (r.site) ": +" (r.cpu) " CPU, +" (r.ram_gb) " GB RAM" }
+            p { "“" (r.reason) "” (" (r.requested_by_name) ", " (layout::when(&r.created_at)) ")" }
+            @if let Some(fit) = &view.fit {
+                p {
+                    "Quota " (show(&fit.quota_now)) " → " strong { (show(&fit.quota_after)) }
+                    "; the field has " (show(&fit.field_free)) " for it at " (r.site) ". "
+                    @if fit.fits { span.fits { "It fits." } } @else { span.fits.no { "It does not fit." } }
+                }
+            }
+            div.row.decision {
+                form method="post" action={ "/quota-requests/" (r.id) "/approve" } {
+                    (form_fields(viewer))
+                    button type="submit" { "Approve" }
+                }
+                form.row method="post" action={ "/quota-requests/" (r.id) "/reject" } {
+                    (form_fields(viewer))
+                    label for={ "qr-reason-" (r.id) } { "Reason" }
+                    input id={ "qr-reason-" (r.id) } name="reason" required maxlength="500"
+                        placeholder="shown to the team lead";
+                    button.danger type="submit" { "Reject" }
+                }
+            }
+        }
+    }
+}
+
+async fn approve_quota(State(ctx): State<Context>, viewer: Viewer, PathId(id): PathId) -> Response {
+    let done = app::quota_requests::approve(&ctx, viewer.caller(), id).await;
+    decided(&ctx, &viewer, done.map(|_| ())).await
+}
+
+async fn reject_quota(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    PathId(id): PathId,
+    axum::Form(form): axum::Form<RejectForm>,
+) -> Response {
+    let input = RejectQuotaRequest { reason: form.reason };
+    let done = app::quota_requests::reject(&ctx, viewer.caller(), id, input).await;
+    decided(&ctx, &viewer, done.map(|_| ())).await
 }
 
 async fn approve(State(ctx): State<Context>, viewer: Viewer, PathId(id): PathId) -> Response {

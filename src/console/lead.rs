@@ -17,6 +17,7 @@ use super::{
 };
 use crate::app::jobs::JobQuery;
 use crate::app::projects::{CreateProject, ProjectQuery, ResizeProject};
+use crate::app::quota_requests::{AskQuota, QuotaRequestQuery};
 use crate::app::{self, AppError, PageParams};
 use crate::context::Context;
 use crate::domain::catalog::Catalog;
@@ -27,6 +28,7 @@ use crate::store::projects::Project;
 pub fn routes() -> Router<Context> {
     Router::new()
         .route("/projects", get(dashboard).post(create))
+        .route("/quota-requests", post(ask_quota))
         .route("/projects/new", get(new_form))
         .route("/projects/new/preview", get(preview))
         .route("/projects/{id}", get(project_page))
@@ -81,14 +83,23 @@ async fn dashboard(
     viewer: Viewer,
     Query(query): Query<ListQuery>,
 ) -> PageResult {
+    render_dashboard(&ctx, &viewer, query, None).await
+}
+
+async fn render_dashboard(
+    ctx: &Context,
+    viewer: &Viewer,
+    query: ListQuery,
+    error: Option<&AppError>,
+) -> PageResult {
     let caller = viewer.caller();
     let status: Option<ProjectStatus> = parsed(&query.status);
     let filter = ProjectQuery { site: None, status };
     let page = PageParams { limit: Some(24), cursor: parsed(&query.cursor) };
-    let projects = app::projects::list(&ctx, caller, filter, page).await.or_page(&viewer)?;
+    let projects = app::projects::list(ctx, caller, filter, page).await.or_page(viewer)?;
     let quota = match caller.scope.department_id() {
         Some(dept) => {
-            Some(app::allocation::department_quota(&ctx, caller, dept).await.or_page(&viewer)?)
+            Some(app::allocation::department_quota(ctx, caller, dept).await.or_page(viewer)?)
         }
         None => None,
     };
@@ -96,8 +107,19 @@ async fn dashboard(
         Some(quota) => format!("Projects of {}", quota.department),
         None => "Projects".to_owned(),
     };
+    let requests = match quota {
+        Some(_) => {
+            let page = PageParams { limit: Some(50), cursor: None };
+            let query = QuotaRequestQuery::default();
+            let found =
+                app::quota_requests::list(ctx, caller, query, page).await.or_page(viewer)?;
+            found.items
+        }
+        None => Vec::new(),
+    };
     let body = html! {
         h1 { (title) }
+        @if let Some(err) = error { (layout::error_box(err)) }
         @if let Some(quota) = &quota {
             section.card aria-labelledby="quota-title" {
                 h2 #quota-title { "Quota per site" }
@@ -110,6 +132,38 @@ async fn dashboard(
                 }
             }
             p { a.button href="/projects/new" { "New project" } }
+            section.card aria-labelledby="more-quota" {
+                h2 #more-quota { "Ask for more quota" }
+                @if !requests.is_empty() {
+                    div.scroll { table {
+                        thead { tr { th { "Site" } th { "More" } th { "Why" } th { "Status" } th { "Decision" } } }
+                        tbody { @for r in requests.iter().rev() {
+                            tr {
+                                td { (r.request.site) }
+                                td { "+" (r.request.cpu) " CPU, +" (r.request.ram_gb) " GB" }
+                                td { (r.request.reason) }
+                                td { (badge(&r.request.status)) }
+                                td { @if let Some(by) = &r.request.decided_by_name {
+                                    (by) @if let Some(why) = &r.request.decision_reason { ": " (why) }
+                                } }
+                            }
+                        } }
+                    } }
+                }
+                form method="post" action="/quota-requests" {
+                    (form_fields(viewer))
+                    div.row {
+                        div { label for="ask-site" { "Site" }
+                            input #ask-site name="site" required list="quota-sites";
+                            datalist #quota-sites { @for site in &quota.sites { option value=(site.site) {} } } }
+                        div { label for="ask-cpu" { "More CPU" } input #ask-cpu name="cpu" type="number" min="0" value="0"; }
+                        div { label for="ask-ram" { "More RAM (GB)" } input #ask-ram name="ram_gb" type="number" min="0" value="0"; }
+                    }
+                    label for="ask-reason" { "Why" }
+                    input #ask-reason name="reason" required maxlength="500";
+                    p { button type="submit" { "Ask the field admin" } }
+                }
+            }
         }
         @if projects.items.is_empty() {
             div.card.empty {
@@ -122,7 +176,50 @@ async fn dashboard(
         (layout::pager("/projects", &[("status", status.map(|s| s.to_string()).unwrap_or_default())],
             projects.next_cursor.map(|c| c.to_string())))
     };
-    Ok(layout::page(&title, Some(&viewer), "/projects", body))
+    Ok(layout::page(&title, Some(viewer), "/projects", body))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AskForm {
+    #[serde(default)]
+    site: String,
+    #[serde(default)]
+    cpu: String,
+    #[serde(default)]
+    ram_gb: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn ask_quota(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    axum::Form(form): axum::Form<AskForm>,
+) -> Response {
+    let number = |field: &str, value: &str| {
+        value.trim().parse::<u32>().map_err(|_| {
+            AppError::invalid("invalid_value", format!("{field}: a whole number of 0 or more"))
+        })
+    };
+    let input = number("CPU", &form.cpu).and_then(|cpu| {
+        number("RAM", &form.ram_gb).map(|ram_gb| AskQuota {
+            site: form.site.trim().to_owned(),
+            cpu,
+            ram_gb,
+            reason: form.reason.clone(),
+        })
+    });
+    let done = match input {
+        Ok(input) => app::quota_requests::ask(&ctx, viewer.caller(), input).await.map(|_| ()),
+        Err(err) => Err(err),
+    };
+    match done {
+        Ok(()) => Redirect::to("/projects").into_response(),
+        Err(err) => match render_dashboard(&ctx, &viewer, ListQuery::default(), Some(&err)).await {
+            Ok(page) => (status_of(&err), page).into_response(),
+            Err(response) => response,
+        },
+    }
 }
 
 async fn card_fragment(State(ctx): State<Context>, viewer: Viewer, PathId(id): PathId) -> Response {

@@ -158,8 +158,10 @@ pub enum Action {
     AllocateServers,
     /// Read a field's capacity.
     ReadCapacity,
-    /// Create or change a department's quota at a site.
+    /// Create or change a department's quota at a site; decide quota requests.
     SetQuota,
+    /// Ask for more quota for one's own department (team leads).
+    RequestQuota,
     /// Create a project (team leads, in their own department).
     CreateProject,
     /// Resize, delete or retry a project.
@@ -180,11 +182,11 @@ impl Role {
     pub fn may(self, action: Action) -> bool {
         use Action::*;
         match self {
-            Role::CenterAdmin => action != CreateProject,
+            Role::CenterAdmin => !matches!(action, CreateProject | RequestQuota),
             Role::FieldAdmin => {
                 matches!(action, ReadServers | ReadCapacity | SetQuota | ReadAudit | DecideProject)
             }
-            Role::TeamLead => matches!(action, CreateProject | ChangeProject),
+            Role::TeamLead => matches!(action, CreateProject | ChangeProject | RequestQuota),
         }
     }
 
@@ -274,6 +276,7 @@ mod tests {
             (ChangeProject, [true, false, true]),
             (ForceProject, [true, false, false]),
             (DecideProject, [true, true, false]),
+            (RequestQuota, [false, false, true]),
             (RunMaintenance, [true, false, false]),
             (ReadAudit, [true, true, false]),
         ];

@@ -93,6 +93,8 @@ needs! {
     ForcesProjects => ForceProject;
     /// Field admins and center admins: approving and rejecting project requests.
     DecidesProjects => DecideProject;
+    /// Team leads: quota requests for their department.
+    RequestsQuota => RequestQuota;
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod ops;
 pub mod projects;
+pub mod quota_requests;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -44,6 +45,7 @@ pub fn api() -> (Router<Context>, utoipa::openapi::OpenApi) {
         .merge(jobs::router())
         .merge(inventory::router())
         .merge(projects::router())
+        .merge(quota_requests::router())
         .merge(audit::router())
         .merge(ops::router());
     let (router, mut openapi) =

@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod org;
 pub mod projects;
+pub mod quota_requests;
 pub mod servers;
 pub mod sessions;
 pub mod stats;

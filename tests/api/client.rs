@@ -461,3 +461,58 @@ async fn a_team_lead_deletes_and_restores_from_the_command_line(pool: PgPool) {
     let web = lead.run(&["projects", "show", "web", "-o", "json"], None).await.ok().json();
     assert_eq!(web["status"], "active");
 }
+
+#[sqlx::test]
+async fn quota_requests_from_the_command_line(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.add_server("s-1", 32, Some(app.org.field)).await;
+    app.give_quota(8, 32).await;
+    let lead = Shell::new(&app.base);
+    lead.login("shop-lead").await;
+    let ask =
+        ["quota", "request", "--site", "fra", "--cpu", "8", "--ram-gb", "32", "--reason", "sale"];
+    let asked = lead.run(&ask, None).await.ok().stdout;
+    assert!(
+        asked.contains("pending")
+            && asked.contains("quota 8/32 -> 16/64")
+            && asked.contains(": fits"),
+        "{asked}"
+    );
+    let field_admin = Shell::new(&app.base);
+    field_admin.login("retail-admin").await;
+    let listed = field_admin
+        .run(&["quota", "requests", "--status", "pending", "-o", "json"], None)
+        .await
+        .ok()
+        .json();
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    let table = field_admin.run(&["quota", "requests"], None).await.ok().stdout;
+    assert!(
+        table.contains("shop") && table.contains("+8/+32") && table.contains("sale"),
+        "{table}"
+    );
+    let approved = field_admin.run(&["quota", "approve", &id], None).await.ok().stdout;
+    assert!(approved.contains("quota to 16 CPU / 64 GB"), "{approved}");
+    app.run_jobs().await;
+    let quota = lead
+        .run(&["quota", "show", "--department", &app.org.dept.to_string(), "-o", "json"], None)
+        .await
+        .ok()
+        .json();
+    assert_eq!(quota["sites"][0]["quota"], json!({ "cpu": 16, "ram_gb": 64 }));
+    let again = field_admin.run(&["quota", "reject", &id, "--reason", "late"], None).await;
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    lead.run(&ask, None).await.ok();
+    let listed = field_admin
+        .run(&["quota", "requests", "--status", "pending", "-o", "json"], None)
+        .await
+        .ok()
+        .json();
+    let second = listed[0]["id"].as_str().unwrap().to_owned();
+    let rejected = field_admin
+        .run(&["quota", "reject", &second, "--reason", "enough"], None)
+        .await
+        .ok()
+        .stdout;
+    assert!(rejected.contains("rejected"), "{rejected}");
+}

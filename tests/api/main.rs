@@ -39,4 +39,5 @@ mod ops;
 mod outages;
 mod private_pg;
 mod projects;
+mod quota_requests;
 mod systemd;

@@ -35,7 +35,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 
 /// Something each migration creates (a table, a `table:column` or a `function(args)`) or
 /// removes (`!index`), newest last.
-const TABLES: [&str; 17] = [
+const TABLES: [&str; 18] = [
     "users",
     "servers",
     "projects",
@@ -53,6 +53,7 @@ const TABLES: [&str; 17] = [
     "audit_uuid(text)",
     "projects:approval_reason",
     "projects:expires_at",
+    "quota_requests",
 ];
 
 #[sqlx::test(migrations = false)]

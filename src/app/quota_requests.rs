@@ -1,0 +1,274 @@
+//! Quota requests: a team lead asks for more of its department's quota at a site, with a
+//! reason; the field admin of its field (or a center admin) sees it beside the field's free
+//! capacity there and approves it, which raises the quota by the amount asked through an
+//! `allocate_quota` job with the same checks as any quota change, or rejects it with a reason.
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::jobs::{JobMeta, enqueue};
+use super::{AppError, AppResult, Caller, PageParams, Submitted};
+use crate::context::Context;
+use crate::domain::ValidationError;
+use crate::domain::capacity::{Resources, check_quota};
+use crate::domain::catalog::MAX_SIZE;
+use crate::domain::scope::{Action, Owner};
+use crate::jobs::allocate_quota::AllocateQuota;
+use crate::store::audit::{self, Change};
+use crate::store::org::{self, UnitKind};
+use crate::store::quota_requests::{self as store, NewQuotaRequest, QuotaRequest};
+use crate::store::{Page, StoreError};
+
+/// A team lead's request for more quota at a site.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AskQuota {
+    /// Site name.
+    pub site: String,
+    /// How much more CPU (added to the quota the department has when approved).
+    pub cpu: u32,
+    /// How much more RAM, in GB.
+    pub ram_gb: u32,
+    /// Why: shown to the field admin (1 to 500 characters).
+    pub reason: String,
+}
+
+/// What approving a pending request would do, as the field admin sees it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QuotaFit {
+    /// The department's quota at the site now, and after the increase.
+    pub quota_now: Resources,
+    pub quota_after: Resources,
+    /// What the field can still give this department there (capacity minus the other
+    /// departments' quotas).
+    pub field_free: Resources,
+    pub used_by_projects: Resources,
+    /// Whether the quota after the increase fits the field's capacity now.
+    pub fits: bool,
+}
+
+/// A quota request, with, while it is pending, what approving it would do.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QuotaRequestView {
+    #[serde(flatten)]
+    pub request: QuotaRequest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit: Option<QuotaFit>,
+}
+
+/// Filters of the request list.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct QuotaRequestQuery {
+    /// `pending`, `approved` or `rejected`.
+    pub status: Option<String>,
+}
+
+/// Why a request is rejected.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectQuotaRequest {
+    /// Shown to the team lead (1 to 500 characters).
+    pub reason: String,
+}
+
+fn owner(request: &QuotaRequest) -> Owner {
+    Owner::department(request.field_id, request.department_id)
+}
+
+fn reason_text(reason: &str) -> AppResult<String> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ValidationError::new("reason", "must be 1 to 500 characters long").into());
+    }
+    Ok(reason.to_owned())
+}
+
+/// Asks for more quota for the caller's department at a site (team leads). One request per
+/// department and site is open at a time.
+pub async fn ask(ctx: &Context, caller: &Caller, input: AskQuota) -> AppResult<QuotaRequestView> {
+    caller.authorize(Action::RequestQuota)?;
+    let department_id = caller.scope.department_id().ok_or_else(|| {
+        AppError::forbidden("quota requests are made by team leads, for their own department")
+    })?;
+    if input.cpu == 0 && input.ram_gb == 0 {
+        return Err(ValidationError::new("cpu", "ask for more CPU or RAM (or both)").into());
+    }
+    for (field, value) in [("cpu", input.cpu), ("ram_gb", input.ram_gb)] {
+        if value > MAX_SIZE {
+            let message = format!("must be at most {MAX_SIZE}");
+            return Err(ValidationError::new(field, message).into());
+        }
+    }
+    let reason = reason_text(&input.reason)?;
+    let mut tx = ctx.pool.begin().await?;
+    let site = org::find_unit_by_name(&mut tx, UnitKind::Site, &input.site)
+        .await?
+        .ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
+    let new = NewQuotaRequest {
+        department_id,
+        site_id: site.id,
+        cpu: input.cpu as i32,
+        ram_gb: input.ram_gb as i32,
+        reason: &reason,
+        requested_by: caller.id,
+        requested_by_name: &caller.username,
+    };
+    let id = store::insert(&mut tx, &new).await.map_err(|e| match e {
+        StoreError::Duplicate { .. } => AppError::conflict(
+            "already_pending",
+            format!(
+                "your department already has an open quota request at {}: wait for its decision",
+                site.name
+            ),
+        ),
+        other => other.into(),
+    })?;
+    let request = store::get(&mut tx, id).await?;
+    audit::record(&mut tx, &caller.actor(), Change::create("quota_request", id, &request)).await?;
+    let view = with_fit(&mut tx, ctx, request).await?;
+    super::commit(tx).await?;
+    Ok(view)
+}
+
+/// The request, with what approving it would do while it is pending.
+async fn with_fit(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    request: QuotaRequest,
+) -> AppResult<QuotaRequestView> {
+    if request.status != "pending" {
+        return Ok(QuotaRequestView { request, fit: None });
+    }
+    let check = super::allocation::quota_check(
+        conn,
+        &ctx.config,
+        request.field_id,
+        request.department_id,
+        request.site_id,
+    )
+    .await?;
+    let quota_now = check.previous.unwrap_or(Resources::ZERO);
+    let quota_after = quota_now + Resources::new(request.cpu.into(), request.ram_gb.into());
+    let fits = check_quota(check.capacity, check.other_quotas, check.used_by_projects, quota_after)
+        .is_ok();
+    let fit = QuotaFit {
+        quota_now,
+        quota_after,
+        field_free: check.free(),
+        used_by_projects: check.used_by_projects,
+        fits,
+    };
+    Ok(QuotaRequestView { request, fit: Some(fit) })
+}
+
+/// The requests the caller may see (a team lead: its department's; a field admin: its
+/// field's), oldest first; pending ones with what approving them would do.
+pub async fn list(
+    ctx: &Context,
+    caller: &Caller,
+    query: QuotaRequestQuery,
+    page: PageParams,
+) -> AppResult<Page<QuotaRequestView>> {
+    if let Some(status) = query.status.as_deref()
+        && !["pending", "approved", "rejected"].contains(&status)
+    {
+        return Err(ValidationError::new("status", "must be pending, approved or rejected").into());
+    }
+    let page = page.request()?;
+    let mut conn = ctx.pool.acquire().await?;
+    let found = store::list(&mut conn, caller.scope, query.status.as_deref(), page).await?;
+    let mut items = Vec::with_capacity(found.items.len());
+    for request in found.items {
+        items.push(with_fit(&mut conn, ctx, request).await?);
+    }
+    Ok(Page { items, next_cursor: found.next_cursor })
+}
+
+pub async fn get(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<QuotaRequestView> {
+    let mut conn = ctx.pool.acquire().await?;
+    let request = visible(&mut conn, caller, id).await?;
+    with_fit(&mut conn, ctx, request).await
+}
+
+/// The request, if the caller may see it (404 otherwise).
+async fn visible(conn: &mut PgConnection, caller: &Caller, id: Uuid) -> AppResult<QuotaRequest> {
+    let request =
+        store::get(conn, id).await.map_err(|e| AppError::from_store("quota request", e))?;
+    if caller.scope.may_read(owner(&request)) {
+        Ok(request)
+    } else {
+        Err(AppError::not_found("quota request"))
+    }
+}
+
+/// The start of a decision: role, scope (404 outside it), the row lock, and 409 unless the
+/// request is still pending.
+async fn begin_decision(
+    ctx: &Context,
+    caller: &Caller,
+    id: Uuid,
+) -> AppResult<(sqlx::Transaction<'static, sqlx::Postgres>, QuotaRequest)> {
+    caller.authorize(Action::SetQuota)?;
+    let mut tx = ctx.pool.begin().await?;
+    visible(&mut tx, caller, id).await?;
+    let request = store::lock(&mut tx, id).await?;
+    if request.status != "pending" {
+        return Err(AppError::conflict(
+            "not_pending",
+            format!("the request was {} already", request.status),
+        ));
+    }
+    Ok((tx, request))
+}
+
+/// Approves a pending request (the field admin of its field, or a center admin): its
+/// department's quota at the site is raised by the amount asked, checked now against the
+/// field's free capacity (409 `over_quota`, the request staying pending) and again by the
+/// `allocate_quota` job under the lock.
+pub async fn approve(
+    ctx: &Context,
+    caller: &Caller,
+    id: Uuid,
+) -> AppResult<(QuotaRequestView, Submitted)> {
+    let (mut tx, before) = begin_decision(ctx, caller, id).await?;
+    let increase = Resources::new(before.cpu.into(), before.ram_gb.into());
+    let change = super::allocation::raise_quota(
+        &mut tx,
+        &ctx.config,
+        before.field_id,
+        before.department_id,
+        before.site_id,
+        increase,
+    )
+    .await?;
+    let meta = JobMeta::by(caller).about("department", before.department_id, owner(&before));
+    let enqueued = enqueue::<AllocateQuota>(&mut tx, ctx, &change, meta).await?;
+    let (cpu, ram_gb) = (change.cpu_limit as i32, change.ram_gb_limit as i32);
+    let job = enqueued.job().id;
+    store::approve(&mut tx, id, &caller.username, cpu, ram_gb, job).await?;
+    let after = store::get(&mut tx, id).await?;
+    let audited = Change::new("quota_request", "approve", id).before(&before).after(&after);
+    audit::record(&mut tx, &caller.actor(), audited).await?;
+    super::commit(tx).await?;
+    Ok((QuotaRequestView { request: after, fit: None }, enqueued.into()))
+}
+
+/// Rejects a pending request with a reason (the field admin of its field, or a center admin).
+pub async fn reject(
+    ctx: &Context,
+    caller: &Caller,
+    id: Uuid,
+    input: RejectQuotaRequest,
+) -> AppResult<QuotaRequestView> {
+    caller.authorize(Action::SetQuota)?;
+    let reason = reason_text(&input.reason)?;
+    let (mut tx, before) = begin_decision(ctx, caller, id).await?;
+    store::reject(&mut tx, id, &caller.username, &reason).await?;
+    let after = store::get(&mut tx, id).await?;
+    let audited = Change::new("quota_request", "reject", id).before(&before).after(&after);
+    audit::record(&mut tx, &caller.actor(), audited).await?;
+    super::commit(tx).await?;
+    Ok(QuotaRequestView { request: after, fit: None })
+}

@@ -1,0 +1,260 @@
+//! Quota requests: a team lead asks for more quota at a site with a reason; the field admin
+//! sees it beside the field's free capacity and approves it (an `allocate_quota` job raises
+//! the quota, with the same checks) or rejects it; racing approvals never over-allocate.
+
+use infrahub::domain::role::Role;
+use infrahub::domain::scope::Scope;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::console::Browser;
+use crate::helpers::{Answer, PASSWORD, TestApp, create_user};
+
+async fn ask(app: &TestApp, lead: &str, cpu: u32, ram_gb: u32) -> Answer {
+    let body = json!({ "site": "fra", "cpu": cpu, "ram_gb": ram_gb, "reason": "the spring sale" });
+    app.post("/api/v1/quota-requests", lead, body).await
+}
+
+async fn decide(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    verdict: &str,
+    body: Option<Value>,
+) -> Answer {
+    let path = format!("/api/v1/quota-requests/{id}/{verdict}");
+    app.call(Method::POST, &path, Some(token), body).await
+}
+
+/// The department's quota at `fra` as its quota view says: (cpu, ram_gb).
+async fn quota_of(app: &TestApp, token: &str, dept: Uuid) -> (i64, i64) {
+    let view = app
+        .get(&format!("/api/v1/departments/{dept}/quota"), token)
+        .await
+        .expect(StatusCode::OK, None);
+    let quota = &view["sites"][0]["quota"];
+    (quota["cpu"].as_i64().unwrap(), quota["ram_gb"].as_i64().unwrap())
+}
+
+async fn job_status(pool: &PgPool, id: &str) -> String {
+    sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn a_team_lead_asks_and_the_field_admin_approves_through_allocate_quota(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    app.add_server("fra-1", 32, Some(app.org.field)).await;
+    app.give_quota(8, 32).await;
+    let lead = app.team_lead_token().await;
+    let asked = ask(&app, &lead, 8, 32).await.expect(StatusCode::CREATED, None);
+    assert_eq!(asked["status"], "pending", "{asked}");
+    assert_eq!(asked["reason"], "the spring sale");
+    assert_eq!(asked["fit"]["quota_now"], json!({ "cpu": 8, "ram_gb": 32 }));
+    assert_eq!(asked["fit"]["quota_after"], json!({ "cpu": 16, "ram_gb": 64 }));
+    assert_eq!(asked["fit"]["field_free"], json!({ "cpu": 32, "ram_gb": 128 }));
+    assert_eq!(asked["fit"]["fits"], true);
+    let id = asked["id"].as_str().unwrap().to_owned();
+    ask(&app, &lead, 1, 0).await.expect(StatusCode::CONFLICT, Some("already_pending"));
+    ask(&app, &lead, 0, 0).await.expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"));
+    let admin = app.admin_token().await;
+    ask(&app, &admin, 1, 1).await.expect(StatusCode::FORBIDDEN, Some("forbidden"));
+
+    // Another field's admin sees nothing of it.
+    create_user(&pool, "other-admin", Role::FieldAdmin, Scope::Field(app.org.other_field), false)
+        .await;
+    let other = app.login("other-admin", PASSWORD).await;
+    let none = app.get("/api/v1/quota-requests", &other).await.expect(StatusCode::OK, None);
+    assert_eq!(none["items"], json!([]));
+    app.get(&format!("/api/v1/quota-requests/{id}"), &other)
+        .await
+        .expect(StatusCode::NOT_FOUND, Some("not_found"));
+    decide(&app, &other, &id, "approve", None)
+        .await
+        .expect(StatusCode::NOT_FOUND, Some("not_found"));
+    decide(&app, &lead, &id, "approve", None)
+        .await
+        .expect(StatusCode::FORBIDDEN, Some("forbidden"));
+
+    let field_admin = app.field_admin_token().await;
+    let pending = app
+        .get("/api/v1/quota-requests?status=pending", &field_admin)
+        .await
+        .expect(StatusCode::OK, None);
+    assert_eq!(pending["items"][0]["id"], id.as_str());
+    assert_eq!(pending["items"][0]["department"], "shop");
+    assert_eq!(pending["items"][0]["fit"]["fits"], true);
+    let approved = decide(&app, &field_admin, &id, "approve", None).await;
+    let approved = approved.expect(StatusCode::ACCEPTED, None);
+    assert_eq!(approved["request"]["status"], "approved");
+    assert_eq!(approved["request"]["approved_cpu"], 16);
+    let job = approved["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(approved["request"]["job_id"], job.as_str());
+    app.run_jobs().await;
+    assert_eq!(job_status(&pool, &job).await, "succeeded");
+    assert_eq!(quota_of(&app, &lead, app.org.dept).await, (16, 64));
+    decide(&app, &field_admin, &id, "reject", Some(json!({ "reason": "late" })))
+        .await
+        .expect(StatusCode::CONFLICT, Some("not_pending"));
+    let audit = app
+        .get("/api/v1/audit?action=quota_request.", &field_admin)
+        .await
+        .expect(StatusCode::OK, None);
+    let actions: Vec<&str> =
+        audit["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        ["quota_request.approve", "quota_request.create"],
+        "the field admin's trail"
+    );
+    // Decided: the team lead may ask again.
+    ask(&app, &lead, 4, 0).await.expect(StatusCode::CREATED, None);
+    app.get("/api/v1/quota-requests?status=open", &lead)
+        .await
+        .expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"));
+}
+
+#[sqlx::test]
+async fn a_request_that_does_not_fit_stays_pending_until_rejected(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.add_server("fra-1", 12, Some(app.org.field)).await;
+    app.give_quota(8, 32).await;
+    let lead = app.team_lead_token().await;
+    let asked = ask(&app, &lead, 8, 8).await.expect(StatusCode::CREATED, None);
+    assert_eq!(asked["fit"]["fits"], false, "{asked}");
+    let id = asked["id"].as_str().unwrap();
+    let field_admin = app.field_admin_token().await;
+    let refused = decide(&app, &field_admin, id, "approve", None).await;
+    let refused = refused.expect(StatusCode::CONFLICT, Some("over_quota"));
+    assert_eq!(refused["error"]["details"]["free"], json!({ "cpu": 12, "ram_gb": 48 }));
+    let still =
+        app.get(&format!("/api/v1/quota-requests/{id}"), &lead).await.expect(StatusCode::OK, None);
+    assert_eq!(still["status"], "pending");
+    decide(&app, &field_admin, id, "reject", Some(json!({ "reason": "" })))
+        .await
+        .expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"));
+    let rejected =
+        decide(&app, &field_admin, id, "reject", Some(json!({ "reason": "no room at fra" })))
+            .await
+            .expect(StatusCode::OK, None);
+    assert_eq!(rejected["status"], "rejected");
+    let seen =
+        app.get(&format!("/api/v1/quota-requests/{id}"), &lead).await.expect(StatusCode::OK, None);
+    assert_eq!(seen["decision_reason"], "no room at fra");
+    assert_eq!(seen["decided_by_name"], app.org.field_admin.username.as_str());
+    assert_eq!(quota_of(&app, &lead, app.org.dept).await, (8, 32), "nothing changed");
+}
+
+#[sqlx::test]
+async fn racing_approvals_never_over_allocate(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    app.add_server("fra-1", 16, Some(app.org.field)).await;
+    app.give_quota(4, 16).await;
+    // A second department of the same field, with its own team lead and quota.
+    let second: Uuid = sqlx::query_scalar(
+        "INSERT INTO departments (id, name, display_name, field_id) VALUES (gen_random_uuid(), 'books', 'Books', $1) RETURNING id",
+    )
+    .bind(app.org.field)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 4, 16)")
+        .bind(second)
+        .bind(app.org.site)
+        .execute(&pool)
+        .await
+        .unwrap();
+    create_user(&pool, "books-lead", Role::TeamLead, Scope::Department(second), false).await;
+    let (shop, books) = (app.team_lead_token().await, app.login("books-lead", PASSWORD).await);
+    let a = ask(&app, &shop, 8, 0).await.expect(StatusCode::CREATED, None);
+    let b = ask(&app, &books, 8, 0).await.expect(StatusCode::CREATED, None);
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let field_admin = app.field_admin_token().await;
+    let admin = app.admin_token().await;
+
+    // The same request approved twice at once: one approval, one job.
+    let (first, second_try) = tokio::join!(
+        decide(&app, &field_admin, a, "approve", None),
+        decide(&app, &admin, a, "approve", None)
+    );
+    let won =
+        [first.status, second_try.status].iter().filter(|s| **s == StatusCode::ACCEPTED).count();
+    assert_eq!(won, 1, "{:?} {:?}", first.body, second_try.body);
+    let lost = if first.status == StatusCode::ACCEPTED { second_try } else { first };
+    lost.expect(StatusCode::CONFLICT, Some("not_pending"));
+
+    // Each fits alone (4 + 4 + 8 <= 16), not both (24): the second one fails in its job.
+    let other = decide(&app, &field_admin, b, "approve", None).await;
+    app.run_jobs().await;
+    let jobs: Vec<(String,)> =
+        sqlx::query_as("SELECT status FROM jobs WHERE kind = 'allocate_quota' ORDER BY created_at")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    if other.status == StatusCode::ACCEPTED {
+        let statuses: Vec<&str> = jobs.iter().map(|j| j.0.as_str()).collect();
+        assert_eq!(statuses, ["succeeded", "failed"], "the job checks again under the lock");
+    } else {
+        other.expect(StatusCode::CONFLICT, Some("over_quota"));
+    }
+    let total: i64 = sqlx::query_scalar(
+        "SELECT sum(cpu_limit)::int8 FROM department_quotas q JOIN departments d ON d.id = q.department_id
+          WHERE d.field_id = $1",
+    )
+    .bind(app.org.field)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(total, 16, "one increase applied, never both");
+}
+
+#[sqlx::test]
+async fn the_console_asks_shows_and_decides(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.add_server("fra-1", 32, Some(app.org.field)).await;
+    app.give_quota(8, 32).await;
+    let mut lead = Browser::new(&app.base);
+    lead.login("shop-lead", PASSWORD).await;
+    let dashboard = lead.get("/projects").await;
+    assert!(dashboard.html.contains("Ask for more quota"), "{}", dashboard.html);
+    let csrf = dashboard.hidden("_csrf");
+    let form = [
+        ("site", "fra"),
+        ("cpu", "8"),
+        ("ram_gb", "32"),
+        ("reason", "the spring sale"),
+        ("_csrf", csrf.as_str()),
+    ];
+    let asked = lead.post("/quota-requests", &form).await;
+    assert_eq!(asked.location.as_deref(), Some("/projects"), "{}", asked.html);
+    let dashboard = lead.get("/projects").await;
+    assert!(dashboard.html.contains("the spring sale") && dashboard.html.contains("badge pending"));
+    let again = lead.post("/quota-requests", &form).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.html);
+    assert!(again.html.contains("already has an open quota request"), "{}", again.html);
+
+    let mut admin = Browser::new(&app.base);
+    admin.login(&app.org.field_admin.username, PASSWORD).await;
+    let page = admin.get("/approvals").await;
+    assert!(
+        page.html.contains("Quota requests") && page.html.contains("the spring sale"),
+        "{}",
+        page.html
+    );
+    assert!(page.html.contains("16 CPU, 64 GB"), "the quota after: {}", page.html);
+    let csrf = page.hidden("_csrf");
+    let marker = "/quota-requests/";
+    let start = page.html.find(marker).unwrap() + marker.len();
+    let id = &page.html[start..start + 36];
+    let approved = admin.post(&format!("/quota-requests/{id}/approve"), &[("_csrf", &csrf)]).await;
+    assert_eq!(approved.location.as_deref(), Some("/approvals"), "{}", approved.html);
+    app.run_jobs().await;
+    let lead_token = app.team_lead_token().await;
+    assert_eq!(quota_of(&app, &lead_token, app.org.dept).await, (16, 64));
+    assert!(lead.get("/projects").await.html.contains("badge approved"));
+}
