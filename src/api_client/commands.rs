@@ -417,11 +417,19 @@ async fn project_id(client: &Client, project: &str) -> Result<Uuid, ClientError>
     if let Ok(id) = project.parse::<Uuid>() {
         return Ok(id);
     }
-    let found: Vec<Value> = all_pages(client, "projects")
-        .await?
-        .into_iter()
-        .filter(|p| p["name"] == project && p["status"] != "deleted" && p["status"] != "rejected")
+    let named: Vec<Value> =
+        all_pages(client, "projects").await?.into_iter().filter(|p| p["name"] == project).collect();
+    let live: Vec<Value> = named
+        .iter()
+        .filter(|p| p["status"] != "deleted" && p["status"] != "rejected")
+        .cloned()
         .collect();
+    // None live: the newest rejected request of that name (its team lead reads why); ids
+    // are UUIDv7, ordered by time.
+    let found = match live.is_empty() {
+        true => named.into_iter().max_by_key(|p| cell(&p["id"])).into_iter().collect(),
+        false => live,
+    };
     match found.as_slice() {
         [one] => one["id"]
             .as_str()
@@ -501,7 +509,8 @@ async fn accepted(
 ) -> Result<(), ClientError> {
     let job = answer["job_id"].as_str().and_then(|id| id.parse::<Uuid>().ok());
     match out {
-        Output::Json if !wait => print_json(&answer),
+        // With --wait, the job's end is printed instead; without a job, the answer is all.
+        Output::Json if !wait || job.is_none() => print_json(&answer),
         Output::Json => {}
         Output::Table => match job {
             Some(job) => {

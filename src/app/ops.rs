@@ -103,7 +103,8 @@ async fn read_gauges(ctx: &Context) -> Result<String, store::StoreError> {
         }
         age.sample(&[("kind", &row.kind)], row.oldest_ready_secs);
     }
-    let mut count = Family::new("infrahub_projects", "projects by status (deleted ones left out)");
+    let mut count =
+        Family::new("infrahub_projects", "projects by status (deleted and rejected ones left out)");
     let mut oldest = Family::new(
         "infrahub_projects_oldest_in_status_seconds",
         "how long the project longest in a status has been in it",

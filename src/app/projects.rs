@@ -191,7 +191,7 @@ pub async fn create(
         ctx.config.approval.cpu_above,
     );
     let status = lifecycle::initial(approval.is_some());
-    let expires = chrono::Duration::seconds(ctx.config.approval.expire_after_secs as i64);
+    let expires = ctx.config.approval.expire_after_secs as i64;
     let new = NewProject {
         name: name.as_str(),
         namespace: namespace.as_str(),
@@ -204,7 +204,7 @@ pub async fn create(
         ram_gb: entry.ram_gb as i32,
         extra_quota: &extra,
         created_by: caller.id,
-        approval_expires_at: approval.as_ref().map(|_| chrono::Utc::now() + expires),
+        approval_expires_after_secs: approval.as_ref().map(|_| expires),
         approval_reason: approval.as_deref(),
         expires_at: input.expires_at,
     };
@@ -322,8 +322,8 @@ pub async fn delete(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<Proje
         |p: &Project| lifecycle::deletion(p.status, p.failed_from.as_deref(), grace.is_some());
     let (mut tx, before, event, step) =
         begin_change(ctx, caller, id, choose, Action::ChangeProject).await?;
-    let delete_at = grace.map(|grace| chrono::Utc::now() + grace);
-    projects::transition_at(&mut tx, id, &event.sources(), step.to, None, None, delete_at).await?;
+    let after = grace.map(|grace| grace.num_seconds());
+    projects::transition_at(&mut tx, id, &event.sources(), step.to, None, None, after).await?;
     projects::next_generation(&mut tx, id).await?;
     finish_change(tx, ctx, caller, &before, event, step).await
 }
@@ -523,7 +523,9 @@ pub async fn hand_over_to_poll(
 ) -> AppResult<Option<Uuid>> {
     let mut tx = ctx.pool.begin().await?;
     let current = projects::lock(&mut tx, project.id).await?;
-    if current.last_job_id != Some(job_id) {
+    // Still its job, and the project still waits on it (not, say, scheduled for deletion
+    // meanwhile, which leaves a degraded project's job in place).
+    if current.last_job_id != Some(job_id) || lifecycle::failure_event(current.status).is_none() {
         return Ok(None);
     }
     let payload =
@@ -627,7 +629,8 @@ async fn expire_approvals(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>>
             Some(at) => format!("the request expired: nobody approved or rejected it by {at}"),
             None => "the request expired".to_owned(),
         };
-        let moved = system_move(ctx, job_id, id, |_| Event::ApprovalExpired, Some(&why)).await?;
+        let choose = |_: &Project| Event::ApprovalExpired;
+        let moved = system_move(ctx, job_id, id, Due::ApprovalExpired, choose, Some(&why)).await?;
         if let Some(project) = moved {
             tracing::info!(namespace = %project.namespace, "a request waiting for approval expired");
             expired.push(project.namespace);
@@ -641,7 +644,8 @@ async fn start_due_deletions(ctx: &Context, job_id: Uuid) -> AppResult<Vec<Strin
     let due = projects::due(&mut *ctx.pool.acquire().await?, Due::Deletion, 500).await?;
     let mut started = Vec::new();
     for id in due {
-        if let Some(project) = system_move(ctx, job_id, id, |_| Event::DeletionDue, None).await? {
+        let choose = |_: &Project| Event::DeletionDue;
+        if let Some(project) = system_move(ctx, job_id, id, Due::Deletion, choose, None).await? {
             tracing::info!(namespace = %project.namespace, "the grace period is over; deleting");
             started.push(project.namespace);
         }
@@ -650,18 +654,24 @@ async fn start_due_deletions(ctx: &Context, job_id: Uuid) -> AppResult<Vec<Strin
 }
 
 /// Deletes the projects whose time to live ran out, as their owner's deletion would (after the
-/// grace period, when there is one); returns their namespaces.
+/// grace period, when there is one), and rejects requests still waiting for approval by then;
+/// returns their namespaces.
 async fn expire_ttls(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>> {
     let due = projects::due(&mut *ctx.pool.acquire().await?, Due::TimeToLive, 500).await?;
     let grace = ctx.config.deletion.grace().is_some();
     let mut expired = Vec::new();
     for id in due {
-        let choose = |p: &Project| lifecycle::deletion(p.status, p.failed_from.as_deref(), grace);
+        let choose = |p: &Project| match p.status {
+            ProjectStatus::PendingApproval => Event::ApprovalExpired,
+            _ => lifecycle::deletion(p.status, p.failed_from.as_deref(), grace),
+        };
         let why = |p: &Project| match p.expires_at {
             Some(at) => format!("its time to live ran out at {at}"),
             None => "its time to live ran out".to_owned(),
         };
-        if let Some(project) = system_move(ctx, job_id, id, choose, Some(&why)).await? {
+        if let Some(project) =
+            system_move(ctx, job_id, id, Due::TimeToLive, choose, Some(&why)).await?
+        {
             tracing::info!(namespace = %project.namespace, "a project's time to live ran out");
             expired.push(project.namespace);
         }
@@ -670,17 +680,23 @@ async fn expire_ttls(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>> {
 }
 
 /// A move the system makes on its own (a sweep of the reconciler, `job_id`), in one
-/// transaction: the event `choose` picks for the locked project, if it still applies, the job
-/// it starts, and the audit event (with `why`). The project as it was, when it moved.
+/// transaction: if the project is still `due` under its lock, the event `choose` picks for it,
+/// if that still applies, the job it starts, and the audit event (with `why`). The project as
+/// it was, when it moved.
 async fn system_move(
     ctx: &Context,
     job_id: Uuid,
     id: Uuid,
+    due: Due,
     choose: impl FnOnce(&Project) -> Event,
     why: Option<&(dyn Fn(&Project) -> String + Sync)>,
 ) -> AppResult<Option<Project>> {
     let mut tx = ctx.pool.begin().await?;
     let before = projects::lock(&mut tx, id).await?;
+    // Listed before the lock: a restore and a new deletion, say, may have moved its deadline.
+    if !projects::still_due(&mut tx, id, due).await? {
+        return Ok(None);
+    }
     // Re-decided under the lock: someone may have moved it meanwhile.
     let Ok((event, step)) =
         lifecycle::decide(before.status, before.failed_from.as_deref(), choose(&before))
@@ -690,9 +706,9 @@ async fn system_move(
     let reason = why.map(|why| why(&before));
     // A failure reason only where the project ends for it (a rejection).
     let failure = reason.as_deref().filter(|_| step.to == ProjectStatus::Rejected);
-    let delete_at = ctx.config.deletion.grace().map(|grace| chrono::Utc::now() + grace);
+    let after = ctx.config.deletion.grace().map(|grace| grace.num_seconds());
     let sources = event.sources();
-    if !projects::transition_at(&mut tx, id, &sources, step.to, failure, None, delete_at).await? {
+    if !projects::transition_at(&mut tx, id, &sources, step.to, failure, None, after).await? {
         return Ok(None);
     }
     if event.supersedes_deliveries() {

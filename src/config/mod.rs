@@ -179,7 +179,36 @@ impl Config {
         self.approval.validate()?;
         self.deletion.validate()?;
         self.catalog.check().map_err(|message| ConfigError::invalid("catalog", message))?;
-        self.schedule.validate()
+        self.schedule.validate()?;
+        self.needs_the_reconciler()
+    }
+
+    /// The reconciler (`schedule.reconcile`) starts the deletions whose grace period is over
+    /// and expires undecided approval requests: without it they would wait forever.
+    fn needs_the_reconciler(&self) -> Result<(), ConfigError> {
+        if !self.schedule.reconcile.trim().is_empty() {
+            return Ok(());
+        }
+        if self.deletion.grace_secs > 0 {
+            return Err(ConfigError::invalid(
+                "schedule.reconcile",
+                "is off, but deletion.grace_secs is not 0: the reconciler starts deletions once                  their grace period is over; turn it on or set deletion.grace_secs = 0",
+            ));
+        }
+        let approvals = self.approval.cpu_above.is_some()
+            || self
+                .catalog
+                .0
+                .values()
+                .flat_map(|tiers| tiers.values())
+                .any(|e| e.requires_approval);
+        if approvals {
+            return Err(ConfigError::invalid(
+                "schedule.reconcile",
+                "is off, but some projects need approval: the reconciler expires undecided                  requests; turn it on",
+            ));
+        }
+        Ok(())
     }
 
     /// The JWT signing key; see [`AuthConfig::jwt_secret`].

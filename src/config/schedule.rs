@@ -18,7 +18,8 @@ pub struct ScheduleConfig {
     pub resync: String,
     /// Deletes old finished jobs.
     pub prune_jobs: String,
-    /// Restarts the work of projects left waiting on a job that is no longer live.
+    /// Restarts the work of projects left waiting on a job that is no longer live; starts due
+    /// deletions, applies time to live, expires undecided approval requests.
     pub reconcile: String,
 }
 

@@ -325,6 +325,19 @@ fn demo_mode_uses_embedded_demo_config() {
 }
 
 #[test]
+fn scheduled_deletions_and_approvals_need_the_reconciler() {
+    Jail::expect_with(|jail| {
+        jail.set_env("INFRAHUB_SCHEDULE__RECONCILE", "");
+        let err = load_err(Mode::Demo, None);
+        assert!(err.contains("schedule.reconcile") && err.contains("grace_secs"), "{err}");
+        jail.set_env("INFRAHUB_DELETION__GRACE_SECS", "0");
+        let err = load_err(Mode::Demo, None);
+        assert!(err.contains("need approval"), "the demo's gold needs approval: {err}");
+        Ok(())
+    });
+}
+
+#[test]
 fn approval_expiry_is_bounded() {
     Jail::expect_with(|jail| {
         jail.set_env("INFRAHUB_APPROVAL__EXPIRE_AFTER_SECS", "5");

@@ -1,6 +1,8 @@
 //! `reconcile`: every minute, finds projects waiting on a job that is no longer live and
 //! starts their work again (see [`app::projects::reconcile`]), so no project stays
-//! provisioning, degraded or deleting with nothing on its way.
+//! provisioning, degraded or deleting with nothing on its way; and moves on the projects whose
+//! time has come: approval requests nobody decided, projects past their time to live, and
+//! scheduled deletions past their grace period.
 
 use super::{Job, JobError, KindSettings, Outcome, Run, Trigger};
 use crate::app;

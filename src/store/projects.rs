@@ -80,8 +80,9 @@ pub struct NewProject<'a> {
     pub ram_gb: i32,
     pub extra_quota: &'a Value,
     pub created_by: Uuid,
-    /// For a request that waits for approval: when it expires, and why it needs approval.
-    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// For a request that waits for approval: how many seconds after its insertion (by the
+    /// database's clock, which every daemon shares) it expires, and why it needs approval.
+    pub approval_expires_after_secs: Option<i64>,
     pub approval_reason: Option<&'a str>,
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -94,7 +95,8 @@ pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uui
         "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier,
                                cpu, ram_gb, extra_quota, status, created_by, generation,
                                approval_expires_at, approval_reason, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, 1, $13, $14, $15)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, 1,
+                 now() + $13::int8 * interval '1 second', $14, $15)",
     )
     .bind(id)
     .bind(new.name)
@@ -108,7 +110,7 @@ pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uui
     .bind(new.extra_quota)
     .bind(new.created_by)
     .bind(new.status.as_str())
-    .bind(new.approval_expires_at)
+    .bind(new.approval_expires_after_secs)
     .bind(new.approval_reason)
     .bind(new.expires_at)
     .execute(conn)
@@ -207,29 +209,49 @@ pub enum Due {
     ApprovalExpired,
     /// Scheduled deletions whose grace period is over.
     Deletion,
-    /// Projects past their time to live that are not on their way out yet.
+    /// Projects past their time to live that are not on their way out yet (or still wait for
+    /// approval).
     TimeToLive,
+}
+
+impl Due {
+    /// The condition, on `projects`, of a project that is due.
+    fn condition(self) -> &'static str {
+        match self {
+            Due::ApprovalExpired => "status = 'pending_approval' AND approval_expires_at <= now()",
+            Due::Deletion => "status = 'deletion_scheduled' AND delete_at <= now()",
+            Due::TimeToLive => {
+                "expires_at <= now() AND status IN ('pending_approval', 'active', 'failed', 'degraded')"
+            }
+        }
+    }
+
+    /// The column it is due by.
+    fn deadline(self) -> &'static str {
+        match self {
+            Due::ApprovalExpired => "approval_expires_at",
+            Due::Deletion => "delete_at",
+            Due::TimeToLive => "expires_at",
+        }
+    }
 }
 
 /// Up to `limit` projects that are `due`, the longest overdue first.
 pub async fn due(conn: &mut PgConnection, due: Due, limit: i64) -> Result<Vec<Uuid>, StoreError> {
-    let sql = match due {
-        Due::ApprovalExpired => {
-            "SELECT id FROM projects WHERE status = 'pending_approval' AND approval_expires_at <= now()
-              ORDER BY approval_expires_at LIMIT $1"
-        }
-        Due::Deletion => {
-            "SELECT id FROM projects WHERE status = 'deletion_scheduled' AND delete_at <= now()
-              ORDER BY delete_at LIMIT $1"
-        }
-        Due::TimeToLive => {
-            "SELECT id FROM projects
-              WHERE expires_at IS NOT NULL AND status IN ('active', 'failed', 'degraded')
-                AND expires_at <= now()
-              ORDER BY expires_at LIMIT $1"
-        }
-    };
-    Ok(sqlx::query_scalar(sql).bind(limit).fetch_all(conn).await?)
+    let sql = format!(
+        "SELECT id FROM projects WHERE {} ORDER BY {} LIMIT $1",
+        due.condition(),
+        due.deadline()
+    );
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(conn).await?)
+}
+
+/// Whether project `id` is still `due`: asked under its row lock, after [`due`] listed it (a
+/// restore, say, may have come in between).
+pub async fn still_due(conn: &mut PgConnection, id: Uuid, due: Due) -> Result<bool, StoreError> {
+    let sql =
+        format!("SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1 AND {})", due.condition());
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(conn).await?)
 }
 
 /// Forgets a time to live that has run out (a restored project lives on).
@@ -303,7 +325,8 @@ pub async fn transition(
     transition_at(conn, id, from, to, reason, job, None).await
 }
 
-/// [`transition`], with the time a move to `deletion_scheduled` deletes the project at.
+/// [`transition`], with how many seconds from now (the database's clock, which every daemon
+/// shares) a move to `deletion_scheduled` deletes the project.
 pub async fn transition_at(
     conn: &mut PgConnection,
     id: Uuid,
@@ -311,7 +334,7 @@ pub async fn transition_at(
     to: ProjectStatus,
     reason: Option<&str>,
     job: Option<Uuid>,
-    delete_at: Option<DateTime<Utc>>,
+    delete_after_secs: Option<i64>,
 ) -> Result<bool, StoreError> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let done = sqlx::query(
@@ -319,7 +342,8 @@ pub async fn transition_at(
             SET status = $3, failure_reason = $4, updated_at = now(),
                 deleted_at = CASE WHEN $3 = 'deleted' THEN now() END,
                 approval_expires_at = CASE WHEN $3 = 'pending_approval' THEN approval_expires_at END,
-                delete_at = CASE WHEN $3 = 'deletion_scheduled' THEN $6 END,
+                delete_at = CASE WHEN $3 = 'deletion_scheduled'
+                                 THEN now() + $6::int8 * interval '1 second' END,
                 failed_from = CASE WHEN $3 <> 'failed' THEN NULL
                                    WHEN status = 'failed' THEN failed_from
                                    ELSE status END
@@ -330,7 +354,7 @@ pub async fn transition_at(
     .bind(to.as_str())
     .bind(reason)
     .bind(job)
-    .bind(delete_at)
+    .bind(delete_after_secs)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -439,3 +439,26 @@ async fn the_console_shows_what_waits_and_decides_it(pool: PgPool) {
     assert!(lead.get(&second).await.html.contains("badge deleted"));
     app.project_becomes(&app.team_lead_token().await, &id, "active").await;
 }
+
+#[sqlx::test]
+async fn a_request_whose_time_to_live_runs_out_before_approval_is_rejected(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, &dir.path().join("gitops"), gold_needs_approval).await;
+    let lead = app.team_lead_token().await;
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let body = json!({ "name": "demo", "site": "fra", "sla_type": "gold",
+                       "performance_tier": "regular", "expires_at": later });
+    let created = app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::CREATED, None);
+    let id = created["id"].as_str().unwrap();
+    sqlx::query("UPDATE projects SET expires_at = now() - interval '1 second' WHERE id = $1::uuid")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()).await.unwrap();
+    assert_eq!(report.ttl_expired, ["shop-demo"]);
+    let rejected = project(&app, &lead, id).await;
+    assert_eq!(rejected["status"], "rejected");
+    assert!(rejected["failure_reason"].as_str().unwrap().contains("time to live"), "{rejected}");
+    assert_eq!(app.used_cpu(&lead).await, 0);
+}

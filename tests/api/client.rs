@@ -425,6 +425,9 @@ async fn a_field_admin_approves_and_rejects_requests_from_the_command_line(pool:
         "{}",
         again.stderr
     );
+    // The team lead reads why, by name, though the request has ended.
+    let vault = lead.run(&["projects", "show", "vault"], None).await.ok().stdout;
+    assert!(vault.contains("rejected") && vault.contains("one is enough"), "{vault}");
     app.run_jobs().await;
     let ledger = lead.run(&["projects", "show", "ledger", "-o", "json"], None).await.ok().json();
     assert_eq!(ledger["status"], "active", "approved, then provisioned");

@@ -271,3 +271,114 @@ async fn the_console_schedules_and_restores(pool: PgPool) {
     assert_eq!(project(&app, &lead, &id).await["status"], "provisioning");
     app.project_becomes(&lead, &id, "active").await;
 }
+
+#[sqlx::test]
+async fn every_status_holds_quota_as_the_state_machine_says(pool: PgPool) {
+    use infrahub::domain::project::ProjectStatus;
+    let app = app(&pool, Path::new("/nonexistent"), |_| {}).await;
+    for (n, status) in ProjectStatus::ALL.into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                                   performance_tier, cpu, ram_gb, status, generation, deleted_at,
+                                   approval_expires_at, approval_reason, delete_at)
+             VALUES (gen_random_uuid(), $1, $2, $3, $1, 'bronze', 'regular', $4, 1, $5, 1,
+                     CASE WHEN $5 = 'deleted' THEN now() END,
+                     CASE WHEN $5 = 'pending_approval' THEN now() END,
+                     CASE WHEN $5 = 'pending_approval' THEN 'a test' END,
+                     CASE WHEN $5 = 'deletion_scheduled' THEN now() END)",
+        )
+        .bind(format!("p{n}"))
+        .bind(app.org.dept)
+        .bind(app.org.site)
+        .bind(1i32 << n)
+        .bind(status.as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let expected: i64 = ProjectStatus::ALL
+        .into_iter()
+        .enumerate()
+        .filter(|(_, status)| status.holds_quota())
+        .map(|(n, _)| 1i64 << n)
+        .sum();
+    let mut conn = pool.acquire().await.unwrap();
+    let (_, used) =
+        infrahub::store::capacity::quota_and_usage(&mut conn, app.org.dept, app.org.site)
+            .await
+            .unwrap();
+    assert_eq!(used.cpu, expected, "the reservation check");
+    let lead = app.team_lead_token().await;
+    assert_eq!(app.used_cpu(&lead).await, expected, "the department's quota view");
+}
+
+#[sqlx::test]
+async fn a_failed_project_is_scheduled_too_and_a_failed_deletion_is_asked_again_at_once(
+    pool: PgPool,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, &dir.path().join("gitops"), |_| {}).await;
+    let lead = app.team_lead_token().await;
+    let admin = app.admin_token().await;
+    let id = active(&app, &lead, "web", None).await;
+    // A cancelled resize fails it; deleting a failed project is scheduled like any other,
+    // and restoring it provisions it again.
+    let resize = json!({ "performance_tier": "high" });
+    let resized = app
+        .call(Method::PATCH, &format!("/api/v1/projects/{id}"), Some(&lead), Some(resize))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    app.call(
+        Method::POST,
+        &format!("{}/cancel", resized["location"].as_str().unwrap()),
+        Some(&admin),
+        None,
+    )
+    .await
+    .expect(StatusCode::OK, None);
+    assert_eq!(project(&app, &lead, &id).await["status"], "failed");
+    delete(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+    assert_eq!(project(&app, &lead, &id).await["status"], "deletion_scheduled");
+    restore(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+    app.project_becomes(&lead, &id, "active").await;
+
+    // A deletion that fails once its grace period is over is asked again at once.
+    delete(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+    make_due(&pool, "delete_at", &id).await;
+    infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()).await.unwrap();
+    let removal = project(&app, &lead, &id).await["last_job_id"].as_str().unwrap().to_owned();
+    app.call(Method::POST, &format!("/api/v1/jobs/{removal}/cancel"), Some(&admin), None)
+        .await
+        .expect(StatusCode::OK, None);
+    let failed = project(&app, &lead, &id).await;
+    assert_eq!(
+        (failed["status"].as_str(), failed["failed_from"].as_str()),
+        (Some("failed"), Some("deleting"))
+    );
+    let again = delete(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+    assert_eq!(again["status"], "deleting", "no second grace period: {again}");
+    assert!(again["job_id"].is_string());
+    app.project_becomes(&lead, &id, "deleted").await;
+}
+
+#[sqlx::test]
+async fn a_sweep_acts_only_on_what_is_still_due_under_the_lock(pool: PgPool) {
+    use infrahub::store::projects::{Due, due, still_due};
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&pool, &dir.path().join("gitops"), |_| {}).await;
+    let lead = app.team_lead_token().await;
+    let id = active(&app, &lead, "web", None).await;
+    delete(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+    make_due(&pool, "delete_at", &id).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let listed = due(&mut conn, Due::Deletion, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    // Between the sweep's list and its lock: restored, and deleted again for a new day.
+    restore(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+    app.project_becomes(&lead, &id, "active").await;
+    delete(&app, &lead, &id).await.expect(StatusCode::ACCEPTED, None);
+    assert!(!still_due(&mut conn, listed[0], Due::Deletion).await.unwrap(), "a new grace period");
+    let report = infrahub::app::projects::reconcile(&app.ctx, Uuid::now_v7()).await.unwrap();
+    assert!(report.deleting.is_empty());
+    assert_eq!(project(&app, &lead, &id).await["status"], "deletion_scheduled");
+}
