@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::api_client::commands::{
-    Common, JobsAction, Output, ProjectsAction, QuotaAction, Request, ServersAction,
+    Common, JobsAction, Output, ProjectsAction, QuotaAction, Request, ServersAction, WebhooksAction,
 };
 use crate::api_client::{self, ClientError};
 use crate::app::users::{NewAccount, UnitRef};
@@ -112,10 +112,17 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Client: show or set a department's quota per site.
+    /// Client: show or set a department's quota per site; ask for more, and decide requests.
     Quota {
         #[command(subcommand)]
         action: QuotaAction,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Client: webhooks that get notifications (center admins).
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
         #[command(flatten)]
         common: Common,
     },
@@ -335,6 +342,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Quota { action, common } => {
             Ok(api_client::commands::run(common, Request::Quota(action)).await?)
+        }
+        Command::Webhooks { action, common } => {
+            Ok(api_client::commands::run(common, Request::Webhooks(action)).await?)
         }
         Command::Completions { shell } => {
             let mut command = Cli::command();

@@ -229,6 +229,44 @@ pub enum QuotaAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum WebhooksAction {
+    /// List webhooks.
+    List,
+    /// Add a webhook; prints its secret (generated unless given), shown this once.
+    Add {
+        /// A name (DNS-1123 label)
+        name: String,
+        /// Where to POST (http:// or https://)
+        #[arg(value_name = "URL")]
+        endpoint: String,
+        /// json or slack
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// An event it wants (repeat); none: all. See `GET /api/v1/openapi.json`, EventKind.
+        #[arg(long = "event", value_name = "EVENT")]
+        events: Vec<String>,
+        /// The HMAC-SHA256 key (16 to 200 characters)
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Turn a webhook on or off.
+    Enable {
+        webhook: String,
+        /// Turn it off instead
+        #[arg(long)]
+        off: bool,
+    },
+    /// Send a webhook a test notification.
+    Ping {
+        webhook: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove a webhook.
+    Remove { webhook: String },
+}
+
 /// A client command, parsed.
 #[derive(Debug)]
 pub enum Request {
@@ -239,6 +277,7 @@ pub enum Request {
     Servers(ServersAction),
     Capacity { field: String, without: Vec<String> },
     Quota(QuotaAction),
+    Webhooks(WebhooksAction),
 }
 
 /// Runs one client command and prints its result to stdout (progress goes to stderr).
@@ -263,6 +302,7 @@ pub async fn run(common: Common, request: Request) -> Result<(), ClientError> {
         }
         Request::Capacity { field, without } => impact(&client, out, &field, &without).await,
         Request::Quota(action) => quota(&mut client, out, action).await,
+        Request::Webhooks(action) => webhooks(&mut client, out, action).await,
     }
 }
 
@@ -1182,4 +1222,93 @@ fn fit_words(fit: &Value) -> String {
         resources(&fit["quota_after"]),
         resources(&fit["field_free"])
     )
+}
+
+/// A webhook's id from an id or a name.
+async fn webhook_id(client: &Client, webhook: &str) -> Result<Uuid, ClientError> {
+    if let Ok(id) = webhook.parse::<Uuid>() {
+        return Ok(id);
+    }
+    all_pages(client, "admin/webhooks")
+        .await?
+        .into_iter()
+        .find(|w| w["name"] == webhook)
+        .and_then(|w| w["id"].as_str().and_then(|id| id.parse().ok()))
+        .ok_or_else(|| ClientError::Refused(format!("no webhook named {webhook:?}")))
+}
+
+async fn webhooks(
+    client: &mut Client,
+    out: Output,
+    action: WebhooksAction,
+) -> Result<(), ClientError> {
+    match action {
+        WebhooksAction::List => {
+            let items = all_pages(client, "admin/webhooks").await?;
+            match out {
+                Output::Json => print_json(&Value::Array(items)),
+                Output::Table if items.is_empty() => println!("no webhooks"),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = items
+                        .iter()
+                        .map(|w| {
+                            let events: Vec<String> = w["events"]
+                                .as_array()
+                                .map(|e| e.iter().map(cell).collect())
+                                .unwrap_or_default();
+                            let events =
+                                if events.is_empty() { "all".to_owned() } else { events.join(",") };
+                            let on = if w["enabled"] == true { "on" } else { "off" };
+                            vec![
+                                cell(&w["name"]),
+                                cell(&w["format"]),
+                                on.to_owned(),
+                                events,
+                                cell(&w["url"]),
+                            ]
+                        })
+                        .collect();
+                    print!("{}", table(&["name", "format", "enabled", "events", "url"], &rows));
+                }
+            }
+        }
+        WebhooksAction::Add { name, endpoint, format, events, secret } => {
+            let body = json!({ "name": name, "url": endpoint, "format": format, "events": events,
+                               "secret": secret });
+            let answer = client.write(Method::POST, "admin/webhooks", Some(body)).await?;
+            match out {
+                Output::Json => print_json(&answer),
+                Output::Table => {
+                    println!("webhook {name} added ({})", cell(&answer["id"]));
+                    println!("secret (shown this once): {}", cell(&answer["secret"]));
+                }
+            }
+        }
+        WebhooksAction::Enable { webhook, off } => {
+            let id = webhook_id(client, &webhook).await?;
+            let body = json!({ "enabled": !off });
+            let answer =
+                client.write(Method::PATCH, &format!("admin/webhooks/{id}"), Some(body)).await?;
+            match out {
+                Output::Json => print_json(&answer),
+                Output::Table => {
+                    println!("webhook {webhook} {}", if off { "off" } else { "on" })
+                }
+            }
+        }
+        WebhooksAction::Ping { webhook, wait } => {
+            let id = webhook_id(client, &webhook).await?;
+            let answer =
+                client.write(Method::POST, &format!("admin/webhooks/{id}/ping"), None).await?;
+            accepted(client, out, answer, &format!("ping to {webhook}"), wait).await?;
+        }
+        WebhooksAction::Remove { webhook } => {
+            let id = webhook_id(client, &webhook).await?;
+            client.write(Method::DELETE, &format!("admin/webhooks/{id}"), None).await?;
+            if out == Output::Table {
+                println!("webhook {webhook} removed");
+            }
+        }
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ use super::jobs::{JobMeta, submit};
 use super::{Actor, AppResult, Caller, PageParams, Submitted};
 use crate::clients::inventory::Inventory;
 use crate::context::Context;
+use crate::domain::notification::{EventKind, Notification};
 use crate::domain::scope::Action;
 use crate::jobs::Trigger;
 use crate::jobs::sync_servers::{SyncRequest, SyncServers};
@@ -219,6 +220,25 @@ pub async fn sync(
     report.duration_ms = started.elapsed().as_millis() as u64;
     let change = Change::new("inventory", "sync", &report.source).after(&report);
     audit::record(&mut tx, actor, change).await?;
+    for deficit in &report.deficits {
+        let short: Vec<String> = deficit
+            .departments
+            .iter()
+            .map(|d| {
+                format!("{} short by {} CPU / {} GB", d.department, d.short.cpu, d.short.ram_gb)
+            })
+            .collect();
+        let text = format!(
+            "field {} at {} has {} CPU and {} GB RAM less than its quotas after a sync ({})",
+            deficit.field,
+            deficit.site,
+            deficit.deficit.cpu,
+            deficit.deficit.ram_gb,
+            if short.is_empty() { "no department short".to_owned() } else { short.join(", ") }
+        );
+        let note = Notification::new(EventKind::CapacityDeficit, text, serde_json::json!(deficit));
+        super::webhooks::emit(&mut tx, ctx, note).await?;
+    }
     super::commit(tx).await?;
     tracing::info!(
         seen = report.seen,

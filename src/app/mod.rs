@@ -22,6 +22,7 @@ pub mod projects;
 pub mod quota_requests;
 pub mod token;
 pub mod users;
+pub mod webhooks;
 
 pub use idempotency::commit;
 

@@ -14,11 +14,12 @@ use super::jobs::{JobMeta, enqueue};
 use super::{AppError, AppResult, Caller, PageParams, Submitted};
 use crate::context::Context;
 use crate::domain::ValidationError;
-use crate::domain::capacity::Resources;
+use crate::domain::capacity::{self as crates_capacity, Resources};
 use crate::domain::catalog::Catalog;
 use crate::domain::lifecycle::{self, Event, Transition, Work};
 use crate::domain::manifests::ProjectSpec;
 use crate::domain::name::Label;
+use crate::domain::notification::{EventKind, Notification};
 use crate::domain::project::{ProjectStatus, namespace_for};
 use crate::domain::scope::{Action, Owner, Scope};
 use crate::jobs::deprovision_namespace::DeprovisionNamespace;
@@ -114,7 +115,7 @@ async fn reserve(
     site_id: Uuid,
     freed: Resources,
     wanted: Resources,
-) -> AppResult<()> {
+) -> AppResult<Reserved> {
     store_capacity::lock_field_site(conn, field_id, site_id).await?;
     // A statement of its own after the lock: its snapshot sees what the last holder committed.
     let (quota, used) = store_capacity::quota_and_usage(conn, department_id, site_id).await?;
@@ -122,7 +123,7 @@ async fn reserve(
     let used = used - freed;
     let free = (quota - used).positive_part();
     if wanted.fits_in(free) {
-        return Ok(());
+        return Ok(Reserved { quota, before: used, after: used + wanted });
     }
     Err(AppError::conflict(
         "over_quota",
@@ -132,6 +133,116 @@ async fn reserve(
         ),
     )
     .with_details(json!({ "free": free, "quota": quota, "used": used, "requested": wanted })))
+}
+
+/// A reservation made: the department's quota at the site, and its projects' use before and
+/// after.
+struct Reserved {
+    quota: Resources,
+    before: Resources,
+    after: Resources,
+}
+
+impl Reserved {
+    /// Tells the webhooks when the department's use passes 90 % of its quota at the site.
+    async fn warn_if_nearly_full(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &Context,
+        project: &Project,
+    ) -> AppResult<()> {
+        if !crates_capacity::crosses_90_percent(self.quota, self.before, self.after) {
+            return Ok(());
+        }
+        let note = Notification::new(
+            EventKind::QuotaAbove90,
+            format!(
+                "department {} now uses {} of {} CPU and {} of {} GB RAM of its quota at {} (with project {})",
+                project.department,
+                self.after.cpu,
+                self.quota.cpu,
+                self.after.ram_gb,
+                self.quota.ram_gb,
+                project.site,
+                project.name
+            ),
+            json!({ "department_id": project.department_id, "department": project.department,
+                    "field_id": project.field_id, "field": project.field,
+                    "site_id": project.site_id, "site": project.site,
+                    "quota": self.quota, "used": self.after, "project_id": project.id }),
+        );
+        super::webhooks::emit(conn, ctx, note).await
+    }
+}
+
+/// What webhooks are told about `project`.
+fn project_data(project: &Project) -> serde_json::Value {
+    json!({ "project_id": project.id, "name": project.name, "namespace": project.namespace,
+            "status": project.status, "department": project.department,
+            "department_id": project.department_id, "field": project.field,
+            "field_id": project.field_id, "site": project.site, "sla_type": project.sla_type,
+            "performance_tier": project.performance_tier, "cpu": project.cpu,
+            "ram_gb": project.ram_gb, "reason": project.failure_reason,
+            "approval_reason": project.approval_reason,
+            "approval_expires_at": project.approval_expires_at, "delete_at": project.delete_at })
+}
+
+/// The notification of a project's move by `event` (`None`: its creation) to the status it
+/// is in, if webhooks hear of such moves.
+fn project_news(event: Option<Event>, project: &Project) -> Option<Notification> {
+    let name = format!("{} ({} at {})", project.name, project.department, project.site);
+    let (kind, text) = match (event, project.status) {
+        (_, ProjectStatus::PendingApproval) => (
+            EventKind::ApprovalRequested,
+            format!(
+                "project {name} waits for approval: {}, {} CPU, {} GB RAM; {}",
+                format_args!("{}/{}", project.sla_type, project.performance_tier),
+                project.cpu,
+                project.ram_gb,
+                project.approval_reason.as_deref().unwrap_or("it needs approval")
+            ),
+        ),
+        (Some(Event::Approve), _) => {
+            (EventKind::ApprovalDecided, format!("project {name} was approved"))
+        }
+        (Some(Event::Reject | Event::ApprovalExpired), _) => (
+            EventKind::ApprovalDecided,
+            format!(
+                "project {name} was not approved: {}",
+                project.failure_reason.as_deref().unwrap_or("rejected")
+            ),
+        ),
+        (_, ProjectStatus::Failed) => (
+            EventKind::ProjectFailed,
+            format!(
+                "project {name} failed: {}",
+                project.failure_reason.as_deref().unwrap_or("no reason given")
+            ),
+        ),
+        (_, ProjectStatus::DeletionScheduled) => (
+            EventKind::DeletionScheduled,
+            format!(
+                "project {name} will be deleted at {}; restore it before then to keep it",
+                project.delete_at.map(|at| at.to_rfc3339()).unwrap_or_default()
+            ),
+        ),
+        _ => return None,
+    };
+    Some(Notification::new(kind, text, project_data(project)))
+}
+
+/// Tells the webhooks about the project's move, if they hear of such moves.
+async fn announce(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    event: impl Into<Option<Event>>,
+    project: &Project,
+) -> AppResult<()> {
+    let event = event.into();
+    match project_news(event, project) {
+        Some(note) => super::webhooks::emit(conn, ctx, note).await,
+        None => Ok(()),
+    }
 }
 
 /// Enqueues the job of `work` for the project's current generation and makes it the project's
@@ -237,7 +348,9 @@ pub async fn create(
     // includes this uncommitted project, hence `wanted` as freed; over quota, all of it rolls
     // back, the job and its wake-up with it. So a request both over quota and named like an
     // existing project is refused as `already_exists`, the first thing found wrong.
-    reserve(&mut tx, dept.field_id, dept.id, site.id, wanted, wanted).await?;
+    let reserved = reserve(&mut tx, dept.field_id, dept.id, site.id, wanted, wanted).await?;
+    announce(&mut tx, ctx, None, &project).await?;
+    reserved.warn_if_nearly_full(&mut tx, ctx, &project).await?;
     super::commit(tx).await?;
     Ok(ProjectSubmitted { project, submitted: enqueued.map(Into::into) })
 }
@@ -300,8 +413,16 @@ pub async fn resize(
         .with_details(json!({ "sla_type": sla, "performance_tier": tier })));
     }
     let old = Resources::new(before.cpu.into(), before.ram_gb.into());
-    reserve(&mut tx, before.field_id, before.department_id, before.site_id, old, entry.resources())
-        .await?;
+    let reserved = reserve(
+        &mut tx,
+        before.field_id,
+        before.department_id,
+        before.site_id,
+        old,
+        entry.resources(),
+    )
+    .await?;
+    reserved.warn_if_nearly_full(&mut tx, ctx, &before).await?;
     let (cpu, ram_gb, extra) = (entry.cpu as i32, entry.ram_gb as i32, json!(entry.extra));
     projects::resize(&mut tx, id, &sla, &tier, cpu, ram_gb, &extra, step.to).await?;
     if changes_entry {
@@ -428,6 +549,7 @@ async fn finish_change(
     let after = projects::get(&mut tx, before.id).await?;
     let change = Change::new("project", event.verb(), before.id).before(before).after(&after);
     audit::record(&mut tx, &caller.actor(), change).await?;
+    announce(&mut tx, ctx, event, &after).await?;
     super::commit(tx).await?;
     Ok(ProjectSubmitted { project: after, submitted: enqueued.map(Into::into) })
 }
@@ -463,7 +585,7 @@ pub async fn settle(
     reason: Option<&str>,
 ) -> AppResult<bool> {
     let mut tx = ctx.pool.begin().await?;
-    let moved = settle_in(&mut tx, job_id, project_id, event, reason).await?;
+    let moved = settle_in(&mut tx, ctx, job_id, project_id, event, reason).await?;
     super::commit(tx).await?;
     Ok(moved)
 }
@@ -473,6 +595,7 @@ pub async fn settle(
 /// `reason`.
 pub async fn settle_failed(
     conn: &mut PgConnection,
+    ctx: &Context,
     job_id: Uuid,
     project_id: Uuid,
     reason: &str,
@@ -483,12 +606,13 @@ pub async fn settle_failed(
         Err(other) => return Err(other.into()),
     };
     let Some(event) = lifecycle::failure_event(status) else { return Ok(false) };
-    settle_in(conn, job_id, project_id, event, Some(reason)).await
+    settle_in(conn, ctx, job_id, project_id, event, Some(reason)).await
 }
 
 /// [`settle`] in the caller's transaction.
 async fn settle_in(
     conn: &mut PgConnection,
+    ctx: &Context,
     job_id: Uuid,
     project_id: Uuid,
     event: Event,
@@ -507,6 +631,8 @@ async fn settle_in(
         let change = Change::new("project", step.to.as_str(), project_id)
             .after(&json!({ "status": step.to, "reason": reason }));
         audit::record(conn, &Actor::job(job_id), change).await?;
+        let after = projects::get(conn, project_id).await?;
+        announce(conn, ctx, event, &after).await?;
     }
     Ok(moved)
 }
@@ -726,6 +852,7 @@ async fn system_move(
         .before(&before)
         .after(&json!({ "project": after, "reason": reason, "job_id": job }));
     audit::record(&mut tx, &Actor::job(job_id), change).await?;
+    announce(&mut tx, ctx, event, &after).await?;
     super::commit(tx).await?;
     Ok(Some(before))
 }
@@ -797,6 +924,7 @@ pub async fn force_fail(
     let after = projects::get(&mut tx, id).await?;
     let change = Change::new("project", Event::ForceFail.verb(), id).before(&before).after(&after);
     audit::record(&mut tx, &caller.actor(), change).await?;
+    announce(&mut tx, ctx, Event::ForceFail, &after).await?;
     super::commit(tx).await?;
     Ok(after)
 }

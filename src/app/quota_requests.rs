@@ -4,6 +4,7 @@
 //! `allocate_quota` job with the same checks as any quota change, or rejects it with a reason.
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -13,6 +14,7 @@ use crate::context::Context;
 use crate::domain::ValidationError;
 use crate::domain::capacity::{Resources, check_quota};
 use crate::domain::catalog::MAX_SIZE;
+use crate::domain::notification::{EventKind, Notification};
 use crate::domain::scope::{Action, Owner};
 use crate::jobs::allocate_quota::AllocateQuota;
 use crate::store::audit::{self, Change};
@@ -203,6 +205,26 @@ async fn visible(conn: &mut PgConnection, caller: &Caller, id: Uuid) -> AppResul
     }
 }
 
+/// Tells the webhooks how a request was decided.
+async fn decided(conn: &mut PgConnection, ctx: &Context, request: &QuotaRequest) -> AppResult<()> {
+    let by = request.decided_by_name.as_deref().unwrap_or("?");
+    let text = match request.decision_reason.as_deref() {
+        Some(why) => format!(
+            "{by} rejected {}'s request for more quota at {}: {why}",
+            request.department, request.site
+        ),
+        None => format!(
+            "{by} approved {}'s request for more quota at {}: {} CPU, {} GB RAM",
+            request.department,
+            request.site,
+            request.approved_cpu.unwrap_or_default(),
+            request.approved_ram_gb.unwrap_or_default()
+        ),
+    };
+    let note = Notification::new(EventKind::QuotaRequestDecided, text, json!(request));
+    super::webhooks::emit(conn, ctx, note).await
+}
+
 /// The start of a decision: role, scope (404 outside it), the row lock, and 409 unless the
 /// request is still pending.
 async fn begin_decision(
@@ -251,6 +273,7 @@ pub async fn approve(
     let after = store::get(&mut tx, id).await?;
     let audited = Change::new("quota_request", "approve", id).before(&before).after(&after);
     audit::record(&mut tx, &caller.actor(), audited).await?;
+    decided(&mut tx, ctx, &after).await?;
     super::commit(tx).await?;
     Ok((QuotaRequestView { request: after, fit: None }, enqueued.into()))
 }
@@ -269,6 +292,7 @@ pub async fn reject(
     let after = store::get(&mut tx, id).await?;
     let audited = Change::new("quota_request", "reject", id).before(&before).after(&after);
     audit::record(&mut tx, &caller.actor(), audited).await?;
+    decided(&mut tx, ctx, &after).await?;
     super::commit(tx).await?;
     Ok(QuotaRequestView { request: after, fit: None })
 }

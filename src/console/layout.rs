@@ -25,6 +25,7 @@ fn nav(role: Role) -> &'static [(&'static str, &'static str)] {
             ("/organisation", "Organisation"),
             ("/jobs", "Jobs"),
             ("/audit", "Audit log"),
+            ("/webhooks", "Webhooks"),
         ],
     }
 }

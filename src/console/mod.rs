@@ -19,6 +19,7 @@ mod center;
 mod field;
 mod layout;
 mod lead;
+mod webhooks;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -55,6 +56,7 @@ pub fn router(ctx: Context) -> Router<Context> {
         .route("/assets/htmx.min.js", get(htmx))
         .merge(lead::routes())
         .merge(approvals::routes())
+        .merge(webhooks::routes())
         .merge(field::routes())
         .merge(center::routes())
         .route_layer(middleware::from_fn_with_state(ctx, guard))

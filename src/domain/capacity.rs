@@ -169,11 +169,32 @@ fn share_out(capacity: i64, quotas: &[i64]) -> Vec<i64> {
     backed.into_iter().map(|b| i64::try_from(b).unwrap_or(i64::MAX)).collect()
 }
 
+/// Whether a use of a quota going from `before` to `after` passes 90 % of it (of its CPU or
+/// its RAM): the moment to warn, once, rather than at every change above.
+pub fn crosses_90_percent(quota: Resources, before: Resources, after: Resources) -> bool {
+    let crosses = |quota: i64, before: i64, after: i64| {
+        quota > 0 && before * 10 <= quota * 9 && after * 10 > quota * 9
+    };
+    crosses(quota.cpu, before.cpu, after.cpu) || crosses(quota.ram_gb, before.ram_gb, after.ram_gb)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn the_90_percent_mark_is_crossed_once() {
+        let quota = Resources::new(20, 100);
+        let r = Resources::new;
+        assert!(crosses_90_percent(quota, r(10, 10), r(19, 10)), "cpu 50% -> 95%");
+        assert!(crosses_90_percent(quota, r(0, 90), r(0, 91)), "ram 90% -> 91%");
+        assert!(!crosses_90_percent(quota, r(18, 10), r(18, 10)), "at 90%, not above");
+        assert!(!crosses_90_percent(quota, r(19, 10), r(20, 10)), "above already");
+        assert!(!crosses_90_percent(quota, r(10, 10), r(12, 20)), "well below");
+        assert!(!crosses_90_percent(Resources::ZERO, r(0, 0), r(1, 1)), "no quota, no mark");
+    }
 
     fn r(cpu: i64, ram_gb: i64) -> Resources {
         Resources::new(cpu, ram_gb)

@@ -9,6 +9,7 @@ pub mod job;
 pub mod lifecycle;
 pub mod manifests;
 pub mod name;
+pub mod notification;
 pub mod password;
 pub mod project;
 pub mod role;

@@ -74,12 +74,12 @@ impl Job for DeprovisionNamespace {
 
     async fn on_failure(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         conn: &mut PgConnection,
         job: &Run<ProjectJob>,
         reason: &str,
     ) -> Result<(), JobError> {
-        app::projects::settle_failed(conn, job.id, job.payload.project_id, reason).await?;
+        app::projects::settle_failed(conn, ctx, job.id, job.payload.project_id, reason).await?;
         Ok(())
     }
 }

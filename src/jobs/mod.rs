@@ -13,6 +13,7 @@
 
 pub mod allocate_quota;
 pub mod allocate_servers;
+pub mod deliver_webhook;
 pub mod deprovision_namespace;
 pub mod diagnostic;
 pub mod engine;
@@ -350,6 +351,7 @@ impl Registry {
         registry.add(poll_argocd::PollArgocd, config);
         registry.add(resync::Resync, config);
         registry.add(reconcile::Reconcile, config);
+        registry.add(deliver_webhook::DeliverWebhook, config);
         if let Some(unknown) =
             config.kinds.keys().find(|k| !registry.kinds.contains_key(k.as_str()))
         {
@@ -395,6 +397,7 @@ mod tests {
             [
                 "allocate_quota",
                 "allocate_servers",
+                "deliver_webhook",
                 "deprovision_namespace",
                 "noop",
                 "poll_argocd",

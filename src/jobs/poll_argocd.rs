@@ -160,12 +160,12 @@ impl Job for PollArgocd {
 
     async fn on_failure(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         conn: &mut PgConnection,
         job: &Run<PollPayload>,
         reason: &str,
     ) -> Result<(), JobError> {
-        app::projects::settle_failed(conn, job.id, job.payload.project_id, reason).await?;
+        app::projects::settle_failed(conn, ctx, job.id, job.payload.project_id, reason).await?;
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ pub mod sessions;
 pub mod stats;
 pub mod throttle;
 pub mod users;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -519,3 +519,45 @@ async fn quota_requests_from_the_command_line(pool: PgPool) {
         .stdout;
     assert!(rejected.contains("rejected"), "{rejected}");
 }
+
+#[sqlx::test]
+async fn webhooks_from_the_command_line(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let admin = Shell::new(&app.base);
+    admin.login("root").await;
+    let add = [
+        "webhooks",
+        "add",
+        "chat",
+        "https://chat.example/hook",
+        "--format",
+        "slack",
+        "--event",
+        "approval.requested",
+        "--event",
+        "capacity.deficit",
+    ];
+    let added = admin.run(&add, None).await.ok().stdout;
+    assert!(
+        added.contains("webhook chat added") && added.contains("secret (shown this once): "),
+        "{added}"
+    );
+    let listed = admin.run(&["webhooks", "list"], None).await.ok().stdout;
+    assert!(
+        listed.contains("approval.requested,capacity.deficit") && listed.contains("slack"),
+        "{listed}"
+    );
+    admin.run(&["webhooks", "enable", "chat", "--off"], None).await.ok();
+    let off = admin.run(&["webhooks", "list", "-o", "json"], None).await.ok().json();
+    assert_eq!(off[0]["enabled"], false);
+    let pinged = admin.run(&["webhooks", "ping", "chat"], None).await.ok().stdout;
+    assert!(pinged.contains("ping to chat: job"), "{pinged}");
+    let bad =
+        admin.run(&["webhooks", "add", "x", "https://e.example", "--event", "nope"], None).await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    admin.run(&["webhooks", "remove", "chat"], None).await.ok();
+    let none = admin.run(&["webhooks", "list"], None).await.ok().stdout;
+    assert!(none.contains("no webhooks"), "{none}");
+    let gone = admin.run(&["webhooks", "remove", "chat"], None).await;
+    assert_eq!(gone.code, 2, "{}", gone.stderr);
+}

@@ -41,3 +41,4 @@ mod private_pg;
 mod projects;
 mod quota_requests;
 mod systemd;
+mod webhooks;

@@ -35,7 +35,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 
 /// Something each migration creates (a table, a `table:column` or a `function(args)`) or
 /// removes (`!index`), newest last.
-const TABLES: [&str; 18] = [
+const TABLES: [&str; 19] = [
     "users",
     "servers",
     "projects",
@@ -54,6 +54,7 @@ const TABLES: [&str; 18] = [
     "projects:approval_reason",
     "projects:expires_at",
     "quota_requests",
+    "webhooks",
 ];
 
 #[sqlx::test(migrations = false)]
