@@ -525,6 +525,9 @@ fn show_project(p: &Value) -> String {
             ("approval expires", "/approval_expires_at"),
             ("deletion at", "/delete_at"),
             ("expires", "/expires_at"),
+            ("in use cpu", "/used_cpu"),
+            ("in use ram (GB)", "/used_ram_gb"),
+            ("oversized", "/oversized"),
             ("site", "/site"),
             ("field", "/field"),
             ("department", "/department"),
@@ -1138,11 +1141,19 @@ async fn quota(client: &mut Client, out: Output, action: QuotaAction) -> Result<
                                 resources(&s["quota"]),
                                 resources(&s["used"]),
                                 resources(&s["free"]),
+                                match s["in_use"].is_null() {
+                                    true => "-".to_owned(),
+                                    false => format!(
+                                        "{:.1}/{:.1}",
+                                        s["in_use"]["cpu"].as_f64().unwrap_or_default(),
+                                        s["in_use"]["ram_gb"].as_f64().unwrap_or_default()
+                                    ),
+                                },
                             ]
                         })
                         .collect();
                     println!("department {} (cpu/ram GB)", cell(&quota["department"]));
-                    print!("{}", table(&["site", "quota", "used", "free"], &rows));
+                    print!("{}", table(&["site", "quota", "reserved", "free", "in use"], &rows));
                 }
             }
         }

@@ -434,6 +434,11 @@ pub struct SiteCapacity {
     pub deficit: Resources,
     pub missing_servers: i64,
     pub missing: Resources,
+    /// Reserved by the field's projects at the site.
+    pub reserved: Resources,
+    /// What those projects actually use, as read from Prometheus (absent: never read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_use: Option<InUse>,
 }
 
 /// A field's capacity per site.
@@ -473,6 +478,8 @@ pub async fn field_capacity(ctx: &Context, caller: &Caller, id: Uuid) -> AppResu
                 deficit: (allocated - capacity).positive_part(),
                 missing_servers: row.missing_servers,
                 missing: Resources::new(row.missing_cpu, row.missing_ram_gb),
+                reserved: Resources::new(row.reserved_cpu, row.reserved_ram_gb),
+                in_use: InUse::of(row.in_use_cpu, row.in_use_ram_gb),
             }
         })
         .collect();
@@ -693,6 +700,25 @@ pub struct SiteQuota {
     /// Reserved by the department's projects.
     pub used: Resources,
     pub free: Resources,
+    /// What those projects actually use, as read from Prometheus (absent: never read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_use: Option<InUse>,
+}
+
+/// What projects actually use (their ResourceQuotas' `used` requests, read from Prometheus).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct InUse {
+    pub cpu: f64,
+    pub ram_gb: f64,
+}
+
+impl InUse {
+    fn of(cpu: Option<f64>, ram_gb: Option<f64>) -> Option<Self> {
+        match (cpu, ram_gb) {
+            (None, None) => None,
+            (cpu, ram_gb) => Some(Self { cpu: cpu.unwrap_or(0.0), ram_gb: ram_gb.unwrap_or(0.0) }),
+        }
+    }
 }
 
 /// A department's quota per site.
@@ -729,6 +755,7 @@ pub async fn department_quota(
                 quota,
                 used,
                 free: (quota - used).positive_part(),
+                in_use: InUse::of(row.in_use_cpu, row.in_use_ram_gb),
             }
         })
         .collect();

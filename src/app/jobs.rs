@@ -221,6 +221,8 @@ pub enum ManualKind {
     Sleep,
     /// Deletes finished jobs older than `workers.retention_days` now.
     PruneJobs,
+    /// Reads what projects use from Prometheus now (`usage.prometheus`).
+    ReadUsage,
 }
 
 /// A maintenance or diagnostic job to start.
@@ -258,6 +260,10 @@ pub async fn submit_manual(
                     .with_details(json!({ "field": "payload" }))
             })?;
             submit::<PruneJobs>(ctx, caller, &trigger, meta).await
+        }
+        ManualKind::ReadUsage => {
+            let trigger = Trigger { schedule: None, tick: None };
+            submit::<crate::jobs::read_usage::ReadUsage>(ctx, caller, &trigger, meta).await
         }
     }
 }

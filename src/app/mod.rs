@@ -21,6 +21,7 @@ pub mod organisation;
 pub mod projects;
 pub mod quota_requests;
 pub mod token;
+pub mod usage;
 pub mod users;
 pub mod webhooks;
 

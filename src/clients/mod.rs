@@ -8,6 +8,7 @@ pub mod gitlab;
 pub mod gitops;
 pub mod inventory;
 pub mod kube;
+pub mod prometheus;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,6 +57,8 @@ pub struct Clients {
     pub argocd: Option<Arc<dyn argocd::ArgoCd>>,
     /// The Kubernetes cluster of each site, for `delivery.kind = "kubernetes"`.
     pub clusters: Arc<dyn kube::Clusters>,
+    /// Prometheus of the sites that have one (`usage.prometheus`): what projects really use.
+    pub prometheus: Option<Arc<dyn prometheus::Prometheus>>,
 }
 
 impl Clients {
@@ -84,7 +87,13 @@ impl Clients {
             None
         };
         let clusters = Arc::new(kube::KubeClusters::new(&config.kubernetes));
-        Ok(Self { inventory, gitops, argocd, clusters })
+        let prometheus: Option<Arc<dyn prometheus::Prometheus>> = if config.usage.enabled() {
+            let token = config.usage.token()?;
+            Some(Arc::new(prometheus::PrometheusHttp::new(&config.usage, token)?))
+        } else {
+            None
+        };
+        Ok(Self { inventory, gitops, argocd, clusters, prometheus })
     }
 
     /// Clients for commands that never reach another system (`infrahub user ...`): every call
@@ -96,6 +105,7 @@ impl Clients {
             gitops: offline.clone(),
             argocd: None,
             clusters: offline,
+            prometheus: None,
         }
     }
 }

@@ -17,6 +17,7 @@ mod inventory;
 mod logging;
 mod schedule;
 mod secret;
+mod usage;
 mod workers;
 
 use std::path::Path;
@@ -41,6 +42,7 @@ pub use inventory::{
 pub use logging::{LogFormat, LoggingConfig};
 pub use schedule::ScheduleConfig;
 pub use secret::{Secret, SecretSource, redact_credentials, redact_url};
+pub use usage::UsageConfig;
 pub use workers::{KindConfig, WorkersConfig};
 
 use crate::domain::catalog::Catalog;
@@ -128,6 +130,7 @@ pub struct Config {
     pub catalog: Catalog,
     pub approval: ApprovalConfig,
     pub deletion: DeletionConfig,
+    pub usage: UsageConfig,
     pub logging: LoggingConfig,
 }
 
@@ -178,6 +181,7 @@ impl Config {
         self.argocd.validate()?;
         self.approval.validate()?;
         self.deletion.validate()?;
+        self.usage.validate()?;
         self.catalog.check().map_err(|message| ConfigError::invalid("catalog", message))?;
         self.schedule.validate()?;
         self.needs_the_reconciler()

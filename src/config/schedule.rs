@@ -21,6 +21,8 @@ pub struct ScheduleConfig {
     /// Restarts the work of projects left waiting on a job that is no longer live; starts due
     /// deletions, applies time to live, expires undecided approval requests.
     pub reconcile: String,
+    /// Reads what projects actually use from Prometheus (when `usage.prometheus` names any).
+    pub usage: String,
 }
 
 impl Default for ScheduleConfig {
@@ -30,6 +32,7 @@ impl Default for ScheduleConfig {
             resync: "0 0 * * * *".to_owned(),
             prune_jobs: "0 17 3 * * *".to_owned(),
             reconcile: "30 * * * * *".to_owned(),
+            usage: "0 */10 * * * *".to_owned(),
         }
     }
 }
@@ -42,6 +45,7 @@ impl ScheduleConfig {
             ("resync", self.resync.as_str()),
             ("prune_jobs", self.prune_jobs.as_str()),
             ("reconcile", self.reconcile.as_str()),
+            ("usage", self.usage.as_str()),
         ]
         .into_iter()
         .filter(|(_, expr)| !expr.trim().is_empty())

@@ -191,8 +191,8 @@ fn job_kinds_and_schedules_layer_like_everything_else() {
         let config = Config::load(Mode::Serve, Some(&jail.directory().join("c.toml"))).unwrap();
         let noop = &config.workers.kinds["noop"];
         assert_eq!((noop.concurrency, noop.max_attempts), (Some(2), Some(9)));
-        assert_eq!(config.schedule.entries().len(), 3, "an empty expression turns it off");
-        assert_eq!(Config::default().schedule.entries().len(), 4);
+        assert_eq!(config.schedule.entries().len(), 4, "an empty expression turns it off");
+        assert_eq!(Config::default().schedule.entries().len(), 5);
         Ok(())
     });
 }

@@ -148,6 +148,11 @@ async fn render(
                     p.fits.no { (site.missing_servers) " servers missing from the inventory ("
                         (site.missing.cpu) " CPU, " (site.missing.ram_gb) " GB RAM)" }
                 }
+                @if let Some(in_use) = &site.in_use {
+                    p.muted { "Projects reserve " (site.reserved.cpu) " CPU, " (site.reserved.ram_gb)
+                        " GB RAM and actually use " (layout::amount(in_use.cpu)) " CPU, "
+                        (layout::amount(in_use.ram_gb)) " GB RAM" }
+                }
             }
         }
         h2 { "Department quotas" }

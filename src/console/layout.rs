@@ -139,9 +139,17 @@ fn percent(part: i64, whole: i64) -> f64 {
 }
 
 /// A department's quota at a site (as the use case reports it): used by projects, free.
+/// A measured amount, to one decimal.
+pub fn amount(value: f64) -> String {
+    format!("{value:.1}")
+}
+
 pub fn quota_bar(site: &SiteQuota) -> Markup {
     let (quota, used, free) = (site.quota, site.used, site.free);
     html! {
+        @if let Some(in_use) = &site.in_use {
+            p.muted.in-use { "Actually in use: " (amount(in_use.cpu)) " CPU, " (amount(in_use.ram_gb)) " GB RAM" }
+        }
         @for (name, q, u, f, unit) in [("CPU", quota.cpu, used.cpu, free.cpu, ""), ("RAM", quota.ram_gb, used.ram_gb, free.ram_gb, " GB")] {
             div {
                 span.muted { (name) ": " (u) (unit) " used of " (q) (unit) ", " (f) (unit) " free" }

@@ -519,6 +519,11 @@ async fn render_project(
                     @if let Some(at) = &project.expires_at {
                         tr { th { "Time to live" } td { "until " (layout::when(at)) } }
                     }
+                    @if let (Some(cpu), Some(ram), Some(at)) = (project.used_cpu, project.used_ram_gb, &project.usage_at) {
+                        tr { th { "Actually in use" } td { (layout::amount(cpu)) " CPU, " (layout::amount(ram)) " GB RAM "
+                            span.muted { "(read " (layout::when(at)) ")" }
+                            @if project.oversized { p.notice { "Under half of its quota for 30 days: a smaller tier would do." } } } }
+                    }
                     tr { th { "Created" } td { (layout::when(&project.created_at)) } }
                     tr { th { "Updated" } td { (layout::when(&project.updated_at)) } }
                 }

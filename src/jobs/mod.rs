@@ -20,6 +20,7 @@ pub mod engine;
 pub mod poll_argocd;
 pub mod provision_namespace;
 pub mod prune;
+pub mod read_usage;
 pub mod reconcile;
 pub mod resync;
 pub mod scheduler;
@@ -352,6 +353,7 @@ impl Registry {
         registry.add(resync::Resync, config);
         registry.add(reconcile::Reconcile, config);
         registry.add(deliver_webhook::DeliverWebhook, config);
+        registry.add(read_usage::ReadUsage, config);
         if let Some(unknown) =
             config.kinds.keys().find(|k| !registry.kinds.contains_key(k.as_str()))
         {
@@ -403,6 +405,7 @@ mod tests {
                 "poll_argocd",
                 "provision_namespace",
                 "prune_jobs",
+                "read_usage",
                 "reconcile",
                 "resync",
                 "sleep",
@@ -411,7 +414,7 @@ mod tests {
         );
         let deduped: Vec<&str> =
             registry.iter().filter(|(_, r)| r.dedupe).map(|(kind, _)| kind).collect();
-        assert_eq!(deduped, ["prune_jobs", "reconcile", "resync", "sync_servers"]);
+        assert_eq!(deduped, ["prune_jobs", "read_usage", "reconcile", "resync", "sync_servers"]);
     }
 
     #[test]

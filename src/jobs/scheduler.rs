@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::Job;
 use super::prune::PruneJobs;
+use super::read_usage::ReadUsage;
 use super::reconcile::Reconcile;
 use super::resync::Resync;
 use super::sync_servers::SyncServers;
@@ -43,6 +44,7 @@ fn kind_of(schedule: &str) -> Option<&'static str> {
         "resync" => Some(Resync::KIND),
         "prune_jobs" => Some(PruneJobs::KIND),
         "reconcile" => Some(Reconcile::KIND),
+        "usage" => Some(ReadUsage::KIND),
         _ => None,
     }
 }
@@ -144,7 +146,8 @@ mod tests {
                 ("server_sync", "sync_servers"),
                 ("resync", "resync"),
                 ("prune_jobs", "prune_jobs"),
-                ("reconcile", "reconcile")
+                ("reconcile", "reconcile"),
+                ("usage", "read_usage")
             ]
         );
     }

@@ -207,6 +207,12 @@ pub struct FieldSiteRow {
     pub missing_ram_gb: i64,
     pub allocated_cpu: i64,
     pub allocated_ram_gb: i64,
+    /// Reserved by the field's projects, and what those read from Prometheus use (`None`
+    /// when none was read).
+    pub reserved_cpu: i64,
+    pub reserved_ram_gb: i64,
+    pub in_use_cpu: Option<f64>,
+    pub in_use_ram_gb: Option<f64>,
 }
 
 /// Every site where the field has servers or quotas.
@@ -227,7 +233,12 @@ pub async fn field_report(
          quo AS (
              SELECT q.site_id, sum(q.cpu_limit) AS cpu, sum(q.ram_gb_limit) AS ram
                FROM department_quotas q JOIN departments d ON d.id = q.department_id
-              WHERE d.field_id = $1 GROUP BY q.site_id)
+              WHERE d.field_id = $1 GROUP BY q.site_id),
+         prj AS (
+             SELECT p.site_id, sum(p.cpu) AS cpu, sum(p.ram_gb) AS ram, sum(p.used_cpu) AS used_cpu,
+                    sum(p.used_ram_gb) AS used_ram
+               FROM projects p JOIN departments d ON d.id = p.department_id
+              WHERE d.field_id = $1 AND p.status NOT IN ('deleted', 'rejected') GROUP BY p.site_id)
          SELECT si.id AS site_id, si.name AS site,
                 coalesce(srv.active_servers, 0)::int8 AS active_servers,
                 coalesce(srv.active_cpu, 0)::int8 AS active_cpu,
@@ -236,10 +247,14 @@ pub async fn field_report(
                 coalesce(srv.missing_cpu, 0)::int8 AS missing_cpu,
                 coalesce(srv.missing_ram_gb, 0)::int8 AS missing_ram_gb,
                 coalesce(quo.cpu, 0)::int8 AS allocated_cpu,
-                coalesce(quo.ram, 0)::int8 AS allocated_ram_gb
+                coalesce(quo.ram, 0)::int8 AS allocated_ram_gb,
+                coalesce(prj.cpu, 0)::int8 AS reserved_cpu,
+                coalesce(prj.ram, 0)::int8 AS reserved_ram_gb,
+                prj.used_cpu AS in_use_cpu, prj.used_ram AS in_use_ram_gb
            FROM sites si
            LEFT JOIN srv ON srv.site_id = si.id
            LEFT JOIN quo ON quo.site_id = si.id
+           LEFT JOIN prj ON prj.site_id = si.id
           WHERE srv.site_id IS NOT NULL OR quo.site_id IS NOT NULL
           ORDER BY si.name",
     )
@@ -257,6 +272,9 @@ pub struct DepartmentSiteRow {
     pub ram_gb_limit: i64,
     pub used_cpu: i64,
     pub used_ram_gb: i64,
+    /// What its projects there use, as read from Prometheus (`None`: never read).
+    pub in_use_cpu: Option<f64>,
+    pub in_use_ram_gb: Option<f64>,
 }
 
 pub async fn department_report(
@@ -266,10 +284,13 @@ pub async fn department_report(
     Ok(sqlx::query_as(
         "SELECT si.id AS site_id, si.name AS site,
                 coalesce(q.cpu_limit, 0)::int8 AS cpu_limit, coalesce(q.ram_gb_limit, 0)::int8 AS ram_gb_limit,
-                coalesce(p.cpu, 0)::int8 AS used_cpu, coalesce(p.ram, 0)::int8 AS used_ram_gb
+                coalesce(p.cpu, 0)::int8 AS used_cpu, coalesce(p.ram, 0)::int8 AS used_ram_gb,
+                p.in_use_cpu, p.in_use_ram_gb
            FROM sites si
            LEFT JOIN department_quotas q ON q.site_id = si.id AND q.department_id = $1
-           LEFT JOIN (SELECT site_id, sum(cpu) AS cpu, sum(ram_gb) AS ram FROM projects
+           LEFT JOIN (SELECT site_id, sum(cpu) AS cpu, sum(ram_gb) AS ram,
+                             sum(used_cpu) AS in_use_cpu, sum(used_ram_gb) AS in_use_ram_gb
+                        FROM projects
                        WHERE department_id = $1 AND status NOT IN ('deleted', 'rejected') GROUP BY site_id) p ON p.site_id = si.id
           WHERE q.site_id IS NOT NULL OR p.site_id IS NOT NULL
           ORDER BY si.name",

@@ -48,6 +48,14 @@ pub struct Project {
     pub delete_at: Option<DateTime<Utc>>,
     /// Its time to live: past it, its deletion is scheduled (as if deleted then).
     pub expires_at: Option<DateTime<Utc>>,
+    /// What its namespace actually uses (requests), read from Prometheus at `usage_at`.
+    pub used_cpu: Option<f64>,
+    pub used_ram_gb: Option<f64>,
+    pub usage_at: Option<DateTime<Utc>>,
+    /// Since when its use has stayed under half of its quota.
+    pub under_half_since: Option<DateTime<Utc>>,
+    /// Its use has stayed under half of its quota for 30 days: a smaller tier would do.
+    pub oversized: bool,
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -59,7 +67,10 @@ macro_rules! project_select {
         "SELECT p.id, p.name, p.namespace, p.department_id, d.name AS department, d.field_id,
                 f.name AS field, p.site_id, s.name AS site, p.sla_type, p.performance_tier, p.cpu,
                 p.ram_gb, p.extra_quota, p.status, p.failure_reason, p.failed_from, p.last_job_id, p.generation,
-                p.approval_expires_at, p.approval_reason, p.delete_at, p.expires_at, p.created_by,
+                p.approval_expires_at, p.approval_reason, p.delete_at, p.expires_at, p.used_cpu,
+                p.used_ram_gb, p.usage_at, p.under_half_since,
+                coalesce(p.under_half_since <= now() - interval '30 days', false) AS oversized,
+                p.created_by,
                 p.created_at, p.updated_at, p.deleted_at
            FROM projects p
            JOIN departments d ON d.id = p.department_id
@@ -261,6 +272,44 @@ pub async fn clear_expired_ttl(conn: &mut PgConnection, id: Uuid) -> Result<(), 
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// What one namespace uses, as read.
+pub struct Usage<'a> {
+    pub namespace: &'a str,
+    pub cpu: f64,
+    pub ram_gb: f64,
+}
+
+/// Records what the namespaces of `site_id`'s live projects use, in one statement; since when
+/// each stays under half of its quota (CPU and RAM both) is kept, or started, or cleared.
+/// Namespaces InfraHub does not manage are ignored. The number of projects updated.
+pub async fn record_usage(
+    conn: &mut PgConnection,
+    site_id: Uuid,
+    usage: &[Usage<'_>],
+) -> Result<u64, StoreError> {
+    let namespaces: Vec<&str> = usage.iter().map(|u| u.namespace).collect();
+    let cpu: Vec<f64> = usage.iter().map(|u| u.cpu).collect();
+    let ram: Vec<f64> = usage.iter().map(|u| u.ram_gb).collect();
+    let done = sqlx::query(
+        "UPDATE projects p
+            SET used_cpu = u.cpu, used_ram_gb = u.ram, usage_at = now(),
+                under_half_since = CASE
+                    WHEN u.cpu * 2 < p.cpu AND u.ram * 2 < p.ram_gb
+                        THEN coalesce(p.under_half_since, now())
+                    END
+           FROM unnest($2::text[], $3::float8[], $4::float8[]) AS u(namespace, cpu, ram)
+          WHERE p.site_id = $1 AND p.namespace = u.namespace
+            AND p.status IN ('active', 'degraded', 'provisioning', 'deletion_scheduled')",
+    )
+    .bind(site_id)
+    .bind(&namespaces)
+    .bind(&cpu)
+    .bind(&ram)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Whether the job is queued, running or waiting to retry.

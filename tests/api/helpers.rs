@@ -283,6 +283,7 @@ pub fn context_with(pool: PgPool, mode: Mode, tweak: impl FnOnce(&mut Config)) -
         resync: String::new(),
         prune_jobs: String::new(),
         reconcile: String::new(),
+        usage: String::new(),
     };
     tweak(&mut config);
     Context::new(pool, config, mode).expect("context")

@@ -39,6 +39,8 @@ mod ops;
 mod outages;
 mod private_pg;
 mod projects;
+mod prometheus_fake;
 mod quota_requests;
 mod systemd;
+mod usage;
 mod webhooks;

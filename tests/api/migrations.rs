@@ -35,7 +35,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 
 /// Something each migration creates (a table, a `table:column` or a `function(args)`) or
 /// removes (`!index`), newest last.
-const TABLES: [&str; 19] = [
+const TABLES: [&str; 20] = [
     "users",
     "servers",
     "projects",
@@ -55,6 +55,7 @@ const TABLES: [&str; 19] = [
     "projects:expires_at",
     "quota_requests",
     "webhooks",
+    "projects:under_half_since",
 ];
 
 #[sqlx::test(migrations = false)]
