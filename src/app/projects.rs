@@ -184,7 +184,8 @@ fn project_data(project: &Project) -> serde_json::Value {
             "performance_tier": project.performance_tier, "cpu": project.cpu,
             "ram_gb": project.ram_gb, "reason": project.failure_reason,
             "approval_reason": project.approval_reason,
-            "approval_expires_at": project.approval_expires_at, "delete_at": project.delete_at })
+            "approval_expires_at": project.approval_expires_at, "delete_at": project.delete_at,
+            "expires_at": project.expires_at })
 }
 
 /// The notification of a project's move by `event` (`None`: its creation) to the status it
@@ -712,6 +713,9 @@ pub struct Reconciled {
     /// The namespaces of projects whose time to live ran out: deleted as their owner would.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ttl_expired: Vec<String>,
+    /// The namespaces of projects whose time to live runs out soon: webhooks were told.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reminded: Vec<String>,
 }
 
 /// Finds projects waiting (provisioning, degraded, deleting) on a job that is no longer live
@@ -740,6 +744,7 @@ pub async fn reconcile(ctx: &Context, job_id: Uuid) -> AppResult<Reconciled> {
         report.restarted.push(format!("{}: {}", project.namespace, project.status));
     }
     report.expired = expire_approvals(ctx, job_id).await?;
+    report.reminded = remind_expiring(ctx).await?;
     report.ttl_expired = expire_ttls(ctx, job_id).await?;
     report.deleting = start_due_deletions(ctx, job_id).await?;
     Ok(report)
@@ -763,6 +768,28 @@ async fn expire_approvals(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>>
         }
     }
     Ok(expired)
+}
+
+/// Tells the webhooks, once per project, that its time to live runs out within
+/// `deletion.remind_before_secs`; returns the namespaces.
+async fn remind_expiring(ctx: &Context) -> AppResult<Vec<String>> {
+    let within = ctx.config.deletion.remind_before_secs as i64;
+    let mut tx = ctx.pool.begin().await?;
+    let due = projects::expiry_reminders(&mut tx, within, 500).await?;
+    let mut reminded = Vec::new();
+    for id in due {
+        let project = projects::get(&mut tx, id).await?;
+        let at = project.expires_at.map(|at| at.to_rfc3339()).unwrap_or_default();
+        let text = format!(
+            "project {} ({} at {}) will be deleted when its time to live runs out at {at}",
+            project.name, project.department, project.site
+        );
+        let note = Notification::new(EventKind::Expiring, text, project_data(&project));
+        super::webhooks::emit(&mut tx, ctx, note).await?;
+        reminded.push(project.namespace);
+    }
+    super::commit(tx).await?;
+    Ok(reminded)
 }
 
 /// Starts the removal of the projects whose grace period is over; returns their namespaces.

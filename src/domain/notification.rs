@@ -29,6 +29,9 @@ pub enum EventKind {
     /// A project's deletion was scheduled (by its owner, or its time to live).
     #[serde(rename = "project.deletion_scheduled")]
     DeletionScheduled,
+    /// A project's time to live runs out soon (`deletion.remind_before_secs`).
+    #[serde(rename = "project.expiring")]
+    Expiring,
     /// A department's projects now hold more than 90 % of its quota at a site.
     #[serde(rename = "quota.above_90")]
     QuotaAbove90,
@@ -41,13 +44,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::ApprovalRequested,
         EventKind::ApprovalDecided,
         EventKind::QuotaRequestCreated,
         EventKind::QuotaRequestDecided,
         EventKind::ProjectFailed,
         EventKind::DeletionScheduled,
+        EventKind::Expiring,
         EventKind::QuotaAbove90,
         EventKind::CapacityDeficit,
         EventKind::Ping,
@@ -61,6 +65,7 @@ impl EventKind {
             EventKind::QuotaRequestDecided => "quota_request.decided",
             EventKind::ProjectFailed => "project.failed",
             EventKind::DeletionScheduled => "project.deletion_scheduled",
+            EventKind::Expiring => "project.expiring",
             EventKind::QuotaAbove90 => "quota.above_90",
             EventKind::CapacityDeficit => "capacity.deficit",
             EventKind::Ping => "ping",

@@ -265,6 +265,28 @@ pub async fn still_due(conn: &mut PgConnection, id: Uuid, due: Due) -> Result<bo
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(conn).await?)
 }
 
+/// Marks up to `limit` projects whose time to live runs out within `within_secs` and whose
+/// owner was not told yet as told, and returns them (locked until the transaction ends).
+pub async fn expiry_reminders(
+    conn: &mut PgConnection,
+    within_secs: i64,
+    limit: i64,
+) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE projects SET expiry_reminded_at = now()
+          WHERE id IN (SELECT id FROM projects
+                        WHERE expires_at IS NOT NULL AND expiry_reminded_at IS NULL
+                          AND status IN ('active', 'failed', 'degraded')
+                          AND expires_at <= now() + $1::int8 * interval '1 second'
+                        ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+          RETURNING id",
+    )
+    .bind(within_secs)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Forgets a time to live that has run out (a restored project lives on).
 pub async fn clear_expired_ttl(conn: &mut PgConnection, id: Uuid) -> Result<(), StoreError> {
     sqlx::query("UPDATE projects SET expires_at = NULL WHERE id = $1 AND expires_at <= now()")

@@ -35,7 +35,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 
 /// Something each migration creates (a table, a `table:column` or a `function(args)`) or
 /// removes (`!index`), newest last.
-const TABLES: [&str; 20] = [
+const TABLES: [&str; 21] = [
     "users",
     "servers",
     "projects",
@@ -56,6 +56,7 @@ const TABLES: [&str; 20] = [
     "quota_requests",
     "webhooks",
     "projects:under_half_since",
+    "projects:expiry_reminded_at",
 ];
 
 #[sqlx::test(migrations = false)]

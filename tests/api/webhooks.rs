@@ -381,3 +381,45 @@ async fn the_console_adds_tests_switches_and_removes_webhooks(pool: PgPool) {
     lead.login("shop-lead", crate::helpers::PASSWORD).await;
     assert_eq!(lead.get("/webhooks").await.status, StatusCode::FORBIDDEN, "center admins only");
 }
+
+#[sqlx::test]
+async fn owners_are_reminded_once_before_a_time_to_live_runs_out(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| {
+        c.delivery.git.path = repo;
+        c.deletion.remind_before_secs = 3600;
+    })
+    .await;
+    app.give_quota(8, 32).await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    let admin = app.admin_token().await;
+    let events = json!(["project.expiring"]);
+    hook(&app, &admin, json!({ "name": "ttl", "url": url, "events": events }))
+        .await
+        .expect(StatusCode::CREATED, None);
+    let lead = app.team_lead_token().await;
+    let ask = |name: &str, hours: i64| {
+        let at = (chrono::Utc::now() + chrono::Duration::hours(hours)).to_rfc3339();
+        json!({ "name": name, "site": "fra", "sla_type": "bronze", "performance_tier": "regular",
+                "expires_at": at })
+    };
+    let soon = app.post("/api/v1/projects", &lead, ask("soon", 0)).await;
+    assert_eq!(soon.status, StatusCode::UNPROCESSABLE_ENTITY, "now is not in the future");
+    let soon = app
+        .post("/api/v1/projects", &lead, ask("soon", 1))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    app.post("/api/v1/projects", &lead, ask("later", 48)).await.expect(StatusCode::ACCEPTED, None);
+    app.run_jobs().await;
+    let report = infrahub::app::projects::reconcile(&app.ctx, uuid::Uuid::now_v7()).await.unwrap();
+    assert_eq!(report.reminded, ["shop-soon"], "only the one within the hour");
+    app.run_jobs().await;
+    let again = infrahub::app::projects::reconcile(&app.ctx, uuid::Uuid::now_v7()).await.unwrap();
+    assert!(again.reminded.is_empty(), "once");
+    let bodies = receiver.bodies();
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["event"], "project.expiring");
+    assert_eq!(bodies[0]["data"]["project_id"], soon["id"]);
+    assert!(bodies[0]["text"].as_str().unwrap().contains("time to live runs out"), "{}", bodies[0]);
+}
