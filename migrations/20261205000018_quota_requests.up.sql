@@ -1,6 +1,7 @@
 -- Quota requests: a team lead asks for more of its department's quota at a site, with a
--- reason; the field admin approves it (an allocate_quota job raises the quota by the amount
--- asked, with the same checks as any quota change) or rejects it with a reason.
+-- reason; the field admin approves it (a raise_quota job adds the amount asked to the quota
+-- under the (field, site) lock, with the same checks as any quota change: then `applied`, or
+-- `failed` when it no longer fits) or rejects it with a reason.
 CREATE TABLE quota_requests (
     id              uuid PRIMARY KEY,
     department_id   uuid NOT NULL REFERENCES departments (id) ON DELETE CASCADE,
@@ -10,12 +11,13 @@ CREATE TABLE quota_requests (
     ram_gb          integer NOT NULL CHECK (ram_gb >= 0),
     reason          text NOT NULL CHECK (length(reason) BETWEEN 1 AND 500),
     status          text NOT NULL DEFAULT 'pending'
-                    CHECK (status IN ('pending', 'approved', 'rejected')),
+                    CHECK (status IN ('pending', 'approved', 'applied', 'failed', 'rejected')),
     requested_by    uuid REFERENCES users (id) ON DELETE SET NULL,
     requested_by_name text NOT NULL,
     decided_by_name text,
+    -- Why it was rejected, or why applying it failed.
     decision_reason text,
-    -- The quota the approval asked allocate_quota for, and that job.
+    -- The quota the department had once the increase was applied, and the job applying it.
     approved_cpu    integer,
     approved_ram_gb integer,
     job_id          uuid,

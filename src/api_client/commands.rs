@@ -1163,9 +1163,8 @@ async fn quota(client: &mut Client, out: Output, action: QuotaAction) -> Result<
             match out {
                 Output::Json => print_json(&answer),
                 Output::Table => println!(
-                    "quota request {} at {site} (+{cpu} CPU, +{ram_gb} GB): pending; {}",
+                    "quota request {} at {site} (+{cpu} CPU, +{ram_gb} GB): pending",
                     cell(&answer["id"]),
-                    fit_words(&answer["fit"])
                 ),
             }
         }
@@ -1187,6 +1186,11 @@ async fn quota(client: &mut Client, out: Output, action: QuotaAction) -> Result<
                                 cell(&r["status"]),
                                 match r["status"].as_str() {
                                     Some("pending") => fit_words(&r["fit"]),
+                                    Some("applied") => format!(
+                                        "quota now {}/{}",
+                                        cell(&r["approved_cpu"]),
+                                        cell(&r["approved_ram_gb"])
+                                    ),
                                     _ => cell(&r["decision_reason"]),
                                 },
                                 cell(&r["reason"]),
@@ -1202,9 +1206,9 @@ async fn quota(client: &mut Client, out: Output, action: QuotaAction) -> Result<
             let path = format!("quota-requests/{id}/approve");
             let answer = client.write(Method::POST, &path, None).await?;
             let what = format!(
-                "quota request {id} approved: quota to {} CPU / {} GB",
-                cell(&answer["request"]["approved_cpu"]),
-                cell(&answer["request"]["approved_ram_gb"])
+                "quota request {id} approved: +{} CPU / +{} GB",
+                cell(&answer["request"]["cpu"]),
+                cell(&answer["request"]["ram_gb"])
             );
             accepted(client, out, answer, &what, wait).await?;
         }

@@ -105,7 +105,8 @@ fn owner(project: &Project) -> Owner {
 }
 
 /// Whether the department's quota at the site holds its projects' use, minus `freed`, plus
-/// `wanted`; 409 naming what is free otherwise. Takes the (field, site) lock first, so
+/// `wanted`; 409 naming what is free otherwise. `was_in_use` is the part of `freed` the
+/// projects held before this change (a resized project's old size; nothing for a new one). Takes the (field, site) lock first, so
 /// racing reservations serialise. The use counts the transaction's own uncommitted rows: a
 /// caller that has already written the project passes its resources as `freed` too.
 async fn reserve(
@@ -115,6 +116,7 @@ async fn reserve(
     site_id: Uuid,
     freed: Resources,
     wanted: Resources,
+    was_in_use: Resources,
 ) -> AppResult<Reserved> {
     store_capacity::lock_field_site(conn, field_id, site_id).await?;
     // A statement of its own after the lock: its snapshot sees what the last holder committed.
@@ -123,7 +125,7 @@ async fn reserve(
     let used = used - freed;
     let free = (quota - used).positive_part();
     if wanted.fits_in(free) {
-        return Ok(Reserved { quota, before: used, after: used + wanted });
+        return Ok(Reserved { quota, before: used + was_in_use, after: used + wanted });
     }
     Err(AppError::conflict(
         "over_quota",
@@ -349,7 +351,8 @@ pub async fn create(
     // includes this uncommitted project, hence `wanted` as freed; over quota, all of it rolls
     // back, the job and its wake-up with it. So a request both over quota and named like an
     // existing project is refused as `already_exists`, the first thing found wrong.
-    let reserved = reserve(&mut tx, dept.field_id, dept.id, site.id, wanted, wanted).await?;
+    let reserved =
+        reserve(&mut tx, dept.field_id, dept.id, site.id, wanted, wanted, Resources::ZERO).await?;
     announce(&mut tx, ctx, None, &project).await?;
     reserved.warn_if_nearly_full(&mut tx, ctx, &project).await?;
     super::commit(tx).await?;
@@ -421,6 +424,7 @@ pub async fn resize(
         before.site_id,
         old,
         entry.resources(),
+        old,
     )
     .await?;
     reserved.warn_if_nearly_full(&mut tx, ctx, &before).await?;

@@ -16,8 +16,10 @@ use crate::domain::capacity::{Resources, check_quota};
 use crate::domain::catalog::MAX_SIZE;
 use crate::domain::notification::{EventKind, Notification};
 use crate::domain::scope::{Action, Owner};
-use crate::jobs::allocate_quota::AllocateQuota;
+use crate::jobs::raise_quota::{Raise, RaiseQuota};
+use crate::store::audit::Actor;
 use crate::store::audit::{self, Change};
+use crate::store::capacity as store_capacity;
 use crate::store::org::{self, UnitKind};
 use crate::store::quota_requests::{self as store, NewQuotaRequest, QuotaRequest};
 use crate::store::{Page, StoreError};
@@ -129,18 +131,26 @@ pub async fn ask(ctx: &Context, caller: &Caller, input: AskQuota) -> AppResult<Q
     })?;
     let request = store::get(&mut tx, id).await?;
     audit::record(&mut tx, &caller.actor(), Change::create("quota_request", id, &request)).await?;
-    let view = with_fit(&mut tx, ctx, request).await?;
+    let text = format!(
+        "{} asks for {} more CPU and {} GB more RAM of quota at {}: {}",
+        request.department, request.cpu, request.ram_gb, request.site, request.reason
+    );
+    let note = Notification::new(EventKind::QuotaRequestCreated, text, json!(request));
+    super::webhooks::emit(&mut tx, ctx, note).await?;
+    let view = with_fit(&mut tx, ctx, caller, request).await?;
     super::commit(tx).await?;
     Ok(view)
 }
 
-/// The request, with what approving it would do while it is pending.
+/// The request, with what approving it would do while it is pending, for those who decide
+/// it (the field's free capacity is not a team lead's to see).
 async fn with_fit(
     conn: &mut PgConnection,
     ctx: &Context,
+    caller: &Caller,
     request: QuotaRequest,
 ) -> AppResult<QuotaRequestView> {
-    if request.status != "pending" {
+    if request.status != "pending" || !caller.role.may(Action::SetQuota) {
         return Ok(QuotaRequestView { request, fit: None });
     }
     let check = super::allocation::quota_check(
@@ -183,7 +193,7 @@ pub async fn list(
     let found = store::list(&mut conn, caller.scope, query.status.as_deref(), page).await?;
     let mut items = Vec::with_capacity(found.items.len());
     for request in found.items {
-        items.push(with_fit(&mut conn, ctx, request).await?);
+        items.push(with_fit(&mut conn, ctx, caller, request).await?);
     }
     Ok(Page { items, next_cursor: found.next_cursor })
 }
@@ -191,7 +201,7 @@ pub async fn list(
 pub async fn get(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<QuotaRequestView> {
     let mut conn = ctx.pool.acquire().await?;
     let request = visible(&mut conn, caller, id).await?;
-    with_fit(&mut conn, ctx, request).await
+    with_fit(&mut conn, ctx, caller, request).await
 }
 
 /// The request, if the caller may see it (404 otherwise).
@@ -214,11 +224,8 @@ async fn decided(conn: &mut PgConnection, ctx: &Context, request: &QuotaRequest)
             request.department, request.site
         ),
         None => format!(
-            "{by} approved {}'s request for more quota at {}: {} CPU, {} GB RAM",
-            request.department,
-            request.site,
-            request.approved_cpu.unwrap_or_default(),
-            request.approved_ram_gb.unwrap_or_default()
+            "{by} approved {}'s request for {} more CPU and {} GB more RAM of quota at {}",
+            request.department, request.cpu, request.ram_gb, request.site
         ),
     };
     let note = Notification::new(EventKind::QuotaRequestDecided, text, json!(request));
@@ -245,10 +252,10 @@ async fn begin_decision(
     Ok((tx, request))
 }
 
-/// Approves a pending request (the field admin of its field, or a center admin): its
-/// department's quota at the site is raised by the amount asked, checked now against the
-/// field's free capacity (409 `over_quota`, the request staying pending) and again by the
-/// `allocate_quota` job under the lock.
+/// Approves a pending request (the field admin of its field, or a center admin): a
+/// `raise_quota` job adds the amount asked to its department's quota at the site as it is when
+/// the job runs, under the lock. Checked now too (409 `over_quota`, the request staying
+/// pending); the request ends `applied`, or `failed` if by then it no longer fits.
 pub async fn approve(
     ctx: &Context,
     caller: &Caller,
@@ -256,7 +263,7 @@ pub async fn approve(
 ) -> AppResult<(QuotaRequestView, Submitted)> {
     let (mut tx, before) = begin_decision(ctx, caller, id).await?;
     let increase = Resources::new(before.cpu.into(), before.ram_gb.into());
-    let change = super::allocation::raise_quota(
+    super::allocation::raise_quota(
         &mut tx,
         &ctx.config,
         before.field_id,
@@ -265,17 +272,74 @@ pub async fn approve(
         increase,
     )
     .await?;
-    let meta = JobMeta::by(caller).about("department", before.department_id, owner(&before));
-    let enqueued = enqueue::<AllocateQuota>(&mut tx, ctx, &change, meta).await?;
-    let (cpu, ram_gb) = (change.cpu_limit as i32, change.ram_gb_limit as i32);
-    let job = enqueued.job().id;
-    store::approve(&mut tx, id, &caller.username, cpu, ram_gb, job).await?;
+    let raise = Raise {
+        request_id: id,
+        field_id: before.field_id,
+        department_id: before.department_id,
+        site_id: before.site_id,
+        cpu: increase.cpu,
+        ram_gb: increase.ram_gb,
+    };
+    let meta = JobMeta::by(caller).about("quota_request", id, owner(&before));
+    let enqueued = enqueue::<RaiseQuota>(&mut tx, ctx, &raise, meta).await?;
+    store::approve(&mut tx, id, &caller.username, enqueued.job().id).await?;
     let after = store::get(&mut tx, id).await?;
     let audited = Change::new("quota_request", "approve", id).before(&before).after(&after);
     audit::record(&mut tx, &caller.actor(), audited).await?;
     decided(&mut tx, ctx, &after).await?;
     super::commit(tx).await?;
     Ok((QuotaRequestView { request: after, fit: None }, enqueued.into()))
+}
+
+/// Applies an approved request (the `raise_quota` job): under the (field, site) lock, the
+/// department's quota becomes what it is plus the increase, if the field's capacity holds it
+/// (409 `over_quota` otherwise, which fails the job for good). Running it again changes
+/// nothing once the request is applied.
+pub async fn apply(ctx: &Context, actor: &Actor, raise: &Raise) -> AppResult<serde_json::Value> {
+    let mut tx = ctx.pool.begin().await?;
+    let request = match store::lock(&mut tx, raise.request_id).await {
+        Ok(request) => request,
+        Err(StoreError::NotFound) => {
+            return Ok(json!({ "skipped": true, "reason": "the request is gone" }));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    if request.status != "approved" {
+        return Ok(
+            json!({ "skipped": true, "reason": format!("the request is {}", request.status) }),
+        );
+    }
+    store_capacity::lock_field_site(&mut tx, raise.field_id, raise.site_id).await?;
+    let increase = Resources::new(raise.cpu, raise.ram_gb);
+    let change = super::allocation::raise_quota(
+        &mut tx,
+        &ctx.config,
+        raise.field_id,
+        raise.department_id,
+        raise.site_id,
+        increase,
+    )
+    .await?;
+    let before =
+        store_capacity::quota_and_usage(&mut tx, raise.department_id, raise.site_id).await?.0;
+    store_capacity::set_quota(&mut tx, raise.department_id, raise.site_id, change.requested())
+        .await?;
+    let subject = format!("{}:{}", raise.department_id, raise.site_id);
+    let audited = Change::new("department_quota", "set", subject)
+        .before(&before)
+        .after(&json!({ "quota": change.requested(), "quota_request": raise.request_id }));
+    audit::record(&mut tx, actor, audited).await?;
+    let (cpu, ram_gb) = (change.cpu_limit as i32, change.ram_gb_limit as i32);
+    store::settle(&mut tx, raise.request_id, Ok((cpu, ram_gb))).await?;
+    super::commit(tx).await?;
+    Ok(json!({ "quota_request": raise.request_id, "cpu_limit": cpu, "ram_gb_limit": ram_gb }))
+}
+
+/// Records that applying an approved request failed, with why (in the transaction that ends
+/// its job).
+pub async fn failed(conn: &mut PgConnection, id: Uuid, reason: &str) -> AppResult<()> {
+    store::settle(conn, id, Err(reason)).await?;
+    Ok(())
 }
 
 /// Rejects a pending request with a reason (the field admin of its field, or a center admin).

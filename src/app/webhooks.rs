@@ -21,7 +21,7 @@ use crate::store::webhooks::{self as store, Webhook, WebhookValues};
 use crate::store::{Page, StoreError};
 
 /// A new webhook.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// A DNS-1123 label.
@@ -49,7 +49,7 @@ fn yes() -> bool {
 }
 
 /// A change of a webhook; absent keys keep their value.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     pub url: Option<String>,
@@ -60,18 +60,56 @@ pub struct UpdateWebhook {
 }
 
 /// A webhook just created: with its secret, shown this once.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedWebhook {
     #[serde(flatten)]
     pub webhook: Webhook,
     pub secret: String,
 }
 
+// The secrets never print.
+impl std::fmt::Debug for CreateWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateWebhook")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("format", &self.format)
+            .field("events", &self.events)
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UpdateWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateWebhook")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("enabled", &self.enabled)
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedWebhook").field("webhook", &self.webhook).finish_non_exhaustive()
+    }
+}
+
+/// An `http://` or `https://` URL as written (lower-case scheme, no spaces), with a host and
+/// no user name or password in it (those would be shown in lists and audited).
 fn check_url(url: &str) -> AppResult<()> {
-    let parsed =
-        url::Url::parse(url).map_err(|e| ValidationError::new("url", format!("not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() || url.len() > 2000 {
-        return Err(ValidationError::new("url", "must be an http:// or https:// URL").into());
+    let refused = |why: &str| -> AppError { ValidationError::new("url", why.to_owned()).into() };
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2000 {
+        return Err(refused("must be an http:// or https:// URL of at most 2000 characters"));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| refused(&format!("not a URL: {e}")))?;
+    if parsed.host().is_none() || url.chars().any(char::is_whitespace) {
+        return Err(refused("must be an http:// or https:// URL with a host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(refused("must not carry a user name or password; use the signing secret"));
     }
     Ok(())
 }
@@ -205,6 +243,8 @@ pub async fn ping(ctx: &Context, caller: &Caller, id: Uuid) -> AppResult<Submitt
         json!({ "webhook": hook.name, "by": caller.username }),
     );
     let enqueued = deliver(&mut tx, ctx, id, &note, JobMeta::by(caller)).await?;
+    let change = Change::new("webhook", "ping", id).after(&json!({ "job_id": enqueued.job.id }));
+    audit::record(&mut tx, &caller.actor(), change).await?;
     super::commit(tx).await?;
     Ok(enqueued)
 }

@@ -45,6 +45,10 @@ const SECURE_COOKIE: &str = "__Host-infrahub_session";
 /// `_key` (one transaction commits per key).
 const MULTI_ACTION_FORMS: [&str; 1] = ["/servers/assign"];
 
+/// Forms whose answer shows a secret (a new webhook's): never kept for a replay. A repeat is
+/// refused by the name it takes instead.
+const SECRET_FORMS: [&str; 1] = ["/webhooks"];
+
 /// The console's routes, guarded (origin, CSRF, per-form idempotency) on every POST.
 pub fn router(ctx: Context) -> Router<Context> {
     Router::new()
@@ -290,7 +294,8 @@ async fn guard(State(ctx): State<Context>, request: Request, next: Next) -> Resp
     let user = session.caller.id;
     parts.extensions.insert(session);
     // A form that changes several things (assigning several servers) keys each change itself.
-    let each_keyed = MULTI_ACTION_FORMS.contains(&path.as_str());
+    let each_keyed =
+        MULTI_ACTION_FORMS.contains(&path.as_str()) || SECRET_FORMS.contains(&path.as_str());
     let Some(key) = field("_key").filter(|k| !k.is_empty() && !each_keyed) else {
         return next.run(Request::from_parts(parts, Body::from(bytes))).await;
     };

@@ -23,8 +23,11 @@ pub async fn layer(State(ctx): State<Context>, request: Request, next: Next) -> 
     let changes =
         matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
     let key = request.headers().get("idempotency-key").cloned();
-    // A login answers with a token: nothing to keep for 24 hours.
-    let login = request.uri().path().ends_with("/auth/login");
+    // A login answers with a token, a new webhook with its secret: nothing to keep for 24
+    // hours. (A repeated webhook creation is refused by the name it takes.)
+    let path = request.uri().path();
+    let login = path.ends_with("/auth/login")
+        || (path.ends_with("/admin/webhooks") && *request.method() == Method::POST);
     let (Some(key), true, false) = (key, changes, login) else { return next.run(request).await };
     let Ok(key) = key.to_str().map(str::to_owned) else {
         return ApiError::bad_request(

@@ -27,17 +27,21 @@ pub struct Delivery {
 
 pub struct DeliverWebhook;
 
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("infrahub/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default()
-    })
+/// The one HTTP client of deliveries: short timeouts, no redirects.
+fn client() -> Result<&'static reqwest::Client, JobError> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .connect_timeout(Duration::from_secs(5))
+                .user_agent(concat!("infrahub/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| JobError::permanent(format!("no HTTP client for webhooks: {e}")))
 }
 
 impl Job for DeliverWebhook {
@@ -73,7 +77,7 @@ impl Job for DeliverWebhook {
         let body = notification::body(format, note, &delivery, &job.payload.occurred_at);
         let body = serde_json::to_vec(&body).map_err(|e| JobError::permanent(e.to_string()))?;
         let timestamp = chrono::Utc::now().timestamp();
-        let answer = client()
+        let answer = client()?
             .post(&hook.url)
             .header("content-type", "application/json")
             .header("x-infrahub-event", note.event.as_str())
@@ -83,12 +87,9 @@ impl Job for DeliverWebhook {
             .body(body)
             .send()
             .await
+            // Without the URL: a Slack-style one carries its token in the path.
             .map_err(|e| {
-                JobError::transient(format!(
-                    "webhook {}: {}",
-                    hook.name,
-                    crate::config::redact_credentials(&e.to_string())
-                ))
+                JobError::transient(format!("webhook {}: {}", hook.name, e.without_url()))
             })?;
         let status = answer.status();
         if status.is_success() {

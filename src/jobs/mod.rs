@@ -20,6 +20,7 @@ pub mod engine;
 pub mod poll_argocd;
 pub mod provision_namespace;
 pub mod prune;
+pub mod raise_quota;
 pub mod read_usage;
 pub mod reconcile;
 pub mod resync;
@@ -354,6 +355,7 @@ impl Registry {
         registry.add(reconcile::Reconcile, config);
         registry.add(deliver_webhook::DeliverWebhook, config);
         registry.add(read_usage::ReadUsage, config);
+        registry.add(raise_quota::RaiseQuota, config);
         if let Some(unknown) =
             config.kinds.keys().find(|k| !registry.kinds.contains_key(k.as_str()))
         {
@@ -405,6 +407,7 @@ mod tests {
                 "poll_argocd",
                 "provision_namespace",
                 "prune_jobs",
+                "raise_quota",
                 "read_usage",
                 "reconcile",
                 "resync",

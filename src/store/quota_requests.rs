@@ -22,17 +22,18 @@ pub struct QuotaRequest {
     pub cpu: i32,
     pub ram_gb: i32,
     pub reason: String,
-    /// `pending`, `approved` or `rejected`.
+    /// `pending`; `approved` (its `raise_quota` job queued), then `applied` or `failed`
+    /// (`decision_reason` says why); or `rejected`.
     pub status: String,
     pub requested_by: Option<Uuid>,
     pub requested_by_name: String,
     pub decided_by_name: Option<String>,
-    /// Why it was rejected.
+    /// Why it was rejected, or why applying it failed.
     pub decision_reason: Option<String>,
-    /// The quota the approval asked `allocate_quota` for.
+    /// The department's quota once the increase was applied.
     pub approved_cpu: Option<i32>,
     pub approved_ram_gb: Option<i32>,
-    /// The `allocate_quota` job of an approval: whether the quota was applied is its status.
+    /// The `raise_quota` job of an approval.
     pub job_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub decided_at: Option<DateTime<Utc>>,
@@ -127,29 +128,50 @@ pub async fn list(
     Ok(Page::from_rows(rows, page, |r: &QuotaRequest| r.id))
 }
 
-/// Records an approval: the quota asked for and the job applying it.
+/// Records an approval and the job applying it.
 pub async fn approve(
     conn: &mut PgConnection,
     id: Uuid,
     by: &str,
-    cpu: i32,
-    ram_gb: i32,
     job_id: Uuid,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE quota_requests
-            SET status = 'approved', decided_by_name = $2, approved_cpu = $3, approved_ram_gb = $4,
-                job_id = $5, decided_at = now()
+            SET status = 'approved', decided_by_name = $2, job_id = $3, decided_at = now()
           WHERE id = $1 AND status = 'pending'",
     )
     .bind(id)
     .bind(by)
-    .bind(cpu)
-    .bind(ram_gb)
     .bind(job_id)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Records how an approved request ended: applied (with the quota it led to) or failed (why).
+pub async fn settle(
+    conn: &mut PgConnection,
+    id: Uuid,
+    applied: Result<(i32, i32), &str>,
+) -> Result<bool, StoreError> {
+    let (status, cpu, ram, why) = match applied {
+        Ok((cpu, ram)) => ("applied", Some(cpu), Some(ram), None),
+        Err(why) => ("failed", None, None, Some(why)),
+    };
+    let done = sqlx::query(
+        "UPDATE quota_requests
+            SET status = $2, approved_cpu = $3, approved_ram_gb = $4,
+                decision_reason = coalesce($5, decision_reason)
+          WHERE id = $1 AND status = 'approved'",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(cpu)
+    .bind(ram)
+    .bind(why)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Records a rejection and its reason.

@@ -88,7 +88,7 @@ async fn every_migration_goes_up_down_and_up_again(pool: PgPool) {
 
     store::migrate_up(&pool).await.unwrap();
     assert!(store::schema_is_current(&pool).await.unwrap());
-    let reverted = store::migrate_down(&pool, 20).await.unwrap();
+    let reverted = store::migrate_down(&pool, 40).await.unwrap();
     assert_eq!(reverted.len(), TABLES.len(), "steps beyond the history revert everything");
     let leftover: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename <> '_sqlx_migrations'",

@@ -55,10 +55,11 @@ async fn a_team_lead_asks_and_the_field_admin_approves_through_allocate_quota(po
     let asked = ask(&app, &lead, 8, 32).await.expect(StatusCode::CREATED, None);
     assert_eq!(asked["status"], "pending", "{asked}");
     assert_eq!(asked["reason"], "the spring sale");
-    assert_eq!(asked["fit"]["quota_now"], json!({ "cpu": 8, "ram_gb": 32 }));
-    assert_eq!(asked["fit"]["quota_after"], json!({ "cpu": 16, "ram_gb": 64 }));
-    assert_eq!(asked["fit"]["field_free"], json!({ "cpu": 32, "ram_gb": 128 }));
-    assert_eq!(asked["fit"]["fits"], true);
+    assert_eq!(
+        asked["fit"],
+        Value::Null,
+        "the field's free capacity is not the team lead's to see"
+    );
     let id = asked["id"].as_str().unwrap().to_owned();
     ask(&app, &lead, 1, 0).await.expect(StatusCode::CONFLICT, Some("already_pending"));
     ask(&app, &lead, 0, 0).await.expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"));
@@ -88,16 +89,30 @@ async fn a_team_lead_asks_and_the_field_admin_approves_through_allocate_quota(po
         .expect(StatusCode::OK, None);
     assert_eq!(pending["items"][0]["id"], id.as_str());
     assert_eq!(pending["items"][0]["department"], "shop");
-    assert_eq!(pending["items"][0]["fit"]["fits"], true);
+    let fit = &pending["items"][0]["fit"];
+    assert_eq!(fit["quota_now"], json!({ "cpu": 8, "ram_gb": 32 }));
+    assert_eq!(fit["quota_after"], json!({ "cpu": 16, "ram_gb": 64 }));
+    assert_eq!(fit["field_free"], json!({ "cpu": 32, "ram_gb": 128 }));
+    assert_eq!(fit["fits"], true);
     let approved = decide(&app, &field_admin, &id, "approve", None).await;
     let approved = approved.expect(StatusCode::ACCEPTED, None);
     assert_eq!(approved["request"]["status"], "approved");
-    assert_eq!(approved["request"]["approved_cpu"], 16);
     let job = approved["job_id"].as_str().unwrap().to_owned();
     assert_eq!(approved["request"]["job_id"], job.as_str());
+    // Meanwhile the field admin sets the quota to 10/40: the increase builds on that.
+    let set = json!({ "field_id": app.org.field, "dept_id": app.org.dept, "site": "fra", "cpu_limit": 10, "ram_gb_limit": 40 });
+    app.post("/api/v1/allocations/department-quota", &field_admin, set)
+        .await
+        .expect(StatusCode::ACCEPTED, None);
     app.run_jobs().await;
     assert_eq!(job_status(&pool, &job).await, "succeeded");
-    assert_eq!(quota_of(&app, &lead, app.org.dept).await, (16, 64));
+    assert_eq!(quota_of(&app, &lead, app.org.dept).await, (18, 72), "10/40 and then +8/+32");
+    let applied =
+        app.get(&format!("/api/v1/quota-requests/{id}"), &lead).await.expect(StatusCode::OK, None);
+    assert_eq!(
+        (applied["status"].as_str(), applied["approved_cpu"].as_i64()),
+        (Some("applied"), Some(18))
+    );
     decide(&app, &field_admin, &id, "reject", Some(json!({ "reason": "late" })))
         .await
         .expect(StatusCode::CONFLICT, Some("not_pending"));
@@ -126,9 +141,10 @@ async fn a_request_that_does_not_fit_stays_pending_until_rejected(pool: PgPool) 
     app.give_quota(8, 32).await;
     let lead = app.team_lead_token().await;
     let asked = ask(&app, &lead, 8, 8).await.expect(StatusCode::CREATED, None);
-    assert_eq!(asked["fit"]["fits"], false, "{asked}");
     let id = asked["id"].as_str().unwrap();
     let field_admin = app.field_admin_token().await;
+    let seen = app.get(&format!("/api/v1/quota-requests/{id}"), &field_admin).await;
+    assert_eq!(seen.expect(StatusCode::OK, None)["fit"]["fits"], false);
     let refused = decide(&app, &field_admin, id, "approve", None).await;
     let refused = refused.expect(StatusCode::CONFLICT, Some("over_quota"));
     assert_eq!(refused["error"]["details"]["free"], json!({ "cpu": 12, "ram_gb": 48 }));
@@ -192,7 +208,7 @@ async fn racing_approvals_never_over_allocate(pool: PgPool) {
     let other = decide(&app, &field_admin, b, "approve", None).await;
     app.run_jobs().await;
     let jobs: Vec<(String,)> =
-        sqlx::query_as("SELECT status FROM jobs WHERE kind = 'allocate_quota' ORDER BY created_at")
+        sqlx::query_as("SELECT status FROM jobs WHERE kind = 'raise_quota' ORDER BY created_at")
             .fetch_all(&pool)
             .await
             .unwrap();
@@ -201,6 +217,13 @@ async fn racing_approvals_never_over_allocate(pool: PgPool) {
         let mut statuses: Vec<&str> = jobs.iter().map(|j| j.0.as_str()).collect();
         statuses.sort();
         assert_eq!(statuses, ["failed", "succeeded"], "the job checks again under the lock");
+        let outcomes: Vec<(String,)> =
+            sqlx::query_as("SELECT status FROM quota_requests ORDER BY status")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let outcomes: Vec<&str> = outcomes.iter().map(|o| o.0.as_str()).collect();
+        assert_eq!(outcomes, ["applied", "failed"], "each request says how it ended");
     } else {
         other.expect(StatusCode::CONFLICT, Some("over_quota"));
     }
@@ -258,5 +281,5 @@ async fn the_console_asks_shows_and_decides(pool: PgPool) {
     app.run_jobs().await;
     let lead_token = app.team_lead_token().await;
     assert_eq!(quota_of(&app, &lead_token, app.org.dept).await, (16, 64));
-    assert!(lead.get("/projects").await.html.contains("badge approved"));
+    assert!(lead.get("/projects").await.html.contains("badge applied"));
 }

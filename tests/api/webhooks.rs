@@ -111,6 +111,9 @@ async fn center_admins_manage_webhooks_whose_secret_is_shown_once(pool: PgPool) 
 
     for (body, field) in [
         (json!({ "name": "x", "url": "ftp://example" }), "url"),
+        (json!({ "name": "x", "url": "HTTPS://example.com" }), "url"),
+        (json!({ "name": "x", "url": " https://example.com" }), "url"),
+        (json!({ "name": "x", "url": "https://user:pw@example.com" }), "url"),
         (
             json!({ "name": "y", "url": "https://e.example", "events": ["project.exploded"] }),
             "events",
@@ -422,4 +425,36 @@ async fn owners_are_reminded_once_before_a_time_to_live_runs_out(pool: PgPool) {
     assert_eq!(bodies[0]["event"], "project.expiring");
     assert_eq!(bodies[0]["data"]["project_id"], soon["id"]);
     assert!(bodies[0]["text"].as_str().unwrap().contains("time to live runs out"), "{}", bodies[0]);
+}
+
+#[sqlx::test]
+async fn a_shrinking_resize_does_not_warn_and_growing_back_does(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    app.give_quota(10, 40).await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    let admin = app.admin_token().await;
+    let events = json!(["quota.above_90"]);
+    hook(&app, &admin, json!({ "name": "q", "url": url, "events": events }))
+        .await
+        .expect(StatusCode::CREATED, None);
+    let lead = app.team_lead_token().await;
+    let mut ids = Vec::new();
+    for (name, tier) in [("a", "high"), ("b", "high"), ("c", "regular")] {
+        let body =
+            json!({ "name": name, "site": "fra", "sla_type": "bronze", "performance_tier": tier });
+        let created =
+            app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::ACCEPTED, None);
+        ids.push(created["id"].as_str().unwrap().to_owned());
+        app.run_jobs().await;
+    }
+    assert_eq!(receiver.count(), 1, "10 of 10 CPU: told once");
+    let resize = |tier: &str| json!({ "performance_tier": tier });
+    let path = format!("/api/v1/projects/{}", ids[0]);
+    for (tier, told) in [("regular", 1), ("high", 2)] {
+        app.call(Method::PATCH, &path, Some(&lead), Some(resize(tier)))
+            .await
+            .expect(StatusCode::ACCEPTED, None);
+        app.run_jobs().await;
+        assert_eq!(receiver.count(), told, "after resizing to {tier}");
+    }
 }
