@@ -211,7 +211,7 @@ pub enum QuotaAction {
     },
     /// List quota requests (pending ones with the quota after and what the field has free).
     Requests {
-        /// pending, approved or rejected
+        /// pending, approved, applied, failed or rejected
         #[arg(long)]
         status: Option<String>,
     },

@@ -775,17 +775,24 @@ async fn expire_approvals(ctx: &Context, job_id: Uuid) -> AppResult<Vec<String>>
 }
 
 /// Tells the webhooks, once per project, that its time to live runs out within
-/// `deletion.remind_before_secs`; returns the namespaces.
+/// `deletion.remind_before_secs` (0: never); returns the namespaces.
 async fn remind_expiring(ctx: &Context) -> AppResult<Vec<String>> {
     let within = ctx.config.deletion.remind_before_secs as i64;
+    if within == 0 {
+        return Ok(Vec::new());
+    }
     let mut tx = ctx.pool.begin().await?;
     let due = projects::expiry_reminders(&mut tx, within, 500).await?;
     let mut reminded = Vec::new();
     for id in due {
         let project = projects::get(&mut tx, id).await?;
         let at = project.expires_at.map(|at| at.to_rfc3339()).unwrap_or_default();
+        let runs_out = match project.expires_at {
+            Some(when) if when <= chrono::Utc::now() => "ran out",
+            _ => "runs out",
+        };
         let text = format!(
-            "project {} ({} at {}) will be deleted when its time to live runs out at {at}",
+            "project {} ({} at {}) will be deleted: its time to live {runs_out} at {at}",
             project.name, project.department, project.site
         );
         let note = Notification::new(EventKind::Expiring, text, project_data(&project));

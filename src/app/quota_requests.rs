@@ -65,7 +65,7 @@ pub struct QuotaRequestView {
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct QuotaRequestQuery {
-    /// `pending`, `approved` or `rejected`.
+    /// `pending`, `approved`, `applied`, `failed` or `rejected`.
     pub status: Option<String>,
 }
 
@@ -184,9 +184,10 @@ pub async fn list(
     page: PageParams,
 ) -> AppResult<Page<QuotaRequestView>> {
     if let Some(status) = query.status.as_deref()
-        && !["pending", "approved", "rejected"].contains(&status)
+        && !["pending", "approved", "applied", "failed", "rejected"].contains(&status)
     {
-        return Err(ValidationError::new("status", "must be pending, approved or rejected").into());
+        let message = "must be pending, approved, applied, failed or rejected";
+        return Err(ValidationError::new("status", message).into());
     }
     let page = page.request()?;
     let mut conn = ctx.pool.acquire().await?;
@@ -295,7 +296,12 @@ pub async fn approve(
 /// department's quota becomes what it is plus the increase, if the field's capacity holds it
 /// (409 `over_quota` otherwise, which fails the job for good). Running it again changes
 /// nothing once the request is applied.
-pub async fn apply(ctx: &Context, actor: &Actor, raise: &Raise) -> AppResult<serde_json::Value> {
+pub async fn apply(
+    ctx: &Context,
+    actor: &Actor,
+    raise: &Raise,
+    job: Uuid,
+) -> AppResult<serde_json::Value> {
     let mut tx = ctx.pool.begin().await?;
     let request = match store::lock(&mut tx, raise.request_id).await {
         Ok(request) => request,
@@ -310,6 +316,15 @@ pub async fn apply(ctx: &Context, actor: &Actor, raise: &Raise) -> AppResult<ser
         );
     }
     store_capacity::lock_field_site(&mut tx, raise.field_id, raise.site_id).await?;
+    // Changes of one quota apply in the order they were asked (as `allocate_quota`'s do): a
+    // change asked after this approval and applied already leaves the quota as it set it.
+    let key = format!("{}:{}", raise.department_id, raise.site_id);
+    if !crate::store::jobs::claim_change(&mut tx, "allocate_quota", &key, job).await? {
+        let why = "a quota change asked after the approval was applied first";
+        store::settle(&mut tx, raise.request_id, Err(why)).await?;
+        super::commit(tx).await?;
+        return Ok(json!({ "skipped": true, "reason": why }));
+    }
     let increase = Resources::new(raise.cpu, raise.ram_gb);
     let change = super::allocation::raise_quota(
         &mut tx,

@@ -15,7 +15,9 @@ use crate::store::org::{self, UnitKind};
 use crate::store::projects::{self, Usage};
 
 /// What the namespaces' quotas have in use, per namespace and resource.
-pub const QUERY: &str = r#"sum by (namespace, resource) (kube_resourcequota{type="used", resource=~"requests.cpu|requests.memory"})"#;
+/// `max`, not `sum`: several kube-state-metrics replicas, or several quotas in a namespace,
+/// each report the namespace's whole use.
+pub const QUERY: &str = r#"max by (namespace, resource) (kube_resourcequota{type="used", resource=~"requests.cpu|requests.memory"})"#;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -38,8 +40,8 @@ pub fn per_namespace(samples: &[Sample]) -> BTreeMap<String, (f64, f64)> {
         let Some(namespace) = sample.labels.get("namespace") else { continue };
         let entry = found.entry(namespace.clone()).or_default();
         match sample.labels.get("resource").map(String::as_str) {
-            Some("requests.cpu") => entry.0 += sample.value,
-            Some("requests.memory") => entry.1 += sample.value / GIB,
+            Some("requests.cpu") => entry.0 = entry.0.max(sample.value),
+            Some("requests.memory") => entry.1 = entry.1.max(sample.value / GIB),
             _ => {}
         }
     }

@@ -85,11 +85,14 @@ impl PrometheusHttp {
             request = request.bearer_auth(token.expose());
         }
         let where_ = crate::config::redact_url(base.as_str());
+        // Without the URL in reqwest's message: it may carry credentials.
         let response = request.send().await.map_err(|e| {
-            ClientError::transient(format!("Prometheus of {site} at {where_}: {e}"))
+            ClientError::transient(format!("Prometheus of {site} at {where_}: {}", e.without_url()))
         })?;
         let status = response.status();
-        let body = response.text().await.unwrap_or_default();
+        let body = response.text().await.map_err(|e| {
+            ClientError::transient(format!("Prometheus of {site}: {}", e.without_url()))
+        })?;
         let answer: Option<Answer> = serde_json::from_str(&body).ok();
         if !status.is_success() {
             let detail =

@@ -1,7 +1,8 @@
 //! `raise_quota`: applies an approved quota request: adds the amount asked to the department's
 //! quota at the site as it is then, under the (field, site) lock, checked against the field's
 //! capacity; see [`app::quota_requests::apply`]. Not merged with other quota changes: an
-//! increase builds on whatever the quota is when it runs.
+//! increase builds on whatever the quota is when it runs, and, like them, never applies over
+//! a change asked after it.
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -35,7 +36,7 @@ impl Job for RaiseQuota {
 
     async fn run(&self, ctx: &Context, job: &Run<Raise>) -> Result<Outcome, JobError> {
         let actor = Actor::job(job.id);
-        Ok(Outcome::Done(app::quota_requests::apply(ctx, &actor, &job.payload).await?))
+        Ok(Outcome::Done(app::quota_requests::apply(ctx, &actor, &job.payload, job.id).await?))
     }
 
     /// The request says it failed, and why, with the job's end.

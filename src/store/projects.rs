@@ -276,7 +276,8 @@ pub async fn expiry_reminders(
         "UPDATE projects SET expiry_reminded_at = now()
           WHERE id IN (SELECT id FROM projects
                         WHERE expires_at IS NOT NULL AND expiry_reminded_at IS NULL
-                          AND status IN ('active', 'failed', 'degraded')
+                          AND status IN ('pending_approval', 'provisioning', 'active', 'failed',
+                                         'degraded')
                           AND expires_at <= now() + $1::int8 * interval '1 second'
                         ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
           RETURNING id",
@@ -303,9 +304,10 @@ pub struct Usage<'a> {
     pub ram_gb: f64,
 }
 
-/// Records what the namespaces of `site_id`'s live projects use, in one statement; since when
-/// each stays under half of its quota (CPU and RAM both) is kept, or started, or cleared.
-/// Namespaces InfraHub does not manage are ignored. The number of projects updated.
+/// Records what the namespaces of `site_id`'s projects use, in one statement; since when each
+/// stays under half of its quota (CPU and RAM both) is kept, or started, or cleared. A project
+/// of the site missing from `usage` loses its reading (old numbers would pass for current
+/// ones). Namespaces InfraHub does not manage are ignored. The number of projects updated.
 pub async fn record_usage(
     conn: &mut PgConnection,
     site_id: Uuid,
@@ -315,15 +317,18 @@ pub async fn record_usage(
     let cpu: Vec<f64> = usage.iter().map(|u| u.cpu).collect();
     let ram: Vec<f64> = usage.iter().map(|u| u.ram_gb).collect();
     let done = sqlx::query(
-        "UPDATE projects p
-            SET used_cpu = u.cpu, used_ram_gb = u.ram, usage_at = now(),
+        "WITH u AS (SELECT * FROM unnest($2::text[], $3::float8[], $4::float8[])
+                              AS u(namespace, cpu, ram))
+         UPDATE projects p
+            SET used_cpu = u.cpu, used_ram_gb = u.ram, usage_at = CASE WHEN u.namespace IS NULL THEN NULL ELSE now() END,
                 under_half_since = CASE
                     WHEN u.cpu * 2 < p.cpu AND u.ram * 2 < p.ram_gb
                         THEN coalesce(p.under_half_since, now())
                     END
-           FROM unnest($2::text[], $3::float8[], $4::float8[]) AS u(namespace, cpu, ram)
-          WHERE p.site_id = $1 AND p.namespace = u.namespace
-            AND p.status IN ('active', 'degraded', 'provisioning', 'deletion_scheduled')",
+           FROM projects q LEFT JOIN u ON u.namespace = q.namespace
+          WHERE p.id = q.id AND q.site_id = $1
+            AND q.status NOT IN ('deleted', 'rejected', 'pending_approval')
+            AND (u.namespace IS NOT NULL OR q.usage_at IS NOT NULL)",
     )
     .bind(site_id)
     .bind(&namespaces)
@@ -446,7 +451,7 @@ pub async fn resize(
     sqlx::query(
         "UPDATE projects SET sla_type = $2, performance_tier = $3, cpu = $4, ram_gb = $5,
                              extra_quota = $6, status = $7, failure_reason = NULL,
-                             failed_from = NULL, updated_at = now()
+                             failed_from = NULL, under_half_since = NULL, updated_at = now()
           WHERE id = $1",
     )
     .bind(id)

@@ -94,16 +94,17 @@ async fn a_team_lead_asks_and_the_field_admin_approves_through_allocate_quota(po
     assert_eq!(fit["quota_after"], json!({ "cpu": 16, "ram_gb": 64 }));
     assert_eq!(fit["field_free"], json!({ "cpu": 32, "ram_gb": 128 }));
     assert_eq!(fit["fits"], true);
+    // The field admin sets the quota to 10/40 first: the increase builds on that.
+    let set = json!({ "field_id": app.org.field, "dept_id": app.org.dept, "site": "fra", "cpu_limit": 10, "ram_gb_limit": 40 });
+    app.post("/api/v1/allocations/department-quota", &field_admin, set)
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    app.run_jobs().await;
     let approved = decide(&app, &field_admin, &id, "approve", None).await;
     let approved = approved.expect(StatusCode::ACCEPTED, None);
     assert_eq!(approved["request"]["status"], "approved");
     let job = approved["job_id"].as_str().unwrap().to_owned();
     assert_eq!(approved["request"]["job_id"], job.as_str());
-    // Meanwhile the field admin sets the quota to 10/40: the increase builds on that.
-    let set = json!({ "field_id": app.org.field, "dept_id": app.org.dept, "site": "fra", "cpu_limit": 10, "ram_gb_limit": 40 });
-    app.post("/api/v1/allocations/department-quota", &field_admin, set)
-        .await
-        .expect(StatusCode::ACCEPTED, None);
     app.run_jobs().await;
     assert_eq!(job_status(&pool, &job).await, "succeeded");
     assert_eq!(quota_of(&app, &lead, app.org.dept).await, (18, 72), "10/40 and then +8/+32");
@@ -113,6 +114,11 @@ async fn a_team_lead_asks_and_the_field_admin_approves_through_allocate_quota(po
         (applied["status"].as_str(), applied["approved_cpu"].as_i64()),
         (Some("applied"), Some(18))
     );
+    let listed = app
+        .get("/api/v1/quota-requests?status=applied", &field_admin)
+        .await
+        .expect(StatusCode::OK, None);
+    assert_eq!(listed["items"][0]["id"], id.as_str(), "filtered by outcome");
     decide(&app, &field_admin, &id, "reject", Some(json!({ "reason": "late" })))
         .await
         .expect(StatusCode::CONFLICT, Some("not_pending"));
@@ -127,8 +133,17 @@ async fn a_team_lead_asks_and_the_field_admin_approves_through_allocate_quota(po
         ["quota_request.approve", "quota_request.create"],
         "the field admin's trail"
     );
-    // Decided: the team lead may ask again.
-    ask(&app, &lead, 4, 0).await.expect(StatusCode::CREATED, None);
+    // Decided: the team lead may ask again. A quota set after that approval wins, whichever
+    // job runs first.
+    let again = ask(&app, &lead, 4, 0).await.expect(StatusCode::CREATED, None);
+    let again = again["id"].as_str().unwrap();
+    decide(&app, &field_admin, again, "approve", None).await.expect(StatusCode::ACCEPTED, None);
+    let set = json!({ "field_id": app.org.field, "dept_id": app.org.dept, "site": "fra", "cpu_limit": 20, "ram_gb_limit": 80 });
+    app.post("/api/v1/allocations/department-quota", &field_admin, set)
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    app.run_jobs().await;
+    assert_eq!(quota_of(&app, &lead, app.org.dept).await, (20, 80), "the later change wins");
     app.get("/api/v1/quota-requests?status=open", &lead)
         .await
         .expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value"));

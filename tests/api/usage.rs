@@ -71,6 +71,8 @@ async fn what_projects_use_is_read_and_shown_beside_their_quota(pool: PgPool) {
     assert_eq!(job["result"][0]["projects"], 2, "kube-system is none of InfraHub's");
     let query = prometheus.queries.lock().unwrap()[0].clone();
     assert!(query.contains("kube_resourcequota") && query.contains("type=\"used\""), "{query}");
+    assert!(query.starts_with("max by (namespace, resource)"), "replicas do not add up: {query}");
+    assert!(query.starts_with("max by (namespace, resource)"), "replicas do not add up: {query}");
 
     let web_now = project(&app, &lead, &web).await;
     assert_eq!(
@@ -128,6 +130,42 @@ async fn what_projects_use_is_read_and_shown_beside_their_quota(pool: PgPool) {
         (Some(false), true)
     );
     assert_eq!(grown["used_ram_gb"].as_f64(), Some(0.0));
+    let gone = project(&app, &lead, &web).await;
+    assert_eq!(gone["used_cpu"], Value::Null, "no longer reported: no reading");
+    assert_eq!(gone["usage_at"], Value::Null);
+    // A resize starts the measure again: the smaller tier is not flagged at once.
+    sqlx::query(
+        "UPDATE projects SET under_half_since = now() - interval '31 days' WHERE id = $1::uuid",
+    )
+    .bind(&api)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(project(&app, &lead, &api).await["oversized"], true);
+    let resize = json!({ "performance_tier": "regular" });
+    app.call(reqwest::Method::PATCH, &format!("/api/v1/projects/{api}"), Some(&lead), Some(resize))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    assert_eq!(app.project_becomes(&lead, &api, "active").await["oversized"], false);
+    let gone = project(&app, &lead, &web).await;
+    assert_eq!(
+        (gone["used_cpu"].as_f64(), gone["usage_at"].is_null()),
+        (None, true),
+        "no longer reported: no reading"
+    );
+    // A resize starts the measure again: the smaller tier is not flagged at once.
+    sqlx::query(
+        "UPDATE projects SET under_half_since = now() - interval '31 days' WHERE id = $1::uuid",
+    )
+    .bind(&web)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let resize = json!({ "performance_tier": "high" });
+    app.call(reqwest::Method::PATCH, &format!("/api/v1/projects/{web}"), Some(&lead), Some(resize))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    assert_eq!(app.project_becomes(&lead, &web, "active").await["oversized"], false);
 }
 
 #[sqlx::test]

@@ -448,6 +448,14 @@ async fn a_shrinking_resize_does_not_warn_and_growing_back_does(pool: PgPool) {
         app.run_jobs().await;
     }
     assert_eq!(receiver.count(), 1, "10 of 10 CPU: told once");
+    // The same size again at 100 %: its old size counts as used before, nothing is crossed.
+    let same = json!({ "performance_tier": "high" });
+    let first = format!("/api/v1/projects/{}", ids[0]);
+    app.call(Method::PATCH, &first, Some(&lead), Some(same))
+        .await
+        .expect(StatusCode::ACCEPTED, None);
+    app.run_jobs().await;
+    assert_eq!(receiver.count(), 1, "a resize to the same size crosses nothing");
     let resize = |tier: &str| json!({ "performance_tier": tier });
     let path = format!("/api/v1/projects/{}", ids[0]);
     for (tier, told) in [("regular", 1), ("high", 2)] {
