@@ -47,6 +47,17 @@ async fn read(app: &TestApp) -> Value {
     app.get(&job, &admin).await.expect(StatusCode::OK, None)
 }
 
+/// As if project `id` had stayed under half of its quota for 31 days.
+async fn under_half_for_31_days(pool: &PgPool, id: &str) {
+    sqlx::query(
+        "UPDATE projects SET under_half_since = now() - interval '31 days' WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 async fn project(app: &TestApp, token: &str, id: &str) -> Value {
     app.get(&format!("/api/v1/projects/{id}"), token).await.expect(StatusCode::OK, None)
 }
@@ -99,13 +110,7 @@ async fn what_projects_use_is_read_and_shown_beside_their_quota(pool: PgPool) {
     assert_eq!(capacity["sites"][0]["in_use"], json!({ "cpu": 2.0, "ram_gb": 7.0 }));
 
     // Under half for 30 days: a smaller tier would do. Then it grows: the hint goes.
-    sqlx::query(
-        "UPDATE projects SET under_half_since = now() - interval '31 days' WHERE id = $1::uuid",
-    )
-    .bind(&api)
-    .execute(&pool)
-    .await
-    .unwrap();
+    under_half_for_31_days(&pool, &api).await;
     let since = project(&app, &lead, &api).await["under_half_since"].clone();
     read(&app).await;
     let kept = project(&app, &lead, &api).await;
@@ -134,13 +139,7 @@ async fn what_projects_use_is_read_and_shown_beside_their_quota(pool: PgPool) {
     assert_eq!(gone["used_cpu"], Value::Null, "no longer reported: no reading");
     assert_eq!(gone["usage_at"], Value::Null);
     // A resize starts the measure again: the smaller tier is not flagged at once.
-    sqlx::query(
-        "UPDATE projects SET under_half_since = now() - interval '31 days' WHERE id = $1::uuid",
-    )
-    .bind(&api)
-    .execute(&pool)
-    .await
-    .unwrap();
+    under_half_for_31_days(&pool, &api).await;
     assert_eq!(project(&app, &lead, &api).await["oversized"], true);
     let resize = json!({ "performance_tier": "regular" });
     app.call(reqwest::Method::PATCH, &format!("/api/v1/projects/{api}"), Some(&lead), Some(resize))
