@@ -294,8 +294,8 @@ pub(super) async fn quota_check(
 }
 
 /// The quota change that raises the department's quota at the site by `increase`, checked
-/// as [`set_quota`] checks one (409 `over_quota` when it does not fit); the job applying it
-/// checks again under the lock.
+/// as [`set_quota`] checks one (409 `over_quota` when it does not fit), with the quota it
+/// raises; the job applying it checks again under the lock.
 pub(super) async fn raise_quota(
     conn: &mut PgConnection,
     config: &Config,
@@ -303,18 +303,19 @@ pub(super) async fn raise_quota(
     department_id: Uuid,
     site_id: Uuid,
     increase: Resources,
-) -> AppResult<QuotaRequest> {
+) -> AppResult<(QuotaRequest, Option<Resources>)> {
     let check = quota_check(conn, config, field_id, department_id, site_id).await?;
     let wanted = check.previous.unwrap_or(Resources::ZERO) + increase;
     check_quota(check.capacity, check.other_quotas, check.used_by_projects, wanted)
         .map_err(|err| over_quota(&check, err))?;
-    Ok(QuotaRequest {
+    let change = QuotaRequest {
         field_id,
         department_id,
         site_id,
         cpu_limit: wanted.cpu,
         ram_gb_limit: wanted.ram_gb,
-    })
+    };
+    Ok((change, check.previous))
 }
 
 /// Creates or changes a department's quota at a site (center admins, or the field's admin):

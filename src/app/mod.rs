@@ -282,3 +282,12 @@ impl From<crate::store::jobs::Enqueued> for Submitted {
         Self { job: enqueued.into_job(), existing }
     }
 }
+/// A reason a person gives (a forced step, a rejection): trimmed, 1 to 500 characters.
+pub(crate) fn reason_text(reason: &str) -> AppResult<String> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        let message = "must be 1 to 500 characters long";
+        return Err(crate::domain::ValidationError::new("reason", message).into());
+    }
+    Ok(reason.to_owned())
+}

@@ -494,7 +494,7 @@ pub async fn reject(
     input: RejectProject,
 ) -> AppResult<ProjectSubmitted> {
     caller.authorize(Action::DecideProject)?;
-    let reason = reason_text(&input.reason)?;
+    let reason = super::reason_text(&input.reason)?;
     let why = format!("rejected by {}: {reason}", caller.username);
     move_on(ctx, caller, id, Event::Reject, Action::DecideProject, Some(&why)).await
 }
@@ -903,19 +903,6 @@ pub struct ForceProject {
     pub reason: String,
 }
 
-fn force_reason(input: &ForceProject) -> AppResult<String> {
-    reason_text(&input.reason)
-}
-
-/// A reason a person gives (for a forced step, a rejection): 1 to 500 characters.
-fn reason_text(reason: &str) -> AppResult<String> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ValidationError::new("reason", "must be 1 to 500 characters long").into());
-    }
-    Ok(reason.to_owned())
-}
-
 /// Runs the work of a project's status again (provisioning for a failed one), replacing its
 /// job (center admins): for a change that is stuck, e.g. waiting on a system that was fixed.
 pub async fn force_retry(
@@ -925,7 +912,7 @@ pub async fn force_retry(
     input: ForceProject,
 ) -> AppResult<ProjectSubmitted> {
     caller.authorize(Action::ForceProject)?;
-    let reason = force_reason(&input)?;
+    let reason = super::reason_text(&input.reason)?;
     let (mut tx, before, event, step) = begin_forced(ctx, id, Event::ForceRetry).await?;
     projects::transition(&mut tx, id, &event.sources(), step.to, None, None).await?;
     if event.supersedes_deliveries() {
@@ -953,7 +940,7 @@ pub async fn force_fail(
     input: ForceProject,
 ) -> AppResult<Project> {
     caller.authorize(Action::ForceProject)?;
-    let reason = force_reason(&input)?;
+    let reason = super::reason_text(&input.reason)?;
     let (mut tx, before, _, step) = begin_forced(ctx, id, Event::ForceFail).await?;
     let sources = Event::ForceFail.sources();
     let why = format!("failed by {}: {reason}", caller.username);

@@ -81,14 +81,6 @@ fn owner(request: &QuotaRequest) -> Owner {
     Owner::department(request.field_id, request.department_id)
 }
 
-fn reason_text(reason: &str) -> AppResult<String> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ValidationError::new("reason", "must be 1 to 500 characters long").into());
-    }
-    Ok(reason.to_owned())
-}
-
 /// Asks for more quota for the caller's department at a site (team leads). One request per
 /// department and site is open at a time.
 pub async fn ask(ctx: &Context, caller: &Caller, input: AskQuota) -> AppResult<QuotaRequestView> {
@@ -105,7 +97,7 @@ pub async fn ask(ctx: &Context, caller: &Caller, input: AskQuota) -> AppResult<Q
             return Err(ValidationError::new(field, message).into());
         }
     }
-    let reason = reason_text(&input.reason)?;
+    let reason = super::reason_text(&input.reason)?;
     let mut tx = ctx.pool.begin().await?;
     let site = org::find_unit_by_name(&mut tx, UnitKind::Site, &input.site)
         .await?
@@ -326,7 +318,7 @@ pub async fn apply(
         return Ok(json!({ "skipped": true, "reason": why }));
     }
     let increase = Resources::new(raise.cpu, raise.ram_gb);
-    let change = super::allocation::raise_quota(
+    let (change, before) = super::allocation::raise_quota(
         &mut tx,
         &ctx.config,
         raise.field_id,
@@ -335,8 +327,6 @@ pub async fn apply(
         increase,
     )
     .await?;
-    let before =
-        store_capacity::quota_and_usage(&mut tx, raise.department_id, raise.site_id).await?.0;
     store_capacity::set_quota(&mut tx, raise.department_id, raise.site_id, change.requested())
         .await?;
     let subject = format!("{}:{}", raise.department_id, raise.site_id);
@@ -365,7 +355,7 @@ pub async fn reject(
     input: RejectQuotaRequest,
 ) -> AppResult<QuotaRequestView> {
     caller.authorize(Action::SetQuota)?;
-    let reason = reason_text(&input.reason)?;
+    let reason = super::reason_text(&input.reason)?;
     let (mut tx, before) = begin_decision(ctx, caller, id).await?;
     store::reject(&mut tx, id, &caller.username, &reason).await?;
     let after = store::get(&mut tx, id).await?;

@@ -84,23 +84,22 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Webhook, StoreErro
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(conn).await?)
 }
 
+#[derive(sqlx::FromRow)]
+struct WithSecret {
+    #[sqlx(flatten)]
+    hook: Webhook,
+    secret: String,
+}
+
 /// The webhook with its secret, for signing a delivery; `None` when it is gone.
 pub async fn secret_of(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<(Webhook, String)>, StoreError> {
-    let Some(hook) = get(conn, id).await.map(Some).or_else(|e| match e {
-        StoreError::NotFound => Ok(None),
-        other => Err(other),
-    })?
-    else {
-        return Ok(None);
-    };
-    let secret: String = sqlx::query_scalar("SELECT secret FROM webhooks WHERE id = $1")
-        .bind(id)
-        .fetch_one(conn)
-        .await?;
-    Ok(Some((hook, secret)))
+    let sql = format!("SELECT {COLUMNS}, secret FROM webhooks WHERE id = $1");
+    let found: Option<WithSecret> =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(conn).await?;
+    Ok(found.map(|w| (w.hook, w.secret)))
 }
 
 pub async fn list(conn: &mut PgConnection, page: PageRequest) -> Result<Page<Webhook>, StoreError> {
