@@ -131,12 +131,16 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12, $13)
                  ON CONFLICT DO NOTHING
                  RETURNING *),
+             older AS (
+                 SELECT id FROM jobs
+                  WHERE $13::text IS NOT NULL AND kind = $2 AND coalesce_key = $13
+                    AND status IN ('queued', 'retrying') AND id < $1
+                    AND EXISTS (SELECT 1 FROM ins)
+                    FOR UPDATE SKIP LOCKED),
              sup AS (
                  UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
                         result = jsonb_build_object('superseded_by', $1::uuid)
-                  WHERE $13::text IS NOT NULL AND kind = $2 AND coalesce_key = $13
-                    AND status IN ('queued', 'retrying') AND id <> $1
-                    AND EXISTS (SELECT 1 FROM ins)
+                  WHERE id IN (SELECT id FROM older) AND status IN ('queued', 'retrying')
                  RETURNING 1)
              SELECT ",
             job_columns!(),
@@ -185,10 +189,17 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
     Err(StoreError::Duplicate { constraint: "jobs_active_dedupe_key".to_owned() })
 }
 
-/// A row [`enqueue`] inserted, and how many queued jobs it superseded: the queued (or
-/// retrying: not running) jobs of its kind and coalesce key end `superseded`, with
+/// A row [`enqueue`] inserted, and how many queued jobs it superseded: the older (by id,
+/// which orders jobs by creation) queued or retrying (not running) jobs of its kind and
+/// coalesce key end `superseded`, with
 /// `{"superseded_by": <it>}` as their result. A job a worker has already claimed is running
 /// and left alone (the claim skips rows locked here, and this skips rows the claim moved on).
+/// Rows another transaction holds locked (a concurrent submission superseding them, a claim)
+/// are skipped rather than waited for: submissions of one key never queue behind each other's
+/// commits. Two that race may both stay queued (neither sees the other's uncommitted row);
+/// the next submission supersedes both, and the applying jobs order themselves by
+/// `claim_change`, so the newest value wins either way. Only older ids are superseded: a
+/// submission whose statement commits after a newer one's must not retire the newer one.
 #[derive(sqlx::FromRow)]
 struct Inserted {
     #[sqlx(flatten)]

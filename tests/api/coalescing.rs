@@ -144,3 +144,55 @@ async fn a_late_older_quota_change_does_not_overwrite_a_newer_one(pool: PgPool) 
     let quota = app.get(&format!("/api/v1/departments/{}/quota", app.org.dept), &token).await.body;
     assert_eq!(quota["sites"][0]["quota"]["cpu"], 20, "the newer value stands");
 }
+
+/// Changes to one quota submitted at once: none waits for another's commit, so a few may stay
+/// queued side by side, but every superseded one names a newer job, and the newest value is
+/// the one that stands.
+#[sqlx::test]
+async fn racing_quota_changes_end_at_the_newest_value(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.add_server("s-1", 64, Some(app.org.field)).await;
+    let token = app.field_admin_token().await;
+    let requests = (1..=24).map(|cpu| {
+        let body = json!({ "field_id": app.org.field, "dept_id": app.org.dept, "site": "fra",
+                           "cpu_limit": cpu, "ram_gb_limit": 8 });
+        app.post("/api/v1/allocations/department-quota", &token, body)
+    });
+    let mut asked: Vec<(Uuid, i64)> = Vec::new();
+    for (cpu, answer) in (1..=24).zip(futures::future::join_all(requests).await) {
+        let id = answer.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().parse();
+        asked.push((id.unwrap(), cpu));
+    }
+    let (newest, newest_cpu) = *asked.iter().max().unwrap();
+    let jobs: Vec<(Uuid, String, Option<Value>)> = sqlx::query_as(
+        "SELECT id, status, result FROM jobs WHERE kind = 'allocate_quota' ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs.len(), 24);
+    for (id, status, result) in &jobs {
+        match status.as_str() {
+            "queued" => {}
+            "superseded" => {
+                let by: Uuid =
+                    result.as_ref().unwrap()["superseded_by"].as_str().unwrap().parse().unwrap();
+                assert!(by > *id, "{id} superseded by the older {by}");
+            }
+            other => panic!("{id} is {other} before any worker ran"),
+        }
+    }
+    assert!(jobs.iter().any(|(id, status, _)| *id == newest && status == "queued"));
+
+    app.run_jobs().await;
+    let quota = app.get(&format!("/api/v1/departments/{}/quota", app.org.dept), &token).await.body;
+    assert_eq!(quota["sites"][0]["quota"]["cpu"], newest_cpu, "the newest value stands");
+    let unfinished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE kind = 'allocate_quota'
+            AND status NOT IN ('succeeded', 'superseded')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(unfinished, 0);
+}
