@@ -66,35 +66,46 @@ pub async fn enqueue<J: Job>(
     payload: &J::Payload,
     meta: JobMeta,
 ) -> AppResult<Enqueued> {
-    let value = serde_json::to_value(payload)
-        .map_err(|e| AppError::internal(format!("{} payload: {e}", J::KIND)))?;
-    let settings = ctx.registry.settings(J::KIND);
-    let new = NewJob {
-        subject: meta.subject.as_ref().map(|(t, id)| (*t, id.clone())),
-        scope: meta.owner,
-        submitted_by: meta.submitted_by,
-        dedupe_key: J::DEDUPE.then(|| J::KIND.to_owned()),
-        coalesce_key: J::coalesce_key(payload),
-        ..NewJob::new(J::KIND, value, &meta.submitted_by_name, settings.max_attempts_i32())
-    };
-    Ok(jobs::enqueue(conn, &new).await?)
+    let value = payload_value::<J>(payload)?;
+    Ok(jobs::enqueue(conn, &new_job::<J>(ctx, payload, value, &meta)).await?)
 }
 
-/// Enqueues a `J` job for the caller in a transaction of its own, with an audit event when a
-/// new job was made.
+/// Enqueues a `J` job for the caller, with its `job.create` audit event when a new job was
+/// made: one statement on a connection of its own, so the job, the event and the wake-up
+/// commit together.
 pub async fn submit<J: Job>(
     ctx: &Context,
     caller: &Caller,
     payload: &J::Payload,
     meta: JobMeta,
 ) -> AppResult<Submitted> {
-    let mut tx = ctx.pool.begin().await?;
-    let enqueued = enqueue::<J>(&mut tx, ctx, payload, meta).await?;
-    if let Enqueued::Created(job) = &enqueued {
-        audit::record(&mut tx, &caller.actor(), Change::create("job", job.id, job)).await?;
+    let value = payload_value::<J>(payload)?;
+    let new = new_job::<J>(ctx, payload, value, &meta);
+    let mut conn = ctx.pool.acquire().await?;
+    Ok(jobs::enqueue_recorded(&mut conn, &new, &caller.actor()).await?.into())
+}
+
+fn payload_value<J: Job>(payload: &J::Payload) -> AppResult<Value> {
+    serde_json::to_value(payload)
+        .map_err(|e| AppError::internal(format!("{} payload: {e}", J::KIND)))
+}
+
+/// The row a `J` job with `payload` (already as JSON: `value`) is inserted as.
+fn new_job<'a, J: Job>(
+    ctx: &Context,
+    payload: &J::Payload,
+    value: Value,
+    meta: &'a JobMeta,
+) -> NewJob<'a> {
+    let settings = ctx.registry.settings(J::KIND);
+    NewJob {
+        subject: meta.subject.as_ref().map(|(t, id)| (*t, id.clone())),
+        scope: meta.owner,
+        submitted_by: meta.submitted_by,
+        dedupe_key: J::DEDUPE.then(|| J::KIND.to_owned()),
+        coalesce_key: J::coalesce_key(payload),
+        ..NewJob::new(J::KIND, value, &meta.submitted_by_name, settings.max_attempts_i32())
     }
-    super::commit(tx).await?;
-    Ok(enqueued.into())
 }
 
 fn visibility(caller: &Caller) -> Visibility {

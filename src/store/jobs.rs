@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::audit::Actor;
 use super::{Page, PageRequest, StoreError};
 use crate::domain::job::JobStatus;
 use crate::domain::scope::{Owner, Scope};
@@ -48,6 +49,14 @@ macro_rules! job_columns {
          CASE WHEN status IN ('queued', 'retrying') THEN run_at END AS next_run_at,
          created_at, started_at, finished_at, last_error, errors, result,
          submitted_by, submitted_by_name"
+    };
+}
+
+/// A timestamp column as JSON text the way the API writes it (`...T12:00:00.000000Z`), not in
+/// the session's time zone.
+macro_rules! utc_text {
+    ($column:literal) => {
+        concat!("to_char(", $column, r#" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#)
     };
 }
 
@@ -117,13 +126,36 @@ impl Enqueued {
 /// active job that its dedupe key points at. Safe under concurrent submissions.
 #[tracing::instrument(skip_all, fields(kind = new.kind))]
 pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+    insert(conn, new, None).await
+}
+
+/// [`enqueue`], and when a new job is made, its `job.create` audit event by `actor` in the
+/// same statement: what a person's submission costs is one round trip, and on a connection
+/// outside a transaction the job, its event and its wake-up commit together. The event is
+/// filed under the job's field (its scope's field, or its department's).
+#[tracing::instrument(skip_all, fields(kind = new.kind))]
+pub async fn enqueue_recorded(
+    conn: &mut PgConnection,
+    new: &NewJob<'_>,
+    actor: &Actor,
+) -> Result<Enqueued, StoreError> {
+    insert(conn, new, Some(actor)).await
+}
+
+async fn insert(
+    conn: &mut PgConnection,
+    new: &NewJob<'_>,
+    actor: Option<&Actor>,
+) -> Result<Enqueued, StoreError> {
     // A conflict means another submission holds the key; re-read it (it may have just finished,
     // freeing the dedupe key, hence the second round).
     for _ in 0..3 {
         // One round trip: the row, the supersession of the queued jobs it makes pointless
-        // (only when it carries a coalesce key), and the wake-up, sent when the transaction
-        // commits. Nothing of that happens when a dedupe key conflicts.
-        let inserted: Option<Inserted> = sqlx::query_as(concat!(
+        // (only when it carries a coalesce key), the audit event (only with an actor), and the
+        // wake-up, sent when the transaction commits. Nothing of that happens when a dedupe
+        // key conflicts.
+        let inserted: Option<Inserted> =
+            sqlx::query_as(concat!(
             "WITH ins AS (
                  INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
                                    scope_department_id, submitted_by, submitted_by_name,
@@ -141,28 +173,52 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
                  UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
                         result = jsonb_build_object('superseded_by', $1::uuid)
                   WHERE id IN (SELECT id FROM older) AND status IN ('queued', 'retrying')
-                 RETURNING 1)
+                 RETURNING 1),
+             recorded AS (
+                 INSERT INTO audit_events (actor_id, actor, action, subject_type, subject_id,
+                                           after, request_id, field_ids)
+                 SELECT $15, $16, 'job.create', 'job', ins.id::text,
+                        jsonb_build_object(
+                            'id', ins.id, 'kind', ins.kind, 'status', ins.status,
+                            'payload', ins.payload, 'subject_type', ins.subject_type,
+                            'subject_id', ins.subject_id, 'attempts', ins.attempts,
+                            'max_attempts', ins.max_attempts,
+                            'next_run_at', ", utc_text!("ins.run_at"), ",
+                            'created_at', ", utc_text!("ins.created_at"), ",
+                            'started_at', ", utc_text!("ins.started_at"), ",
+                            'finished_at', ", utc_text!("ins.finished_at"), ",
+                            'last_error', ins.last_error, 'errors', ins.errors,
+                            'result', ins.result, 'submitted_by', ins.submitted_by,
+                            'submitted_by_name', ins.submitted_by_name),
+                        $17,
+                        array_remove(ARRAY[coalesce(ins.scope_field_id,
+                            (SELECT d.field_id FROM departments d
+                              WHERE d.id = ins.scope_department_id))], NULL)
+                   FROM ins WHERE $16::text IS NOT NULL)
              SELECT ",
             job_columns!(),
             ", (SELECT count(*) FROM sup) AS superseded, pg_notify($14, $2) IS NOT NULL AS notified
                FROM ins"
         ))
-        .bind(Uuid::now_v7())
-        .bind(new.kind)
-        .bind(&new.payload)
-        .bind(new.subject.as_ref().map(|s| s.0))
-        .bind(new.subject.as_ref().map(|s| s.1.as_str()))
-        .bind(new.scope.field_id)
-        .bind(new.scope.department_id)
-        .bind(new.submitted_by)
-        .bind(new.submitted_by_name)
-        .bind(new.max_attempts)
-        .bind(new.run_at)
-        .bind(new.dedupe_key.as_deref())
-        .bind(new.coalesce_key.as_deref())
-        .bind(NOTIFY_CHANNEL)
-        .fetch_optional(&mut *conn)
-        .await?;
+            .bind(Uuid::now_v7())
+            .bind(new.kind)
+            .bind(&new.payload)
+            .bind(new.subject.as_ref().map(|s| s.0))
+            .bind(new.subject.as_ref().map(|s| s.1.as_str()))
+            .bind(new.scope.field_id)
+            .bind(new.scope.department_id)
+            .bind(new.submitted_by)
+            .bind(new.submitted_by_name)
+            .bind(new.max_attempts)
+            .bind(new.run_at)
+            .bind(new.dedupe_key.as_deref())
+            .bind(new.coalesce_key.as_deref())
+            .bind(NOTIFY_CHANNEL)
+            .bind(actor.and_then(|a| a.user_id))
+            .bind(actor.map(|a| a.name.as_str()))
+            .bind(actor.and_then(|a| a.request_id.as_deref()))
+            .fetch_optional(&mut *conn)
+            .await?;
         if let Some(Inserted { job, superseded }) = inserted {
             if superseded > 0 {
                 metrics::counter!("infrahub_jobs_superseded_total", "kind" => new.kind.to_owned())

@@ -288,3 +288,57 @@ async fn the_trigger_files_events_under_their_fields_whatever_their_ids_look_lik
     );
     assert_eq!(filed_under(&pool, "login", "nobody", json!(null), json!(null)).await, none);
 }
+
+/// The `job.create` events with `subject_id` = `job`, as a center admin reads them.
+async fn job_created(app: &TestApp, token: &str, job: &str) -> Vec<Value> {
+    walk(app, token, &format!("&action=job.create&subject_type=job&subject_id={job}"), 100).await
+}
+
+#[sqlx::test]
+async fn a_submitted_job_is_recorded_once_with_its_submitter_in_its_field(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let admin = app.admin_token().await;
+    let field_admin = app.field_admin_token().await;
+    app.add_server("s-1", 64, Some(app.org.field)).await;
+    let body = json!({ "field_id": app.org.field, "dept_id": app.org.dept, "site": "fra",
+                       "cpu_limit": 4, "ram_gb_limit": 8 });
+    let answer = app.post("/api/v1/allocations/department-quota", &field_admin, body).await;
+    let job = answer.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
+
+    // One event, by the field admin, of the job as it was made, filed under the job's field:
+    // the field admin reads it, and the other field does not.
+    let events = job_created(&app, &admin, &job).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["actor"], "retail-admin");
+    assert_eq!(event["after"]["id"], json!(job));
+    assert_eq!(event["after"]["kind"], "allocate_quota");
+    assert_eq!(event["after"]["status"], "queued");
+    assert_eq!(event["after"]["payload"]["cpu_limit"], 4);
+    let api_job = app.get(&format!("/api/v1/jobs/{job}"), &admin).await.body;
+    for key in ["submitted_by", "submitted_by_name", "max_attempts", "errors", "started_at"] {
+        assert_eq!(event["after"][key], api_job[key], "{key}: the event records the job as read");
+    }
+    for key in ["created_at", "next_run_at"] {
+        let instant = |v: &Value| {
+            let text = v.as_str().unwrap_or_else(|| panic!("{key}: {v}"));
+            assert!(text.ends_with('Z'), "{key} in UTC: {text}");
+            chrono::DateTime::parse_from_rfc3339(text).unwrap()
+        };
+        assert_eq!(instant(&event["after"][key]), instant(&api_job[key]), "{key}");
+    }
+    assert_eq!(event["field_ids"], json!([app.org.field]));
+    assert_eq!(job_created(&app, &field_admin, &job).await.len(), 1);
+    let other = format!("/api/v1/audit?field_id={}&subject_id={job}", app.org.other_field);
+    assert!(actions(&app.get(&other, &admin).await.body).is_empty());
+
+    // A sync asked for twice is one job: one event, and none for the answer that found it.
+    let sync = "/api/v1/admin/sync/servers";
+    let first = app.call(reqwest::Method::POST, sync, Some(&admin), None).await;
+    let first = first.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
+    let again = app.call(reqwest::Method::POST, sync, Some(&admin), None).await;
+    assert_eq!(again.expect(StatusCode::ACCEPTED, None)["job_id"], json!(first));
+    let synced = job_created(&app, &admin, &first).await;
+    assert_eq!(synced.len(), 1, "{synced:?}");
+    assert_eq!(synced[0]["field_ids"], json!([]), "a center job belongs to no field");
+}
