@@ -128,6 +128,12 @@ pub async fn commit(tx: Transaction<'static, Postgres>) -> AppResult<()> {
     Ok(())
 }
 
+/// Whether the running use case is inside [`once`]: its change must then go through a
+/// transaction and [`commit`], to commit with the answer.
+pub fn under_key() -> bool {
+    PARKED.try_with(|_| ()).is_ok()
+}
+
 /// Runs `handle` for `request` unless its key already answered it: then the stored answer
 /// comes back instead. Answers of 5xx are not kept, so the request can be tried again.
 pub async fn once<F, Fut>(ctx: &Context, request: &Request, handle: F) -> AppResult<Answer>

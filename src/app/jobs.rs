@@ -71,8 +71,10 @@ pub async fn enqueue<J: Job>(
 }
 
 /// Enqueues a `J` job for the caller, with its `job.create` audit event when a new job was
-/// made: one statement on a connection of its own, so the job, the event and the wake-up
-/// commit together.
+/// made, in one statement: the job, the event and the wake-up commit together. Under an
+/// `Idempotency-Key` the statement runs in a transaction that commits with the request's
+/// stored answer ([`super::commit`]); otherwise on a connection of its own, with no
+/// `BEGIN` and `COMMIT` around it.
 pub async fn submit<J: Job>(
     ctx: &Context,
     caller: &Caller,
@@ -81,8 +83,15 @@ pub async fn submit<J: Job>(
 ) -> AppResult<Submitted> {
     let value = payload_value::<J>(payload)?;
     let new = new_job::<J>(ctx, payload, value, &meta);
+    let actor = caller.actor();
+    if super::idempotency::under_key() {
+        let mut tx = ctx.pool.begin().await?;
+        let enqueued = jobs::enqueue_recorded(&mut tx, &new, &actor).await?;
+        super::commit(tx).await?;
+        return Ok(enqueued.into());
+    }
     let mut conn = ctx.pool.acquire().await?;
-    Ok(jobs::enqueue_recorded(&mut conn, &new, &caller.actor()).await?.into())
+    Ok(jobs::enqueue_recorded(&mut conn, &new, &actor).await?.into())
 }
 
 fn payload_value<J: Job>(payload: &J::Payload) -> AppResult<Value> {

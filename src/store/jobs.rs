@@ -52,8 +52,8 @@ macro_rules! job_columns {
     };
 }
 
-/// A timestamp column as JSON text the way the API writes it (`...T12:00:00.000000Z`), not in
-/// the session's time zone.
+/// A timestamp column as RFC 3339 text in UTC (`...T12:00:00.120000Z`: always microseconds,
+/// where the API drops trailing zeros; the same instant), not in the session's time zone.
 macro_rules! utc_text {
     ($column:literal) => {
         concat!("to_char(", $column, r#" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#)
@@ -130,8 +130,8 @@ pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueu
 }
 
 /// [`enqueue`], and when a new job is made, its `job.create` audit event by `actor` in the
-/// same statement: what a person's submission costs is one round trip, and on a connection
-/// outside a transaction the job, its event and its wake-up commit together. The event is
+/// same statement: what a person's submission costs is one round trip, and the job, its event
+/// and its wake-up commit together (on a connection outside a transaction, at once). The event is
 /// filed under the job's field (its scope's field, or its department's).
 #[tracing::instrument(skip_all, fields(kind = new.kind))]
 pub async fn enqueue_recorded(

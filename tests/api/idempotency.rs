@@ -209,6 +209,56 @@ async fn a_change_commits_only_together_with_its_stored_answer(pool: PgPool) {
     app.project_becomes(&lead, &id, "active").await;
 }
 
+/// The same for a job submitted on its own (a quota change: one statement without a key):
+/// under a key its job and audit event wait for the answer, and die with the request.
+#[sqlx::test]
+async fn a_submitted_job_commits_only_together_with_its_stored_answer(pool: PgPool) {
+    use infrahub::app::{self, Caller};
+    let app = TestApp::spawn(pool.clone()).await;
+    app.add_server("s-1", 64, Some(app.org.field)).await;
+    let field_admin = app.field_admin_token().await;
+    let body = json!({ "field_id": app.org.field, "dept_id": app.org.dept, "site": "fra",
+                       "cpu_limit": 4, "ram_gb_limit": 8 });
+    let path = "/api/v1/allocations/department-quota";
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let request = app::idempotency::Request::new(
+        app.org.field_admin.id,
+        "quota-4",
+        "POST",
+        path,
+        &bytes,
+        &app.ctx.fingerprint_key,
+    )
+    .unwrap();
+    let caller = Caller::new(&app.org.field_admin, None);
+    let input: app::allocation::SetQuota = serde_json::from_value(body.clone()).unwrap();
+    let (submitted_tx, submitted) = tokio::sync::oneshot::channel();
+    let dying = app::idempotency::once(&app.ctx, &request, || async {
+        let answer = app::allocation::set_quota(&app.ctx, &caller, input).await;
+        submitted_tx.send(answer.is_ok()).unwrap();
+        std::future::pending().await
+    });
+    tokio::select! {
+        _ = dying => unreachable!("the handler never answers"),
+        ok = submitted => assert!(ok.unwrap(), "the use case ran to its end"),
+    }
+    let jobs = "SELECT count(*) FROM jobs WHERE kind = 'allocate_quota'";
+    let events = "SELECT count(*) FROM audit_events WHERE action = 'job.create'";
+    assert_eq!(count(&pool, jobs).await, 0, "without its answer, the job is not committed");
+    assert_eq!(count(&pool, events).await, 0);
+    assert_eq!(count(&pool, "SELECT count(*) FROM idempotency_keys").await, 0);
+
+    for replayed in [false, true] {
+        let again = keyed(&app, Method::POST, path, &field_admin, "quota-4", Some(body.clone()));
+        let again = again.await;
+        assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+        assert_eq!(again.headers.get("idempotency-replayed").is_some(), replayed);
+    }
+    assert_eq!(count(&pool, jobs).await, 1, "it ran once");
+    assert_eq!(count(&pool, events).await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM idempotency_keys").await, 1);
+}
+
 /// A login answers with a token: it is never kept (even sent with a key and a bearer), and no
 /// stored fingerprint is a plain hash of a body holding a password.
 #[sqlx::test]
