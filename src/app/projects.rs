@@ -322,7 +322,7 @@ pub async fn create(
         approval_reason: approval.as_deref(),
         expires_at: input.expires_at,
     };
-    let id = projects::insert(&mut tx, &new).await.map_err(|e| match e {
+    let mut project = projects::insert(&mut tx, &new).await.map_err(|e| match e {
         StoreError::Duplicate { .. } => AppError::conflict(
             "already_exists",
             format!(
@@ -332,7 +332,7 @@ pub async fn create(
         ),
         other => other.into(),
     })?;
-    let mut project = projects::get(&mut tx, id).await?;
+    let id = project.id;
     // A request that needs approval starts nothing: a field admin's approval does.
     let enqueued = match approval {
         None => {
@@ -346,14 +346,16 @@ pub async fn create(
         Some(_) => None,
     };
     audit::record(&mut tx, &caller.actor(), Change::create("project", id, &project)).await?;
+    announce(&mut tx, ctx, None, &project).await?;
     // The reservation comes last: concurrent requests for the (field, site) wait for each
-    // other only from the lock to the commit, not through the writes above. The use it checks
-    // includes this uncommitted project, hence `wanted` as freed; over quota, all of it rolls
-    // back, the job and its wake-up with it. So a request both over quota and named like an
-    // existing project is refused as `already_exists`, the first thing found wrong.
+    // other only from the lock to the commit (the check, and a warning only when the use
+    // crosses 90 %), not through the writes above. The use it checks includes this
+    // uncommitted project, hence `wanted` as freed; over quota, all of it rolls back, the
+    // jobs (the project's, its webhooks') and their wake-ups with it. So a request both over
+    // quota and named like an existing project is refused as `already_exists`, the first
+    // thing found wrong.
     let reserved =
         reserve(&mut tx, dept.field_id, dept.id, site.id, wanted, wanted, Resources::ZERO).await?;
-    announce(&mut tx, ctx, None, &project).await?;
     reserved.warn_if_nearly_full(&mut tx, ctx, &project).await?;
     super::commit(tx).await?;
     Ok(ProjectSubmitted { project, submitted: enqueued.map(Into::into) })

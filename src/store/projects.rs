@@ -64,7 +64,11 @@ pub struct Project {
 
 macro_rules! project_select {
     () => {
-        "SELECT p.id, p.name, p.namespace, p.department_id, d.name AS department, d.field_id,
+        project_select!("projects")
+    };
+    // The columns of the rows of `$source` (a table or a CTE, as `p`).
+    ($source:literal) => {
+        concat!("SELECT p.id, p.name, p.namespace, p.department_id, d.name AS department, d.field_id,
                 f.name AS field, p.site_id, s.name AS site, p.sla_type, p.performance_tier, p.cpu,
                 p.ram_gb, p.extra_quota, p.status, p.failure_reason, p.failed_from, p.last_job_id, p.generation,
                 p.approval_expires_at, p.approval_reason, p.delete_at, p.expires_at, p.used_cpu,
@@ -72,10 +76,10 @@ macro_rules! project_select {
                 coalesce(p.under_half_since <= now() - interval '30 days', false) AS oversized,
                 p.created_by,
                 p.created_at, p.updated_at, p.deleted_at
-           FROM projects p
+           FROM ", $source, " p
            JOIN departments d ON d.id = p.department_id
            JOIN fields f ON f.id = d.field_id
-           JOIN sites s ON s.id = p.site_id"
+           JOIN sites s ON s.id = p.site_id")
     };
 }
 
@@ -100,15 +104,19 @@ pub struct NewProject<'a> {
 
 /// Inserts the project, at generation 1; a live project of the same name or namespace at the
 /// site is a [`StoreError::Duplicate`].
-pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uuid, StoreError> {
+/// Inserts the project and returns it as [`get`] reads it, in one statement.
+pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Project, StoreError> {
     let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type, performance_tier,
-                               cpu, ram_gb, extra_quota, status, created_by, generation,
-                               approval_expires_at, approval_reason, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, 1,
-                 now() + $13::int8 * interval '1 second', $14, $15)",
-    )
+    let project = sqlx::query_as(concat!(
+        "WITH inserted AS (
+             INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                                   performance_tier, cpu, ram_gb, extra_quota, status, created_by,
+                                   generation, approval_expires_at, approval_reason, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, 1,
+                     now() + $13::int8 * interval '1 second', $14, $15)
+             RETURNING *) ",
+        project_select!("inserted")
+    ))
     .bind(id)
     .bind(new.name)
     .bind(new.department_id)
@@ -124,9 +132,9 @@ pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Uui
     .bind(new.approval_expires_after_secs)
     .bind(new.approval_reason)
     .bind(new.expires_at)
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(id)
+    Ok(project)
 }
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Project, StoreError> {

@@ -466,3 +466,42 @@ async fn a_shrinking_resize_does_not_warn_and_growing_back_does(pool: PgPool) {
         assert_eq!(receiver.count(), told, "after resizing to {tier}");
     }
 }
+
+/// A request refused over quota rolls back whole: the approval it would have asked for is not
+/// announced (the announcement is written before the reservation is checked).
+#[sqlx::test]
+async fn a_request_refused_over_quota_announces_nothing(pool: PgPool) {
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, gold_needs_approval).await;
+    app.give_quota(1, 1).await;
+    let (_receiver, url) = Receiver::start(&[]).await;
+    let admin = app.admin_token().await;
+    let events = json!(["approval.requested"]);
+    hook(
+        &app,
+        &admin,
+        json!({ "name": "approvers", "url": url, "events": events, "secret": SECRET }),
+    )
+    .await
+    .expect(StatusCode::CREATED, None);
+    let lead = app.team_lead_token().await;
+    let body = json!({ "name": "ledger", "site": "fra", "sla_type": "gold", "performance_tier": "regular" });
+    app.post("/api/v1/projects", &lead, body)
+        .await
+        .expect(StatusCode::CONFLICT, Some("over_quota"));
+    assert_eq!(deliveries(&pool).await, []);
+    let projects: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(&pool).await.unwrap();
+    assert_eq!(projects, 0);
+
+    sqlx::query("UPDATE department_quotas SET cpu_limit = 40, ram_gb_limit = 160")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let body = json!({ "name": "ledger", "site": "fra", "sla_type": "gold", "performance_tier": "regular" });
+    app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::CREATED, None);
+    assert_eq!(
+        deliveries(&pool).await,
+        [("queued".to_owned(), 0)],
+        "once it fits, it is announced"
+    );
+}
