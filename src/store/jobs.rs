@@ -142,6 +142,96 @@ pub async fn enqueue_recorded(
     insert(conn, new, Some(actor)).await
 }
 
+// The statements of `insert`: one round trip each, with only the parts a job needs, so a plain
+// job pays for no supersession and no audit event. Parameters: $1–$13 the row, $14 the
+// notification channel, $15–$17 the actor (id, name, request id).
+macro_rules! enqueue_insert {
+    () => {
+        "WITH ins AS (
+             INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
+                               scope_department_id, submitted_by, submitted_by_name,
+                               max_attempts, run_at, dedupe_key, coalesce_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12, $13)
+             ON CONFLICT DO NOTHING
+             RETURNING *)"
+    };
+}
+
+macro_rules! enqueue_supersede {
+    () => {
+        ", older AS (
+             SELECT id FROM jobs
+              WHERE kind = $2 AND coalesce_key = $13 AND status IN ('queued', 'retrying')
+                AND id < $1 AND EXISTS (SELECT 1 FROM ins)
+                FOR UPDATE SKIP LOCKED),
+           sup AS (
+             UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
+                    result = jsonb_build_object('superseded_by', $1::uuid)
+              WHERE id IN (SELECT id FROM older) AND status IN ('queued', 'retrying')
+             RETURNING 1)"
+    };
+}
+
+macro_rules! enqueue_record {
+    () => {
+        concat!(
+            ", recorded AS (
+                 INSERT INTO audit_events (actor_id, actor, action, subject_type, subject_id,
+                                           after, request_id, field_ids)
+                 SELECT $15, $16, 'job.create', 'job', ins.id::text,
+                        jsonb_build_object(
+                            'id', ins.id, 'kind', ins.kind, 'status', ins.status,
+                            'payload', ins.payload, 'subject_type', ins.subject_type,
+                            'subject_id', ins.subject_id, 'attempts', ins.attempts,
+                            'max_attempts', ins.max_attempts,
+                            'next_run_at', ",
+            utc_text!("ins.run_at"),
+            ",
+                            'created_at', ",
+            utc_text!("ins.created_at"),
+            ",
+                            'started_at', ",
+            utc_text!("ins.started_at"),
+            ",
+                            'finished_at', ",
+            utc_text!("ins.finished_at"),
+            ",
+                            'last_error', ins.last_error, 'errors', ins.errors,
+                            'result', ins.result, 'submitted_by', ins.submitted_by,
+                            'submitted_by_name', ins.submitted_by_name),
+                        $17,
+                        array_remove(ARRAY[coalesce(ins.scope_field_id,
+                            (SELECT d.field_id FROM departments d
+                              WHERE d.id = ins.scope_department_id))], NULL)
+                   FROM ins)"
+        )
+    };
+}
+
+macro_rules! enqueue_answer {
+    ($superseded:literal) => {
+        concat!(
+            " SELECT ",
+            job_columns!(),
+            ", ",
+            $superseded,
+            " AS superseded, pg_notify($14, $2) IS NOT NULL AS notified FROM ins"
+        )
+    };
+}
+
+const ENQUEUE: &str = concat!(enqueue_insert!(), enqueue_answer!("0::int8"));
+const ENQUEUE_COALESCING: &str =
+    concat!(enqueue_insert!(), enqueue_supersede!(), enqueue_answer!("(SELECT count(*) FROM sup)"));
+const ENQUEUE_RECORDED: &str =
+    concat!(enqueue_insert!(), enqueue_record!(), enqueue_answer!("0::int8"));
+const ENQUEUE_COALESCING_RECORDED: &str = concat!(
+    enqueue_insert!(),
+    enqueue_supersede!(),
+    enqueue_record!(),
+    enqueue_answer!("(SELECT count(*) FROM sup)")
+);
+
 async fn insert(
     conn: &mut PgConnection,
     new: &NewJob<'_>,
@@ -154,52 +244,13 @@ async fn insert(
         // (only when it carries a coalesce key), the audit event (only with an actor), and the
         // wake-up, sent when the transaction commits. Nothing of that happens when a dedupe
         // key conflicts.
-        let inserted: Option<Inserted> =
-            sqlx::query_as(concat!(
-            "WITH ins AS (
-                 INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
-                                   scope_department_id, submitted_by, submitted_by_name,
-                                   max_attempts, run_at, dedupe_key, coalesce_key)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12, $13)
-                 ON CONFLICT DO NOTHING
-                 RETURNING *),
-             older AS (
-                 SELECT id FROM jobs
-                  WHERE $13::text IS NOT NULL AND kind = $2 AND coalesce_key = $13
-                    AND status IN ('queued', 'retrying') AND id < $1
-                    AND EXISTS (SELECT 1 FROM ins)
-                    FOR UPDATE SKIP LOCKED),
-             sup AS (
-                 UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
-                        result = jsonb_build_object('superseded_by', $1::uuid)
-                  WHERE id IN (SELECT id FROM older) AND status IN ('queued', 'retrying')
-                 RETURNING 1),
-             recorded AS (
-                 INSERT INTO audit_events (actor_id, actor, action, subject_type, subject_id,
-                                           after, request_id, field_ids)
-                 SELECT $15, $16, 'job.create', 'job', ins.id::text,
-                        jsonb_build_object(
-                            'id', ins.id, 'kind', ins.kind, 'status', ins.status,
-                            'payload', ins.payload, 'subject_type', ins.subject_type,
-                            'subject_id', ins.subject_id, 'attempts', ins.attempts,
-                            'max_attempts', ins.max_attempts,
-                            'next_run_at', ", utc_text!("ins.run_at"), ",
-                            'created_at', ", utc_text!("ins.created_at"), ",
-                            'started_at', ", utc_text!("ins.started_at"), ",
-                            'finished_at', ", utc_text!("ins.finished_at"), ",
-                            'last_error', ins.last_error, 'errors', ins.errors,
-                            'result', ins.result, 'submitted_by', ins.submitted_by,
-                            'submitted_by_name', ins.submitted_by_name),
-                        $17,
-                        array_remove(ARRAY[coalesce(ins.scope_field_id,
-                            (SELECT d.field_id FROM departments d
-                              WHERE d.id = ins.scope_department_id))], NULL)
-                   FROM ins WHERE $16::text IS NOT NULL)
-             SELECT ",
-            job_columns!(),
-            ", (SELECT count(*) FROM sup) AS superseded, pg_notify($14, $2) IS NOT NULL AS notified
-               FROM ins"
-        ))
+        let sql = match (new.coalesce_key.is_some(), actor.is_some()) {
+            (false, false) => ENQUEUE,
+            (true, false) => ENQUEUE_COALESCING,
+            (false, true) => ENQUEUE_RECORDED,
+            (true, true) => ENQUEUE_COALESCING_RECORDED,
+        };
+        let query = sqlx::query_as(sql)
             .bind(Uuid::now_v7())
             .bind(new.kind)
             .bind(&new.payload)
@@ -213,12 +264,15 @@ async fn insert(
             .bind(new.run_at)
             .bind(new.dedupe_key.as_deref())
             .bind(new.coalesce_key.as_deref())
-            .bind(NOTIFY_CHANNEL)
-            .bind(actor.and_then(|a| a.user_id))
-            .bind(actor.map(|a| a.name.as_str()))
-            .bind(actor.and_then(|a| a.request_id.as_deref()))
-            .fetch_optional(&mut *conn)
-            .await?;
+            .bind(NOTIFY_CHANNEL);
+        let query = match actor {
+            Some(actor) => query
+                .bind(actor.user_id)
+                .bind(actor.name.as_str())
+                .bind(actor.request_id.as_deref()),
+            None => query,
+        };
+        let inserted: Option<Inserted> = query.fetch_optional(&mut *conn).await?;
         if let Some(Inserted { job, superseded }) = inserted {
             if superseded > 0 {
                 metrics::counter!("infrahub_jobs_superseded_total", "kind" => new.kind.to_owned())
