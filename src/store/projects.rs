@@ -102,9 +102,9 @@ pub struct NewProject<'a> {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Inserts the project, at generation 1; a live project of the same name or namespace at the
-/// site is a [`StoreError::Duplicate`].
-/// Inserts the project and returns it as [`get`] reads it, in one statement.
+/// Inserts the project, at generation 1, and returns it as [`get`] reads it, in one
+/// statement; a live project of the same name or namespace at the site is a
+/// [`StoreError::Duplicate`].
 pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Project, StoreError> {
     let id = Uuid::now_v7();
     let project = sqlx::query_as(concat!(

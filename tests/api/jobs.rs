@@ -511,3 +511,45 @@ async fn a_claim_that_is_no_longer_in_flight_is_not_renewed(pool: PgPool) {
     );
     engine.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Each of `enqueue`'s statements (with or without a coalesce key, with or without an actor)
+/// does its part and no other: only a keyed job supersedes, only a recorded one leaves an
+/// audit event, and the older job of a key ends superseded by the newer whichever way it came.
+#[sqlx::test]
+async fn every_enqueue_statement_does_its_own_part(pool: PgPool) {
+    use infrahub::store::audit::Actor;
+    let mut conn = pool.acquire().await.unwrap();
+    let keyed = |n: i32| NewJob {
+        coalesce_key: Some("dept:site".to_owned()),
+        ..new_job("noop", json!({ "n": n }))
+    };
+    let actor = Actor { user_id: None, name: "someone".to_owned(), request_id: None };
+    let plain = jobs::enqueue(&mut conn, &new_job("noop", json!({}))).await.unwrap();
+    let lone = new_job("noop", json!({}));
+    let recorded = jobs::enqueue_recorded(&mut conn, &lone, &actor).await.unwrap();
+    let first = jobs::enqueue(&mut conn, &keyed(1)).await.unwrap().into_job();
+    let second = jobs::enqueue(&mut conn, &keyed(2)).await.unwrap().into_job();
+    let third = jobs::enqueue_recorded(&mut conn, &keyed(3), &actor).await.unwrap().into_job();
+
+    let status = |id: Uuid| {
+        let pool = pool.clone();
+        async move { job(&pool, id).await }
+    };
+    assert_eq!(status(plain.job().id).await.status, JobStatus::Queued);
+    assert_eq!(status(recorded.job().id).await.status, JobStatus::Queued);
+    for (older, newer) in [(first.id, second.id), (second.id, third.id)] {
+        let older = status(older).await;
+        assert_eq!(older.status, JobStatus::Superseded);
+        assert_eq!(older.result, Some(json!({ "superseded_by": newer })));
+    }
+    assert_eq!(status(third.id).await.status, JobStatus::Queued);
+
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT subject_id FROM audit_events WHERE action = 'job.create' AND actor = 'someone'
+          ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(events, [recorded.job().id.to_string(), third.id.to_string()]);
+}
