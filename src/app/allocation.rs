@@ -329,11 +329,7 @@ pub async fn set_quota(ctx: &Context, caller: &Caller, input: SetQuota) -> AppRe
         return Err(refused());
     }
     let mut conn = ctx.pool.acquire().await?;
-    let dept = match org::get_department(&mut conn, input.dept_id).await {
-        Ok(dept) => Some(dept),
-        Err(StoreError::NotFound) => None,
-        Err(other) => return Err(other.into()),
-    };
+    let (dept, site) = org::department_and_site(&mut conn, input.dept_id, &input.site).await?;
     // Whether another field's department exists is none of a field admin's business: the
     // same refusal either way, before any value of the request is looked at.
     let in_scope =
@@ -352,9 +348,8 @@ pub async fn set_quota(ctx: &Context, caller: &Caller, input: SetQuota) -> AppRe
         )
         .with_details(json!({ "field": "dept_id" })));
     }
-    let site = org::find_unit_by_name(&mut conn, UnitKind::Site, &input.site)
-        .await?
-        .ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
+    let site =
+        site.ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
     let request = QuotaRequest {
         field_id: input.field_id,
         department_id: dept.id,

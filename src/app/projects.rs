@@ -28,7 +28,7 @@ use crate::jobs::provision_namespace::{ProjectJob, ProvisionNamespace};
 use crate::store::audit::{self, Actor, Change};
 use crate::store::capacity as store_capacity;
 use crate::store::jobs::{self as store_jobs, Enqueued};
-use crate::store::org::{self, UnitKind};
+use crate::store::org;
 use crate::store::projects::{self, Due, NewProject, Project, ProjectFilter};
 use crate::store::{Page, PageRequest, StoreError};
 
@@ -291,12 +291,12 @@ pub async fn create(
         return Err(ValidationError::new("expires_at", "must be in the future").into());
     }
     let mut tx = ctx.pool.begin().await?;
-    let dept = org::get_department(&mut tx, department_id).await?;
+    let (dept, site) = org::department_and_site(&mut tx, department_id, &input.site).await?;
+    let dept = dept.ok_or(StoreError::NotFound)?;
     let namespace =
         namespace_for(&ctx.config.delivery.namespace_template, &dept.name, name.as_str())?;
-    let site = org::find_unit_by_name(&mut tx, UnitKind::Site, &input.site)
-        .await?
-        .ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
+    let site =
+        site.ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
     let wanted = entry.resources();
     let extra = json!(entry.extra);
     let approval = entry.approval_reason(

@@ -1,7 +1,8 @@
 //! Sites, fields and departments.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
@@ -33,7 +34,7 @@ impl UnitKind {
 }
 
 /// A site (data centre) or a field (business area): a named unit of the organisation.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OrgUnit {
     pub id: Uuid,
     /// DNS-1123 label, used in API calls (`"site": "berlin"`) and namespace labels.
@@ -149,7 +150,7 @@ pub async fn delete_unit(
 }
 
 /// A department of a field; team leads and projects belong to one.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Department {
     pub id: Uuid,
     pub field_id: Uuid,
@@ -187,6 +188,24 @@ pub async fn list_departments(
 pub async fn get_department(conn: &mut PgConnection, id: Uuid) -> Result<Department, StoreError> {
     let sql = format!("SELECT {DEPARTMENT_COLUMNS} FROM departments WHERE id = $1");
     Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_one(conn).await?)
+}
+
+/// The department `department_id` and the site named `site`, each if it exists, in one round
+/// trip: what a request naming both (a quota change, a new project) checks first.
+pub async fn department_and_site(
+    conn: &mut PgConnection,
+    department_id: Uuid,
+    site: &str,
+) -> Result<(Option<Department>, Option<OrgUnit>), StoreError> {
+    let (department, site): (Option<Json<Department>>, Option<Json<OrgUnit>>) = sqlx::query_as(
+        "SELECT (SELECT to_jsonb(d) FROM departments d WHERE d.id = $1),
+                (SELECT to_jsonb(s) FROM sites s WHERE s.name = $2)",
+    )
+    .bind(department_id)
+    .bind(site)
+    .fetch_one(conn)
+    .await?;
+    Ok((department.map(|d| d.0), site.map(|s| s.0)))
 }
 
 pub async fn find_department_by_name(
