@@ -348,8 +348,7 @@ pub async fn set_quota(ctx: &Context, caller: &Caller, input: SetQuota) -> AppRe
         )
         .with_details(json!({ "field": "dept_id" })));
     }
-    let site =
-        site.ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
+    let site = site.ok_or_else(|| AppError::unknown_site(&input.site))?;
     let request = QuotaRequest {
         field_id: input.field_id,
         department_id: dept.id,

@@ -145,6 +145,11 @@ impl AppError {
         Self::invalid("invalid_value", message).with_details(json!({ "field": field }))
     }
 
+    /// A request's `site` that names no site.
+    pub fn unknown_site(name: &str) -> Self {
+        Self::unknown("site", format!("no site named {name:?}"))
+    }
+
     /// A failure that is ours, not the caller's: logged here with its cause, shown as a bare
     /// internal error.
     pub fn internal(cause: impl std::fmt::Display) -> Self {

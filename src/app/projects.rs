@@ -295,8 +295,7 @@ pub async fn create(
     let dept = dept.ok_or(StoreError::NotFound)?;
     let namespace =
         namespace_for(&ctx.config.delivery.namespace_template, &dept.name, name.as_str())?;
-    let site =
-        site.ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
+    let site = site.ok_or_else(|| AppError::unknown_site(&input.site))?;
     let wanted = entry.resources();
     let extra = json!(entry.extra);
     let approval = entry.approval_reason(

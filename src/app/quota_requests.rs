@@ -101,7 +101,7 @@ pub async fn ask(ctx: &Context, caller: &Caller, input: AskQuota) -> AppResult<Q
     let mut tx = ctx.pool.begin().await?;
     let site = org::find_unit_by_name(&mut tx, UnitKind::Site, &input.site)
         .await?
-        .ok_or_else(|| AppError::unknown("site", format!("no site named {:?}", input.site)))?;
+        .ok_or_else(|| AppError::unknown_site(&input.site))?;
     let new = NewQuotaRequest {
         department_id,
         site_id: site.id,
