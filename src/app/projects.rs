@@ -106,9 +106,10 @@ fn owner(project: &Project) -> Owner {
 
 /// Whether the department's quota at the site holds its projects' use, minus `freed`, plus
 /// `wanted`; 409 naming what is free otherwise. `was_in_use` is the part of `freed` the
-/// projects held before this change (a resized project's old size; nothing for a new one). Takes the (field, site) lock first, so
-/// racing reservations serialise. The use counts the transaction's own uncommitted rows: a
-/// caller that has already written the project passes its resources as `freed` too.
+/// projects held before this change (a resized project's old size; nothing for a new one).
+/// Takes the (field, site) lock first, so racing reservations serialise. The use is what
+/// committed transactions reserved: this transaction's own project changes count from its
+/// commit (which the lock outlasts), so a new project, already written, frees nothing.
 async fn reserve(
     conn: &mut PgConnection,
     field_id: Uuid,
@@ -348,13 +349,13 @@ pub async fn create(
     announce(&mut tx, ctx, None, &project).await?;
     // The reservation comes last: concurrent requests for the (field, site) wait for each
     // other only from the lock to the commit (the check, and a warning only when the use
-    // crosses 90 %), not through the writes above. The use it checks includes this
-    // uncommitted project, hence `wanted` as freed; over quota, all of it rolls back, the
-    // jobs (the project's, its webhooks') and their wake-ups with it. So a request both over
-    // quota and named like an existing project is refused as `already_exists`, the first
-    // thing found wrong.
-    let reserved =
-        reserve(&mut tx, dept.field_id, dept.id, site.id, wanted, wanted, Resources::ZERO).await?;
+    // crosses 90 %), not through the writes above. The use it checks is what committed
+    // transactions reserved, without this project (counted at the commit); over quota, all
+    // of it rolls back, the jobs (the project's, its webhooks') and their wake-ups with it.
+    // So a request both over quota and named like an existing project is refused as
+    // `already_exists`, the first thing found wrong.
+    let none = Resources::ZERO;
+    let reserved = reserve(&mut tx, dept.field_id, dept.id, site.id, none, wanted, none).await?;
     reserved.warn_if_nearly_full(&mut tx, ctx, &project).await?;
     super::commit(tx).await?;
     Ok(ProjectSubmitted { project, submitted: enqueued.map(Into::into) })

@@ -69,7 +69,8 @@ pub async fn quotas_at(
 /// Everything a department's quota at a site is checked against, in one statement: the CPU
 /// and RAM of the field's active servers there, the department's own quota (if any), the sum
 /// of the other departments' quotas, and what the department's projects reserve there (the
-/// same rules as `field_servers`, `quotas_at` and `quota_and_usage`).
+/// same rules as `field_servers`, `quotas_at` and `quota_and_usage`, whose reservations, as
+/// committed, it reads too).
 #[derive(Debug, Clone, Copy)]
 pub struct QuotaInputs {
     pub servers: Resources,
@@ -95,8 +96,8 @@ pub async fn quota_inputs(
                         FROM department_quotas q JOIN departments d ON d.id = q.department_id
                        WHERE d.field_id = $1 AND q.site_id = $3 AND q.department_id <> $2) o
           CROSS JOIN (SELECT coalesce(sum(cpu), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
-                        FROM projects
-                       WHERE department_id = $2 AND site_id = $3 AND status NOT IN ('deleted', 'rejected')) p
+                        FROM project_reservations
+                       WHERE department_id = $2 AND site_id = $3) p
            LEFT JOIN department_quotas own
                   ON own.department_id = $2 AND own.site_id = $3
                  AND EXISTS (SELECT 1 FROM departments d WHERE d.id = $2 AND d.field_id = $1)",
@@ -117,18 +118,20 @@ pub async fn quota_inputs(
 
 /// The department's quota at the site (if it has one) and what its projects reserve there, in
 /// one statement: every project but the deleted and rejected ones (`ProjectStatus::holds_quota`, whose
-/// tests keep the two in step).
+/// tests keep the two in step), as committed. The reservations are the row the database keeps
+/// in step with the projects (`project_reservations`, migration 22), one row whatever the
+/// department's size; a transaction's own project changes count there only from its commit.
 pub async fn quota_and_usage(
     conn: &mut PgConnection,
     department_id: Uuid,
     site_id: Uuid,
 ) -> Result<(Option<Resources>, Resources), StoreError> {
     let (quota_cpu, quota_ram, cpu, ram): (Option<i64>, Option<i64>, i64, i64) = sqlx::query_as(
-        "SELECT q.cpu_limit::int8, q.ram_gb_limit::int8, u.cpu, u.ram
-           FROM (SELECT coalesce(sum(cpu), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
-                   FROM projects
-                  WHERE department_id = $1 AND site_id = $2 AND status NOT IN ('deleted', 'rejected')) u
-           LEFT JOIN department_quotas q ON q.department_id = $1 AND q.site_id = $2",
+        "SELECT q.cpu_limit::int8, q.ram_gb_limit::int8,
+                coalesce(r.cpu, 0)::int8, coalesce(r.ram_gb, 0)::int8
+           FROM (SELECT) one
+           LEFT JOIN department_quotas q ON q.department_id = $1 AND q.site_id = $2
+           LEFT JOIN project_reservations r ON r.department_id = $1 AND r.site_id = $2",
     )
     .bind(department_id)
     .bind(site_id)

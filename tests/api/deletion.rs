@@ -312,6 +312,161 @@ async fn every_status_holds_quota_as_the_state_machine_says(pool: PgPool) {
     assert_eq!(app.used_cpu(&lead).await, expected, "the department's quota view");
 }
 
+/// The reservations the quota check reads (`project_reservations`) against the sum of the
+/// projects that hold quota, per department and site; zero rows left by freed reservations
+/// are the same as none.
+async fn reservations_match_projects(pool: &PgPool, step: &str) -> usize {
+    let kept: Vec<(Uuid, Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT department_id, site_id, cpu, ram_gb FROM project_reservations
+          WHERE cpu <> 0 OR ram_gb <> 0 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let summed: Vec<(Uuid, Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT department_id, site_id, sum(cpu)::int8, sum(ram_gb)::int8 FROM projects
+          WHERE status NOT IN ('deleted', 'rejected') GROUP BY 1, 2
+         HAVING sum(cpu) <> 0 OR sum(ram_gb) <> 0 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, summed, "after {step}");
+    kept.len()
+}
+
+#[sqlx::test]
+async fn reservations_follow_every_change_of_a_project_from_its_commit(pool: PgPool) {
+    use infrahub::store::capacity::quota_and_usage;
+    let app = app(&pool, Path::new("/nonexistent"), |_| {}).await;
+    let (dept, site) = (app.org.dept, app.org.site);
+    let insert = "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                                        performance_tier, cpu, ram_gb, status, generation)
+                  VALUES (gen_random_uuid(), $1, $2, $3, $1, 'bronze', 'regular', $4, $5,
+                          'provisioning', 1)
+                  RETURNING id";
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let id: Uuid = sqlx::query_scalar(insert)
+            .bind(format!("p{n}"))
+            .bind(dept)
+            .bind(site)
+            .bind(1 << n)
+            .bind(10 << n)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    reservations_match_projects(&pool, "inserts").await;
+    async fn cpu_used(conn: &mut sqlx::PgConnection, dept: Uuid, site: Uuid) -> i64 {
+        quota_and_usage(conn, dept, site).await.unwrap().1.cpu
+    }
+    let mut other = pool.acquire().await.unwrap();
+    assert_eq!(cpu_used(&mut other, dept, site).await, 15);
+
+    // A transaction's own changes count from its commit, for itself as for everyone else.
+    let mut tx = pool.begin().await.unwrap();
+    let id: Uuid = sqlx::query_scalar(insert)
+        .bind("late")
+        .bind(dept)
+        .bind(site)
+        .bind(16)
+        .bind(160)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE projects SET cpu = 32, ram_gb = 320 WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(cpu_used(&mut tx, dept, site).await, 15, "not yet counted in its own transaction");
+    assert_eq!(cpu_used(&mut other, dept, site).await, 15, "nor in any other");
+    tx.commit().await.unwrap();
+    assert_eq!(
+        cpu_used(&mut other, dept, site).await,
+        47,
+        "counted once committed, at its last size"
+    );
+    reservations_match_projects(&pool, "an insert and a resize in one transaction").await;
+
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(insert)
+        .bind("gone")
+        .bind(dept)
+        .bind(site)
+        .bind(64)
+        .bind(1)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE projects SET cpu = 0 WHERE id = $1")
+        .bind(ids[0])
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        cpu_used(&mut other, dept, site).await,
+        47,
+        "a rolled-back transaction counts nothing"
+    );
+
+    let other_site: Uuid = sqlx::query_scalar(
+        "INSERT INTO sites (id, name, display_name) VALUES (gen_random_uuid(), 'ams', 'Amsterdam')
+         RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let changes = [
+        ("a resize", "UPDATE projects SET cpu = 5, ram_gb = 7 WHERE id = $1", ids[0]),
+        (
+            "a deletion",
+            "UPDATE projects SET status = 'deleted', deleted_at = now() WHERE id = $1",
+            ids[1],
+        ),
+        ("a resize of a deleted project", "UPDATE projects SET cpu = 99 WHERE id = $1", ids[1]),
+        ("a rejection", "UPDATE projects SET status = 'rejected' WHERE id = $1", ids[2]),
+        (
+            "a change reserving nothing",
+            "UPDATE projects SET status = 'active', performance_tier = 'high' WHERE id = $1",
+            ids[3],
+        ),
+        (
+            "a move to another site",
+            "UPDATE projects SET site_id = (SELECT id FROM sites WHERE name = 'ams') WHERE id = $1",
+            ids[3],
+        ),
+        (
+            "a move to another department",
+            "UPDATE projects SET department_id = (SELECT id FROM departments WHERE id <> department_id LIMIT 1) WHERE id = $1",
+            id,
+        ),
+        ("a removed row", "DELETE FROM projects WHERE id = $1", ids[0]),
+    ];
+    for (step, sql, id) in changes {
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).execute(&pool).await.unwrap();
+        assert_eq!(done.rows_affected(), 1, "{step}");
+        reservations_match_projects(&pool, step).await;
+    }
+    assert_eq!(
+        cpu_used(&mut other, dept, site).await,
+        0,
+        "every project of the department at the site is gone"
+    );
+    let (_, moved) = quota_and_usage(&mut other, dept, other_site).await.unwrap();
+    assert_eq!(moved.cpu, 8, "the moved project reserves at its new site");
+    drop(other);
+
+    // The migration starts them from the projects already there.
+    infrahub::store::migrate_down(&pool, 1).await.unwrap();
+    infrahub::store::migrate_up(&pool).await.unwrap();
+    let rows = reservations_match_projects(&pool, "the migration, again").await;
+    assert_eq!(rows, 2, "the two projects left, in two departments or sites");
+}
+
 #[sqlx::test]
 async fn a_failed_project_is_scheduled_too_and_a_failed_deletion_is_asked_again_at_once(
     pool: PgPool,

@@ -35,7 +35,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 
 /// Something each migration creates (a table, a `table:column` or a `function(args)`) or
 /// removes (`!index`), newest last.
-const TABLES: [&str; 21] = [
+const TABLES: [&str; 22] = [
     "users",
     "servers",
     "projects",
@@ -57,6 +57,7 @@ const TABLES: [&str; 21] = [
     "webhooks",
     "projects:under_half_since",
     "projects:expiry_reminded_at",
+    "project_reservations",
 ];
 
 #[sqlx::test(migrations = false)]
