@@ -601,6 +601,18 @@ async fn verify(rig: &Rig) -> Figures {
     }
     let total: i64 = quotas.iter().map(|q| q.1).sum();
     assert!(total <= 40 * 64, "quotas within the field's capacity");
+    // The reservations the checks read, kept at each commit, still match the projects.
+    let drifted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM project_reservations r
+           FULL JOIN (SELECT department_id, site_id, sum(cpu)::int8 AS cpu, sum(ram_gb)::int8 AS ram
+                        FROM projects WHERE status NOT IN ('deleted', 'rejected')
+                       GROUP BY department_id, site_id) p USING (department_id, site_id)
+          WHERE (coalesce(r.cpu, 0), coalesce(r.ram_gb, 0)) <> (coalesce(p.cpu, 0), coalesce(p.ram, 0))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(drifted, 0, "reservations kept in step with the projects");
 
     let stats = &rig.client.stats;
     Figures {
