@@ -3,6 +3,8 @@
 //! free) and applied by a job that checks again under the (field, site) lock, so racing
 //! requests can never over-allocate. Also the capacity and quota views.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
@@ -738,32 +740,31 @@ pub async fn department_quota(
     if !caller.scope.may_read(Owner::department(dept.field_id, dept.id)) {
         return Err(AppError::not_found("department"));
     }
-    let sites = store_capacity::department_report(&mut conn, id)
-        .await?
-        .into_iter()
-        .map(|row| {
-            let quota = Resources::new(row.cpu_limit, row.ram_gb_limit);
-            let used = Resources::new(row.used_cpu, row.used_ram_gb);
-            SiteQuota {
-                site_id: row.site_id,
-                site: row.site,
-                quota,
-                used,
-                free: (quota - used).positive_part(),
-                in_use: InUse::of(row.in_use_cpu, row.in_use_ram_gb),
-            }
-        })
-        .collect();
+    let sites = store_capacity::department_report(&mut conn, id).await?;
     Ok(DepartmentQuotas {
         department_id: dept.id,
         department: dept.name,
         field_id: dept.field_id,
-        sites,
+        sites: sites.into_iter().map(site_quota).collect(),
     })
 }
 
+fn site_quota(row: store_capacity::DepartmentSiteRow) -> SiteQuota {
+    let quota = Resources::new(row.cpu_limit, row.ram_gb_limit);
+    let used = Resources::new(row.used_cpu, row.used_ram_gb);
+    SiteQuota {
+        site_id: row.site_id,
+        site: row.site,
+        quota,
+        used,
+        free: (quota - used).positive_part(),
+        in_use: InUse::of(row.in_use_cpu, row.in_use_ram_gb),
+    }
+}
+
 /// Every department of a field with its quota per site: what a field admin's quota editor
-/// shows (center admins, or that field's admin).
+/// shows (center admins, or that field's admin). The departments, a page of them at a time,
+/// then every quota and reservation of the field in one statement, whatever its size.
 pub async fn field_quotas(
     ctx: &Context,
     caller: &Caller,
@@ -784,11 +785,19 @@ pub async fn field_quotas(
             None => break,
         }
     }
-    drop(conn);
-    let mut boards = Vec::with_capacity(departments.len());
-    for dept in departments {
-        boards.push(department_quota(ctx, caller, dept.id).await?);
+    let mut sites: HashMap<Uuid, Vec<SiteQuota>> = HashMap::new();
+    for row in store_capacity::field_department_report(&mut conn, field_id).await? {
+        sites.entry(row.department_id).or_default().push(site_quota(row.row));
     }
+    let mut boards: Vec<DepartmentQuotas> = departments
+        .into_iter()
+        .map(|dept| DepartmentQuotas {
+            sites: sites.remove(&dept.id).unwrap_or_default(),
+            department_id: dept.id,
+            department: dept.name,
+            field_id: dept.field_id,
+        })
+        .collect();
     boards.sort_by(|a, b| a.department.cmp(&b.department));
     Ok(boards)
 }

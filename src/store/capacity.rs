@@ -280,6 +280,43 @@ pub struct DepartmentSiteRow {
     pub in_use_ram_gb: Option<f64>,
 }
 
+/// A [`DepartmentSiteRow`] of one of a field's departments.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FieldDepartmentSiteRow {
+    pub department_id: Uuid,
+    #[sqlx(flatten)]
+    pub row: DepartmentSiteRow,
+}
+
+/// [`department_report`] of every department of the field, in one statement, by department
+/// id and site name.
+pub async fn field_department_report(
+    conn: &mut PgConnection,
+    field_id: Uuid,
+) -> Result<Vec<FieldDepartmentSiteRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT d.id AS department_id, si.id AS site_id, si.name AS site,
+                coalesce(q.cpu_limit, 0)::int8 AS cpu_limit, coalesce(q.ram_gb_limit, 0)::int8 AS ram_gb_limit,
+                coalesce(p.cpu, 0)::int8 AS used_cpu, coalesce(p.ram, 0)::int8 AS used_ram_gb,
+                p.in_use_cpu, p.in_use_ram_gb
+           FROM departments d
+          CROSS JOIN sites si
+           LEFT JOIN department_quotas q ON q.site_id = si.id AND q.department_id = d.id
+           LEFT JOIN (SELECT department_id, site_id, sum(cpu) AS cpu, sum(ram_gb) AS ram,
+                             sum(used_cpu) AS in_use_cpu, sum(used_ram_gb) AS in_use_ram_gb
+                        FROM projects
+                       WHERE department_id IN (SELECT id FROM departments WHERE field_id = $1)
+                         AND status NOT IN ('deleted', 'rejected')
+                       GROUP BY department_id, site_id) p
+                  ON p.department_id = d.id AND p.site_id = si.id
+          WHERE d.field_id = $1 AND (q.site_id IS NOT NULL OR p.site_id IS NOT NULL)
+          ORDER BY d.id, si.name",
+    )
+    .bind(field_id)
+    .fetch_all(conn)
+    .await?)
+}
+
 pub async fn department_report(
     conn: &mut PgConnection,
     department_id: Uuid,

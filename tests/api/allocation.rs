@@ -613,3 +613,82 @@ async fn the_impact_of_losing_servers_names_the_departments_short_and_by_how_muc
         format!("/api/v1/fields/{}/capacity/impact?server={}", org.other_field, foreign[0]);
     app.get(&theirs, &field_admin).await.expect(StatusCode::NOT_FOUND, Some("not_found"));
 }
+
+#[sqlx::test]
+async fn the_quota_editor_reads_every_department_of_the_field_at_once(pool: PgPool) {
+    use infrahub::app::{Caller, allocation};
+    let app = TestApp::spawn(pool.clone()).await;
+    let org = &app.org;
+    // Three departments of the field: one with quotas and projects at two sites, one with a
+    // quota only, one with nothing; and the other field's department, which must not appear.
+    let ams: Uuid = sqlx::query_scalar(
+        "INSERT INTO sites (id, name, display_name) VALUES (gen_random_uuid(), 'ams', 'Amsterdam')
+         RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let (web, idle) = (Uuid::now_v7(), Uuid::now_v7());
+    for (id, name) in [(web, "web"), (idle, "idle")] {
+        sqlx::query(
+            "INSERT INTO departments (id, field_id, name, display_name) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(id)
+        .bind(org.field)
+        .bind(name)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    set_quota(&pool, org.dept, org.site, 40, 400).await;
+    set_quota(&pool, org.dept, ams, 20, 200).await;
+    set_quota(&pool, web, ams, 8, 80).await;
+    set_quota(&pool, org.other_dept, org.site, 5, 50).await;
+    let projects = [
+        ("a", org.dept, org.site, 4, "active", Some(1.5)),
+        ("b", org.dept, org.site, 2, "deleted", None),
+        ("c", org.dept, ams, 8, "provisioning", None),
+        ("d", org.other_dept, org.site, 1, "active", Some(0.5)),
+    ];
+    for (name, dept, site, cpu, status, used) in projects {
+        sqlx::query(
+            "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                                   performance_tier, cpu, ram_gb, status, generation, deleted_at,
+                                   used_cpu, used_ram_gb)
+             VALUES (gen_random_uuid(), $1, $2, $3, $1, 'bronze', 'regular', $4, $4 * 4, $5, 1,
+                     CASE WHEN $5 = 'deleted' THEN now() END, $6, $6 * 4)",
+        )
+        .bind(name)
+        .bind(dept)
+        .bind(site)
+        .bind(cpu)
+        .bind(status)
+        .bind(used)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let caller = Caller::new(&org.field_admin, None);
+    let boards = allocation::field_quotas(&app.ctx, &caller, org.field).await.unwrap();
+    let names: Vec<&str> = boards.iter().map(|b| b.department.as_str()).collect();
+    assert_eq!(names.len(), 3, "the field's departments only: {names:?}");
+    assert!(names.windows(2).all(|w| w[0] <= w[1]), "by name: {names:?}");
+    for board in &boards {
+        let one =
+            allocation::department_quota(&app.ctx, &caller, board.department_id).await.unwrap();
+        assert_eq!(
+            serde_json::to_value(board).unwrap(),
+            serde_json::to_value(&one).unwrap(),
+            "the field's view of {} is its own view",
+            board.department
+        );
+    }
+    let sites = |id: Uuid| {
+        let board = boards.iter().find(|b| b.department_id == id).unwrap();
+        board.sites.iter().map(|s| (s.site.clone(), s.quota.cpu, s.used.cpu)).collect::<Vec<_>>()
+    };
+    let fra = "fra".to_owned();
+    assert_eq!(sites(org.dept), [("ams".to_owned(), 20, 8), (fra, 40, 4)]);
+    assert_eq!(sites(web), [("ams".to_owned(), 8, 0)]);
+    assert!(sites(idle).is_empty());
+}
