@@ -245,6 +245,15 @@ pub struct QuotaCheck {
 }
 
 impl QuotaCheck {
+    fn of(config: &Config, inputs: store_capacity::QuotaInputs) -> Self {
+        QuotaCheck {
+            capacity: capacity(inputs.servers, config.capacity.overcommit()),
+            other_quotas: inputs.others,
+            used_by_projects: inputs.used_by_projects,
+            previous: inputs.own,
+        }
+    }
+
     /// What the field still has free for this department (capacity minus the others).
     pub fn free(&self) -> Resources {
         (self.capacity - self.other_quotas).positive_part()
@@ -287,12 +296,17 @@ pub(super) async fn quota_check(
     site_id: Uuid,
 ) -> Result<QuotaCheck, StoreError> {
     let inputs = store_capacity::quota_inputs(conn, field_id, department_id, site_id).await?;
-    Ok(QuotaCheck {
-        capacity: capacity(inputs.servers, config.capacity.overcommit()),
-        other_quotas: inputs.others,
-        used_by_projects: inputs.used_by_projects,
-        previous: inputs.own,
-    })
+    Ok(QuotaCheck::of(config, inputs))
+}
+
+/// [`quota_check`] of many quotas, in one round trip.
+pub(super) async fn quota_checks(
+    conn: &mut PgConnection,
+    config: &Config,
+    keys: &[store_capacity::QuotaKey],
+) -> Result<HashMap<store_capacity::QuotaKey, QuotaCheck>, StoreError> {
+    let found = store_capacity::quota_inputs_many(conn, keys).await?;
+    Ok(found.into_iter().map(|(key, inputs)| (key, QuotaCheck::of(config, inputs))).collect())
 }
 
 /// The quota change that raises the department's quota at the site by `increase`, checked

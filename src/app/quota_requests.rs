@@ -3,11 +3,14 @@
 //! capacity there and approves it, which raises the quota by the amount asked through an
 //! `allocate_quota` job with the same checks as any quota change, or rejects it with a reason.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::allocation::QuotaCheck;
 use super::jobs::{JobMeta, enqueue};
 use super::{AppError, AppResult, Caller, PageParams, Submitted};
 use crate::context::Context;
@@ -19,7 +22,7 @@ use crate::domain::scope::{Action, Owner};
 use crate::jobs::raise_quota::{Raise, RaiseQuota};
 use crate::store::audit::Actor;
 use crate::store::audit::{self, Change};
-use crate::store::capacity as store_capacity;
+use crate::store::capacity::{self as store_capacity, QuotaKey};
 use crate::store::org::{self, UnitKind};
 use crate::store::quota_requests::{self as store, NewQuotaRequest, QuotaRequest};
 use crate::store::{Page, StoreError};
@@ -134,37 +137,68 @@ pub async fn ask(ctx: &Context, caller: &Caller, input: AskQuota) -> AppResult<Q
     Ok(view)
 }
 
-/// The request, with what approving it would do while it is pending, for those who decide
-/// it (the field's free capacity is not a team lead's to see).
+/// Whether the caller decides the request, and so sees what approving it would do (the
+/// field's free capacity is not a team lead's to see).
+fn decides(caller: &Caller, request: &QuotaRequest) -> bool {
+    request.status == "pending" && caller.role.may(Action::SetQuota)
+}
+
+/// What approving the request would do, given its quota's numbers.
+fn fit_of(check: &QuotaCheck, request: &QuotaRequest) -> QuotaFit {
+    let quota_now = check.previous.unwrap_or(Resources::ZERO);
+    let quota_after = quota_now + Resources::new(request.cpu.into(), request.ram_gb.into());
+    let fits = check_quota(check.capacity, check.other_quotas, check.used_by_projects, quota_after)
+        .is_ok();
+    QuotaFit {
+        quota_now,
+        quota_after,
+        field_free: check.free(),
+        used_by_projects: check.used_by_projects,
+        fits,
+    }
+}
+
+/// The request, with what approving it would do while it is pending, for those who decide it.
 async fn with_fit(
     conn: &mut PgConnection,
     ctx: &Context,
     caller: &Caller,
     request: QuotaRequest,
 ) -> AppResult<QuotaRequestView> {
-    if request.status != "pending" || !caller.role.may(Action::SetQuota) {
+    if !decides(caller, &request) {
         return Ok(QuotaRequestView { request, fit: None });
     }
-    let check = super::allocation::quota_check(
-        conn,
-        &ctx.config,
-        request.field_id,
-        request.department_id,
-        request.site_id,
-    )
-    .await?;
-    let quota_now = check.previous.unwrap_or(Resources::ZERO);
-    let quota_after = quota_now + Resources::new(request.cpu.into(), request.ram_gb.into());
-    let fits = check_quota(check.capacity, check.other_quotas, check.used_by_projects, quota_after)
-        .is_ok();
-    let fit = QuotaFit {
-        quota_now,
-        quota_after,
-        field_free: check.free(),
-        used_by_projects: check.used_by_projects,
-        fits,
+    let (field, dept, site) = (request.field_id, request.department_id, request.site_id);
+    let check = super::allocation::quota_check(conn, &ctx.config, field, dept, site).await?;
+    Ok(QuotaRequestView { fit: Some(fit_of(&check, &request)), request })
+}
+
+/// [`with_fit`] of a page of requests, their quotas read in one round trip.
+async fn with_fits(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    caller: &Caller,
+    requests: Vec<QuotaRequest>,
+) -> AppResult<Vec<QuotaRequestView>> {
+    let keys: Vec<QuotaKey> = requests.iter().filter(|r| decides(caller, r)).map(key).collect();
+    let checks = if keys.is_empty() {
+        HashMap::new()
+    } else {
+        super::allocation::quota_checks(conn, &ctx.config, &keys).await?
     };
-    Ok(QuotaRequestView { request, fit: Some(fit) })
+    let view = |request: QuotaRequest| {
+        let check = checks.get(&key(&request)).filter(|_| decides(caller, &request));
+        QuotaRequestView { fit: check.map(|check| fit_of(check, &request)), request }
+    };
+    Ok(requests.into_iter().map(view).collect())
+}
+
+fn key(request: &QuotaRequest) -> QuotaKey {
+    QuotaKey {
+        field_id: request.field_id,
+        department_id: request.department_id,
+        site_id: request.site_id,
+    }
 }
 
 /// The requests the caller may see (a team lead: its department's; a field admin: its
@@ -184,10 +218,7 @@ pub async fn list(
     let page = page.request()?;
     let mut conn = ctx.pool.acquire().await?;
     let found = store::list(&mut conn, caller.scope, query.status.as_deref(), page).await?;
-    let mut items = Vec::with_capacity(found.items.len());
-    for request in found.items {
-        items.push(with_fit(&mut conn, ctx, caller, request).await?);
-    }
+    let items = with_fits(&mut conn, ctx, caller, found.items).await?;
     Ok(Page { items, next_cursor: found.next_cursor })
 }
 

@@ -1,6 +1,8 @@
 //! Capacity and department quotas. Writes that can break an invariant take the advisory lock
 //! of the (field, site) they touch, so concurrent allocations serialise on it.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -85,35 +87,86 @@ pub async fn quota_inputs(
     department_id: Uuid,
     site_id: Uuid,
 ) -> Result<QuotaInputs, StoreError> {
-    #[allow(clippy::type_complexity)]
-    let row: (i64, i64, Option<i64>, Option<i64>, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT s.cpu, s.ram, own.cpu_limit::int8, own.ram_gb_limit::int8,
-                o.cpu, o.ram, p.cpu, p.ram
-           FROM (SELECT coalesce(sum(cpu_cores), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
-                   FROM servers WHERE field_id = $1 AND site_id = $3 AND status = 'active') s
-          CROSS JOIN (SELECT coalesce(sum(q.cpu_limit), 0)::int8 AS cpu,
-                             coalesce(sum(q.ram_gb_limit), 0)::int8 AS ram
-                        FROM department_quotas q JOIN departments d ON d.id = q.department_id
-                       WHERE d.field_id = $1 AND q.site_id = $3 AND q.department_id <> $2) o
-          CROSS JOIN (SELECT coalesce(sum(cpu), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
-                        FROM project_reservations
-                       WHERE department_id = $2 AND site_id = $3) p
+    let key = QuotaKey { field_id, department_id, site_id };
+    quota_inputs_many(conn, &[key]).await?.remove(&key).ok_or(StoreError::NotFound)
+}
+
+/// A department's quota at a site, of a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QuotaKey {
+    pub field_id: Uuid,
+    pub department_id: Uuid,
+    pub site_id: Uuid,
+}
+
+#[derive(sqlx::FromRow)]
+struct QuotaInputsRow {
+    field_id: Uuid,
+    department_id: Uuid,
+    site_id: Uuid,
+    servers_cpu: i64,
+    servers_ram: i64,
+    own_cpu: Option<i64>,
+    own_ram: Option<i64>,
+    others_cpu: i64,
+    others_ram: i64,
+    used_cpu: i64,
+    used_ram: i64,
+}
+
+/// [`quota_inputs`] of many quotas in one statement (a page of quota requests, say).
+pub async fn quota_inputs_many(
+    conn: &mut PgConnection,
+    keys: &[QuotaKey],
+) -> Result<HashMap<QuotaKey, QuotaInputs>, StoreError> {
+    let fields: Vec<Uuid> = keys.iter().map(|k| k.field_id).collect();
+    let departments: Vec<Uuid> = keys.iter().map(|k| k.department_id).collect();
+    let sites: Vec<Uuid> = keys.iter().map(|k| k.site_id).collect();
+    let rows: Vec<QuotaInputsRow> = sqlx::query_as(
+        "SELECT k.field_id, k.department_id, k.site_id, s.cpu AS servers_cpu, s.ram AS servers_ram,
+                own.cpu_limit::int8 AS own_cpu, own.ram_gb_limit::int8 AS own_ram,
+                o.cpu AS others_cpu, o.ram AS others_ram, p.cpu AS used_cpu, p.ram AS used_ram
+           FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[])
+                                     AS k(field_id, department_id, site_id)) k
+          CROSS JOIN LATERAL (
+                SELECT coalesce(sum(cpu_cores), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
+                  FROM servers WHERE field_id = k.field_id AND site_id = k.site_id AND status = 'active') s
+          CROSS JOIN LATERAL (
+                SELECT coalesce(sum(q.cpu_limit), 0)::int8 AS cpu, coalesce(sum(q.ram_gb_limit), 0)::int8 AS ram
+                  FROM department_quotas q JOIN departments d ON d.id = q.department_id
+                 WHERE d.field_id = k.field_id AND q.site_id = k.site_id
+                   AND q.department_id <> k.department_id) o
+          CROSS JOIN LATERAL (
+                SELECT coalesce(sum(cpu), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
+                  FROM project_reservations r
+                 WHERE r.department_id = k.department_id AND r.site_id = k.site_id) p
            LEFT JOIN department_quotas own
-                  ON own.department_id = $2 AND own.site_id = $3
-                 AND EXISTS (SELECT 1 FROM departments d WHERE d.id = $2 AND d.field_id = $1)",
+                  ON own.department_id = k.department_id AND own.site_id = k.site_id
+                 AND EXISTS (SELECT 1 FROM departments d
+                              WHERE d.id = k.department_id AND d.field_id = k.field_id)",
     )
-    .bind(field_id)
-    .bind(department_id)
-    .bind(site_id)
-    .fetch_one(conn)
+    .bind(&fields)
+    .bind(&departments)
+    .bind(&sites)
+    .fetch_all(conn)
     .await?;
-    let (cpu, ram, own_cpu, own_ram, others_cpu, others_ram, used_cpu, used_ram) = row;
-    Ok(QuotaInputs {
-        servers: Resources::new(cpu, ram),
-        own: own_cpu.zip(own_ram).map(|(c, r)| Resources::new(c, r)),
-        others: Resources::new(others_cpu, others_ram),
-        used_by_projects: Resources::new(used_cpu, used_ram),
-    })
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let key = QuotaKey {
+                field_id: r.field_id,
+                department_id: r.department_id,
+                site_id: r.site_id,
+            };
+            let inputs = QuotaInputs {
+                servers: Resources::new(r.servers_cpu, r.servers_ram),
+                own: r.own_cpu.zip(r.own_ram).map(|(c, r)| Resources::new(c, r)),
+                others: Resources::new(r.others_cpu, r.others_ram),
+                used_by_projects: Resources::new(r.used_cpu, r.used_ram),
+            };
+            (key, inputs)
+        })
+        .collect())
 }
 
 /// The department's quota at the site (if it has one) and what its projects reserve there, in

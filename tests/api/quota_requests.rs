@@ -194,7 +194,7 @@ async fn racing_approvals_never_over_allocate(pool: PgPool) {
     .fetch_one(&pool)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 4, 16)")
+    sqlx::query("INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit) VALUES ($1, $2, 4, 12)")
         .bind(second)
         .bind(app.org.site)
         .execute(&pool)
@@ -207,6 +207,32 @@ async fn racing_approvals_never_over_allocate(pool: PgPool) {
     let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
     let field_admin = app.field_admin_token().await;
     let admin = app.admin_token().await;
+
+    // The list reads every pending request's quota at once; each sees its own department's.
+    let listed = app.get("/api/v1/quota-requests", &field_admin).await.expect(StatusCode::OK, None);
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{listed}");
+    let mut capacities = Vec::new();
+    for item in items {
+        let fit = &item["fit"];
+        // RAM tells the two apart: shop has 16 GB, books 12; each is free of the other's.
+        let (own, others) = if item["department"] == "shop" { (16, 12) } else { (12, 16) };
+        assert_eq!(fit["quota_now"], json!({ "cpu": 4, "ram_gb": own }), "{item}");
+        assert_eq!(fit["quota_after"], json!({ "cpu": 12, "ram_gb": own }), "{item}");
+        let free = &fit["field_free"];
+        assert_eq!(free["cpu"], 12, "16 CPU less the other department's 4: {item}");
+        let capacity = free["ram_gb"].as_i64().unwrap() + others;
+        let id = item["id"].as_str().unwrap();
+        let one = app
+            .get(&format!("/api/v1/quota-requests/{id}"), &field_admin)
+            .await
+            .expect(StatusCode::OK, None);
+        assert_eq!(one["fit"], *fit, "the list and the request agree");
+        capacities.push(capacity);
+    }
+    assert_eq!(capacities[0], capacities[1], "one field's RAM, whichever department asks");
+    let departments: Vec<&str> = items.iter().map(|i| i["department"].as_str().unwrap()).collect();
+    assert!(departments.contains(&"shop") && departments.contains(&"books"), "{departments:?}");
 
     // The same request approved twice at once: one approval, one job.
     let (first, second_try) = tokio::join!(
