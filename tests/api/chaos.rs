@@ -426,6 +426,8 @@ impl Rig {
             ("INFRAHUB_SCHEDULE__SERVER_SYNC".to_owned(), String::new()),
             ("INFRAHUB_SCHEDULE__RESYNC".to_owned(), String::new()),
             ("INFRAHUB_SCHEDULE__PRUNE_JOBS".to_owned(), String::new()),
+            // Every 10 minutes by default: a run spanning one would find a job nobody asked for.
+            ("INFRAHUB_SCHEDULE__USAGE".to_owned(), String::new()),
             // The reconciler looks often: it must never find a project to restart.
             ("INFRAHUB_SCHEDULE__RECONCILE".to_owned(), "*/2 * * * * *".to_owned()),
             ("INFRAHUB_DELIVERY__GIT__PATH".to_owned(), repo.display().to_string()),
