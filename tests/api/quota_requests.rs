@@ -208,7 +208,19 @@ async fn racing_approvals_never_over_allocate(pool: PgPool) {
     let field_admin = app.field_admin_token().await;
     let admin = app.admin_token().await;
 
-    // The list reads every pending request's quota at once; each sees its own department's.
+    // The list reads every pending request's quota at once; each sees its own department's
+    // (books has a project: what it reserves counts for books only).
+    sqlx::query(
+        "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                               performance_tier, cpu, ram_gb, status, generation)
+         VALUES (gen_random_uuid(), 'shelf', $1, $2, 'books-shelf', 'bronze', 'regular', 2, 4,
+                 'active', 1)",
+    )
+    .bind(second)
+    .bind(app.org.site)
+    .execute(&pool)
+    .await
+    .unwrap();
     let listed = app.get("/api/v1/quota-requests", &field_admin).await.expect(StatusCode::OK, None);
     let items = listed["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{listed}");
@@ -216,7 +228,9 @@ async fn racing_approvals_never_over_allocate(pool: PgPool) {
     for item in items {
         let fit = &item["fit"];
         // RAM tells the two apart: shop has 16 GB, books 12; each is free of the other's.
-        let (own, others) = if item["department"] == "shop" { (16, 12) } else { (12, 16) };
+        let (own, others, used) =
+            if item["department"] == "shop" { (16, 12, 0) } else { (12, 16, 2) };
+        assert_eq!(fit["used_by_projects"], json!({ "cpu": used, "ram_gb": used * 2 }), "{item}");
         assert_eq!(fit["quota_now"], json!({ "cpu": 4, "ram_gb": own }), "{item}");
         assert_eq!(fit["quota_after"], json!({ "cpu": 12, "ram_gb": own }), "{item}");
         let free = &fit["field_free"];
