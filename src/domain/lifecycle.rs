@@ -32,9 +32,10 @@
 //!
 //! A project holds its quota from the request until it is deleted or rejected
 //! ([`ProjectStatus::holds_quota`]): the database sums the reservations of the projects in
-//! those statuses (per department and site, kept in step by a trigger), so the release of a reservation is the move to `deleted` or `rejected`, and a
-//! resize replaces it under the quota check. A request waiting for approval holds its quota
-//! too, so approving it can never overcommit the department.
+//! those statuses (per department and site, kept in step by a trigger), so the release of a
+//! reservation is the move to `deleted` or `rejected`, and a resize replaces it under the
+//! quota check. A request waiting for approval holds its quota too, so approving it can never
+//! overcommit the department.
 
 use super::project::ProjectStatus;
 
