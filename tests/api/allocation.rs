@@ -621,13 +621,7 @@ async fn the_quota_editor_reads_every_department_of_the_field_at_once(pool: PgPo
     let org = &app.org;
     // Three departments of the field: one with quotas and projects at two sites, one with a
     // quota only, one with nothing; and the other field's department, which must not appear.
-    let ams: Uuid = sqlx::query_scalar(
-        "INSERT INTO sites (id, name, display_name) VALUES (gen_random_uuid(), 'ams', 'Amsterdam')
-         RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let ams = app.add_site("ams").await;
     let (web, idle) = (Uuid::now_v7(), Uuid::now_v7());
     for (id, name) in [(web, "web"), (idle, "idle")] {
         sqlx::query(

@@ -340,24 +340,36 @@ async fn reservations_follow_every_change_of_a_project_from_its_commit(pool: PgP
     use infrahub::store::capacity::quota_and_usage;
     let app = app(&pool, Path::new("/nonexistent"), |_| {}).await;
     let (dept, site) = (app.org.dept, app.org.site);
-    let insert = "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
-                                        performance_tier, cpu, ram_gb, status, generation)
-                  VALUES (gen_random_uuid(), $1, $2, $3, $1, 'bronze', 'regular', $4, $5,
-                          'provisioning', 1)
-                  RETURNING id";
+    /// A provisioning project of `cpu` CPU and `ram_gb` GB in the test's department and site.
+    async fn insert(
+        conn: &mut sqlx::PgConnection,
+        app: &TestApp,
+        name: &str,
+        cpu: i32,
+        ram_gb: i32,
+    ) -> Uuid {
+        sqlx::query_scalar(
+            "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                                   performance_tier, cpu, ram_gb, status, generation)
+             VALUES (gen_random_uuid(), $1, $2, $3, $1, 'bronze', 'regular', $4, $5,
+                     'provisioning', 1)
+             RETURNING id",
+        )
+        .bind(name)
+        .bind(app.org.dept)
+        .bind(app.org.site)
+        .bind(cpu)
+        .bind(ram_gb)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+    }
+    let mut conn = pool.acquire().await.unwrap();
     let mut ids = Vec::new();
     for n in 0..4 {
-        let id: Uuid = sqlx::query_scalar(insert)
-            .bind(format!("p{n}"))
-            .bind(dept)
-            .bind(site)
-            .bind(1 << n)
-            .bind(10 << n)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        ids.push(id);
+        ids.push(insert(&mut conn, &app, &format!("p{n}"), 1 << n, 10 << n).await);
     }
+    drop(conn);
     reservations_match_projects(&pool, "inserts").await;
     async fn cpu_used(conn: &mut sqlx::PgConnection, dept: Uuid, site: Uuid) -> i64 {
         quota_and_usage(conn, dept, site).await.unwrap().1.cpu
@@ -367,15 +379,7 @@ async fn reservations_follow_every_change_of_a_project_from_its_commit(pool: PgP
 
     // A transaction's own changes count from its commit, for itself as for everyone else.
     let mut tx = pool.begin().await.unwrap();
-    let id: Uuid = sqlx::query_scalar(insert)
-        .bind("late")
-        .bind(dept)
-        .bind(site)
-        .bind(16)
-        .bind(160)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let id = insert(&mut tx, &app, "late", 16, 160).await;
     sqlx::query("UPDATE projects SET cpu = 32, ram_gb = 320 WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
@@ -392,15 +396,7 @@ async fn reservations_follow_every_change_of_a_project_from_its_commit(pool: PgP
     reservations_match_projects(&pool, "an insert and a resize in one transaction").await;
 
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query(insert)
-        .bind("gone")
-        .bind(dept)
-        .bind(site)
-        .bind(64)
-        .bind(1)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    insert(&mut tx, &app, "gone", 64, 1).await;
     sqlx::query("UPDATE projects SET cpu = 0 WHERE id = $1")
         .bind(ids[0])
         .execute(&mut *tx)
@@ -413,13 +409,7 @@ async fn reservations_follow_every_change_of_a_project_from_its_commit(pool: PgP
         "a rolled-back transaction counts nothing"
     );
 
-    let other_site: Uuid = sqlx::query_scalar(
-        "INSERT INTO sites (id, name, display_name) VALUES (gen_random_uuid(), 'ams', 'Amsterdam')
-         RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let other_site = app.add_site("ams").await;
     let changes = [
         ("a resize", "UPDATE projects SET cpu = 5, ram_gb = 7 WHERE id = $1", ids[0]),
         (

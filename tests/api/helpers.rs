@@ -206,6 +206,20 @@ impl TestApp {
         .expect("quota inserted");
     }
 
+    /// A second site, `name` (its display name capitalised); its id.
+    pub async fn add_site(&self, name: &str) -> Uuid {
+        let display = name[..1].to_uppercase() + &name[1..];
+        sqlx::query_scalar(
+            "INSERT INTO sites (id, name, display_name) VALUES (gen_random_uuid(), $1, $2)
+             RETURNING id",
+        )
+        .bind(name)
+        .bind(display)
+        .fetch_one(&self.pool)
+        .await
+        .expect("site inserted")
+    }
+
     /// An active server with `cpu` cores (and 4 GB RAM per core) at site `fra`, in `field` or
     /// none; its id.
     pub async fn add_server(&self, name: &str, cpu: i32, field: Option<Uuid>) -> Uuid {
