@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::process::Command;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, oneshot};
 
 use super::{ClientError, ClientFuture};
 use crate::config::{GitConfig, redact_credentials};
@@ -117,12 +117,146 @@ pub struct LocalGit {
     command_timeout: Duration,
 }
 
-/// Serialises the writers of one repository in this process, before they take its file lock
-/// (so that they queue here rather than poll the file lock).
-fn write_lock(repository: &Path) -> Arc<Mutex<()>> {
-    static LOCKS: OnceLock<std::sync::Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    locks.entry(repository.to_owned()).or_default().clone()
+/// The writers of one repository in this process. They queue their writes here and take turns
+/// (before the file lock, so that they wait here rather than poll it); the writer whose turn it
+/// is makes the oldest waiting write of each file in one commit and tells each writer how its
+/// write went, so a burst of deliveries costs a few git processes a commit instead of a few
+/// each.
+#[derive(Default)]
+struct Writers {
+    turn: Mutex<()>,
+    waiting: std::sync::Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    next_id: u64,
+    /// In the order they were made (by `id`).
+    writes: Vec<Pending>,
+}
+
+/// A write waiting for a turn; its writer hears how it went through `done`.
+struct Pending {
+    id: u64,
+    file: String,
+    content: Option<String>,
+    message: String,
+    done: oneshot::Sender<Result<Delivered, ClientError>>,
+}
+
+impl Writers {
+    fn of(repository: &Path) -> Arc<Writers> {
+        static ALL: OnceLock<std::sync::Mutex<HashMap<PathBuf, Arc<Writers>>>> = OnceLock::new();
+        let mut all = ALL.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(repository.to_owned()).or_default().clone()
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a new write, returning its id and where to hear how it went.
+    fn queue(
+        &self,
+        file: &str,
+        content: Option<&str>,
+        message: &str,
+    ) -> (u64, oneshot::Receiver<Result<Delivered, ClientError>>) {
+        let (done, outcome) = oneshot::channel();
+        let mut waiting = self.waiting();
+        waiting.next_id += 1;
+        let id = waiting.next_id;
+        let (file, message) = (file.to_owned(), message.to_owned());
+        waiting.put(Pending { id, file, content: content.map(str::to_owned), message, done });
+        (id, outcome)
+    }
+
+    /// Takes the oldest waiting write of each file, in their order: a later write of a file
+    /// already taken waits for the next turn, so each file's writes land in the order made.
+    /// Writes whose writers stopped waiting are dropped.
+    fn take(&self) -> Vec<Pending> {
+        let mut waiting = self.waiting();
+        let mut files = std::collections::HashSet::new();
+        let (taken, left) = std::mem::take(&mut waiting.writes)
+            .into_iter()
+            .filter(|w| !w.done.is_closed())
+            .partition(|w| files.insert(w.file.clone()));
+        waiting.writes = left;
+        taken
+    }
+
+    /// Withdraws write `id` if it is still waiting (its writer gave up).
+    fn withdraw(&self, id: u64) {
+        self.waiting().writes.retain(|w| w.id != id);
+    }
+}
+
+impl Waiting {
+    /// Puts a write in its place by id: a new one last, one handed back before later ones.
+    fn put(&mut self, pending: Pending) {
+        let at = self.writes.partition_point(|w| w.id < pending.id);
+        self.writes.insert(at, pending);
+    }
+}
+
+/// A write in the queue: withdrawn when its writer stops waiting (a job's timeout), so a write
+/// no one waits for is not made later. One already taken into a turn's commit is still made.
+struct Queued {
+    writers: Arc<Writers>,
+    id: u64,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.writers.withdraw(self.id);
+    }
+}
+
+/// The writes a turn-holder took: those it has not answered when it stops (its job's timeout)
+/// go back in their places, before any later write of the same file can be taken, so none is
+/// lost or overtaken. Writing again what was already written changes nothing.
+struct Carried {
+    writers: Arc<Writers>,
+    writes: Vec<Pending>,
+}
+
+impl Drop for Carried {
+    fn drop(&mut self) {
+        if self.writes.is_empty() {
+            return;
+        }
+        let mut waiting = self.writers.waiting();
+        for pending in self.writes.drain(..).filter(|w| !w.done.is_closed()) {
+            waiting.put(pending);
+        }
+    }
+}
+
+/// What a writer hears when the writer that carried its write stopped without handing it back:
+/// not expected (a handed-back write keeps its channel), and safe to retry.
+fn dropped() -> ClientError {
+    ClientError::Transient("the write was abandoned by the writer that carried it".to_owned())
+}
+
+/// One commit's message for several writes: the first's subject with a count, and every
+/// write's message in the body.
+fn commit_message(messages: &[&str]) -> String {
+    match messages {
+        [one] => (*one).to_owned(),
+        [first, rest @ ..] => {
+            let subject = first.lines().next().unwrap_or_default();
+            let body: Vec<String> = messages.iter().map(|m| format!("- {m}")).collect();
+            format!("{subject} (and {} more)\n\n{}", rest.len(), body.join("\n"))
+        }
+        [] => "deliver manifests".to_owned(),
+    }
+}
+
+/// Whether `file` is a path git stages as written: relative, without empty, `.` or `..`
+/// parts, and outside `.git` (git would silently skip or rename anything else, and its write
+/// would be reported unchanged).
+fn is_plain_path(file: &str) -> bool {
+    !file.is_empty() && file.split('/').all(|part| !matches!(part, "" | "." | ".." | ".git"))
 }
 
 /// Git's lock files in `git_dir` (its top level and `refs/`) older than `age`: a younger one
@@ -205,12 +339,65 @@ impl LocalGit {
         }
     }
 
+    /// Runs git with `input` on its standard input; a command that outlives its timeout is
+    /// killed.
+    async fn git_input(
+        &self,
+        args: &[&str],
+        input: String,
+    ) -> Result<std::process::Output, ClientError> {
+        let cannot = |e: std::io::Error| ClientError::Permanent(format!("cannot run git: {e}"));
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(&self.config.path)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(cannot)?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // Written while the output is read, so neither pipe can fill up and stall git.
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            stdin.write_all(input.as_bytes()).await
+        });
+        let output =
+            match tokio::time::timeout(self.command_timeout, child.wait_with_output()).await {
+                Ok(output) => output.map_err(cannot)?,
+                Err(_) => {
+                    return Err(ClientError::Transient(format!(
+                        "git {} did not finish within {}s and was stopped",
+                        args.first().copied().unwrap_or_default(),
+                        self.command_timeout.as_secs()
+                    )));
+                }
+            };
+        let _ = writer.await;
+        Ok(output)
+    }
+
     /// Runs git and returns its output, or says why it failed: a lock another writer holds is
     /// transient, anything else permanent. Credentials in a remote URL never reach the message.
     async fn git_ok(&self, args: &[&str]) -> Result<String, ClientError> {
+        Ok(self.git_ok_raw(args).await?.trim().to_owned())
+    }
+
+    /// [`Self::git_ok`], its output untrimmed.
+    async fn git_ok_raw(&self, args: &[&str]) -> Result<String, ClientError> {
         let output = self.git(args).await?;
+        self.succeeded(args, output)
+    }
+
+    /// The output of a git command that succeeded, or why it failed (see [`Self::git_ok`]).
+    fn succeeded(
+        &self,
+        args: &[&str],
+        output: std::process::Output,
+    ) -> Result<String, ClientError> {
         if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
         let message = redact_credentials(&format!(
@@ -276,18 +463,140 @@ impl LocalGit {
 
     /// Writes `content` to `file` (relative to the repository), or removes it when `None`,
     /// and commits with `message` if that changed anything. With a remote, the branch is
-    /// brought up to date first and pushed after.
+    /// brought up to date first and pushed after. Writes of other files waiting meanwhile in
+    /// this process share the commit (see [`Writers`]).
     pub async fn write(
         &self,
         file: &str,
         content: Option<&str>,
         message: &str,
     ) -> Result<Delivered, ClientError> {
-        let _in_process = write_lock(&self.config.path).lock_owned().await;
+        if !is_plain_path(file) {
+            return Err(ClientError::Permanent(format!(
+                "cannot write {file:?}: not a plain relative path in the repository"
+            )));
+        }
+        let writers = Writers::of(&self.config.path);
+        let (id, mut outcome) = writers.queue(file, content, message);
+        let _queued = Queued { writers: writers.clone(), id };
+        loop {
+            // A write another writer carried is answered without waiting for the turn.
+            let _turn = tokio::select! {
+                biased;
+                answered = &mut outcome => match answered {
+                    Ok(delivered) => return delivered,
+                    Err(_) => return Err(dropped()),
+                },
+                turn = writers.turn.lock() => turn,
+            };
+            match outcome.try_recv() {
+                Ok(delivered) => return delivered,
+                Err(oneshot::error::TryRecvError::Closed) => return Err(dropped()),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let mut carried = Carried { writers: writers.clone(), writes: writers.take() };
+            let delivered = self.write_all(&carried.writes).await;
+            for (pending, delivered) in carried.writes.drain(..).zip(delivered) {
+                let _ = pending.done.send(delivered);
+            }
+            // Ours was in that commit, unless an earlier write of the same file was.
+        }
+    }
+
+    /// Makes `batch` (one write per file) in one commit and says how each went. When that
+    /// fails for good, each is made alone, so that one write that cannot be made (a path git
+    /// refuses) does not fail the others.
+    async fn write_all(&self, batch: &[Pending]) -> Vec<Result<Delivered, ClientError>> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        match self.commit_all(batch).await {
+            Ok(delivered) => delivered,
+            Err(ClientError::Permanent(_)) if batch.len() > 1 => {
+                let mut each = Vec::with_capacity(batch.len());
+                for pending in batch {
+                    each.push(match self.commit_all(std::slice::from_ref(pending)).await {
+                        Ok(mut delivered) => delivered.pop().unwrap_or_else(|| Err(dropped())),
+                        Err(e) => Err(e),
+                    });
+                }
+                each
+            }
+            Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    /// Makes `batch` in one commit, holding the repository's file lock: each write's own
+    /// failure, or `Err` for the commit's.
+    async fn commit_all(
+        &self,
+        batch: &[Pending],
+    ) -> Result<Vec<Result<Delivered, ClientError>>, ClientError> {
         self.ensure_repository().await?;
         let _across_processes = self.lock_file().await?;
         self.recover().await?;
         self.pull().await?;
+        // A file that cannot be put in place fails its own write, not the others'.
+        let mut put = Vec::with_capacity(batch.len());
+        for pending in batch {
+            put.push(self.put(&pending.file, pending.content.as_deref()).await);
+        }
+        let files: Vec<&str> = batch
+            .iter()
+            .zip(&put)
+            .filter(|(_, p)| p.is_ok())
+            .map(|(w, _)| w.file.as_str())
+            .collect();
+        if files.is_empty() {
+            return Ok(put.into_iter().filter_map(Result::err).map(Err).collect());
+        }
+        // `--remove` stages a removal, and a file already removed by an earlier attempt (killed
+        // before it could say so) matches nothing and changes nothing.
+        let list: String = files.iter().map(|f| format!("{f}\0")).collect();
+        let args = ["update-index", "--add", "--remove", "-z", "--stdin"];
+        let output = self.git_input(&args, list).await?;
+        self.succeeded(&args, output)?;
+        // Without rename detection: a removal next to a similar new file is a removal.
+        let staged =
+            self.git_ok_raw(&["diff", "--cached", "--name-only", "--no-renames", "-z"]).await?;
+        let changed: std::collections::HashSet<&str> =
+            staged.split('\0').filter(|f| !f.is_empty()).collect();
+        let messages: Vec<&str> = batch
+            .iter()
+            .zip(&put)
+            .filter(|(w, p)| p.is_ok() && changed.contains(w.file.as_str()))
+            .map(|(w, _)| w.message.as_str())
+            .collect();
+        if !changed.is_empty() {
+            self.git_ok(&["commit", "--quiet", "-m", &commit_message(&messages)]).await?;
+        }
+        self.push().await?;
+        // Where the commit is now (a rebase during the push may have moved it): the newest that
+        // touched one of its files.
+        let commit = match files.iter().find(|f| changed.contains(**f)) {
+            Some(file) => self.last_commit_of(file).await?,
+            None => String::new(),
+        };
+        let mut delivered = Vec::with_capacity(batch.len());
+        for (pending, put) in batch.iter().zip(put) {
+            delivered.push(match put {
+                Err(e) => Err(e),
+                Ok(()) if changed.contains(pending.file.as_str()) => {
+                    Ok(Delivered::Committed { commit: commit.clone() })
+                }
+                Ok(()) => match self.last_commit_of(&pending.file).await {
+                    Ok(last) => {
+                        Ok(Delivered::Unchanged { commit: Some(last).filter(|c| !c.is_empty()) })
+                    }
+                    Err(e) => Err(e),
+                },
+            });
+        }
+        Ok(delivered)
+    }
+
+    /// Puts `content` in `file` in the working tree, or removes it when `None`.
+    async fn put(&self, file: &str, content: Option<&str>) -> Result<(), ClientError> {
         let target: PathBuf = self.config.path.join(file);
         match content {
             Some(text) => {
@@ -298,43 +607,15 @@ impl LocalGit {
                 }
                 tokio::fs::write(&target, text).await.map_err(|e| {
                     ClientError::Permanent(format!("cannot write {}: {e}", target.display()))
-                })?;
+                })
             }
             None => match tokio::fs::remove_file(&target).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => {
-                    return Err(ClientError::Permanent(format!(
-                        "cannot remove {}: {e}",
-                        target.display()
-                    )));
+                    Err(ClientError::Permanent(format!("cannot remove {}: {e}", target.display())))
                 }
             },
-        }
-        match content {
-            Some(_) => self.git_ok(&["add", "--all", "--", file]).await?,
-            // Not `add`: a file already removed by an earlier attempt (killed before it could
-            // say so) matches nothing, and removing it again must change nothing.
-            None => {
-                self.git_ok(&["rm", "--quiet", "--cached", "--ignore-unmatch", "--", file]).await?
-            }
-        };
-        let staged = self.git(&["diff", "--cached", "--quiet", "--", file]).await?;
-        let delivered = if staged.status.success() {
-            let last = self.last_commit_of(file).await?;
-            Delivered::Unchanged { commit: Some(last).filter(|c| !c.is_empty()) }
-        } else {
-            self.git_ok(&["commit", "--quiet", "-m", message, "--", file]).await?;
-            Delivered::Committed { commit: self.git_ok(&["rev-parse", "HEAD"]).await? }
-        };
-        self.push().await?;
-        // A rebase during the push moved our commit: report where it is now.
-        match delivered {
-            Delivered::Committed { .. } => {
-                let commit = self.last_commit_of(file).await?;
-                Ok(Delivered::Committed { commit })
-            }
-            unchanged => Ok(unchanged),
         }
     }
 
@@ -411,35 +692,8 @@ impl LocalGit {
         if objects.is_empty() {
             return Ok(Vec::new());
         }
-        let cannot = |e: std::io::Error| ClientError::Permanent(format!("cannot run git: {e}"));
-        let mut child = Command::new("git")
-            .arg("-C")
-            .arg(&self.config.path)
-            .args(["cat-file", "--batch"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(cannot)?;
         let requests: String = objects.iter().map(|o| format!("{o}\n")).collect();
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        // Written while the output is read, so neither pipe can fill up and stall git.
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            stdin.write_all(requests.as_bytes()).await
-        });
-        let output =
-            match tokio::time::timeout(self.command_timeout, child.wait_with_output()).await {
-                Ok(output) => output.map_err(cannot)?,
-                Err(_) => {
-                    return Err(ClientError::Transient(format!(
-                        "git cat-file did not finish within {}s and was stopped",
-                        self.command_timeout.as_secs()
-                    )));
-                }
-            };
-        let _ = writer.await;
+        let output = self.git_input(&["cat-file", "--batch"], requests).await?;
         if !output.status.success() {
             return Err(ClientError::Permanent(redact_credentials(&format!(
                 "git cat-file failed in {}: {}",
@@ -456,7 +710,8 @@ impl LocalGit {
     /// locks: for commits another host pushed.
     async fn fetch(&self) -> Result<(), ClientError> {
         let Some(remote) = &self.config.remote else { return Ok(()) };
-        let _in_process = write_lock(&self.config.path).lock_owned().await;
+        let writers = Writers::of(&self.config.path);
+        let _in_process = writers.turn.lock().await;
         let _across_processes = self.lock_file().await?;
         let fetched = self.git(&["fetch", "--quiet", remote, &self.config.branch]).await?;
         if fetched.status.success() {

@@ -24,6 +24,34 @@ fn local(path: &Path, remote: Option<&Path>) -> LocalGit {
     LocalGit::new(&config).with_timeouts(Duration::from_millis(300), Duration::from_secs(2))
 }
 
+/// A repository whose writers wait long for its file lock, which a test holds meanwhile.
+fn patient(path: &Path) -> LocalGit {
+    let config = GitConfig { path: path.to_owned(), ..GitConfig::default() };
+    LocalGit::new(&config).with_timeouts(Duration::from_secs(20), Duration::from_secs(10))
+}
+
+/// A repository holding one commit (`fra/seed.yaml`), and its file lock, held.
+async fn seeded_and_locked(dir: &Path) -> (std::path::PathBuf, LocalGit, std::fs::File) {
+    let repo = dir.join("gitops");
+    let host = patient(&repo);
+    host.write("fra/seed.yaml", Some("seed\n"), "seed").await.unwrap();
+    let lock = hold_lock(&repo);
+    (repo, host, lock)
+}
+
+/// Lets the repository's file lock go after `after`.
+async fn release_after(lock: std::fs::File, after: Duration) {
+    tokio::time::sleep(after).await;
+    drop(lock);
+}
+
+/// Holds the repository's file lock as another daemon on the host would.
+fn hold_lock(repo: &Path) -> std::fs::File {
+    let lock = std::fs::File::open(repo.join(".git/infrahub.lock")).unwrap();
+    lock.lock().unwrap();
+    lock
+}
+
 fn bare(dir: &Path) -> std::path::PathBuf {
     let remote = dir.join("remote.git");
     let status = Command::new("git")
@@ -48,12 +76,17 @@ async fn two_hosts_sharing_a_remote_never_diverge() {
             host.write(&file, Some(&text), &format!("provision {i}")).await
         }
     });
-    for written in futures::future::join_all(writes).await {
-        assert!(matches!(written, Ok(Delivered::Committed { .. })), "{written:?}");
+    for (i, written) in futures::future::join_all(writes).await.into_iter().enumerate() {
+        let Ok(Delivered::Committed { commit }) = written else { panic!("{written:?}") };
+        // The commit reported is on the remote and holds the write (writes waiting together
+        // on one host share a commit).
+        let file = format!("{commit}:fra/ns-{i}.yaml");
+        assert_eq!(git(&remote, &["cat-file", "-p", &file]), format!("n: {i}"), "{file}");
     }
     let files = git(&remote, &["ls-tree", "-r", "--name-only", "main"]);
     assert_eq!(files.lines().count(), 8, "{files}");
-    assert_eq!(git(&remote, &["rev-list", "--count", "main"]), "8", "one commit each, none lost");
+    let commits: usize = git(&remote, &["rev-list", "--count", "main"]).parse().unwrap();
+    assert!((2..=8).contains(&commits), "{commits} commits: one per host at least, none lost");
     // Each host sees the other's work once it writes again.
     a.write("fra/last.yaml", Some("n: last\n"), "last").await.unwrap();
     assert!(dir.path().join("a/fra/ns-1.yaml").exists(), "a rebased on b's commits");
@@ -227,4 +260,171 @@ async fn a_page_of_files_is_read_in_one_go_as_one_read_each_would() {
         assert_eq!(&repo.read(file).await.unwrap(), content, "{file}");
     }
     assert_eq!(repo.read_many(&[]).await.unwrap(), Vec::<Option<String>>::new());
+}
+
+/// Writes that wait while another writer has the repository share one commit; a later write
+/// of a file already in that commit waits for the next, so each file's writes land in the
+/// order they were made. A removal shares a commit as a write does.
+#[tokio::test]
+async fn writes_waiting_together_share_one_commit_in_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let host = patient(&repo);
+    host.write("fra/old.yaml", Some("old\n"), "provision old").await.unwrap();
+    let lock = hold_lock(&repo);
+
+    // Polled in this order: the first takes the turn with only its own write (the others are
+    // not queued yet when it is first polled) and waits for the lock; the others queue.
+    let writes = [
+        ("fra/first.yaml", Some("1\n"), "provision first"),
+        ("fra/a.yaml", Some("a1\n"), "provision a"),
+        ("fra/b.yaml", Some("b\n"), "provision b"),
+        ("fra/a.yaml", Some("a2\n"), "update a"),
+        ("fra/old.yaml", None, "deprovision old"),
+    ]
+    .map(|(file, content, message)| host.write(file, content, message));
+    let release = async move {
+        // Until the first writer waits for the lock, with the rest queued behind it.
+        tokio::task::yield_now().await;
+        drop(lock);
+    };
+    let (written, ()) = tokio::join!(futures::future::join_all(writes), release);
+    let commits: Vec<String> = written
+        .into_iter()
+        .map(|w| match w {
+            Ok(Delivered::Committed { commit }) => commit,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let [first, a1, b, a2, removal] = &commits[..] else { unreachable!() };
+    assert_ne!(first, a1, "the first write had its turn alone");
+    assert_eq!((a1, a1), (b, removal), "the writes that waited together share one commit");
+    assert_ne!(a1, a2, "a's second write waited for the next commit");
+    assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]), "4");
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), *a2);
+    assert_eq!(git(&repo, &["show", &format!("{a1}:fra/a.yaml")]), "a1");
+    assert_eq!(git(&repo, &["show", "HEAD:fra/a.yaml"]), "a2");
+    let files = git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]);
+    assert_eq!(files, "fra/a.yaml\nfra/b.yaml\nfra/first.yaml", "old was removed");
+    let message = git(&repo, &["log", "-1", "--format=%B", a1]);
+    assert!(message.starts_with("provision a (and 2 more)"), "{message}");
+    for line in ["- provision a", "- provision b", "- deprovision old"] {
+        assert!(message.contains(line), "{message}");
+    }
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "", "nothing left uncommitted");
+}
+
+/// A write whose writer gave up (its job's timeout) before its turn is not made; one whose
+/// turn-holder gave up while it carried it goes back in its place and is made.
+#[tokio::test]
+async fn a_write_given_up_is_not_made_and_one_carried_by_a_writer_that_gave_up_is() {
+    use tokio::time::timeout;
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, host, lock) = seeded_and_locked(dir.path()).await;
+    let ms = Duration::from_millis;
+
+    // `first` takes the turn alone and waits for the lock; the others queue. `early` gives
+    // up while still queued; `first` gives up; `quitter` takes the turn with `carried` and
+    // gives up too; `carried` goes on.
+    let first = timeout(ms(200), host.write("fra/first.yaml", Some("x\n"), "first"));
+    let early = timeout(ms(100), host.write("fra/early.yaml", Some("e\n"), "early"));
+    let quitter = timeout(ms(400), host.write("fra/quitter.yaml", Some("q\n"), "quitter"));
+    let carried = host.write("fra/carried.yaml", Some("c\n"), "carried");
+    let release = release_after(lock, ms(600));
+    let (first, early, quitter, carried, ()) =
+        tokio::join!(first, early, quitter, carried, release);
+    assert!(first.is_err() && early.is_err() && quitter.is_err(), "all three gave up");
+    assert!(matches!(carried, Ok(Delivered::Committed { .. })), "{carried:?}");
+    let files = git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]);
+    assert_eq!(files, "fra/carried.yaml\nfra/seed.yaml", "only the write still waited for");
+    assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]), "2");
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
+}
+
+/// A write handed back by a turn-holder that gave up keeps its place: a newer write of the
+/// same file, waiting meanwhile, is still made after it, so the newer content stays.
+#[tokio::test]
+async fn a_handed_back_write_is_not_overtaken_by_a_newer_one_of_its_file() {
+    use tokio::time::timeout;
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, host, lock) = seeded_and_locked(dir.path()).await;
+    let ms = Duration::from_millis;
+
+    // `holder` keeps the turn while the rest queue, then gives up; `carrier` takes `other`
+    // and the older write of `a` (not the newer: the same file), then gives up; `other`'s
+    // writer takes the turn with both handed back, before the newer write of `a`.
+    let holder = timeout(ms(200), host.write("fra/holder.yaml", Some("h\n"), "holder"));
+    let carrier = timeout(ms(400), host.write("fra/carrier.yaml", Some("c\n"), "carrier"));
+    let other = host.write("fra/other.yaml", Some("o\n"), "other");
+    let older = host.write("fra/a.yaml", Some("old\n"), "a, older");
+    let newer = host.write("fra/a.yaml", Some("new\n"), "a, newer");
+    let release = release_after(lock, ms(600));
+    let (holder, carrier, other, older, newer, ()) =
+        tokio::join!(holder, carrier, other, older, newer, release);
+    assert!(holder.is_err() && carrier.is_err(), "both gave up");
+    let commit = |w: Result<Delivered, ClientError>| match w {
+        Ok(Delivered::Committed { commit }) => commit,
+        other => panic!("{other:?}"),
+    };
+    let (other, older, newer) = (commit(other), commit(older), commit(newer));
+    assert_eq!(other, older, "handed back together");
+    assert_eq!(git(&repo, &["show", &format!("{older}:fra/a.yaml")]), "old");
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), newer, "the newer write came last");
+    assert_eq!(git(&repo, &["show", "HEAD:fra/a.yaml"]), "new");
+    let files = git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]);
+    assert_eq!(files, "fra/a.yaml\nfra/other.yaml\nfra/seed.yaml");
+}
+
+/// A write the repository refuses (here a pre-commit hook's policy) fails alone: the writes
+/// that waited with it are made all the same. A path git would not stage as written is refused
+/// before anything is done.
+#[tokio::test]
+async fn a_write_git_refuses_does_not_fail_the_writes_sharing_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let host = patient(&repo);
+    host.write("fra/seed.yaml", Some("seed\n"), "seed").await.unwrap();
+    let hook = repo.join(".git/hooks/pre-commit");
+    let policy = "#!/bin/sh\ngit diff --cached --name-only | grep -q refused && exit 1\nexit 0\n";
+    std::fs::write(&hook, policy).unwrap();
+    Command::new("chmod").arg("+x").arg(&hook).status().unwrap();
+    let lock = hold_lock(&repo);
+
+    let writes = [
+        ("fra/first.yaml", "provision first"),
+        ("fra/good.yaml", "provision good"),
+        ("fra/refused.yaml", "provision refused"),
+        ("fra/also-good.yaml", "provision also good"),
+    ]
+    .map(|(file, message)| host.write(file, Some("x\n"), message));
+    let release = async move {
+        tokio::task::yield_now().await;
+        drop(lock);
+    };
+    let (written, ()) = tokio::join!(futures::future::join_all(writes), release);
+    let [first, good, refused, also_good] = &written[..] else { unreachable!() };
+    for ok in [first, good, also_good] {
+        assert!(matches!(ok, Ok(Delivered::Committed { .. })), "{ok:?}");
+    }
+    assert!(
+        matches!(refused, Err(ClientError::Permanent(m)) if m.contains("commit")),
+        "{refused:?}"
+    );
+    assert_ne!(good, first, "good waited for the next commit");
+    let files = git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]);
+    assert_eq!(files, "fra/also-good.yaml\nfra/first.yaml\nfra/good.yaml\nfra/seed.yaml");
+    assert_eq!(
+        git(&repo, &["status", "--porcelain"]),
+        "",
+        "the refused write was cleared by the next"
+    );
+
+    for odd in ["./fra/a.yaml", "fra//a.yaml", "fra/../a.yaml", ".git/a.yaml", "/fra/a.yaml", ""] {
+        let refused = host.write(odd, Some("x\n"), "odd").await;
+        assert!(
+            matches!(&refused, Err(ClientError::Permanent(m)) if m.contains("plain relative path")),
+            "{odd}: {refused:?}"
+        );
+    }
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
 }
