@@ -7,10 +7,11 @@
 //! `cargo bench --bench intake -- [--seconds 8] [--connections 16,64]` (wrk from Debian's
 //! package `wrk`; the PostgreSQL server of DATABASE_URL; scratch databases
 //! `infrahub_bench_intake` and `infrahub_bench_baseline`, dropped and created afresh).
-//! Prints a Markdown table and one `RESULT system=... test=intake|memory|e2e ...` line per
-//! number. Last, a second daemon delivers the same end-to-end projects through an Argo CD
-//! double (`tests/api/argocd_fake.rs`) that reports each namespace synced and healthy at the
-//! pushed commit on the first poll.
+//! Prints a Markdown table and one `RESULT system=... test=intake|memory|e2e|delivery ...`
+//! line per number. After the load, the rate at which the workers deliver its backlog of
+//! projects (per second and per commit). Last, a second daemon delivers the same end-to-end
+//! projects through an Argo CD double (`tests/api/argocd_fake.rs`) that reports each
+//! namespace synced and healthy at the pushed commit on the first poll.
 
 // Shared with the tests; the bench uses only part of them.
 #[allow(dead_code)]
@@ -137,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
         sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'superseded'")
             .fetch_one(&daemon.pool)
             .await?;
+    let delivery = delivery_rate(&daemon, Duration::from_secs(args.seconds)).await?;
 
     println!("| endpoint | connections | req/s | p50 ms | p99 ms | errors | vs baseline |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -164,6 +166,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "jobs left unfinished right after the load: {backlog}; superseded by newer ones: {superseded}"
     );
+    println!(
+        "delivery of that backlog, no load: {:.0} projects/s made active, {:.1} projects a commit",
+        delivery.per_s, delivery.per_commit
+    );
     println!();
     for (endpoint, connections, load) in &rows {
         println!("{}", result_line(endpoint, *connections, load));
@@ -178,6 +184,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "RESULT system=infrahub test=intake backlog_jobs={backlog} superseded_jobs={superseded}"
     );
+    println!(
+        "RESULT system=infrahub test=delivery projects_per_s={:.1} projects_per_commit={:.2}",
+        delivery.per_s, delivery.per_commit
+    );
     drop(daemon);
 
     let argocd = end_to_end_with_argocd(&url, &http, args.e2e_projects).await?;
@@ -191,6 +201,41 @@ async fn main() -> anyhow::Result<()> {
         args.e2e_projects, argocd[0], argocd[1], argocd[2]
     );
     Ok(())
+}
+
+/// How fast the workers deliver, the load over: projects made active in `window` while the
+/// provisioning backlog the load left is worked off, and commits made meanwhile.
+struct DeliveryRate {
+    per_s: f64,
+    per_commit: f64,
+}
+
+async fn delivery_rate(daemon: &Daemon, window: Duration) -> anyhow::Result<DeliveryRate> {
+    let active = || async {
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM projects WHERE status = 'active'")
+                .fetch_one(&daemon.pool)
+                .await?;
+        anyhow::Ok(count)
+    };
+    let commits = || -> anyhow::Result<i64> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&daemon.repo)
+            .args(["rev-list", "--count", "HEAD"])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    };
+    let (before, commits_before, started) =
+        (active().await?, commits()?, std::time::Instant::now());
+    // A measurement window, not a wait for a condition: the rate is what it measures.
+    tokio::time::sleep(window).await;
+    let (after, commits_after) = (active().await?, commits()?);
+    let delivered = (after - before) as f64;
+    Ok(DeliveryRate {
+        per_s: delivered / started.elapsed().as_secs_f64(),
+        per_commit: delivered / (commits_after - commits_before).max(1) as f64,
+    })
 }
 
 /// The end-to-end run against a daemon that waits for Argo CD: the double knows every
