@@ -218,6 +218,8 @@ impl Drop for Queued {
 struct Carried {
     writers: Arc<Writers>,
     writes: Vec<Pending>,
+    /// The turn-holder's own write: not handed back, its writer is the one giving up.
+    own: u64,
 }
 
 impl Drop for Carried {
@@ -226,7 +228,8 @@ impl Drop for Carried {
             return;
         }
         let mut waiting = self.writers.waiting();
-        for pending in self.writes.drain(..).filter(|w| !w.done.is_closed()) {
+        let own = self.own;
+        for pending in self.writes.drain(..).filter(|w| w.id != own && !w.done.is_closed()) {
             waiting.put(pending);
         }
     }
@@ -494,7 +497,8 @@ impl LocalGit {
                 Err(oneshot::error::TryRecvError::Closed) => return Err(dropped()),
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
-            let mut carried = Carried { writers: writers.clone(), writes: writers.take() };
+            let writes = writers.take();
+            let mut carried = Carried { writers: writers.clone(), writes, own: id };
             let delivered = self.write_all(&carried.writes).await;
             for (pending, delivered) in carried.writes.drain(..).zip(delivered) {
                 let _ = pending.done.send(delivered);
