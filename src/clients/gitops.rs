@@ -323,48 +323,43 @@ impl LocalGit {
 
     /// Runs git in the repository; a command that outlives its timeout is killed.
     async fn git(&self, args: &[&str]) -> Result<std::process::Output, ClientError> {
-        let run = Command::new("git")
-            .arg("-C")
-            .arg(&self.config.path)
-            .args(["-c", &format!("user.name={}", self.config.author_name)])
-            .args(["-c", &format!("user.email={}", self.config.author_email)])
-            .args(args)
-            .kill_on_drop(true)
-            .output();
-        match tokio::time::timeout(self.command_timeout, run).await {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(e)) => Err(ClientError::Permanent(format!("cannot run git: {e}"))),
-            Err(_) => Err(ClientError::Transient(format!(
-                "git {} did not finish within {}s and was stopped",
-                args.first().copied().unwrap_or_default(),
-                self.command_timeout.as_secs()
-            ))),
-        }
+        self.run_git(args, None).await
     }
 
-    /// Runs git with `input` on its standard input; a command that outlives its timeout is
-    /// killed.
+    /// [`Self::git`] with `input` on git's standard input.
     async fn git_input(
         &self,
         args: &[&str],
         input: String,
     ) -> Result<std::process::Output, ClientError> {
+        self.run_git(args, Some(input)).await
+    }
+
+    async fn run_git(
+        &self,
+        args: &[&str],
+        input: Option<String>,
+    ) -> Result<std::process::Output, ClientError> {
+        use std::process::Stdio;
         let cannot = |e: std::io::Error| ClientError::Permanent(format!("cannot run git: {e}"));
         let mut child = Command::new("git")
             .arg("-C")
             .arg(&self.config.path)
+            .args(["-c", &format!("user.name={}", self.config.author_name)])
+            .args(["-c", &format!("user.email={}", self.config.author_email)])
             .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(cannot)?;
-        let mut stdin = child.stdin.take().expect("stdin is piped");
         // Written while the output is read, so neither pipe can fill up and stall git.
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            stdin.write_all(input.as_bytes()).await
+        let writer = input.zip(child.stdin.take()).map(|(input, mut stdin)| {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                stdin.write_all(input.as_bytes()).await
+            })
         });
         let output =
             match tokio::time::timeout(self.command_timeout, child.wait_with_output()).await {
@@ -377,7 +372,9 @@ impl LocalGit {
                     )));
                 }
             };
-        let _ = writer.await;
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
         Ok(output)
     }
 
