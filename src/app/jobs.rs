@@ -2,6 +2,8 @@
 //! and the one way every use case enqueues a job: in its own transaction, beside the change
 //! that causes it.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -107,12 +109,14 @@ fn new_job<'a, J: Job>(
     meta: &'a JobMeta,
 ) -> NewJob<'a> {
     let settings = ctx.registry.settings(J::KIND);
+    let coalesce_key = J::coalesce_key(payload);
     NewJob {
         subject: meta.subject.as_ref().map(|(t, id)| (*t, id.clone())),
         scope: meta.owner,
         submitted_by: meta.submitted_by,
         dedupe_key: J::DEDUPE.then(|| J::KIND.to_owned()),
-        coalesce_key: J::coalesce_key(payload),
+        delay: if coalesce_key.is_some() { settings.coalesce_delay } else { Duration::ZERO },
+        coalesce_key,
         ..NewJob::new(J::KIND, value, &meta.submitted_by_name, settings.max_attempts_i32())
     }
 }

@@ -162,6 +162,11 @@ fn invalid_values_name_their_key() {
         ("INFRAHUB_WORKERS__RETENTION_DAYS", "0", "workers.retention_days"),
         ("INFRAHUB_WORKERS__KINDS__NOOP__MAX_ATTEMPTS", "4294967295", "noop.max_attempts"),
         ("INFRAHUB_WORKERS__KINDS__NOOP__DEADLINE_SECS", "0", "noop.deadline_secs"),
+        (
+            "INFRAHUB_WORKERS__KINDS__ALLOCATE_QUOTA__COALESCE_DELAY_MS",
+            "60001",
+            "allocate_quota.coalesce_delay_ms",
+        ),
         ("INFRAHUB_DATABASE__IDLE_TIMEOUT_SECS", "0", "database.idle_timeout_secs"),
         ("INFRAHUB_AUTH__LOGIN_LOCKOUT_SECS", "0", "auth.login_lockout_secs"),
         ("INFRAHUB_AUTH__LOGIN_FAILURE_WINDOW_SECS", "0", "auth.login_failure_window_secs"),

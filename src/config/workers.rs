@@ -20,7 +20,8 @@ pub struct WorkersConfig {
     /// Finished jobs older than this are deleted by the `prune_jobs` job.
     pub retention_days: u64,
     /// Per kind: `concurrency`, `prefetch`, `max_attempts`, `timeout_secs`, `backoff_base_ms`,
-    /// `backoff_max_secs`, `deadline_secs`. The job registry refuses kinds it does not know.
+    /// `backoff_max_secs`, `deadline_secs`, `coalesce_delay_ms`. The job registry refuses
+    /// kinds it does not know.
     pub kinds: BTreeMap<String, KindConfig>,
 }
 
@@ -52,7 +53,13 @@ pub struct KindConfig {
     pub deadline_secs: Option<u64>,
     /// Jobs claimed ahead of free slots, held in a local queue under the lease.
     pub prefetch: Option<u32>,
+    /// Kinds that coalesce (`allocate_quota`, `allocate_servers`): how long a job waits
+    /// before it is due, so that newer changes of its key supersede it; 0 runs it at once.
+    pub coalesce_delay_ms: Option<u64>,
 }
+
+/// The longest `coalesce_delay_ms` accepted: a change should apply within a minute.
+pub const MAX_COALESCE_DELAY_MS: u64 = 60_000;
 
 impl WorkersConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -86,6 +93,12 @@ impl WorkersConfig {
                         format!("{kind}.{name} must be at least 1"),
                     ));
                 }
+            }
+            if settings.coalesce_delay_ms.is_some_and(|ms| ms > MAX_COALESCE_DELAY_MS) {
+                return Err(ConfigError::invalid(
+                    "workers.kinds",
+                    format!("{kind}.coalesce_delay_ms must be at most {MAX_COALESCE_DELAY_MS}"),
+                ));
             }
             if settings.max_attempts.is_some_and(|n| n > MAX_ATTEMPTS) {
                 return Err(ConfigError::invalid(

@@ -39,7 +39,12 @@ impl Job for AllocateQuota {
     }
 
     fn settings(&self) -> KindSettings {
-        KindSettings { concurrency: 4, prefetch: 16, ..KindSettings::default() }
+        KindSettings {
+            concurrency: 4,
+            prefetch: 16,
+            coalesce_delay: super::COALESCE_DELAY,
+            ..KindSettings::default()
+        }
     }
 
     async fn run(&self, ctx: &Context, job: &Run<QuotaRequest>) -> Result<Outcome, JobError> {

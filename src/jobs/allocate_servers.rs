@@ -28,7 +28,12 @@ impl Job for AllocateServers {
     }
 
     fn settings(&self) -> KindSettings {
-        KindSettings { concurrency: 4, prefetch: 16, ..KindSettings::default() }
+        KindSettings {
+            concurrency: 4,
+            prefetch: 16,
+            coalesce_delay: super::COALESCE_DELAY,
+            ..KindSettings::default()
+        }
     }
 
     async fn run(&self, ctx: &Context, job: &Run<Allocation>) -> Result<Outcome, JobError> {

@@ -3,8 +3,9 @@
 //! Per job kind, a dispatcher claims due jobs from PostgreSQL (`FOR UPDATE SKIP LOCKED`, a
 //! batch as large as the kind's free slots) under a lease, and hands each claimed attempt to an
 //! apalis worker, which runs it with the kind's concurrency. A `LISTEN` connection wakes idle
-//! dispatchers the moment a job is enqueued; polling every `workers.poll_interval_ms` catches
-//! retries and re-scheduled polls as they fall due. A keeper renews the leases of running jobs
+//! dispatchers the moment a job is enqueued, and when a job due later (a retry, a re-scheduled
+//! poll, a coalescing delay) falls due; polling every `workers.poll_interval_ms` catches what
+//! a lost notification would miss. A keeper renews the leases of running jobs
 //! and hands back those of daemons that died. Every outcome is written with a fence on the
 //! claim, so a stale worker can never complete a job twice.
 
@@ -117,7 +118,9 @@ pub fn start(ctx: Context) -> EngineHandle {
             continue;
         }
         let wake = Arc::new(Notify::new());
-        wakers.insert(kind.to_owned(), wake.clone());
+        let (later, alarms) = mpsc::unbounded_channel();
+        tasks.push(tokio::spawn(ring_alarms(wake.clone(), alarms)));
+        wakers.insert(kind.to_owned(), Waker { now: wake.clone(), later });
         // A slot is held from the claim until the outcome is recorded: `concurrency` of them
         // run in the apalis worker, up to `prefetch` more wait in its queue.
         let held = concurrency.saturating_add(registered.settings.prefetch);
@@ -565,10 +568,73 @@ async fn write_completions(
     }
 }
 
-/// Wakes the dispatcher of a kind when a job of that kind is enqueued anywhere.
+/// What wakes one kind's dispatcher: `now`, or an alarm set through `later`.
+struct Waker {
+    now: Arc<Notify>,
+    later: mpsc::UnboundedSender<tokio::time::Instant>,
+}
+
+impl Waker {
+    fn notify_waiters(&self) {
+        self.now.notify_waiters();
+    }
+}
+
+/// A notification's payload: the kind, and how long until its job is due when that is later
+/// than now (`"allocate_quota 100"`).
+fn parse_wake_up(payload: &str) -> (&str, Option<Duration>) {
+    match payload.split_once(' ') {
+        Some((kind, ms)) => (kind, ms.parse().ok().map(Duration::from_millis)),
+        None => (payload, None),
+    }
+}
+
+/// The most alarms one kind keeps; past that the latest are dropped (the poll finds their
+/// jobs, a little late).
+const MAX_ALARMS: usize = 4096;
+
+/// Wakes `wake`'s dispatcher at each instant received, earliest first.
+async fn ring_alarms(
+    wake: Arc<Notify>,
+    mut received: mpsc::UnboundedReceiver<tokio::time::Instant>,
+) {
+    let mut alarms = std::collections::BTreeSet::new();
+    loop {
+        let next = alarms.first().copied();
+        tokio::select! {
+            at = received.recv() => match at {
+                Some(at) => {
+                    alarms.insert(at);
+                    if alarms.len() > MAX_ALARMS {
+                        alarms.pop_last();
+                    }
+                }
+                None => return,
+            },
+            () = sleep_until(next) => {
+                let now = tokio::time::Instant::now();
+                while alarms.first().is_some_and(|at| *at <= now) {
+                    alarms.pop_first();
+                }
+                wake.notify_waiters();
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Wakes the dispatcher of a kind when a job of that kind is enqueued anywhere, or sets its
+/// alarm when the job is due later.
 async fn listen(
     ctx: Context,
-    wakers: Arc<HashMap<String, Arc<Notify>>>,
+    wakers: Arc<HashMap<String, Waker>>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -582,8 +648,15 @@ async fn listen(
                             _ = stop.wait_for(|stop| *stop) => return,
                             received = listener.recv() => match received {
                                 Ok(note) => {
-                                    if let Some(wake) = wakers.get(note.payload()) {
-                                        wake.notify_waiters();
+                                    let (kind, after) = parse_wake_up(note.payload());
+                                    match (wakers.get(kind), after) {
+                                        (Some(waker), Some(after)) => {
+                                            if let Some(at) = tokio::time::Instant::now().checked_add(after) {
+                                                let _ = waker.later.send(at);
+                                            }
+                                        }
+                                        (Some(waker), None) => waker.notify_waiters(),
+                                        (None, _) => {}
                                     }
                                 }
                                 Err(err) => {
@@ -610,7 +683,7 @@ async fn listen(
 async fn keep_leases(
     ctx: Context,
     runner: Arc<Runner>,
-    wakers: Arc<HashMap<String, Arc<Notify>>>,
+    wakers: Arc<HashMap<String, Waker>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let lease_secs = ctx.config.workers.lease_secs as f64;
@@ -630,7 +703,7 @@ async fn keep_once(
     ctx: &Context,
     runner: &Runner,
     lease_secs: f64,
-    wakers: &HashMap<String, Arc<Notify>>,
+    wakers: &HashMap<String, Waker>,
 ) -> Result<(), AppError> {
     let mut conn = ctx.pool.acquire().await?;
     let in_flight = runner.in_flight.ids();
@@ -697,4 +770,40 @@ pub async fn run_due(ctx: &Context, advance: bool, rounds: usize) -> Result<Drai
         .await;
     }
     Ok(Drained { attempts, idle: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wake_up_names_its_kind_and_how_long_until_its_job_is_due() {
+        assert_eq!(parse_wake_up("allocate_quota"), ("allocate_quota", None));
+        let later = parse_wake_up("allocate_quota 100");
+        assert_eq!(later, ("allocate_quota", Some(Duration::from_millis(100))));
+        // Something else on the channel is a plain wake-up, never a panic.
+        assert_eq!(parse_wake_up("noop soon"), ("noop", None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn alarms_ring_in_order_of_time_whatever_the_order_they_were_set_in() {
+        let wake = Arc::new(Notify::new());
+        let (later, alarms) = mpsc::unbounded_channel();
+        let ringer = tokio::spawn(ring_alarms(wake.clone(), alarms));
+        let start = tokio::time::Instant::now();
+        for ms in [300, 100, 200] {
+            later.send(start + Duration::from_millis(ms)).unwrap();
+        }
+        for ms in [100, 200, 300] {
+            wake.notified().await;
+            let elapsed = start.elapsed();
+            assert!(elapsed >= Duration::from_millis(ms), "rang at {elapsed:?}, set for {ms} ms");
+            assert!(
+                elapsed < Duration::from_millis(ms + 50),
+                "rang at {elapsed:?}, set for {ms} ms"
+            );
+        }
+        drop(later);
+        ringer.await.unwrap();
+    }
 }

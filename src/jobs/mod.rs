@@ -240,6 +240,10 @@ impl<J: Job> Handler for J {
     }
 }
 
+/// The default delay of the kinds that coalesce: short enough to go unnoticed by a person,
+/// long enough that a burst of changes to one key runs as one job (docs/BENCHMARKS.md).
+pub const COALESCE_DELAY: Duration = Duration::from_millis(100);
+
 /// How one kind runs: built from the kind's defaults and `workers.kinds.<kind>`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KindSettings {
@@ -259,6 +263,10 @@ pub struct KindSettings {
     /// with the last reason), however many attempts that takes, up to `max_attempts`: an
     /// outage of a remote system is outlasted, not counted in attempts.
     pub deadline: Option<Duration>,
+    /// Kinds that coalesce: a job is due this long after it is submitted (or when the queued
+    /// job of its key it supersedes was due, if sooner), so changes of one key that come
+    /// close together run once, with the newest value. Zero: due at once.
+    pub coalesce_delay: Duration,
 }
 
 impl Default for KindSettings {
@@ -271,6 +279,7 @@ impl Default for KindSettings {
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(600),
             deadline: None,
+            coalesce_delay: Duration::ZERO,
         }
     }
 }
@@ -298,6 +307,9 @@ impl KindSettings {
         }
         if let Some(v) = config.deadline_secs {
             self.deadline = Some(Duration::from_secs(v));
+        }
+        if let Some(v) = config.coalesce_delay_ms {
+            self.coalesce_delay = Duration::from_millis(v);
         }
         self
     }
@@ -432,6 +444,18 @@ mod tests {
         assert_eq!(settings.backoff_base, Duration::from_millis(50));
         assert_eq!(settings.max_attempts, KindSettings::default().max_attempts);
         assert_eq!(registry.settings("prune_jobs").concurrency, 1);
+    }
+
+    #[test]
+    fn the_kinds_that_coalesce_wait_a_little_by_default_and_can_be_told_not_to() {
+        let registry = Registry::new(&WorkersConfig::default()).unwrap();
+        assert_eq!(registry.settings("allocate_quota").coalesce_delay, COALESCE_DELAY);
+        assert_eq!(registry.settings("allocate_servers").coalesce_delay, COALESCE_DELAY);
+        assert_eq!(registry.settings("provision_namespace").coalesce_delay, Duration::ZERO);
+        let mut config = WorkersConfig::default();
+        config.kinds.entry("allocate_quota".to_owned()).or_default().coalesce_delay_ms = Some(0);
+        let registry = Registry::new(&config).unwrap();
+        assert_eq!(registry.settings("allocate_quota").coalesce_delay, Duration::ZERO);
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub(super) const DELIVERY_SETTINGS: KindSettings = KindSettings {
     backoff_base: std::time::Duration::from_secs(2),
     backoff_max: std::time::Duration::from_secs(60),
     deadline: Some(std::time::Duration::from_secs(1_800)),
+    coalesce_delay: std::time::Duration::ZERO,
 };
 
 /// Whether Argo CD, rather than delivery itself, decides when the project at `site` is there.

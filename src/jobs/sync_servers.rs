@@ -42,7 +42,7 @@ impl Job for SyncServers {
             timeout: std::time::Duration::from_secs(600),
             backoff_base: std::time::Duration::from_secs(5),
             backoff_max: std::time::Duration::from_secs(300),
-            deadline: None,
+            ..KindSettings::default()
         }
     }
 

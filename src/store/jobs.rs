@@ -12,8 +12,27 @@ use super::{Page, PageRequest, StoreError};
 use crate::domain::job::JobStatus;
 use crate::domain::scope::{Owner, Scope};
 
-/// PostgreSQL channel that wakes idle dispatchers; the payload is the job kind.
+/// PostgreSQL channel that wakes idle dispatchers. The payload is the job kind, followed by
+/// `' '` and a number of milliseconds when the job becomes due that much later than now.
 pub const NOTIFY_CHANNEL: &str = "infrahub_jobs";
+
+/// The wake-up for a job of kind `$kind` due at `$run_at` (SQL expressions), sent when the
+/// transaction commits: its kind alone when it is due now, its kind and the milliseconds left
+/// when it is due later, so idle dispatchers wake when it falls due rather than at their next
+/// poll. The channel is [`NOTIFY_CHANNEL`] (written out: it is a literal in SQL).
+macro_rules! wake_up {
+    ($kind:literal, $run_at:literal) => {
+        concat!(
+            "pg_notify('infrahub_jobs', ",
+            $kind,
+            " || CASE WHEN ",
+            $run_at,
+            " > now() THEN ' ' || ceil(extract(epoch FROM ",
+            $run_at,
+            " - now()) * 1000)::int8 ELSE '' END)"
+        )
+    };
+}
 
 /// A job as the API reports it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -75,6 +94,9 @@ pub struct NewJob<'a> {
     pub dedupe_key: Option<String>,
     /// Queued jobs of this kind with this key are superseded by this one.
     pub coalesce_key: Option<String>,
+    /// Without `run_at`: due this long after now (or, with a coalesce key, when the oldest
+    /// job it supersedes was due, if that is sooner).
+    pub delay: std::time::Duration,
 }
 
 impl<'a> NewJob<'a> {
@@ -96,6 +118,7 @@ impl<'a> NewJob<'a> {
             run_at: None,
             dedupe_key: None,
             coalesce_key: None,
+            delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -143,32 +166,54 @@ pub async fn enqueue_recorded(
 }
 
 // The statements of `insert`: one round trip each, with only the parts a job needs, so a plain
-// job pays for no supersession and no audit event. Parameters: $1–$13 the row, $14 the
-// notification channel, $15–$17 the actor (id, name, request id).
+// job pays for no supersession and no audit event. Parameters: $1–$13 the row, $14 the delay
+// in seconds (when `$11`, the run time, is absent), $15–$17 the actor (id, name, request id).
 macro_rules! enqueue_insert {
-    () => {
-        "WITH ins AS (
+    ($due:literal) => {
+        concat!(
+            "ins AS (
              INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
                                scope_department_id, submitted_by, submitted_by_name,
                                max_attempts, run_at, dedupe_key, coalesce_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $12, $13)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, ",
+            $due,
+            "), $12, $13)
              ON CONFLICT DO NOTHING
              RETURNING *)"
+        )
     };
 }
 
-macro_rules! enqueue_supersede {
+/// Due after the delay.
+macro_rules! enqueue_plain {
     () => {
-        ", older AS (
-             SELECT id FROM jobs
-              WHERE kind = $2 AND coalesce_key = $13 AND status IN ('queued', 'retrying')
-                AND id < $1 AND EXISTS (SELECT 1 FROM ins)
-                FOR UPDATE SKIP LOCKED),
-           sup AS (
-             UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
-                    result = jsonb_build_object('superseded_by', $1::uuid)
-              WHERE id IN (SELECT id FROM older) AND status IN ('queued', 'retrying')
-             RETURNING 1)"
+        concat!("WITH ", enqueue_insert!("now() + make_interval(secs => $14::float8)"))
+    };
+}
+
+/// The queued older jobs of the key are locked first: the new job is due after the delay or
+/// when the oldest of them was, whichever comes first (so a key changed again and again within
+/// the delay is still applied once per delay, never put off for good), and they end
+/// `superseded`.
+macro_rules! enqueue_superseding {
+    () => {
+        concat!(
+            "WITH older AS (
+                 SELECT id, run_at FROM jobs
+                  WHERE kind = $2 AND coalesce_key = $13 AND status IN ('queued', 'retrying')
+                    AND id < $1
+                    FOR UPDATE SKIP LOCKED), ",
+            enqueue_insert!(
+                "least(now() + make_interval(secs => $14::float8),
+                       (SELECT min(run_at) FROM older))"
+            ),
+            ", sup AS (
+                 UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
+                        result = jsonb_build_object('superseded_by', $1::uuid)
+                  WHERE id IN (SELECT id FROM older) AND status IN ('queued', 'retrying')
+                    AND EXISTS (SELECT 1 FROM ins)
+                 RETURNING 1)"
+        )
     };
 }
 
@@ -215,19 +260,20 @@ macro_rules! enqueue_answer {
             job_columns!(),
             ", ",
             $superseded,
-            " AS superseded, pg_notify($14, $2) IS NOT NULL AS notified FROM ins"
+            " AS superseded, ",
+            wake_up!("ins.kind", "ins.run_at"),
+            " IS NOT NULL AS notified FROM ins"
         )
     };
 }
 
-const ENQUEUE: &str = concat!(enqueue_insert!(), enqueue_answer!("0::int8"));
+const ENQUEUE: &str = concat!(enqueue_plain!(), enqueue_answer!("0::int8"));
 const ENQUEUE_COALESCING: &str =
-    concat!(enqueue_insert!(), enqueue_supersede!(), enqueue_answer!("(SELECT count(*) FROM sup)"));
+    concat!(enqueue_superseding!(), enqueue_answer!("(SELECT count(*) FROM sup)"));
 const ENQUEUE_RECORDED: &str =
-    concat!(enqueue_insert!(), enqueue_record!(), enqueue_answer!("0::int8"));
+    concat!(enqueue_plain!(), enqueue_record!(), enqueue_answer!("0::int8"));
 const ENQUEUE_COALESCING_RECORDED: &str = concat!(
-    enqueue_insert!(),
-    enqueue_supersede!(),
+    enqueue_superseding!(),
     enqueue_record!(),
     enqueue_answer!("(SELECT count(*) FROM sup)")
 );
@@ -264,7 +310,7 @@ async fn insert(
             .bind(new.run_at)
             .bind(new.dedupe_key.as_deref())
             .bind(new.coalesce_key.as_deref())
-            .bind(NOTIFY_CHANNEL);
+            .bind(new.delay.as_secs_f64());
         let query = match actor {
             Some(actor) => query
                 .bind(actor.user_id)
@@ -483,7 +529,7 @@ pub async fn succeed(
 }
 
 /// Records a failed attempt. With `retry_at` and attempts left, the job waits in `retrying`
-/// until then; otherwise it fails for good.
+/// until then (and dispatchers are told when it will be due); otherwise it fails for good.
 pub async fn fail(
     conn: &mut PgConnection,
     attempt: &Claimed,
@@ -492,7 +538,8 @@ pub async fn fail(
     retry_at: Option<DateTime<Utc>>,
 ) -> Result<bool, StoreError> {
     let sql = format!(
-        "UPDATE jobs SET
+        concat!(
+            "UPDATE jobs SET
              status = CASE WHEN $5::timestamptz IS NOT NULL AND attempts < max_attempts
                            THEN 'retrying' ELSE 'failed' END,
              run_at = coalesce($5, run_at),
@@ -501,7 +548,12 @@ pub async fn fail(
              last_error = $4,
              errors = errors || jsonb_build_array($6::jsonb),
              lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-          WHERE {FENCE}"
+          WHERE {fence}
+      RETURNING CASE WHEN status = 'retrying' THEN ",
+            wake_up!("kind", "run_at"),
+            " END"
+        ),
+        fence = FENCE
     );
     let entry = json!({
         "attempt": attempt.attempt, "at": Utc::now(), "error": error, "permanent": retry_at.is_none(),
@@ -519,7 +571,7 @@ pub async fn fail(
 }
 
 /// Puts a polling job back in the queue until `run_at` without spending an attempt, keeping
-/// what it reported so far as its result.
+/// what it reported so far as its result; dispatchers are told when it will be due.
 pub async fn reschedule(
     conn: &mut PgConnection,
     attempt: &Claimed,
@@ -528,9 +580,14 @@ pub async fn reschedule(
     progress: &Value,
 ) -> Result<bool, StoreError> {
     let sql = format!(
-        "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = $4, result = $5,
+        concat!(
+            "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = $4, result = $5,
                          lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-          WHERE {FENCE}"
+          WHERE {fence}
+      RETURNING ",
+            wake_up!("kind", "run_at")
+        ),
+        fence = FENCE
     );
     let done = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(attempt.id)
@@ -848,6 +905,12 @@ pub async fn claim_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wake_ups_go_to_the_channel_the_engine_listens_on() {
+        let sql = wake_up!("kind", "run_at");
+        assert!(sql.starts_with(&format!("pg_notify('{NOTIFY_CHANNEL}', kind ||")), "{sql}");
+    }
 
     #[test]
     fn the_first_id_of_a_millisecond_orders_job_ids_by_creation() {

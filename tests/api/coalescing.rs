@@ -1,12 +1,16 @@
 //! Coalescing: of the queued changes to one thing (a department's quota at a site, a server's
 //! field), only the newest runs; the older ones end `superseded`, naming it.
 
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use infrahub::config::Mode;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, wait_until};
 
 async fn job(app: &TestApp, token: &str, id: &str) -> Value {
     app.get(&format!("/api/v1/jobs/{id}"), token).await.expect(StatusCode::OK, None)
@@ -195,4 +199,92 @@ async fn racing_quota_changes_end_at_the_newest_value(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(unfinished, 0);
+}
+
+/// An app whose quota changes wait `delay_ms` before they are due.
+async fn app_with_quota_delay(pool: PgPool, delay_ms: u64, workers: bool) -> TestApp {
+    let tweak = |c: &mut infrahub::config::Config| {
+        let quota = c.workers.kinds.entry("allocate_quota".to_owned()).or_default();
+        quota.coalesce_delay_ms = Some(delay_ms);
+        // Only a wake-up can make a worker find a job in time: the poll is ten minutes away.
+        c.workers.poll_interval_ms = 600_000;
+    };
+    let app = if workers {
+        TestApp::spawn_daemon(pool, Mode::Serve, tweak).await
+    } else {
+        TestApp::spawn_with(pool, Mode::Serve, tweak).await
+    };
+    app.add_server("s-1", 64, Some(app.org.field)).await;
+    app
+}
+
+/// Asks for the test department's quota at fra to be `cpu` cores; returns the job.
+async fn set_quota(app: &TestApp, token: &str, cpu: i64) -> Value {
+    let body = json!({ "field_id": app.org.field, "dept_id": app.org.dept, "site": "fra",
+                       "cpu_limit": cpu, "ram_gb_limit": 8 });
+    let answer = app.post("/api/v1/allocations/department-quota", token, body).await;
+    let id = answer.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
+    job(app, token, &id).await
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value.as_str().unwrap_or_else(|| panic!("not a time: {value}")).parse().unwrap()
+}
+
+async fn quota_cpu(app: &TestApp, token: &str) -> Value {
+    let quota = app.get(&format!("/api/v1/departments/{}/quota", app.org.dept), token).await.body;
+    quota["sites"][0]["quota"]["cpu"].clone()
+}
+
+/// A change is due only after its delay; changes of the same quota made meanwhile replace it
+/// but keep its time, so a quota changed without pause is still applied once per delay.
+#[sqlx::test]
+async fn a_change_waits_its_delay_and_newer_ones_keep_its_time(pool: PgPool) {
+    let app = app_with_quota_delay(pool, 60_000, false).await;
+    let token = app.field_admin_token().await;
+    let first = set_quota(&app, &token, 1).await;
+    let due = time(&first["next_run_at"]);
+    assert_eq!(due - time(&first["created_at"]), TimeDelta::seconds(60), "{first}");
+    assert_eq!(app.run_due_jobs().await.attempts, 0, "not due before its delay");
+    let mut newest = first.clone();
+    for cpu in [2, 3] {
+        let older = newest["id"].as_str().unwrap().to_owned();
+        newest = set_quota(&app, &token, cpu).await;
+        assert_eq!(time(&newest["next_run_at"]), due, "due when the change it replaced was");
+        assert_eq!(job(&app, &token, &older).await["status"], "superseded");
+    }
+    app.run_jobs().await;
+    assert_eq!(job(&app, &token, newest["id"].as_str().unwrap()).await["status"], "succeeded");
+    assert_eq!(quota_cpu(&app, &token).await, 3, "the newest value");
+    // Nothing is queued any more: the next change waits a whole delay again.
+    let next = set_quota(&app, &token, 4).await;
+    assert_eq!(time(&next["next_run_at"]) - time(&next["created_at"]), TimeDelta::seconds(60));
+}
+
+#[sqlx::test]
+async fn without_a_delay_a_change_is_due_at_once(pool: PgPool) {
+    let app = app_with_quota_delay(pool, 0, false).await;
+    let token = app.field_admin_token().await;
+    let change = set_quota(&app, &token, 5).await;
+    assert_eq!(change["next_run_at"], change["created_at"]);
+    assert_eq!(app.run_due_jobs().await.attempts, 1);
+    assert_eq!(quota_cpu(&app, &token).await, 5);
+}
+
+/// Running workers that poll only every ten minutes apply a delayed change once its delay is
+/// over, not before: the notification of the change says when it will be due.
+#[sqlx::test]
+async fn workers_apply_a_delayed_change_when_its_delay_is_over(pool: PgPool) {
+    let app = app_with_quota_delay(pool, 300, true).await;
+    let token = app.field_admin_token().await;
+    let change = set_quota(&app, &token, 7).await;
+    let id = change["id"].as_str().unwrap();
+    wait_until("the change to be applied", Duration::from_secs(30), || async {
+        job(&app, &token, id).await["status"] == "succeeded"
+    })
+    .await;
+    let applied = job(&app, &token, id).await;
+    let waited = time(&applied["started_at"]) - time(&applied["created_at"]);
+    assert!(waited >= TimeDelta::milliseconds(300), "started after {waited}");
+    assert_eq!(quota_cpu(&app, &token).await, 7);
 }

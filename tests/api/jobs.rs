@@ -49,6 +49,28 @@ async fn app_with_fast_retries(pool: PgPool) -> TestApp {
     .await
 }
 
+/// Idle workers polling only every ten minutes still run a job when its re-scheduled polls
+/// and its retry fall due: each says when it will be due, and the engine wakes up then.
+#[sqlx::test]
+async fn polls_and_retries_wake_idle_workers_when_they_fall_due(pool: PgPool) {
+    let _app = TestApp::spawn_daemon(pool.clone(), Mode::Serve, |c| {
+        c.workers.poll_interval_ms = 600_000;
+        c.workers.kinds.entry("sleep".to_owned()).or_default().backoff_base_ms = Some(200);
+    })
+    .await;
+    let payload = json!({ "polls": 2, "poll_millis": 200, "transient_failures": 1 });
+    let id = submit(&pool, &new_job("sleep", payload)).await;
+    let done = wait_for_status(&pool, id, JobStatus::Succeeded).await;
+    assert_eq!(done.result.unwrap()["attempt"], 2, "one retry");
+    assert_eq!(done.errors.as_array().unwrap().len(), 1);
+    let claims: i32 = sqlx::query_scalar("SELECT claim_seq FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(claims, 4, "two polls, a failure and a success");
+}
+
 fn start(ctx: &Context) -> EngineHandle {
     engine::start(ctx.clone())
 }
