@@ -630,6 +630,24 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// Sets an alarm for each job due later, as if its notification had just arrived.
+async fn set_missed_alarms(
+    ctx: &Context,
+    wakers: &HashMap<String, Waker>,
+) -> Result<(), StoreError> {
+    let kinds: Vec<&str> = wakers.keys().map(String::as_str).collect();
+    let mut conn = ctx.pool.acquire().await?;
+    let limit = i64::try_from(MAX_ALARMS).unwrap_or(i64::MAX);
+    let now = tokio::time::Instant::now();
+    for (kind, ms) in jobs::due_later(&mut conn, &kinds, limit).await? {
+        let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        if let (Some(waker), Some(at)) = (wakers.get(&kind), now.checked_add(after)) {
+            let _ = waker.later.send(at);
+        }
+    }
+    Ok(())
+}
+
 /// Wakes the dispatcher of a kind when a job of that kind is enqueued anywhere, or sets its
 /// alarm when the job is due later.
 async fn listen(
@@ -641,7 +659,12 @@ async fn listen(
         match PgListener::connect_with(&ctx.pool).await {
             Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
                 Ok(()) => {
-                    // Anything enqueued while we were not listening is due now.
+                    // What was enqueued while we were not listening: alarms for the jobs due
+                    // later (looked up now that nothing more can be missed), and a claim for
+                    // those due now.
+                    if let Err(err) = set_missed_alarms(&ctx, &wakers).await {
+                        tracing::warn!(error = %err, "cannot look up the jobs due later; the poll will find them");
+                    }
                     wakers.values().for_each(|w| w.notify_waiters());
                     loop {
                         tokio::select! {

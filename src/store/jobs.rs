@@ -19,7 +19,10 @@ pub const NOTIFY_CHANNEL: &str = "infrahub_jobs";
 /// The wake-up for a job of kind `$kind` due at `$run_at` (SQL expressions), sent when the
 /// transaction commits: its kind alone when it is due now, its kind and the milliseconds left
 /// when it is due later, so idle dispatchers wake when it falls due rather than at their next
-/// poll. The channel is [`NOTIFY_CHANNEL`] (written out: it is a literal in SQL).
+/// poll. The milliseconds are counted from the statement's clock, not the transaction's start,
+/// and the alarm is set when the notification arrives (after the commit): it never rings
+/// before the job is due. The channel is [`NOTIFY_CHANNEL`] (written out: it is a literal in
+/// SQL).
 macro_rules! wake_up {
     ($kind:literal, $run_at:literal) => {
         concat!(
@@ -27,9 +30,9 @@ macro_rules! wake_up {
             $kind,
             " || CASE WHEN ",
             $run_at,
-            " > now() THEN ' ' || ceil(extract(epoch FROM ",
+            " > clock_timestamp() THEN ' ' || ceil(extract(epoch FROM ",
             $run_at,
-            " - now()) * 1000)::int8 ELSE '' END)"
+            " - clock_timestamp()) * 1000)::int8 ELSE '' END)"
         )
     };
 }
@@ -194,7 +197,9 @@ macro_rules! enqueue_plain {
 /// The queued older jobs of the key are locked first: the new job is due after the delay or
 /// when the oldest of them was, whichever comes first (so a key changed again and again within
 /// the delay is still applied once per delay, never put off for good), and they end
-/// `superseded`.
+/// `superseded`. (They are locked even if the insert conflicted, until the caller's
+/// transaction ends: only a dedupe key could make it conflict, and kinds that coalesce have
+/// none.)
 macro_rules! enqueue_superseding {
     () => {
         concat!(
@@ -448,8 +453,9 @@ pub async fn renew_leases(
     Ok(done.rows_affected())
 }
 
-/// Hands an interrupted attempt back to the queue, due now, without spending the attempt (the
-/// interruption is noted among the errors). False when the claim was already lost.
+/// Hands an interrupted attempt back to the queue, due now (and wakes the dispatchers of every
+/// daemon), without spending the attempt (the interruption is noted among the errors). False
+/// when the claim was already lost.
 pub async fn release(
     conn: &mut PgConnection,
     attempt: &Claimed,
@@ -460,7 +466,8 @@ pub async fn release(
         "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = now(),
                          errors = errors || jsonb_build_array($4::jsonb),
                          lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-          WHERE {FENCE}"
+          WHERE {FENCE}
+      RETURNING pg_notify('infrahub_jobs', kind)"
     );
     let entry = json!({ "attempt": attempt.attempt, "at": Utc::now(), "error": why, "permanent": false, "interrupted": true });
     let done = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -483,7 +490,8 @@ pub struct Reaped {
 }
 
 /// Jobs whose worker vanished (lease expired): the lost attempt counts as a failure; the job
-/// retries at once, or fails when it has no attempts left.
+/// retries at once (waking the dispatchers of every daemon), or fails when it has no attempts
+/// left.
 pub async fn reap_expired_leases(conn: &mut PgConnection) -> Result<Vec<Reaped>, StoreError> {
     Ok(sqlx::query_as(
         "UPDATE jobs SET
@@ -496,7 +504,8 @@ pub async fn reap_expired_leases(conn: &mut PgConnection) -> Result<Vec<Reaped>,
                  'error', 'the worker stopped answering (lease expired)'))
           WHERE status = 'running' AND lease_expires_at < now()
       RETURNING id, kind, payload, subject_type, subject_id, attempts AS attempt, max_attempts,
-                claim_seq AS claim, run_at AS due_at, created_at, status = 'failed' AS failed",
+                claim_seq AS claim, run_at AS due_at, created_at, status = 'failed' AS failed,
+                CASE WHEN status = 'retrying' THEN pg_notify('infrahub_jobs', kind) END AS woken",
     )
     .fetch_all(conn)
     .await?)
@@ -837,12 +846,34 @@ pub async fn enqueue_batch(
     .bind(new.run_at)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(NOTIFY_CHANNEL)
+    sqlx::query(concat!("SELECT ", wake_up!("$1::text", "coalesce($2::timestamptz, now())")))
         .bind(new.kind)
+        .bind(new.run_at)
         .execute(conn)
         .await?;
     Ok(done.rows_affected())
+}
+
+/// How long until each job of `kinds` that is due later falls due, in milliseconds, the
+/// soonest `limit` of each kind: what a listener that just started missed.
+pub async fn due_later(
+    conn: &mut PgConnection,
+    kinds: &[&str],
+    limit: i64,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT k.kind, ceil(extract(epoch FROM j.run_at - clock_timestamp()) * 1000)::int8
+           FROM unnest($1::text[]) AS k(kind)
+          CROSS JOIN LATERAL (
+                SELECT run_at FROM jobs
+                 WHERE kind = k.kind AND status IN ('queued', 'retrying') AND run_at > now()
+                 ORDER BY run_at, id
+                 LIMIT $2) AS j",
+    )
+    .bind(kinds)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// One successful attempt waiting to be recorded.

@@ -71,6 +71,21 @@ async fn polls_and_retries_wake_idle_workers_when_they_fall_due(pool: PgPool) {
     assert_eq!(claims, 4, "two polls, a failure and a success");
 }
 
+/// A job due later whose notification went out before any daemon listened still runs when it
+/// falls due, not at the next poll: a daemon that starts listening sets the alarms of the jobs
+/// due later.
+#[sqlx::test]
+async fn a_daemon_that_starts_listening_sets_alarms_for_jobs_due_later(pool: PgPool) {
+    let due = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
+    let id = submit(&pool, &NewJob { run_at: Some(due), ..new_job("noop", json!({})) }).await;
+    let _app = TestApp::spawn_daemon(pool.clone(), Mode::Serve, |c| {
+        c.workers.poll_interval_ms = 600_000;
+    })
+    .await;
+    let done = wait_for_status(&pool, id, JobStatus::Succeeded).await;
+    assert!(done.started_at.unwrap() >= due, "ran before it was due");
+}
+
 fn start(ctx: &Context) -> EngineHandle {
     engine::start(ctx.clone())
 }
