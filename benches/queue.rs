@@ -192,9 +192,29 @@ async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Report
             baseline: base_latency[i],
         });
     }
+    reset(&pool).await?;
+    let later = latency_engine_later(config, &pool, bench).await?;
+    for (i, label) in ["p50", "p99", "max"].into_iter().enumerate() {
+        rows.push(Row {
+            what: format!(
+                "pickup latency {label} from when due, {} jobs due {} ms after submission \
+                 (baseline: its pickup of jobs due at once)",
+                bench.latency_jobs,
+                LATER.as_millis()
+            ),
+            unit: "ms",
+            test: "pickup",
+            key: format!("later_{label}_ms"),
+            engine: later[i],
+            baseline: base_latency[i],
+        });
+    }
     pool.close().await;
     Ok(Report { rows })
 }
+
+/// How long after submission the jobs of the "due later" pickup measurement are due.
+const LATER: Duration = Duration::from_millis(50);
 
 async fn timed<F, Fut>(count: usize, work: F) -> anyhow::Result<f64>
 where
@@ -444,9 +464,18 @@ async fn drain_baseline(pool: &PgPool, concurrency: u32, n: usize) -> anyhow::Re
 
 /// p50, p99 and max of `started_at - created_at`, in milliseconds.
 async fn percentiles(pool: &PgPool, table: &'static str) -> anyhow::Result<[f64; 3]> {
+    percentiles_from(pool, table, "created_at").await
+}
+
+/// p50, p99 and max of `started_at - <from>`, in milliseconds.
+async fn percentiles_from(
+    pool: &PgPool,
+    table: &'static str,
+    from: &'static str,
+) -> anyhow::Result<[f64; 3]> {
     let sql = format!(
         "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY ms), max(ms)::float8
-           FROM (SELECT (extract(epoch FROM started_at - created_at) * 1000)::float8 AS ms FROM {table}) t"
+           FROM (SELECT (extract(epoch FROM started_at - {from}) * 1000)::float8 AS ms FROM {table}) t"
     );
     let (p, max): (Vec<f64>, f64) =
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await?;
@@ -478,6 +507,37 @@ async fn latency_engine(
     .await?;
     handle.shutdown(Duration::from_secs(10)).await;
     percentiles(pool, "jobs").await
+}
+
+/// The pickup of jobs due [`LATER`] after submission, measured from when they are due: the
+/// engine's alarm, not its poll (`workers.poll_interval_ms`, 1 s here), should pick them up.
+async fn latency_engine_later(
+    config: &Config,
+    pool: &PgPool,
+    bench: &QueueBench,
+) -> anyhow::Result<[f64; 3]> {
+    let ctx = engine_context(config, pool, 16)?;
+    let handle = engine::start(ctx);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let job = store::jobs::NewJob { delay: LATER, ..noop_job() };
+    for _ in 0..bench.latency_jobs {
+        let mut conn = pool.acquire().await?;
+        store::jobs::enqueue(&mut conn, &job).await?;
+        drop(conn);
+        tokio::time::sleep(bench.latency_gap).await;
+    }
+    wait_for_count(
+        pool,
+        "SELECT count(*) FROM jobs WHERE status = 'succeeded'",
+        bench.latency_jobs,
+    )
+    .await?;
+    handle.shutdown(Duration::from_secs(10)).await;
+    let early: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE started_at < run_at")
+        .fetch_one(pool)
+        .await?;
+    anyhow::ensure!(early == 0, "{early} jobs started before they were due");
+    percentiles_from(pool, "jobs", "run_at").await
 }
 
 async fn latency_baseline(pool: &PgPool, bench: &QueueBench) -> anyhow::Result<[f64; 3]> {
