@@ -12,8 +12,9 @@ pub struct WorkersConfig {
     /// How long a claimed job stays with its worker without a renewal (renewed every third of
     /// it). A daemon killed mid-job loses its jobs to another daemon after this long.
     pub lease_secs: u64,
-    /// Idle dispatchers look for due jobs this often even without a notification (retries and
-    /// re-scheduled polls become due without one).
+    /// Idle dispatchers look for due jobs this often even without a notification: the fallback
+    /// for notifications lost while the listening connection is down (jobs due later, such as
+    /// retries and re-scheduled polls, set alarms from their notifications).
     pub poll_interval_ms: u64,
     /// How long running jobs get to finish after SIGTERM before they are handed back.
     pub shutdown_grace_secs: u64,

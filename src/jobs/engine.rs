@@ -656,7 +656,12 @@ async fn listen(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        match PgListener::connect_with(&ctx.pool).await {
+        let connected = PgListener::connect_with(&ctx.pool).await.map(|mut listener| {
+            // We reconnect ourselves (below), so that we catch up after it.
+            listener.eager_reconnect(false);
+            listener
+        });
+        match connected {
             Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
                 Ok(()) => {
                     // What was enqueued while we were not listening: alarms for the jobs due
@@ -669,8 +674,15 @@ async fn listen(
                     loop {
                         tokio::select! {
                             _ = stop.wait_for(|stop| *stop) => return,
-                            received = listener.recv() => match received {
-                                Ok(note) => {
+                            // `try_recv`, not `recv`: a lost connection comes back as
+                            // `None` instead of being re-established behind our back, so
+                            // what was sent meanwhile is looked up when we listen again.
+                            received = listener.try_recv() => match received {
+                                Ok(None) => {
+                                    tracing::warn!("job notifications interrupted: the connection was lost");
+                                    break;
+                                }
+                                Ok(Some(note)) => {
                                     let (kind, after) = parse_wake_up(note.payload());
                                     match (wakers.get(kind), after) {
                                         (Some(waker), Some(after)) => {
@@ -736,6 +748,7 @@ async fn keep_once(
     let reaped = app::jobs::reap_expired_leases(ctx).await?;
     if !reaped.is_empty() {
         tracing::warn!(count = reaped.len(), "handed back jobs of workers that stopped answering");
+        // The reaper's notification wakes every daemon; this one need not wait for it.
         wakers.values().for_each(|w| w.notify_waiters());
     }
     let depths: HashMap<String, i64> = jobs::queue_depth(&mut conn).await?.into_iter().collect();

@@ -463,11 +463,15 @@ pub async fn release(
     why: &str,
 ) -> Result<bool, StoreError> {
     let sql = format!(
-        "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = now(),
+        concat!(
+            "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = now(),
                          errors = errors || jsonb_build_array($4::jsonb),
                          lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-          WHERE {FENCE}
-      RETURNING pg_notify('infrahub_jobs', kind)"
+          WHERE {fence}
+      RETURNING ",
+            wake_up!("kind", "run_at")
+        ),
+        fence = FENCE
     );
     let entry = json!({ "attempt": attempt.attempt, "at": Utc::now(), "error": why, "permanent": false, "interrupted": true });
     let done = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -493,7 +497,7 @@ pub struct Reaped {
 /// retries at once (waking the dispatchers of every daemon), or fails when it has no attempts
 /// left.
 pub async fn reap_expired_leases(conn: &mut PgConnection) -> Result<Vec<Reaped>, StoreError> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(concat!(
         "UPDATE jobs SET
              status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END,
              finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
@@ -505,7 +509,10 @@ pub async fn reap_expired_leases(conn: &mut PgConnection) -> Result<Vec<Reaped>,
           WHERE status = 'running' AND lease_expires_at < now()
       RETURNING id, kind, payload, subject_type, subject_id, attempts AS attempt, max_attempts,
                 claim_seq AS claim, run_at AS due_at, created_at, status = 'failed' AS failed,
-                CASE WHEN status = 'retrying' THEN pg_notify('infrahub_jobs', kind) END AS woken",
+                CASE WHEN status = 'retrying' THEN ",
+        wake_up!("kind", "run_at"),
+        " END AS woken"
+    ),
     )
     .fetch_all(conn)
     .await?)
@@ -831,7 +838,9 @@ pub async fn enqueue_batch(
     let done = sqlx::query(
         "INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
                            scope_department_id, submitted_by, submitted_by_name, max_attempts, run_at)
-         SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()) FROM unnest($1::uuid[]) AS id",
+         SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                coalesce($11, now() + make_interval(secs => $12::float8))
+           FROM unnest($1::uuid[]) AS id",
     )
     .bind(&ids)
     .bind(new.kind)
@@ -844,13 +853,21 @@ pub async fn enqueue_batch(
     .bind(new.submitted_by_name)
     .bind(new.max_attempts)
     .bind(new.run_at)
+    .bind(new.delay.as_secs_f64())
     .execute(&mut *conn)
     .await?;
-    sqlx::query(concat!("SELECT ", wake_up!("$1::text", "coalesce($2::timestamptz, now())")))
-        .bind(new.kind)
-        .bind(new.run_at)
-        .execute(conn)
-        .await?;
+    sqlx::query(concat!(
+        "SELECT ",
+        wake_up!(
+            "$1::text",
+            "coalesce($2::timestamptz, now() + make_interval(secs => $3::float8))"
+        )
+    ))
+    .bind(new.kind)
+    .bind(new.run_at)
+    .bind(new.delay.as_secs_f64())
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected())
 }
 

@@ -76,7 +76,8 @@ async fn polls_and_retries_wake_idle_workers_when_they_fall_due(pool: PgPool) {
 /// due later.
 #[sqlx::test]
 async fn a_daemon_that_starts_listening_sets_alarms_for_jobs_due_later(pool: PgPool) {
-    let due = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
+    // Due well after the daemon is up: before that, its first claim would find it anyway.
+    let due = chrono::Utc::now() + chrono::TimeDelta::seconds(3);
     let id = submit(&pool, &NewJob { run_at: Some(due), ..new_job("noop", json!({})) }).await;
     let _app = TestApp::spawn_daemon(pool.clone(), Mode::Serve, |c| {
         c.workers.poll_interval_ms = 600_000;
@@ -84,6 +85,36 @@ async fn a_daemon_that_starts_listening_sets_alarms_for_jobs_due_later(pool: PgP
     .await;
     let done = wait_for_status(&pool, id, JobStatus::Succeeded).await;
     assert!(done.started_at.unwrap() >= due, "ran before it was due");
+}
+
+/// The daemon's listening connection is cut, and a job due later is submitted while it is
+/// down: its notification is lost, yet it runs when it falls due (the poll is ten minutes
+/// away), because a daemon that listens again looks up the jobs due later.
+#[sqlx::test]
+async fn a_lost_listening_connection_is_made_good(pool: PgPool) {
+    let _app = TestApp::spawn_daemon(pool.clone(), Mode::Serve, |c| {
+        c.workers.poll_interval_ms = 600_000;
+    })
+    .await;
+    let listening = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity
+              WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+    };
+    wait_until("the daemon to listen", PATIENCE, || async { listening().await.is_some() }).await;
+    let pid = listening().await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&pool).await.unwrap();
+    // The daemon waits a second before it listens again: this is sent meanwhile.
+    let due = chrono::Utc::now() + chrono::TimeDelta::seconds(3);
+    let id = submit(&pool, &NewJob { run_at: Some(due), ..new_job("noop", json!({})) }).await;
+    let done = wait_for_status(&pool, id, JobStatus::Succeeded).await;
+    assert!(done.started_at.unwrap() >= due, "ran before it was due");
+    let again = listening().await.expect("the daemon listens again");
+    assert_ne!(again, pid, "on a new connection");
 }
 
 fn start(ctx: &Context) -> EngineHandle {
