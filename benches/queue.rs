@@ -186,7 +186,7 @@ async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Report
     }
 
     reset(&pool).await?;
-    let engine_latency = latency_engine(config, &pool, bench).await?;
+    let engine_latency = latency_engine(config, &pool, bench, Duration::ZERO).await?;
     let base_latency = latency_baseline(&pool, bench).await?;
     for (i, label) in ["p50", "p99", "max"].into_iter().enumerate() {
         rows.push(Row {
@@ -202,7 +202,7 @@ async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Report
         });
     }
     reset(&pool).await?;
-    let later = latency_engine_later(config, &pool, bench).await?;
+    let later = latency_engine(config, &pool, bench, LATER).await?;
     for (i, label) in ["p50", "p99", "max"].into_iter().enumerate() {
         rows.push(Row {
             what: format!(
@@ -490,44 +490,21 @@ async fn percentiles_from(
     Ok([p[0], p[1], max])
 }
 
+/// The pickup of jobs submitted one by one into an idle queue, each due `delay` after its
+/// submission, measured from when it is due (`run_at`: for a job due at once, its transaction's
+/// start, the moment of submission). For jobs due later it is the engine's alarm, not its
+/// poll (`workers.poll_interval_ms`, 1 s here), that should pick them up.
 async fn latency_engine(
     config: &Config,
     pool: &PgPool,
     bench: &QueueBench,
+    delay: Duration,
 ) -> anyhow::Result<[f64; 3]> {
     let ctx = engine_context(config, pool, 16)?;
     let handle = engine::start(ctx);
     // Let the engine connect its listener and reach its idle wait.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let job = noop_job();
-    for _ in 0..bench.latency_jobs {
-        // One statement: created_at (its transaction's start) is the moment of submission.
-        let mut conn = pool.acquire().await?;
-        store::jobs::enqueue(&mut conn, &job).await?;
-        drop(conn);
-        tokio::time::sleep(bench.latency_gap).await;
-    }
-    wait_for_count(
-        pool,
-        "SELECT count(*) FROM jobs WHERE status = 'succeeded'",
-        bench.latency_jobs,
-    )
-    .await?;
-    handle.shutdown(Duration::from_secs(10)).await;
-    percentiles(pool, "jobs").await
-}
-
-/// The pickup of jobs due [`LATER`] after submission, measured from when they are due: the
-/// engine's alarm, not its poll (`workers.poll_interval_ms`, 1 s here), should pick them up.
-async fn latency_engine_later(
-    config: &Config,
-    pool: &PgPool,
-    bench: &QueueBench,
-) -> anyhow::Result<[f64; 3]> {
-    let ctx = engine_context(config, pool, 16)?;
-    let handle = engine::start(ctx);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let job = store::jobs::NewJob { delay: LATER, ..noop_job() };
+    let job = store::jobs::NewJob { delay, ..noop_job() };
     for _ in 0..bench.latency_jobs {
         let mut conn = pool.acquire().await?;
         store::jobs::enqueue(&mut conn, &job).await?;
