@@ -638,8 +638,12 @@ async fn set_missed_alarms(
     let kinds: Vec<&str> = wakers.keys().map(String::as_str).collect();
     let mut conn = ctx.pool.acquire().await?;
     let limit = i64::try_from(MAX_ALARMS).unwrap_or(i64::MAX);
+    let due_later = jobs::due_later(&mut conn, &kinds, limit).await?;
+    // Counted from after the answer, as a notification's are from its arrival: the alarm may
+    // ring late by the round trip, never early (an early one would find nothing due, and the
+    // job would wait for the poll).
     let now = tokio::time::Instant::now();
-    for (kind, ms) in jobs::due_later(&mut conn, &kinds, limit).await? {
+    for (kind, ms) in due_later {
         let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         if let (Some(waker), Some(at)) = (wakers.get(&kind), now.checked_add(after)) {
             let _ = waker.later.send(at);
