@@ -578,6 +578,15 @@ impl Waker {
     fn notify_waiters(&self) {
         self.now.notify_waiters();
     }
+
+    /// Sets an alarm `after` from now: counted from when we learnt of the job (a
+    /// notification's arrival, a lookup's answer), it may ring late by that, never early (an
+    /// early one would find nothing due, and the job would wait for the poll).
+    fn notify_after(&self, after: Duration) {
+        if let Some(at) = tokio::time::Instant::now().checked_add(after) {
+            let _ = self.later.send(at);
+        }
+    }
 }
 
 /// A notification's payload: the kind, and how long until its job is due when that is later
@@ -638,15 +647,9 @@ async fn set_missed_alarms(
     let kinds: Vec<&str> = wakers.keys().map(String::as_str).collect();
     let mut conn = ctx.pool.acquire().await?;
     let limit = i64::try_from(MAX_ALARMS).unwrap_or(i64::MAX);
-    let due_later = jobs::due_later(&mut conn, &kinds, limit).await?;
-    // Counted from after the answer, as a notification's are from its arrival: the alarm may
-    // ring late by the round trip, never early (an early one would find nothing due, and the
-    // job would wait for the poll).
-    let now = tokio::time::Instant::now();
-    for (kind, ms) in due_later {
-        let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-        if let (Some(waker), Some(at)) = (wakers.get(&kind), now.checked_add(after)) {
-            let _ = waker.later.send(at);
+    for (kind, ms) in jobs::due_later(&mut conn, &kinds, limit).await? {
+        if let Some(waker) = wakers.get(&kind) {
+            waker.notify_after(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
         }
     }
     Ok(())
@@ -689,11 +692,7 @@ async fn listen(
                                 Ok(Some(note)) => {
                                     let (kind, after) = parse_wake_up(note.payload());
                                     match (wakers.get(kind), after) {
-                                        (Some(waker), Some(after)) => {
-                                            if let Some(at) = tokio::time::Instant::now().checked_add(after) {
-                                                let _ = waker.later.send(at);
-                                            }
-                                        }
+                                        (Some(waker), Some(after)) => waker.notify_after(after),
                                         (Some(waker), None) => waker.notify_waiters(),
                                         (None, _) => {}
                                     }
