@@ -123,13 +123,23 @@ async fn a_git_that_hangs_is_stopped() {
     let repo = dir.path().join("gitops");
     let host = local(&repo, None);
     host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
-    let hook = repo.join(".git/hooks/pre-commit");
+    // Run by every command that writes the index (`update-index` first).
+    let hook = repo.join(".git/hooks/post-index-change");
     std::fs::write(&hook, "#!/bin/sh\nexec sleep 30\n").unwrap();
     std::process::Command::new("chmod").arg("+x").arg(&hook).status().unwrap();
     let started = std::time::Instant::now();
     let hung = host.write("fra/b.yaml", Some("b\n"), "second").await.unwrap_err();
     assert!(matches!(&hung, ClientError::Transient(m) if m.contains("did not finish")), "{hung:?}");
     assert!(started.elapsed() < Duration::from_secs(20), "stopped after its timeout");
+    assert!(repo.join(".git/infrahub.writing").exists(), "the write cut short left its marker");
+
+    // The next writer finds the marker, clears what the cut-short write staged, and writes.
+    std::fs::remove_file(&hook).unwrap();
+    let next = host.write("fra/c.yaml", Some("c\n"), "third").await;
+    assert!(matches!(next, Ok(Delivered::Committed { .. })), "{next:?}");
+    assert_eq!(git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]), "fra/a.yaml\nfra/c.yaml");
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "", "fra/b.yaml cleared");
+    assert!(!repo.join(".git/infrahub.writing").exists());
 }
 
 #[tokio::test]
@@ -146,9 +156,10 @@ async fn a_remotes_credentials_never_show_in_errors() {
     assert!(!err.contains("s3cret-token") && err.contains("[redacted]@127.0.0.1:1"), "{err}");
 }
 
-/// What a daemon killed mid-write leaves behind: a file written but never committed, a change
-/// staged, the lock files of git commands that were stopped. The next writer clears it, so a
-/// rebase on the remote is not refused for ever.
+/// What a daemon killed mid-write leaves behind: its marker (`.git/infrahub.writing`), a file
+/// written but never committed, a change staged, the lock files of git commands that were
+/// stopped. The next writer clears it, so a rebase on the remote is not refused for ever; so
+/// does the first writer of a process, marker or not (a daemon of an older version).
 #[tokio::test]
 async fn leftovers_of_an_interrupted_write_are_cleared_by_the_next_writer() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,6 +171,7 @@ async fn leftovers_of_an_interrupted_write_are_cleared_by_the_next_writer() {
     std::fs::write(repo.join("fra/half.yaml"), "never committed\n").unwrap();
     std::fs::write(repo.join("fra/a.yaml"), "changed, staged\n").unwrap();
     git(&repo, &["add", "fra/a.yaml"]);
+    std::fs::write(repo.join(".git/infrahub.writing"), "").unwrap();
     for lock in [".git/index.lock", ".git/HEAD.lock", ".git/refs/heads/main.lock"] {
         let stale = std::fs::File::create(repo.join(lock)).unwrap();
         stale.set_modified(std::time::SystemTime::now() - Duration::from_secs(60)).unwrap();
@@ -170,6 +182,7 @@ async fn leftovers_of_an_interrupted_write_are_cleared_by_the_next_writer() {
     assert!(!repo.join(".git/index.lock").exists() && !repo.join(".git/HEAD.lock").exists());
     assert!(!repo.join(".git/refs/heads/main.lock").exists());
     assert!(repo.join(".git/infrahub.lock").exists(), "our own lock file stays");
+    assert!(!repo.join(".git/infrahub.writing").exists(), "a write done takes its marker away");
     assert!(!repo.join("fra/half.yaml").exists());
     assert_eq!(std::fs::read_to_string(repo.join("fra/a.yaml")).unwrap(), "a\n");
     assert_eq!(git(&repo, &["status", "--porcelain"]), "", "a clean working tree");
@@ -187,6 +200,49 @@ async fn leftovers_of_an_interrupted_write_are_cleared_by_the_next_writer() {
     assert!(matches!(written, Ok(Delivered::Committed { .. })), "{written:?}");
     assert_eq!(git(&fresh, &["ls-tree", "-r", "--name-only", "HEAD"]), "fra/c.yaml");
     assert_eq!(git(&fresh, &["status", "--porcelain"]), "");
+}
+
+/// Once a process's first writer found the working tree clean, the writes after a write that
+/// finished do not read it all again (it costs more the more projects there are): a file put
+/// there by hand is left alone, and stays out of the commits.
+#[tokio::test]
+async fn after_a_clean_write_the_next_does_not_look_over_the_working_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let host = local(&repo, None);
+    let first = host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
+    std::fs::write(repo.join("fra/by-hand.yaml"), "an operator's\n").unwrap();
+
+    let second = host.write("fra/b.yaml", Some("b\n"), "second").await.unwrap();
+    let Delivered::Committed { commit } = &second else { panic!("{second:?}") };
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), *commit, "the commit made is the branch's");
+    let Delivered::Committed { commit: parent } = &first else { panic!("{first:?}") };
+    assert_eq!(git(&repo, &["rev-parse", "HEAD^"]), *parent);
+    assert_eq!(git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]), "fra/a.yaml\nfra/b.yaml");
+    let made = git(&repo, &["log", "-1", "--format=%an <%ae>|%cn <%ce>|%s"]);
+    assert_eq!(made, "InfraHub <infrahub@localhost>|InfraHub <infrahub@localhost>|second");
+    assert!(git(&repo, &["reflog", "-1", "--format=%gs"]).contains("second"), "in the reflog");
+    assert!(repo.join("fra/by-hand.yaml").exists(), "left alone");
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "?? fra/by-hand.yaml");
+}
+
+/// A change staged outside InfraHub (by hand, or by a writer that left no marker) never rides
+/// along in a delivery's commit: it is discarded and the delivery staged again.
+#[tokio::test]
+async fn a_change_staged_by_someone_else_is_not_committed_with_a_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    let host = local(&repo, None);
+    host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
+    std::fs::write(repo.join("fra/a.yaml"), "staged by hand\n").unwrap();
+    std::fs::write(repo.join("fra/new.yaml"), "added by hand\n").unwrap();
+    git(&repo, &["add", "fra/a.yaml", "fra/new.yaml"]);
+
+    let written = host.write("fra/b.yaml", Some("b\n"), "second").await;
+    assert!(matches!(written, Ok(Delivered::Committed { .. })), "{written:?}");
+    assert_eq!(git(&repo, &["show", "--name-only", "--format=%s", "HEAD"]), "second\n\nfra/b.yaml");
+    assert_eq!(git(&repo, &["show", "HEAD:fra/a.yaml"]), "a");
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "", "the staged changes are gone");
 }
 
 /// A deletion retried after its first attempt committed (the daemon was killed before the job
@@ -375,25 +431,26 @@ async fn a_handed_back_write_is_not_overtaken_by_a_newer_one_of_its_file() {
     assert_eq!(files, "fra/a.yaml\nfra/other.yaml\nfra/seed.yaml");
 }
 
-/// A write the repository refuses (here a pre-commit hook's policy) fails alone: the writes
-/// that waited with it are made all the same. A path git would not stage as written is refused
-/// before anything is done.
+/// A write the repository refuses (here a path beyond a symbolic link the branch holds, which
+/// git will not stage) fails alone: the writes that waited with it are made all the same. A
+/// path git would not stage as written is refused before anything is done.
 #[tokio::test]
 async fn a_write_git_refuses_does_not_fail_the_writes_sharing_its_commit() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("gitops");
     let host = patient(&repo);
     host.write("fra/seed.yaml", Some("seed\n"), "seed").await.unwrap();
-    let hook = repo.join(".git/hooks/pre-commit");
-    let policy = "#!/bin/sh\ngit diff --cached --name-only | grep -q refused && exit 1\nexit 0\n";
-    std::fs::write(&hook, policy).unwrap();
-    Command::new("chmod").arg("+x").arg(&hook).status().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, repo.join("fra/elsewhere")).unwrap();
+    git(&repo, &["add", "fra/elsewhere"]);
+    git(&repo, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a link"]);
     let lock = hold_lock(&repo);
 
     let writes = [
         ("fra/first.yaml", "provision first"),
         ("fra/good.yaml", "provision good"),
-        ("fra/refused.yaml", "provision refused"),
+        ("fra/elsewhere/refused.yaml", "provision refused"),
         ("fra/also-good.yaml", "provision also good"),
     ]
     .map(|(file, message)| host.write(file, Some("x\n"), message));
@@ -407,12 +464,13 @@ async fn a_write_git_refuses_does_not_fail_the_writes_sharing_its_commit() {
         assert!(matches!(ok, Ok(Delivered::Committed { .. })), "{ok:?}");
     }
     assert!(
-        matches!(refused, Err(ClientError::Permanent(m)) if m.contains("commit")),
+        matches!(refused, Err(ClientError::Permanent(m)) if m.contains("beyond a symbolic link")),
         "{refused:?}"
     );
     assert_ne!(good, first, "good waited for the next commit");
     let files = git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]);
-    assert_eq!(files, "fra/also-good.yaml\nfra/first.yaml\nfra/good.yaml\nfra/seed.yaml");
+    let made = "fra/also-good.yaml\nfra/elsewhere\nfra/first.yaml\nfra/good.yaml\nfra/seed.yaml";
+    assert_eq!(files, made);
     assert_eq!(
         git(&repo, &["status", "--porcelain"]),
         "",
