@@ -22,6 +22,8 @@ mod argocd_fake;
 mod faults;
 #[path = "support/load.rs"]
 mod load;
+#[path = "support/stats.rs"]
+mod stats;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -417,9 +419,7 @@ async fn end_to_end(
         }
         took.push(started.elapsed().as_secs_f64() * 1000.0);
     }
-    took.sort_by(f64::total_cmp);
-    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
-    Ok([at(0.5), at(0.99), took[took.len() - 1]])
+    Ok(stats::p50_p99_max(took))
 }
 
 /// VmRSS of `pid`, in MB.
