@@ -259,18 +259,32 @@ async fn start_work(
     meta: JobMeta,
     requested_by: &str,
 ) -> AppResult<Enqueued> {
-    let payload = ProjectJob {
-        project_id: project.id,
-        requested_by: requested_by.to_owned(),
-        generation: Some(project.generation),
-    };
-    let meta = meta.about("project", project.id, owner(project));
-    let enqueued = match work {
-        Work::Provision => enqueue::<ProvisionNamespace>(conn, ctx, &payload, meta).await?,
-        Work::Deprovision => enqueue::<DeprovisionNamespace>(conn, ctx, &payload, meta).await?,
-    };
+    let of = (project.id, project.generation, owner(project));
+    let enqueued = enqueue_work(conn, ctx, of, work, meta, requested_by).await?;
     projects::set_job(conn, project.id, enqueued.job().id).await?;
     Ok(enqueued)
+}
+
+/// Enqueues the job of `work` for generation `generation` of project `id`, owned by `owner`
+/// (a project not written yet, in the same transaction, may be its subject).
+async fn enqueue_work(
+    conn: &mut PgConnection,
+    ctx: &Context,
+    (id, generation, owner): (Uuid, i64, Owner),
+    work: Work,
+    meta: JobMeta,
+    requested_by: &str,
+) -> AppResult<Enqueued> {
+    let payload = ProjectJob {
+        project_id: id,
+        requested_by: requested_by.to_owned(),
+        generation: Some(generation),
+    };
+    let meta = meta.about("project", id, owner);
+    Ok(match work {
+        Work::Provision => enqueue::<ProvisionNamespace>(conn, ctx, &payload, meta).await?,
+        Work::Deprovision => enqueue::<DeprovisionNamespace>(conn, ctx, &payload, meta).await?,
+    })
 }
 
 /// Creates a project in the caller's department (team leads): reserves the catalog's quota
@@ -306,7 +320,20 @@ pub async fn create(
     );
     let status = lifecycle::initial(approval.is_some());
     let expires = ctx.config.approval.expire_after_secs as i64;
+    // A request that needs approval starts nothing: a field admin's approval does. Otherwise
+    // the job comes first, so the project is written with it as its latest job.
+    let id = Uuid::now_v7();
+    let enqueued = match approval {
+        None => {
+            let of = (id, projects::FIRST_GENERATION, Owner::department(dept.field_id, dept.id));
+            let (meta, by) = (JobMeta::by(caller), &caller.username);
+            Some(enqueue_work(&mut tx, ctx, of, Work::Provision, meta, by).await?)
+        }
+        Some(_) => None,
+    };
     let new = NewProject {
+        id,
+        last_job_id: enqueued.as_ref().map(|e| e.job().id),
         name: name.as_str(),
         namespace: namespace.as_str(),
         department_id: dept.id,
@@ -322,7 +349,7 @@ pub async fn create(
         approval_reason: approval.as_deref(),
         expires_at: input.expires_at,
     };
-    let mut project = projects::insert(&mut tx, &new).await.map_err(|e| match e {
+    let project = projects::insert(&mut tx, &new).await.map_err(|e| match e {
         StoreError::Duplicate { .. } => AppError::conflict(
             "already_exists",
             format!(
@@ -332,19 +359,6 @@ pub async fn create(
         ),
         other => other.into(),
     })?;
-    let id = project.id;
-    // A request that needs approval starts nothing: a field admin's approval does.
-    let enqueued = match approval {
-        None => {
-            let meta = JobMeta::by(caller);
-            let enqueued =
-                start_work(&mut tx, ctx, &project, Work::Provision, meta, &caller.username).await?;
-            // All start_work changed in the row: `updated_at` is the transaction's `now()`.
-            project.last_job_id = Some(enqueued.job().id);
-            Some(enqueued)
-        }
-        Some(_) => None,
-    };
     audit::record(&mut tx, &caller.actor(), Change::create("project", id, &project)).await?;
     announce(&mut tx, ctx, None, &project).await?;
     // The reservation comes last: concurrent requests for the (field, site) wait for each

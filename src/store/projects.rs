@@ -84,6 +84,9 @@ macro_rules! project_select {
 }
 
 pub struct NewProject<'a> {
+    pub id: Uuid,
+    /// The job enqueued for it in the same transaction, if any.
+    pub last_job_id: Option<Uuid>,
     pub name: &'a str,
     pub namespace: &'a str,
     pub department_id: Uuid,
@@ -102,22 +105,25 @@ pub struct NewProject<'a> {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Inserts the project, at generation 1, and returns it as [`get`] reads it, in one
-/// statement; a live project of the same name or namespace at the site is a
+/// The generation of a project just created.
+pub const FIRST_GENERATION: i64 = 1;
+
+/// Inserts the project, at generation [`FIRST_GENERATION`], and returns it as [`get`] reads
+/// it, in one statement; a live project of the same name or namespace at the site is a
 /// [`StoreError::Duplicate`].
 pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Project, StoreError> {
-    let id = Uuid::now_v7();
     let project = sqlx::query_as(concat!(
         "WITH inserted AS (
              INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
                                    performance_tier, cpu, ram_gb, extra_quota, status, created_by,
-                                   generation, approval_expires_at, approval_reason, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, 1,
-                     now() + $13::int8 * interval '1 second', $14, $15)
+                                   generation, approval_expires_at, approval_reason, expires_at,
+                                   last_job_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, $16,
+                     now() + $13::int8 * interval '1 second', $14, $15, $17)
              RETURNING *) ",
         project_select!("inserted")
     ))
-    .bind(id)
+    .bind(new.id)
     .bind(new.name)
     .bind(new.department_id)
     .bind(new.site_id)
@@ -132,6 +138,8 @@ pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Pro
     .bind(new.approval_expires_after_secs)
     .bind(new.approval_reason)
     .bind(new.expires_at)
+    .bind(FIRST_GENERATION)
+    .bind(new.last_job_id)
     .fetch_one(conn)
     .await?;
     Ok(project)

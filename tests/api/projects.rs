@@ -303,6 +303,17 @@ async fn requests_are_validated_and_scoped(pool: PgPool) {
         .await
         .expect(StatusCode::CONFLICT, Some("already_exists"));
     let id = first["id"].as_str().unwrap();
+    // Each accepted project is written with its job as its latest; a refused one leaves none.
+    let (jobs, latest): (i64, Option<Uuid>) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs WHERE kind = 'provision_namespace'),
+                (SELECT last_job_id FROM projects WHERE id = $1::uuid)",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs, 2, "huge and dup");
+    assert_eq!(latest.map(|j| j.to_string()).as_deref(), first["job_id"].as_str());
     let busy = app.call(Method::DELETE, &format!("/api/v1/projects/{id}"), Some(&lead), None).await;
     // Deleting is refused while provisioning runs; it may already be active by now.
     assert!(
