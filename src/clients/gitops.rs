@@ -597,11 +597,11 @@ impl LocalGit {
         if ours.is_empty() {
             return Ok(put.into_iter().filter_map(Result::err).map(Err).collect());
         }
+        // Only files put in place were staged, so only theirs changed.
         let messages: Vec<&str> = batch
             .iter()
-            .zip(&put)
-            .filter(|(w, p)| p.is_ok() && changed.contains(&w.file))
-            .map(|(w, _)| w.message.as_str())
+            .filter(|w| changed.contains(&w.file))
+            .map(|w| w.message.as_str())
             .collect();
         let committed = match changed.is_empty() {
             true => None,

@@ -24,6 +24,15 @@ fn local(path: &Path, remote: Option<&Path>) -> LocalGit {
     LocalGit::new(&config).with_timeouts(Duration::from_millis(300), Duration::from_secs(2))
 }
 
+/// A repository under `dir` holding one commit (`fra/a.yaml`, "first"), its writer, and how that
+/// write went.
+async fn written_once(dir: &Path) -> (std::path::PathBuf, LocalGit, Delivered) {
+    let repo = dir.join("gitops");
+    let host = local(&repo, None);
+    let first = host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
+    (repo, host, first)
+}
+
 /// A repository whose writers wait long for its file lock, which a test holds meanwhile.
 fn patient(path: &Path) -> LocalGit {
     let config = GitConfig { path: path.to_owned(), ..GitConfig::default() };
@@ -95,9 +104,7 @@ async fn two_hosts_sharing_a_remote_never_diverge() {
 #[tokio::test]
 async fn another_writers_locks_are_waited_for_not_failed_on() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("gitops");
-    let host = local(&repo, None);
-    host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
+    let (repo, host, _) = written_once(dir.path()).await;
 
     // Another daemon on this host holds the repository's lock.
     let lock = std::fs::File::open(repo.join(".git/infrahub.lock")).unwrap();
@@ -120,9 +127,7 @@ async fn another_writers_locks_are_waited_for_not_failed_on() {
 #[tokio::test]
 async fn a_git_that_hangs_is_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("gitops");
-    let host = local(&repo, None);
-    host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
+    let (repo, host, _) = written_once(dir.path()).await;
     // Run by every command that writes the index (`update-index` first).
     let hook = repo.join(".git/hooks/post-index-change");
     std::fs::write(&hook, "#!/bin/sh\nexec sleep 30\n").unwrap();
@@ -208,9 +213,7 @@ async fn leftovers_of_an_interrupted_write_are_cleared_by_the_next_writer() {
 #[tokio::test]
 async fn after_a_clean_write_the_next_does_not_look_over_the_working_tree() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("gitops");
-    let host = local(&repo, None);
-    let first = host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
+    let (repo, host, first) = written_once(dir.path()).await;
     std::fs::write(repo.join("fra/by-hand.yaml"), "an operator's\n").unwrap();
 
     let second = host.write("fra/b.yaml", Some("b\n"), "second").await.unwrap();
@@ -231,9 +234,7 @@ async fn after_a_clean_write_the_next_does_not_look_over_the_working_tree() {
 #[tokio::test]
 async fn a_change_staged_by_someone_else_is_not_committed_with_a_delivery() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("gitops");
-    let host = local(&repo, None);
-    host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
+    let (repo, host, _) = written_once(dir.path()).await;
     std::fs::write(repo.join("fra/a.yaml"), "staged by hand\n").unwrap();
     std::fs::write(repo.join("fra/new.yaml"), "added by hand\n").unwrap();
     git(&repo, &["add", "fra/a.yaml", "fra/new.yaml"]);
