@@ -136,9 +136,8 @@ fn add_and_commit(repo: &Path, writes: &[usize], version: usize) -> anyhow::Resu
     Ok(took)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+fn median(values: Vec<f64>) -> f64 {
+    stats::p50_p99_max(values)[0]
 }
 
 #[tokio::main]
