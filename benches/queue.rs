@@ -17,6 +17,7 @@ use clap::Parser;
 use infrahub::config::{Config, KindConfig, Mode, Secret, WorkersConfig};
 use infrahub::context::Context;
 use infrahub::jobs::diagnostic::Noop;
+use infrahub::jobs::wake::WakeUps;
 use infrahub::jobs::{Job, Registry, engine};
 use infrahub::store;
 use serde::Serialize;
@@ -264,12 +265,16 @@ fn noop_job() -> store::jobs::NewJob<'static> {
     store::jobs::NewJob::new(Noop::KIND, json!({}), "bench", 5)
 }
 
+/// As the daemon does: the job in the caller's transaction, its wake-up sent after the commit
+/// by the process's sender.
 async fn enqueue_engine_single(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     let job = noop_job();
+    let wake_ups = WakeUps::new(pool.clone());
     for _ in 0..n {
         let mut tx = pool.begin().await?;
-        store::jobs::enqueue(&mut tx, &job).await?;
+        let enqueued = store::jobs::enqueue(&mut tx, &job).await?;
         tx.commit().await?;
+        wake_ups.send(enqueued.wake_up().cloned());
     }
     Ok(())
 }
@@ -286,10 +291,12 @@ async fn enqueue_baseline_single(pool: &PgPool, n: usize) -> anyhow::Result<()> 
 
 async fn enqueue_engine_batched(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     let job = noop_job();
+    let wake_ups = WakeUps::new(pool.clone());
     for chunk in chunks(n, 1000) {
         let mut tx = pool.begin().await?;
-        store::jobs::enqueue_batch(&mut tx, &job, chunk).await?;
+        let (_, wake_up) = store::jobs::enqueue_batch(&mut tx, &job, chunk).await?;
         tx.commit().await?;
+        wake_ups.send([wake_up]);
     }
     Ok(())
 }
@@ -501,14 +508,16 @@ async fn latency_engine(
     delay: Duration,
 ) -> anyhow::Result<[f64; 3]> {
     let ctx = engine_context(config, pool, 16)?;
+    let wake_ups = Arc::clone(&ctx.wake_ups);
     let handle = engine::start(ctx);
     // Let the engine connect its listener and reach its idle wait.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let job = store::jobs::NewJob { delay, ..noop_job() };
     for _ in 0..bench.latency_jobs {
         let mut conn = pool.acquire().await?;
-        store::jobs::enqueue(&mut conn, &job).await?;
+        let enqueued = store::jobs::enqueue(&mut conn, &job).await?;
         drop(conn);
+        wake_ups.send(enqueued.wake_up().cloned());
         tokio::time::sleep(bench.latency_gap).await;
     }
     wait_for_count(

@@ -11,6 +11,7 @@ use crate::clients::Clients;
 use crate::config::{Config, ConfigError, Mode, Secret};
 use crate::domain::password;
 use crate::jobs::Registry;
+use crate::jobs::wake::WakeUps;
 use crate::telemetry;
 
 #[derive(Clone)]
@@ -37,6 +38,8 @@ pub struct Context {
     pub fingerprint_key: Arc<[u8]>,
     /// The bearer token `/metrics` wants (`http.metrics_token`), if any.
     pub metrics_token: Option<Secret>,
+    /// Sends the wake-ups of jobs whose transactions committed to every daemon's dispatchers.
+    pub wake_ups: Arc<WakeUps>,
 }
 
 /// A pool like `pool` (same server and database), connecting when first used.
@@ -75,6 +78,7 @@ impl Context {
         let metrics_token = config.http.metrics_token()?;
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
+            wake_ups: Arc::new(WakeUps::new(pool.clone())),
             pool,
             config: Arc::new(config),
             mode,
@@ -97,6 +101,7 @@ impl Context {
         let registry = Registry::new(&config.workers)?;
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
+            wake_ups: Arc::new(WakeUps::new(pool.clone())),
             pool,
             registry: Arc::new(registry),
             clients: Clients::offline(),

@@ -118,7 +118,9 @@ tokio::task_local! {
 /// the request's stored answer; a use case run there must commit once.
 pub async fn commit(tx: Transaction<'static, Postgres>) -> AppResult<()> {
     let Ok(parked) = PARKED.try_with(Arc::clone) else {
-        return Ok(tx.commit().await?);
+        tx.commit().await?;
+        crate::jobs::wake::committed();
+        return Ok(());
     };
     if parked.put(tx).is_some() {
         // Its second transaction might wait on rows the parked first one holds, for ever:
@@ -181,6 +183,7 @@ where
             Some(mut tx) => {
                 idempotency::save(&mut tx, &new).await?;
                 tx.commit().await?;
+                crate::jobs::wake::committed();
             }
             None => idempotency::save(&mut lock, &new).await?,
         }

@@ -16,6 +16,7 @@ use crate::domain::job::JobStatus;
 use crate::domain::scope::{Action, Owner, may_cancel_job};
 use crate::jobs::diagnostic::{Noop, Sleep, SleepParams};
 use crate::jobs::prune::PruneJobs;
+use crate::jobs::wake;
 use crate::jobs::{Job, Trigger};
 use crate::store::Page;
 use crate::store::audit::{self, Change};
@@ -60,8 +61,9 @@ impl JobMeta {
     }
 }
 
-/// Enqueues a `J` job with `payload` in the caller's transaction (its notification goes out
-/// on commit). Kinds that run one at a time return the active job instead.
+/// Enqueues a `J` job with `payload` in the caller's transaction (its wake-up goes out when the
+/// unit of work commits: [`wake::on_commit`]). Kinds that run one at a time return the active
+/// job instead.
 pub async fn enqueue<J: Job>(
     conn: &mut PgConnection,
     ctx: &Context,
@@ -69,11 +71,13 @@ pub async fn enqueue<J: Job>(
     meta: JobMeta,
 ) -> AppResult<Enqueued> {
     let value = payload_value::<J>(payload)?;
-    Ok(jobs::enqueue(conn, &new_job::<J>(ctx, payload, value, &meta)).await?)
+    let enqueued = jobs::enqueue(conn, &new_job::<J>(ctx, payload, value, &meta)).await?;
+    wake::on_commit(&ctx.wake_ups, enqueued.wake_up());
+    Ok(enqueued)
 }
 
 /// Enqueues a `J` job for the caller, with its `job.create` audit event when a new job was
-/// made, in one statement: the job, the event and the wake-up commit together. Under an
+/// made, in one statement: the job and the event commit together, the wake-up after. Under an
 /// `Idempotency-Key` the statement runs in a transaction that commits with the request's
 /// stored answer ([`super::commit`]); otherwise on a connection of its own, with no
 /// `BEGIN` and `COMMIT` around it.
@@ -90,10 +94,15 @@ pub async fn submit<J: Job>(
         let mut tx = ctx.pool.begin().await?;
         let enqueued = jobs::enqueue_recorded(&mut tx, &new, &actor).await?;
         super::commit(tx).await?;
+        // Deferred to the end of the request: the transaction commits with its answer.
+        wake::on_commit(&ctx.wake_ups, enqueued.wake_up());
         return Ok(enqueued.into());
     }
     let mut conn = ctx.pool.acquire().await?;
-    Ok(jobs::enqueue_recorded(&mut conn, &new, &actor).await?.into())
+    let enqueued = jobs::enqueue_recorded(&mut conn, &new, &actor).await?;
+    drop(conn);
+    ctx.wake_ups.send(enqueued.wake_up().cloned());
+    Ok(enqueued.into())
 }
 
 fn payload_value<J: Job>(payload: &J::Payload) -> AppResult<Value> {
@@ -212,13 +221,14 @@ pub async fn fail_attempt(
     retry_at: Option<DateTime<Utc>>,
 ) -> AppResult<bool> {
     let mut tx = ctx.pool.begin().await?;
-    if !jobs::fail(&mut tx, job, owner, error, retry_at).await? {
+    let Some(written) = jobs::fail(&mut tx, job, owner, error, retry_at).await? else {
         return Ok(false);
-    }
+    };
     if retry_at.is_none() {
         run_failure_hook(ctx, &mut tx, job, error).await?;
     }
     super::commit(tx).await?;
+    ctx.wake_ups.send(written.wake_up);
     Ok(true)
 }
 
@@ -232,6 +242,7 @@ pub async fn reap_expired_leases(ctx: &Context) -> AppResult<Vec<Uuid>> {
         run_failure_hook(ctx, &mut tx, &lost.job, reason).await?;
     }
     super::commit(tx).await?;
+    ctx.wake_ups.send(reaped.iter().filter_map(|r| r.wake_up.clone()));
     Ok(reaped.into_iter().map(|r| r.job.id).collect())
 }
 
@@ -311,10 +322,12 @@ pub async fn fire_tick(
         dedupe_key: registered.dedupe.then(|| kind.to_owned()),
         ..NewJob::new(kind, payload, "system:cron", registered.settings.max_attempts_i32())
     };
-    let job = jobs::enqueue(&mut tx, &new).await?.into_job();
-    jobs::set_tick_job(&mut tx, schedule, tick, job.id).await?;
+    let enqueued = jobs::enqueue(&mut tx, &new).await?;
+    let id = enqueued.job().id;
+    jobs::set_tick_job(&mut tx, schedule, tick, id).await?;
     super::commit(tx).await?;
-    Ok(Some(job.id))
+    ctx.wake_ups.send(enqueued.wake_up().cloned());
+    Ok(Some(id))
 }
 
 /// The latest tick `schedule` fired for, if it ever did.

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -80,9 +80,16 @@ pub fn router(ctx: Context) -> Router {
                     ))
                 }))
                 .layer(middleware::from_fn(record_metrics))
+                .layer(middleware::from_fn_with_state(ctx.clone(), wake_after))
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
         .with_state(ctx)
+}
+
+/// Runs the request as one unit of work: the wake-ups of the jobs it enqueued go out once its
+/// transactions have committed (with an `Idempotency-Key`, once the answer is stored with them).
+async fn wake_after(State(ctx): State<Context>, request: Request, next: Next) -> Response {
+    crate::jobs::wake::unit(&ctx.wake_ups, next.run(request)).await
 }
 
 fn make_request_span(request: &Request) -> Span {

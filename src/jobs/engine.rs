@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{JobError, Outcome, Registered, Registry};
+use super::{JobError, Outcome, Registered, Registry, wake};
 use crate::app::{self, AppError};
 use crate::config::redact_credentials;
 use crate::context::Context;
@@ -360,7 +360,8 @@ impl Runner {
         let ctx = self.ctx.clone();
         let owned = job.clone();
         let mut task = tokio::spawn(
-            async move { handler.run(&ctx, &owned).await }.instrument(tracing::Span::current()),
+            async move { wake::unit(&ctx.wake_ups, handler.run(&ctx, &owned)).await }
+                .instrument(tracing::Span::current()),
         );
         // If this attempt is dropped (the worker stops after the grace period), so is the handler.
         let _abort = AbortOnDrop(task.abort_handle());
@@ -455,13 +456,26 @@ impl Runner {
             (Ok(Outcome::Done(result)), _) => Ok(self.write_success(job, result).await?),
             (Ok(Outcome::Reschedule { progress, .. }), Write::Reschedule(at)) => {
                 let mut conn = self.ctx.pool.acquire().await?;
-                Ok(jobs::reschedule(&mut conn, job, &self.owner, *at, progress).await?)
+                let written = jobs::reschedule(&mut conn, job, &self.owner, *at, progress).await?;
+                drop(conn);
+                Ok(self.woke(written))
             }
             (Err(err), Write::Fail(retry_at)) => {
                 let error = err.to_string();
                 app::jobs::fail_attempt(&self.ctx, job, &self.owner, &error, *retry_at).await
             }
             _ => Ok(false),
+        }
+    }
+
+    /// Sends the wake-up of a fenced write that went through; whether it did.
+    fn woke(&self, written: Option<jobs::Written>) -> bool {
+        match written {
+            Some(written) => {
+                self.ctx.wake_ups.send(written.wake_up);
+                true
+            }
+            None => false,
         }
     }
 
@@ -483,7 +497,8 @@ impl Runner {
             let message = "interrupted: the daemon shut down before the attempt finished";
             let result = async {
                 let mut conn = self.ctx.pool.acquire().await?;
-                jobs::release(&mut conn, &job, &self.owner, message).await
+                let written = jobs::release(&mut conn, &job, &self.owner, message).await?;
+                Ok::<_, StoreError>(self.woke(written))
             }
             .await;
             if let Err(err) = result {

@@ -26,6 +26,7 @@ pub mod reconcile;
 pub mod resync;
 pub mod scheduler;
 pub mod sync_servers;
+pub mod wake;
 
 use std::collections::BTreeMap;
 use std::future::Future;

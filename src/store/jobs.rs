@@ -12,21 +12,37 @@ use super::{Page, PageRequest, StoreError};
 use crate::domain::job::JobStatus;
 use crate::domain::scope::{Owner, Scope};
 
-/// PostgreSQL channel that wakes idle dispatchers. The payload is the job kind, followed by
-/// `' '` and a number of milliseconds when the job becomes due that much later than now.
+/// PostgreSQL channel that wakes idle dispatchers. The payload is a [`WakeUp`].
 pub const NOTIFY_CHANNEL: &str = "infrahub_jobs";
 
-/// The wake-up for a job of kind `$kind` due at `$run_at` (SQL expressions), sent when the
-/// transaction commits: its kind alone when it is due now, its kind and the milliseconds left
-/// when it is due later, so idle dispatchers wake when it falls due rather than at their next
-/// poll. The milliseconds are counted from the statement's clock, not the transaction's start,
-/// and the alarm is set when the notification arrives (after the commit): it never rings
-/// before the job is due. The channel is [`NOTIFY_CHANNEL`] (written out: it is a literal in
-/// SQL).
+/// What wakes the dispatchers of a job's kind: the kind alone when the job is due now, the kind,
+/// `' '` and the milliseconds left when it is due later (`"allocate_quota 100"`), so idle
+/// dispatchers wake when it falls due rather than at their next poll. The statements that make
+/// a job due return it; it is sent ([`wake`]) once their transaction has committed, never
+/// inside it: a transaction that notifies holds PostgreSQL's database-wide notification lock
+/// from its commit until its WAL is flushed, so every one of them would commit alone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, sqlx::Type)]
+#[sqlx(transparent)]
+pub struct WakeUp(String);
+
+impl WakeUp {
+    /// The wake-up of a job of `kind` due now.
+    pub fn now(kind: &str) -> Self {
+        Self(kind.to_owned())
+    }
+
+    pub fn payload(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The [`WakeUp`] of a job of kind `$kind` due at `$run_at` (SQL expressions). The milliseconds
+/// are counted from the statement's clock; the alarm is set when the notification arrives,
+/// after the commit: it may ring late by that, never before the job is due.
 macro_rules! wake_up {
     ($kind:literal, $run_at:literal) => {
         concat!(
-            "pg_notify('infrahub_jobs', ",
+            "(",
             $kind,
             " || CASE WHEN ",
             $run_at,
@@ -35,6 +51,19 @@ macro_rules! wake_up {
             " - clock_timestamp()) * 1000)::int8 ELSE '' END)"
         )
     };
+}
+
+/// Sends `wake_ups` to the dispatchers of every daemon, in a statement of its own (outside any
+/// transaction: it writes nothing, so its commit waits for no WAL flush).
+pub async fn wake(conn: &mut PgConnection, wake_ups: &[WakeUp]) -> Result<(), StoreError> {
+    if wake_ups.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_notify('infrahub_jobs', payload) FROM unnest($1::text[]) AS payload")
+        .bind(wake_ups)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// A job as the API reports it.
@@ -129,7 +158,8 @@ impl<'a> NewJob<'a> {
 /// The job a submission resulted in.
 #[derive(Debug, Clone)]
 pub enum Enqueued {
-    Created(Job),
+    /// A new job, with the wake-up to send once the transaction has committed.
+    Created(Job, WakeUp),
     /// The active job with the same dedupe key.
     Existing(Job),
 }
@@ -137,27 +167,35 @@ pub enum Enqueued {
 impl Enqueued {
     pub fn job(&self) -> &Job {
         match self {
-            Enqueued::Created(job) | Enqueued::Existing(job) => job,
+            Enqueued::Created(job, _) | Enqueued::Existing(job) => job,
         }
     }
 
     pub fn into_job(self) -> Job {
         match self {
-            Enqueued::Created(job) | Enqueued::Existing(job) => job,
+            Enqueued::Created(job, _) | Enqueued::Existing(job) => job,
+        }
+    }
+
+    /// What to send once the transaction has committed: nothing for an existing job.
+    pub fn wake_up(&self) -> Option<&WakeUp> {
+        match self {
+            Enqueued::Created(_, wake_up) => Some(wake_up),
+            Enqueued::Existing(_) => None,
         }
     }
 }
 
-/// Inserts the job (and wakes idle dispatchers when the transaction commits), or returns the
-/// active job that its dedupe key points at. Safe under concurrent submissions.
+/// Inserts the job, or returns the active job that its dedupe key points at. Safe under
+/// concurrent submissions. Send its wake-up ([`Enqueued::wake_up`]) after the commit.
 #[tracing::instrument(skip_all, fields(kind = new.kind))]
 pub async fn enqueue(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Enqueued, StoreError> {
     insert(conn, new, None).await
 }
 
 /// [`enqueue`], and when a new job is made, its `job.create` audit event by `actor` in the
-/// same statement: what a person's submission costs is one round trip, and the job, its event
-/// and its wake-up commit together (on a connection outside a transaction, at once). The event is
+/// same statement: what a person's submission costs is one round trip, and the job and its
+/// event commit together (on a connection outside a transaction, at once). The event is
 /// filed under the job's field (its scope's field, or its department's).
 #[tracing::instrument(skip_all, fields(kind = new.kind))]
 pub async fn enqueue_recorded(
@@ -267,7 +305,7 @@ macro_rules! enqueue_answer {
             $superseded,
             " AS superseded, ",
             wake_up!("ins.kind", "ins.run_at"),
-            " IS NOT NULL AS notified FROM ins"
+            " AS wake_up FROM ins"
         )
     };
 }
@@ -293,8 +331,8 @@ async fn insert(
     for _ in 0..3 {
         // One round trip: the row, the supersession of the queued jobs it makes pointless
         // (only when it carries a coalesce key), the audit event (only with an actor), and the
-        // wake-up, sent when the transaction commits. Nothing of that happens when a dedupe
-        // key conflicts.
+        // wake-up to send after the commit. Nothing of that happens when a dedupe key
+        // conflicts.
         let sql = match (new.coalesce_key.is_some(), actor.is_some()) {
             (false, false) => ENQUEUE,
             (true, false) => ENQUEUE_COALESCING,
@@ -324,12 +362,12 @@ async fn insert(
             None => query,
         };
         let inserted: Option<Inserted> = query.fetch_optional(&mut *conn).await?;
-        if let Some(Inserted { job, superseded }) = inserted {
+        if let Some(Inserted { job, superseded, wake_up }) = inserted {
             if superseded > 0 {
                 metrics::counter!("infrahub_jobs_superseded_total", "kind" => new.kind.to_owned())
                     .increment(superseded as u64);
             }
-            return Ok(Enqueued::Created(job));
+            return Ok(Enqueued::Created(job, wake_up));
         }
         if let Some(key) = &new.dedupe_key {
             let active: Option<Job> = sqlx::query_as(concat!(
@@ -366,6 +404,7 @@ struct Inserted {
     #[sqlx(flatten)]
     job: Job,
     superseded: i64,
+    wake_up: WakeUp,
 }
 
 /// A claimed attempt: what a worker needs to run it and to report back (fenced by `claim`).
@@ -453,15 +492,21 @@ pub async fn renew_leases(
     Ok(done.rows_affected())
 }
 
-/// Hands an interrupted attempt back to the queue, due now (and wakes the dispatchers of every
-/// daemon), without spending the attempt (the interruption is noted among the errors). False
-/// when the claim was already lost.
+/// A fenced write of an attempt's outcome that went through, and the wake-up to send once it
+/// has committed when it made the job due again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub wake_up: Option<WakeUp>,
+}
+
+/// Hands an interrupted attempt back to the queue, due now, without spending the attempt (the
+/// interruption is noted among the errors). None when the claim was already lost.
 pub async fn release(
     conn: &mut PgConnection,
     attempt: &Claimed,
     owner: &str,
     why: &str,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Written>, StoreError> {
     let sql = format!(
         concat!(
             "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = now(),
@@ -474,14 +519,14 @@ pub async fn release(
         fence = FENCE
     );
     let entry = json!({ "attempt": attempt.attempt, "at": Utc::now(), "error": why, "permanent": false, "interrupted": true });
-    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let wake_up: Option<WakeUp> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(attempt.id)
         .bind(attempt.claim)
         .bind(owner)
         .bind(entry)
-        .execute(conn)
+        .fetch_optional(conn)
         .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(wake_up.map(|w| Written { wake_up: Some(w) }))
 }
 
 /// A job whose worker vanished, as the reaper handed it back.
@@ -491,10 +536,12 @@ pub struct Reaped {
     pub job: Claimed,
     /// It had no attempts left: it failed for good.
     pub failed: bool,
+    /// To send after the commit when it retries.
+    pub wake_up: Option<WakeUp>,
 }
 
 /// Jobs whose worker vanished (lease expired): the lost attempt counts as a failure; the job
-/// retries at once (waking the dispatchers of every daemon), or fails when it has no attempts
+/// retries at once (send the wake-ups after the commit), or fails when it has no attempts
 /// left.
 pub async fn reap_expired_leases(conn: &mut PgConnection) -> Result<Vec<Reaped>, StoreError> {
     Ok(sqlx::query_as(concat!(
@@ -511,7 +558,7 @@ pub async fn reap_expired_leases(conn: &mut PgConnection) -> Result<Vec<Reaped>,
                 claim_seq AS claim, run_at AS due_at, created_at, status = 'failed' AS failed,
                 CASE WHEN status = 'retrying' THEN ",
         wake_up!("kind", "run_at"),
-        " END AS woken"
+        " END AS wake_up"
     ),
     )
     .fetch_all(conn)
@@ -545,14 +592,15 @@ pub async fn succeed(
 }
 
 /// Records a failed attempt. With `retry_at` and attempts left, the job waits in `retrying`
-/// until then (and dispatchers are told when it will be due); otherwise it fails for good.
+/// until then (its wake-up says when it will be due); otherwise it fails for good. None when
+/// the claim was lost.
 pub async fn fail(
     conn: &mut PgConnection,
     attempt: &Claimed,
     owner: &str,
     error: &str,
     retry_at: Option<DateTime<Utc>>,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Written>, StoreError> {
     let sql = format!(
         concat!(
             "UPDATE jobs SET
@@ -574,27 +622,28 @@ pub async fn fail(
     let entry = json!({
         "attempt": attempt.attempt, "at": Utc::now(), "error": error, "permanent": retry_at.is_none(),
     });
-    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let written: Option<Option<WakeUp>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(attempt.id)
         .bind(attempt.claim)
         .bind(owner)
         .bind(error)
         .bind(retry_at)
         .bind(entry)
-        .execute(conn)
+        .fetch_optional(conn)
         .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(written.map(|wake_up| Written { wake_up }))
 }
 
 /// Puts a polling job back in the queue until `run_at` without spending an attempt, keeping
-/// what it reported so far as its result; dispatchers are told when it will be due.
+/// what it reported so far as its result (its wake-up says when it will be due). None when the
+/// claim was lost.
 pub async fn reschedule(
     conn: &mut PgConnection,
     attempt: &Claimed,
     owner: &str,
     run_at: DateTime<Utc>,
     progress: &Value,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Written>, StoreError> {
     let sql = format!(
         concat!(
             "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = $4, result = $5,
@@ -605,15 +654,15 @@ pub async fn reschedule(
         ),
         fence = FENCE
     );
-    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let wake_up: Option<WakeUp> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(attempt.id)
         .bind(attempt.claim)
         .bind(owner)
         .bind(run_at)
         .bind(progress)
-        .execute(conn)
+        .fetch_optional(conn)
         .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(wake_up.map(|w| Written { wake_up: Some(w) }))
 }
 
 impl Job {
@@ -827,21 +876,29 @@ pub async fn prune_ticks(conn: &mut PgConnection, older_than_secs: f64) -> Resul
     Ok(done.rows_affected())
 }
 
-/// Inserts `count` copies of `new` in one statement (no dedupe key applies) and
-/// wakes dispatchers once; returns how many were inserted.
+/// Inserts `count` copies of `new` in one statement (no dedupe key applies); returns how many
+/// were inserted and the one wake-up to send for them all after the commit.
 pub async fn enqueue_batch(
     conn: &mut PgConnection,
     new: &NewJob<'_>,
     count: usize,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, WakeUp), StoreError> {
     let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
-    let done = sqlx::query(
-        "INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
-                           scope_department_id, submitted_by, submitted_by_name, max_attempts, run_at)
-         SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                coalesce($11, now() + make_interval(secs => $12::float8))
-           FROM unnest($1::uuid[]) AS id",
-    )
+    let (inserted, wake_up): (i64, WakeUp) = sqlx::query_as(concat!(
+        "WITH ins AS (
+             INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
+                               scope_department_id, submitted_by, submitted_by_name,
+                               max_attempts, run_at)
+             SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                    coalesce($11, now() + make_interval(secs => $12::float8))
+               FROM unnest($1::uuid[]) AS id
+             RETURNING 1)
+         SELECT (SELECT count(*) FROM ins), ",
+        wake_up!(
+            "$2::text",
+            "coalesce($11::timestamptz, now() + make_interval(secs => $12::float8))"
+        )
+    ))
     .bind(&ids)
     .bind(new.kind)
     .bind(&new.payload)
@@ -854,21 +911,9 @@ pub async fn enqueue_batch(
     .bind(new.max_attempts)
     .bind(new.run_at)
     .bind(new.delay.as_secs_f64())
-    .execute(&mut *conn)
+    .fetch_one(conn)
     .await?;
-    sqlx::query(concat!(
-        "SELECT ",
-        wake_up!(
-            "$1::text",
-            "coalesce($2::timestamptz, now() + make_interval(secs => $3::float8))"
-        )
-    ))
-    .bind(new.kind)
-    .bind(new.run_at)
-    .bind(new.delay.as_secs_f64())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    Ok((u64::try_from(inserted).unwrap_or(0), wake_up))
 }
 
 /// How long until each job of `kinds` that is due later falls due, in milliseconds, the
@@ -953,12 +998,6 @@ pub async fn claim_change(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wake_ups_go_to_the_channel_the_engine_listens_on() {
-        let sql = wake_up!("kind", "run_at");
-        assert!(sql.starts_with(&format!("pg_notify('{NOTIFY_CHANNEL}', kind ||")), "{sql}");
-    }
 
     #[test]
     fn the_first_id_of_a_millisecond_orders_job_ids_by_creation() {

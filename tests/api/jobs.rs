@@ -21,9 +21,14 @@ fn new_job(kind: &str, payload: Value) -> NewJob<'_> {
     NewJob::new(kind, payload, "test", 3)
 }
 
+/// Enqueues `new` on a connection of its own (committed at once) and wakes the dispatchers of
+/// every daemon, as the daemon's own submissions do.
 pub async fn submit(pool: &PgPool, new: &NewJob<'_>) -> Uuid {
     let mut conn = pool.acquire().await.unwrap();
-    jobs::enqueue(&mut conn, new).await.unwrap().job().id
+    let enqueued = jobs::enqueue(&mut conn, new).await.unwrap();
+    let wake_ups: Vec<_> = enqueued.wake_up().into_iter().cloned().collect();
+    jobs::wake(&mut conn, &wake_ups).await.unwrap();
+    enqueued.job().id
 }
 
 pub async fn job(pool: &PgPool, id: Uuid) -> Job {
@@ -282,7 +287,7 @@ async fn dedupe_keys_hold_under_20_concurrent_submissions(pool: PgPool) {
             let mut tx = pool.begin().await.unwrap();
             let enqueued = jobs::enqueue(&mut tx, &new).await.unwrap();
             tx.commit().await.unwrap();
-            (enqueued.job().id, matches!(enqueued, Enqueued::Created(_)))
+            (enqueued.job().id, matches!(enqueued, Enqueued::Created(..)))
         }));
     }
     let mut results = Vec::new();
@@ -325,7 +330,7 @@ async fn a_stale_worker_cannot_complete_a_reclaimed_job(pool: PgPool) {
     assert_eq!((second.attempt, second.claim), (2, 2));
 
     assert!(!jobs::succeed(&mut conn, &first, "worker-a", &json!({ "by": "a" })).await.unwrap());
-    assert!(!jobs::fail(&mut conn, &first, "worker-a", "late", None).await.unwrap());
+    assert!(jobs::fail(&mut conn, &first, "worker-a", "late", None).await.unwrap().is_none());
     assert!(jobs::succeed(&mut conn, &second, "worker-b", &json!({ "by": "b" })).await.unwrap());
     assert!(
         !jobs::succeed(&mut conn, &second, "worker-b", &json!({ "by": "b again" })).await.unwrap()

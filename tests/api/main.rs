@@ -43,4 +43,5 @@ mod prometheus_fake;
 mod quota_requests;
 mod systemd;
 mod usage;
+mod wake_ups;
 mod webhooks;

@@ -1,0 +1,110 @@
+//! Wake-ups go out after the commit, never inside the transaction that makes a job due, and
+//! still reach idle workers whose poll is ten minutes away, whichever way the job came in.
+
+use std::time::Duration;
+
+use infrahub::config::Mode;
+use infrahub::store::jobs::{self, NOTIFY_CHANNEL, NewJob};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+
+use crate::helpers::{TestApp, wait_until};
+
+/// A daemon with workers that poll only every ten minutes: only a wake-up gets a job run.
+async fn idle_daemon(pool: PgPool) -> TestApp {
+    TestApp::spawn_daemon(pool, Mode::Serve, |c| c.workers.poll_interval_ms = 600_000).await
+}
+
+/// Waits until job `id`, read by `token`, has been started, and returns it.
+async fn started(app: &TestApp, token: &str, id: &str) -> Value {
+    let path = format!("/api/v1/jobs/{id}");
+    wait_until(&format!("job {id} to start"), Duration::from_secs(30), || async {
+        !app.get(&path, token).await.body["started_at"].is_null()
+    })
+    .await;
+    app.get(&path, token).await.body
+}
+
+/// Notifications arrive in commit order: had the enqueue notified inside its transaction, its
+/// notification would come before the marker sent after that transaction committed.
+#[sqlx::test]
+async fn enqueueing_notifies_nothing_inside_its_transaction(pool: PgPool) {
+    let mut listener = PgListener::connect_with(&pool).await.unwrap();
+    listener.listen(NOTIFY_CHANNEL).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let new = NewJob::new("noop", json!({}), "test", 3);
+    let enqueued = jobs::enqueue(&mut tx, &new).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_notify($1, 'marker')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let wake_up = enqueued.wake_up().cloned().expect("a new job has a wake-up");
+    jobs::wake(&mut conn, std::slice::from_ref(&wake_up)).await.unwrap();
+    let first = listener.recv().await.unwrap();
+    assert_eq!(first.payload(), "marker", "the transaction notified");
+    let second = listener.recv().await.unwrap();
+    assert_eq!(second.payload(), "noop", "the wake-up sent after the commit");
+    assert_eq!(wake_up.payload(), "noop");
+}
+
+/// A job due later says when in its wake-up: the milliseconds left, counted by PostgreSQL.
+#[sqlx::test]
+async fn the_wake_up_of_a_job_due_later_says_when(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let later = NewJob { delay: Duration::from_secs(60), ..NewJob::new("noop", json!({}), "t", 3) };
+    let enqueued = jobs::enqueue(&mut conn, &later).await.unwrap();
+    let payload = enqueued.wake_up().unwrap().payload().to_owned();
+    let (kind, ms) = payload.split_once(' ').expect("a delay");
+    assert_eq!(kind, "noop");
+    let ms: u64 = ms.parse().unwrap();
+    assert!((59_000..=60_000).contains(&ms), "{payload}");
+    let (count, batch) =
+        jobs::enqueue_batch(&mut conn, &NewJob::new("noop", json!({}), "t", 3), 3).await.unwrap();
+    assert_eq!((count, batch.payload()), (3, "noop"));
+}
+
+/// A maintenance job submitted by hand, on a connection of its own and, with an
+/// `Idempotency-Key`, in a transaction that commits with the stored answer: both run at once.
+#[sqlx::test]
+async fn submitted_jobs_wake_idle_workers_with_or_without_a_key(pool: PgPool) {
+    let app = idle_daemon(pool).await;
+    let admin = app.admin_token().await;
+    let plain = app.post("/api/v1/admin/jobs", &admin, json!({ "kind": "noop" })).await;
+    let plain = plain.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
+    let keyed = app
+        .client
+        .request(Method::POST, format!("{}/api/v1/admin/jobs", app.base))
+        .bearer_auth(&admin)
+        .header("Idempotency-Key", "wake-me")
+        .json(&json!({ "kind": "noop" }))
+        .send()
+        .await
+        .unwrap();
+    let keyed = crate::helpers::into_answer(keyed).await.expect(StatusCode::ACCEPTED, None);
+    let keyed = keyed["job_id"].as_str().unwrap().to_owned();
+    for id in [plain, keyed] {
+        started(&app, &admin, &id).await;
+    }
+    app.stop().await;
+}
+
+/// A project's provisioning job, enqueued in the request's own transaction beside the project,
+/// runs at once too.
+#[sqlx::test]
+async fn a_project_request_wakes_idle_workers(pool: PgPool) {
+    let app = idle_daemon(pool).await;
+    app.give_quota(8, 16).await;
+    let lead = app.team_lead_token().await;
+    let body = json!({ "name": "wake", "site": "fra", "sla_type": "bronze",
+                       "performance_tier": "regular" });
+    let answer = app.post("/api/v1/projects", &lead, body).await;
+    let job_id = answer.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
+    let job = started(&app, &app.admin_token().await, &job_id).await;
+    assert_eq!(job["kind"], "provision_namespace");
+    app.stop().await;
+}
