@@ -72,16 +72,23 @@ pub async fn prepare(config: Config, mode: Mode) -> Result<Context, DaemonError>
     }
     let ctx = Context::new(pool, config, mode)?;
     if mode == Mode::Demo {
-        let report = app::demo::bootstrap(&ctx).await.map_err(runtime)?;
-        tracing::info!(created = report.created.len(), "demo organisation and accounts ready");
-        match app::demo::seed_capacity(&ctx).await {
-            Ok(seed) => tracing::info!(?seed, "demo inventory synced and capacity allocated"),
-            Err(err) => {
-                tracing::warn!(error = %err, "demo inventory not loaded; run the demo from the repository root")
-            }
-        }
+        crate::jobs::wake::unit(&ctx.wake_ups, seed_demo(&ctx)).await?;
     }
     Ok(ctx)
+}
+
+/// The demo's organisation, accounts and capacity: one unit of work, whose jobs (webhook
+/// deliveries of the inventory sync) wake the workers once committed.
+async fn seed_demo(ctx: &Context) -> Result<(), DaemonError> {
+    let report = app::demo::bootstrap(ctx).await.map_err(runtime)?;
+    tracing::info!(created = report.created.len(), "demo organisation and accounts ready");
+    match app::demo::seed_capacity(ctx).await {
+        Ok(seed) => tracing::info!(?seed, "demo inventory synced and capacity allocated"),
+        Err(err) => {
+            tracing::warn!(error = %err, "demo inventory not loaded; run the demo from the repository root")
+        }
+    }
+    Ok(())
 }
 
 /// A running daemon.
@@ -162,6 +169,8 @@ impl Daemon {
             }
         };
         let (served, ()) = tokio::join!(served, jobs);
+        // Before the pool closes: the wake-ups of the jobs handed back go to the other daemons.
+        self.ctx.wake_ups.flush().await;
         served
     }
 }

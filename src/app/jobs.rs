@@ -220,30 +220,39 @@ pub async fn fail_attempt(
     error: &str,
     retry_at: Option<DateTime<Utc>>,
 ) -> AppResult<bool> {
-    let mut tx = ctx.pool.begin().await?;
-    let Some(written) = jobs::fail(&mut tx, job, owner, error, retry_at).await? else {
-        return Ok(false);
-    };
-    if retry_at.is_none() {
-        run_failure_hook(ctx, &mut tx, job, error).await?;
-    }
-    super::commit(tx).await?;
-    ctx.wake_ups.send(written.wake_up);
-    Ok(true)
+    // A unit of work: what the failure hook enqueues (a webhook's delivery) wakes the workers
+    // once this commits.
+    wake::unit(&ctx.wake_ups, async {
+        let mut tx = ctx.pool.begin().await?;
+        let Some(written) = jobs::fail(&mut tx, job, owner, error, retry_at).await? else {
+            return Ok(false);
+        };
+        if retry_at.is_none() {
+            run_failure_hook(ctx, &mut tx, job, error).await?;
+        }
+        super::commit(tx).await?;
+        ctx.wake_ups.send(written.wake_up);
+        Ok(true)
+    })
+    .await
 }
 
 /// Hands back the jobs of workers that stopped answering (expired leases); those that had no
 /// attempt left fail, and their subjects settle in the same transaction. Returns the ids.
 pub async fn reap_expired_leases(ctx: &Context) -> AppResult<Vec<Uuid>> {
-    let mut tx = ctx.pool.begin().await?;
-    let reaped = jobs::reap_expired_leases(&mut tx).await?;
-    for lost in reaped.iter().filter(|r| r.failed) {
-        let reason = "the worker running the last attempt stopped answering (lease expired)";
-        run_failure_hook(ctx, &mut tx, &lost.job, reason).await?;
-    }
-    super::commit(tx).await?;
-    ctx.wake_ups.send(reaped.iter().filter_map(|r| r.wake_up.clone()));
-    Ok(reaped.into_iter().map(|r| r.job.id).collect())
+    // A unit of work, like a failed attempt's record.
+    wake::unit(&ctx.wake_ups, async {
+        let mut tx = ctx.pool.begin().await?;
+        let reaped = jobs::reap_expired_leases(&mut tx).await?;
+        for lost in reaped.iter().filter(|r| r.failed) {
+            let reason = "the worker running the last attempt stopped answering (lease expired)";
+            run_failure_hook(ctx, &mut tx, &lost.job, reason).await?;
+        }
+        super::commit(tx).await?;
+        ctx.wake_ups.send(reaped.iter().filter_map(|r| r.wake_up.clone()));
+        Ok(reaped.into_iter().map(|r| r.job.id).collect())
+    })
+    .await
 }
 
 /// Jobs a center admin may start by hand.

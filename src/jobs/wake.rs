@@ -9,30 +9,44 @@
 //! daemons' next poll (`workers.poll_interval_ms`).
 //!
 //! Code that enqueues into a transaction it does not commit itself hands the wake-up to
-//! [`on_commit`]: inside a [`unit`] of work (a request, a job's attempt) it waits for the
-//! unit's next commit ([`committed`]) or its end; outside one it is sent at once.
+//! [`on_commit`]: inside a [`unit`] of work (a request, a job's attempt, the recording of a
+//! failure, the demo's seeding) it waits for the unit's next commit ([`committed`]) or its end.
+//! Outside one it is sent at once, which may be before the commit (a warning says so: an entry
+//! point that is not a unit yet).
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::store::jobs::{self, WakeUp};
 
 /// The most wake-ups one statement sends.
 const BATCH: usize = 1024;
 
-/// Sends wake-ups through PostgreSQL from a task of its own, started by the first one.
+/// Sends wake-ups through PostgreSQL from a task of its own, started by the first one. It
+/// takes its connection from the pool like any statement.
 pub struct WakeUps {
     pool: PgPool,
-    sender: OnceLock<mpsc::UnboundedSender<WakeUp>>,
+    sending: Mutex<Option<Sending>>,
+}
+
+/// The sending task and the way to it.
+struct Sending {
+    sender: mpsc::UnboundedSender<WakeUp>,
+    task: JoinHandle<()>,
 }
 
 impl WakeUps {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, sender: OnceLock::new() }
+        Self { pool, sending: Mutex::new(None) }
+    }
+
+    fn sending(&self) -> MutexGuard<'_, Option<Sending>> {
+        self.sending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sends `wake_ups`, of transactions that have committed, to every daemon, soon; without a
@@ -43,14 +57,31 @@ impl WakeUps {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let sender = self.sender.get_or_init(|| {
-            let (sender, received) = mpsc::unbounded_channel();
-            runtime.spawn(send_all(self.pool.clone(), received));
-            sender
-        });
+        let mut sending = self.sending();
         for wake_up in wake_ups {
-            // Fails only once the sending task is gone with its runtime.
+            // The task is started by the first wake-up, and again if the runtime it ran on
+            // has ended since.
+            let wake_up = match sending.as_ref() {
+                Some(running) => match running.sender.send(wake_up) {
+                    Ok(()) => continue,
+                    Err(mpsc::error::SendError(wake_up)) => wake_up,
+                },
+                None => wake_up,
+            };
+            let (sender, received) = mpsc::unbounded_channel();
             let _ = sender.send(wake_up);
+            let task = runtime.spawn(send_all(self.pool.clone(), received));
+            *sending = Some(Sending { sender, task });
+        }
+    }
+
+    /// Sends what is waiting and stops the sending task (a later wake-up starts it again): at
+    /// shutdown, before the pool closes, so that the jobs handed back reach the other daemons.
+    pub async fn flush(&self) {
+        let sending = self.sending().take();
+        if let Some(Sending { sender, task }) = sending {
+            drop(sender);
+            let _ = task.await;
         }
     }
 }
@@ -95,11 +126,15 @@ pub async fn unit<F: Future>(wake_ups: &Arc<WakeUps>, work: F) -> F::Output {
 }
 
 /// Sends `wake_up` once the transaction that made it has committed: in a [`unit`], at its
-/// next [`committed`] or its end; outside one, now (call it after your own commit then).
+/// next [`committed`] or its end; outside one, now.
 pub fn on_commit(wake_ups: &WakeUps, wake_up: Option<&WakeUp>) {
     let Some(wake_up) = wake_up else { return };
     let deferred = UNIT.try_with(|pending| pending.borrow_mut().deferred.push(wake_up.clone()));
     if deferred.is_err() {
+        tracing::warn!(
+            wake_up = wake_up.payload(),
+            "a job was enqueued outside a unit of work: its wake-up may go before its commit"
+        );
         wake_ups.send([wake_up.clone()]);
     }
 }
@@ -117,35 +152,53 @@ pub fn committed() {
 mod tests {
     use super::*;
 
-    fn lazy_pool() -> PgPool {
-        PgPool::connect_lazy("postgres://nobody@localhost/nothing").expect("a lazy pool")
+    /// A pool that never connects: what is sent stays in the channel until the task gives up.
+    fn unconnected() -> WakeUps {
+        let options = sqlx::postgres::PgConnectOptions::new().host("/nonexistent").port(1);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_millis(100))
+            .connect_lazy_with(options);
+        WakeUps::new(pool)
     }
 
     fn deferred() -> Vec<WakeUp> {
         UNIT.with(|pending| pending.borrow().deferred.clone())
     }
 
+    fn started(wake_ups: &WakeUps) -> bool {
+        wake_ups.sending().is_some()
+    }
+
     #[tokio::test]
     async fn a_unit_keeps_wake_ups_until_its_commit() {
-        let wake_ups = Arc::new(WakeUps::new(lazy_pool()));
+        let wake_ups = Arc::new(unconnected());
         unit(&wake_ups, async {
             on_commit(&wake_ups, Some(&WakeUp::now("noop")));
             on_commit(&wake_ups, None);
             assert_eq!(deferred(), vec![WakeUp::now("noop")]);
-            assert!(wake_ups.sender.get().is_none(), "nothing sent before the commit");
+            assert!(!started(&wake_ups), "nothing sent before the commit");
             committed();
             assert!(deferred().is_empty());
-            assert!(wake_ups.sender.get().is_some(), "sent once committed");
+            assert!(started(&wake_ups), "sent once committed");
         })
         .await;
     }
 
     #[tokio::test]
+    async fn what_a_unit_did_not_commit_goes_out_when_it_ends() {
+        let wake_ups = Arc::new(unconnected());
+        unit(&wake_ups, async { on_commit(&wake_ups, Some(&WakeUp::now("noop"))) }).await;
+        assert!(started(&wake_ups));
+    }
+
+    #[tokio::test]
     async fn outside_a_unit_a_wake_up_goes_at_once() {
-        let wake_ups = WakeUps::new(lazy_pool());
+        let wake_ups = unconnected();
         on_commit(&wake_ups, None);
-        assert!(wake_ups.sender.get().is_none(), "nothing to send");
+        assert!(!started(&wake_ups), "nothing to send");
         on_commit(&wake_ups, Some(&WakeUp::now("noop")));
-        assert!(wake_ups.sender.get().is_some());
+        assert!(started(&wake_ups));
+        wake_ups.flush().await;
+        assert!(!started(&wake_ups), "flushed and stopped");
     }
 }

@@ -54,13 +54,14 @@ macro_rules! wake_up {
 }
 
 /// Sends `wake_ups` to the dispatchers of every daemon, in a statement of its own (outside any
-/// transaction: it writes nothing, so its commit waits for no WAL flush).
+/// transaction: it changes no table, so its commit does not wait for a WAL flush).
 pub async fn wake(conn: &mut PgConnection, wake_ups: &[WakeUp]) -> Result<(), StoreError> {
     if wake_ups.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT pg_notify('infrahub_jobs', payload) FROM unnest($1::text[]) AS payload")
+    sqlx::query("SELECT pg_notify($2, payload) FROM unnest($1::text[]) AS payload")
         .bind(wake_ups)
+        .bind(NOTIFY_CHANNEL)
         .execute(conn)
         .await?;
     Ok(())

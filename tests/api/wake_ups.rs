@@ -1,6 +1,7 @@
 //! Wake-ups go out after the commit, never inside the transaction that makes a job due, and
 //! still reach idle workers whose poll is ten minutes away, whichever way the job came in.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infrahub::config::Mode;
@@ -9,12 +10,66 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tracing::instrument::WithSubscriber;
 
 use crate::helpers::{TestApp, wait_until};
 
-/// A daemon with workers that poll only every ten minutes: only a wake-up gets a job run.
+/// A daemon with workers that poll only every ten minutes, listening and idle: only a wake-up
+/// gets a job run now. (Until it listens, a job would be found by the first claim.)
 async fn idle_daemon(pool: PgPool) -> TestApp {
-    TestApp::spawn_daemon(pool, Mode::Serve, |c| c.workers.poll_interval_ms = 600_000).await
+    let app = TestApp::spawn_daemon(pool.clone(), Mode::Serve, |c| {
+        c.workers.poll_interval_ms = 600_000;
+    })
+    .await;
+    listening(&pool).await;
+    app
+}
+
+/// Waits until a daemon's engine listens for wake-ups.
+async fn listening(pool: &PgPool) {
+    wait_until("the engine to listen", Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+            > 0
+    })
+    .await;
+}
+
+/// What was logged, as text.
+#[derive(Clone, Default)]
+struct Logged(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logged {
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let into = self.clone();
+        tracing_subscriber::fmt().with_ansi(false).with_writer(move || into.clone()).finish()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The next notification, within 30 s.
+async fn next(listener: &mut PgListener) -> String {
+    let note = tokio::time::timeout(Duration::from_secs(30), listener.recv()).await;
+    note.expect("a notification within 30 s").unwrap().payload().to_owned()
 }
 
 /// Waits until job `id`, read by `token`, has been started, and returns it.
@@ -45,10 +100,8 @@ async fn enqueueing_notifies_nothing_inside_its_transaction(pool: PgPool) {
         .unwrap();
     let wake_up = enqueued.wake_up().cloned().expect("a new job has a wake-up");
     jobs::wake(&mut conn, std::slice::from_ref(&wake_up)).await.unwrap();
-    let first = listener.recv().await.unwrap();
-    assert_eq!(first.payload(), "marker", "the transaction notified");
-    let second = listener.recv().await.unwrap();
-    assert_eq!(second.payload(), "noop", "the wake-up sent after the commit");
+    assert_eq!(next(&mut listener).await, "marker", "the transaction notified");
+    assert_eq!(next(&mut listener).await, "noop", "the wake-up sent after the commit");
     assert_eq!(wake_up.payload(), "noop");
 }
 
@@ -107,4 +160,46 @@ async fn a_project_request_wakes_idle_workers(pool: PgPool) {
     let job = started(&app, &app.admin_token().await, &job_id).await;
     assert_eq!(job["kind"], "provision_namespace");
     app.stop().await;
+}
+
+/// A provisioning that fails for good settles its project `failed` in the transaction that
+/// records the failure, which enqueues the `project.failed` webhook's delivery: that wakes
+/// idle workers once the transaction has committed: the failure is recorded as a unit of work,
+/// so no wake-up goes out before its commit (which would wake the workers for nothing, and
+/// leave the delivery to the poll; the warning says when one did).
+#[sqlx::test]
+async fn a_delivery_enqueued_by_a_failure_hook_wakes_idle_workers(pool: PgPool) {
+    let app = TestApp::spawn_with(pool.clone(), Mode::Serve, |c| {
+        c.workers.poll_interval_ms = 600_000;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let hook =
+        json!({ "name": "ops", "url": "https://hooks.example/x", "events": ["project.failed"] });
+    app.post("/api/v1/admin/webhooks", &admin, hook).await.expect(StatusCode::CREATED, None);
+    app.give_quota(8, 16).await;
+    let lead = app.team_lead_token().await;
+    let body = json!({ "name": "doomed", "site": "fra", "sla_type": "bronze",
+                       "performance_tier": "regular" });
+    app.post("/api/v1/projects", &lead, body).await.expect(StatusCode::ACCEPTED, None);
+    let mut conn = pool.acquire().await.unwrap();
+    let claimed = jobs::claim(&mut conn, "provision_namespace", "test", 60.0, 1).await.unwrap();
+    drop(conn);
+    let claimed = claimed.into_iter().next().expect("the provisioning job");
+
+    let engine = infrahub::jobs::engine::start(app.ctx.clone());
+    listening(&pool).await;
+    let logged = Logged::default();
+    let failed = infrahub::app::jobs::fail_attempt(&app.ctx, &claimed, "test", "boom", None)
+        .with_subscriber(logged.subscriber())
+        .await;
+    assert!(failed.unwrap(), "the claim was held");
+    assert!(!logged.text().contains("outside a unit of work"), "{}", logged.text());
+    let delivery: String =
+        sqlx::query_scalar("SELECT id::text FROM jobs WHERE kind = 'deliver_webhook'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    started(&app, &admin, &delivery).await;
+    engine.shutdown(Duration::from_secs(5)).await;
 }
