@@ -187,7 +187,7 @@ async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Report
     }
 
     reset(&pool).await?;
-    let engine_latency = latency_engine(config, &pool, bench, Duration::ZERO).await?;
+    let engine_latency = latency_engine(config, &pool, bench, Duration::ZERO, false).await?;
     let base_latency = latency_baseline(&pool, bench).await?;
     for (i, label) in ["p50", "p99", "max"].into_iter().enumerate() {
         rows.push(Row {
@@ -203,7 +203,22 @@ async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Report
         });
     }
     reset(&pool).await?;
-    let later = latency_engine(config, &pool, bench, LATER).await?;
+    let remote = latency_engine(config, &pool, bench, Duration::ZERO, true).await?;
+    for (i, label) in ["p50", "p99", "max"].into_iter().enumerate() {
+        rows.push(Row {
+            what: format!(
+                "pickup latency {label}, {} jobs one by one, submitted by another daemon",
+                bench.latency_jobs
+            ),
+            unit: "ms",
+            test: "pickup",
+            key: format!("remote_{label}_ms"),
+            engine: remote[i],
+            baseline: Some(base_latency[i]),
+        });
+    }
+    reset(&pool).await?;
+    let later = latency_engine(config, &pool, bench, LATER, false).await?;
     for (i, label) in ["p50", "p99", "max"].into_iter().enumerate() {
         rows.push(Row {
             what: format!(
@@ -500,15 +515,22 @@ async fn percentiles_from(
 /// The pickup of jobs submitted one by one into an idle queue, each due `delay` after its
 /// submission, measured from when it is due (`run_at`: for a job due at once, its transaction's
 /// start, the moment of submission). For jobs due later it is the engine's alarm, not its
-/// poll (`workers.poll_interval_ms`, 1 s here), that should pick them up.
+/// poll (`workers.poll_interval_ms`, 1 s here), that should pick them up. The submitter is
+/// the engine's own process (whose wake-ups reach its engine directly), or with
+/// `another_daemon`, stands for another daemon: its wake-ups reach the engine only through
+/// PostgreSQL.
 async fn latency_engine(
     config: &Config,
     pool: &PgPool,
     bench: &QueueBench,
     delay: Duration,
+    another_daemon: bool,
 ) -> anyhow::Result<[f64; 3]> {
     let ctx = engine_context(config, pool, 16)?;
-    let wake_ups = Arc::clone(&ctx.wake_ups);
+    let wake_ups = match another_daemon {
+        true => Arc::new(WakeUps::new(pool.clone())),
+        false => Arc::clone(&ctx.wake_ups),
+    };
     let handle = engine::start(ctx);
     // Let the engine connect its listener and reach its idle wait.
     tokio::time::sleep(Duration::from_millis(500)).await;

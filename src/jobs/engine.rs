@@ -145,6 +145,8 @@ pub fn start(ctx: Context) -> EngineHandle {
         tasks.push(tokio::spawn(dispatcher.run(claiming.clone())));
     }
     let wakers = Arc::new(wakers);
+    let local = ctx.wake_ups.subscribe();
+    tasks.push(tokio::spawn(wake_locally(local, wakers.clone(), all.clone())));
     tasks.push(tokio::spawn(listen(ctx.clone(), wakers.clone(), all.clone())));
     tasks.push(tokio::spawn(keep_leases(ctx, runner.clone(), wakers, all)));
     tracing::info!(worker = %owner, "job engine started");
@@ -670,6 +672,34 @@ async fn set_missed_alarms(
     Ok(())
 }
 
+/// Wakes the dispatcher of a wake-up's kind, or sets its alarm when the job is due later.
+fn wake(wakers: &HashMap<String, Waker>, payload: &str) {
+    let (kind, after) = parse_wake_up(payload);
+    match (wakers.get(kind), after) {
+        (Some(waker), Some(after)) => waker.notify_after(after),
+        (Some(waker), None) => waker.notify_waiters(),
+        (None, _) => {}
+    }
+}
+
+/// Wakes the dispatchers for the jobs this process made due, without waiting for their
+/// notification to come back from PostgreSQL.
+async fn wake_locally(
+    mut received: mpsc::UnboundedReceiver<jobs::WakeUp>,
+    wakers: Arc<HashMap<String, Waker>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            wake_up = received.recv() => match wake_up {
+                Some(wake_up) => wake(&wakers, wake_up.payload()),
+                None => return,
+            },
+        }
+    }
+}
+
 /// Wakes the dispatcher of a kind when a job of that kind is enqueued anywhere, or sets its
 /// alarm when the job is due later.
 async fn listen(
@@ -704,14 +734,7 @@ async fn listen(
                                     tracing::warn!("job notifications interrupted: the connection was lost");
                                     break;
                                 }
-                                Ok(Some(note)) => {
-                                    let (kind, after) = parse_wake_up(note.payload());
-                                    match (wakers.get(kind), after) {
-                                        (Some(waker), Some(after)) => waker.notify_after(after),
-                                        (Some(waker), None) => waker.notify_waiters(),
-                                        (None, _) => {}
-                                    }
-                                }
+                                Ok(Some(note)) => wake(&wakers, note.payload()),
                                 Err(err) => {
                                     tracing::warn!(error = %err, "job notifications interrupted");
                                     break;

@@ -27,11 +27,15 @@ use crate::store::jobs::{self, WakeUp};
 /// The most wake-ups one statement sends.
 const BATCH: usize = 1024;
 
-/// Sends wake-ups through PostgreSQL from a task of its own, started by the first one. It
-/// takes its connection from the pool like any statement.
+/// Sends wake-ups to this process's engine directly, and to every daemon's (this one's too:
+/// a wake-up that finds nothing to claim costs one query) through PostgreSQL, from a task of
+/// its own started by the first one, which takes its connection from the pool like any
+/// statement.
 pub struct WakeUps {
     pool: PgPool,
     sending: Mutex<Option<Sending>>,
+    /// The engines of this process, woken without the round trip through PostgreSQL.
+    local: Mutex<Vec<mpsc::UnboundedSender<WakeUp>>>,
 }
 
 /// The sending task and the way to it.
@@ -42,20 +46,31 @@ struct Sending {
 
 impl WakeUps {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, sending: Mutex::new(None) }
+        Self { pool, sending: Mutex::new(None), local: Mutex::new(Vec::new()) }
     }
 
     fn sending(&self) -> MutexGuard<'_, Option<Sending>> {
         self.sending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The wake-ups this process sends from now on, as they are sent: for its engine.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<WakeUp> {
+        let (sender, received) = mpsc::unbounded_channel();
+        self.local.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(sender);
+        received
+    }
+
     /// Sends `wake_ups`, of transactions that have committed, to every daemon, soon; without a
     /// runtime to send them from (never in the daemon), they are dropped.
     pub fn send(&self, wake_ups: impl IntoIterator<Item = WakeUp>) {
-        let mut wake_ups = wake_ups.into_iter().peekable();
-        if wake_ups.peek().is_none() {
+        let wake_ups: Vec<WakeUp> = wake_ups.into_iter().collect();
+        if wake_ups.is_empty() {
             return;
         }
+        self.local
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|engine| wake_ups.iter().all(|wake_up| engine.send(wake_up.clone()).is_ok()));
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let mut sending = self.sending();
         for wake_up in wake_ups {

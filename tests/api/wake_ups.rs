@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tracing::instrument::WithSubscriber;
 
-use crate::helpers::{TestApp, wait_until};
+use crate::helpers::{TestApp, context_with, wait_until};
 
 /// A daemon with workers that poll only every ten minutes, listening and idle: only a wake-up
 /// gets a job run now. (Until it listens, a job would be found by the first claim.)
@@ -202,4 +202,20 @@ async fn a_delivery_enqueued_by_a_failure_hook_wakes_idle_workers(pool: PgPool) 
             .unwrap();
     started(&app, &admin, &delivery).await;
     engine.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A daemon serving only the API hands a job to the workers of another (their own context, as
+/// another process would have): the wake-up goes through PostgreSQL.
+#[sqlx::test]
+async fn a_job_taken_in_by_one_daemon_wakes_the_idle_workers_of_another(pool: PgPool) {
+    let ten_minutes = |c: &mut infrahub::config::Config| c.workers.poll_interval_ms = 600_000;
+    let intake = TestApp::spawn_with(pool.clone(), Mode::Serve, ten_minutes).await;
+    let workers =
+        infrahub::jobs::engine::start(context_with(pool.clone(), Mode::Serve, ten_minutes));
+    listening(&pool).await;
+    let admin = intake.admin_token().await;
+    let answer = intake.post("/api/v1/admin/jobs", &admin, json!({ "kind": "noop" })).await;
+    let id = answer.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
+    started(&intake, &admin, &id).await;
+    workers.shutdown(Duration::from_secs(5)).await;
 }
