@@ -4,8 +4,8 @@
 //! transaction: PostgreSQL serializes the commits of transactions that notify (each holds the
 //! database-wide notification lock until its WAL is flushed), so an intake that notified in
 //! its own transactions would commit one request at a time. The wake-ups go to [`WakeUps`],
-//! whose sender sends them in statements of their own, gathering what arrives while one is on
-//! its way. A daemon killed between a commit and its wake-up leaves the job to the other
+//! which hands them to this process's engine at once and sends them to every daemon in
+//! statements of their own, gathering what arrives while one is on its way. A daemon killed between a commit and its wake-up leaves the job to the other
 //! daemons' next poll (`workers.poll_interval_ms`).
 //!
 //! Code that enqueues into a transaction it does not commit itself hands the wake-up to
