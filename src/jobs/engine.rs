@@ -2,9 +2,10 @@
 //!
 //! Per job kind, a dispatcher claims due jobs from PostgreSQL (`FOR UPDATE SKIP LOCKED`, a
 //! batch as large as the kind's free slots) under a lease, and hands each claimed attempt to an
-//! apalis worker, which runs it with the kind's concurrency. A `LISTEN` connection wakes idle
-//! dispatchers the moment a job is enqueued, and when a job due later (a retry, a re-scheduled
-//! poll, a coalescing delay) falls due; polling every `workers.poll_interval_ms` catches what
+//! apalis worker, which runs it with the kind's concurrency. The wake-ups of this daemon's jobs
+//! (handed over directly) and a `LISTEN` connection (every daemon's) wake idle dispatchers the
+//! moment a job is enqueued, and when a job due later (a retry, a re-scheduled poll, a
+//! coalescing delay) falls due; polling every `workers.poll_interval_ms` catches what
 //! a lost notification would miss. A keeper renews the leases of running jobs
 //! and hands back those of daemons that died. Every outcome is written with a fence on the
 //! claim, so a stale worker can never complete a job twice.

@@ -60,8 +60,9 @@ impl WakeUps {
         received
     }
 
-    /// Sends `wake_ups`, of transactions that have committed, to every daemon, soon; without a
-    /// runtime to send them from (never in the daemon), they are dropped.
+    /// Hands `wake_ups`, of transactions that have committed, to this process's engines, and
+    /// sends them to every daemon soon (without a runtime to send from, never the case in the
+    /// daemon, only the engines of this process get them).
     pub fn send(&self, wake_ups: impl IntoIterator<Item = WakeUp>) {
         let wake_ups: Vec<WakeUp> = wake_ups.into_iter().collect();
         if wake_ups.is_empty() {

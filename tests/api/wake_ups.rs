@@ -204,18 +204,34 @@ async fn a_delivery_enqueued_by_a_failure_hook_wakes_idle_workers(pool: PgPool) 
     engine.shutdown(Duration::from_secs(5)).await;
 }
 
-/// A daemon serving only the API hands a job to the workers of another (their own context, as
-/// another process would have): the wake-up goes through PostgreSQL.
+/// A daemon serving only the API hands jobs to the workers of another (their own context, as
+/// another process would have): the wake-ups go through PostgreSQL, for a job due now and for a
+/// quota change due 300 ms later (its wake-up says so, and the alarm rings then, not before).
 #[sqlx::test]
 async fn a_job_taken_in_by_one_daemon_wakes_the_idle_workers_of_another(pool: PgPool) {
-    let ten_minutes = |c: &mut infrahub::config::Config| c.workers.poll_interval_ms = 600_000;
-    let intake = TestApp::spawn_with(pool.clone(), Mode::Serve, ten_minutes).await;
-    let workers =
-        infrahub::jobs::engine::start(context_with(pool.clone(), Mode::Serve, ten_minutes));
+    let config = |c: &mut infrahub::config::Config| {
+        c.workers.poll_interval_ms = 600_000;
+        let quota = c.workers.kinds.entry("allocate_quota".to_owned()).or_default();
+        quota.coalesce_delay_ms = Some(300);
+    };
+    let intake = TestApp::spawn_with(pool.clone(), Mode::Serve, config).await;
+    intake.add_server("s-1", 64, Some(intake.org.field)).await;
+    let workers = infrahub::jobs::engine::start(context_with(pool.clone(), Mode::Serve, config));
     listening(&pool).await;
     let admin = intake.admin_token().await;
     let answer = intake.post("/api/v1/admin/jobs", &admin, json!({ "kind": "noop" })).await;
     let id = answer.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
     started(&intake, &admin, &id).await;
+
+    let body = json!({ "field_id": intake.org.field, "dept_id": intake.org.dept, "site": "fra",
+                       "cpu_limit": 4, "ram_gb_limit": 8 });
+    let answer = intake.post("/api/v1/allocations/department-quota", &admin, body).await;
+    let id = answer.expect(StatusCode::ACCEPTED, None)["job_id"].as_str().unwrap().to_owned();
+    let change = started(&intake, &admin, &id).await;
+    let at = |field: &str| {
+        change[field].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    };
+    let waited = at("started_at") - at("created_at");
+    assert!(waited >= chrono::TimeDelta::milliseconds(300), "started after {waited}");
     workers.shutdown(Duration::from_secs(5)).await;
 }
