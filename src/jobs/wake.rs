@@ -5,8 +5,9 @@
 //! database-wide notification lock until its WAL is flushed), so an intake that notified in
 //! its own transactions would commit one request at a time. The wake-ups go to [`WakeUps`],
 //! which hands them to this process's engine at once and sends them to every daemon in
-//! statements of their own, gathering what arrives while one is on its way. A daemon killed between a commit and its wake-up leaves the job to the other
-//! daemons' next poll (`workers.poll_interval_ms`).
+//! statements of their own, gathering what arrives while one is on its way. A daemon killed
+//! between a commit and its wake-up leaves the job to the other daemons' next poll
+//! (`workers.poll_interval_ms`).
 //!
 //! Code that enqueues into a transaction it does not commit itself hands the wake-up to
 //! [`on_commit`]: inside a [`unit`] of work (a request, a job's attempt, the recording of a
@@ -168,53 +169,61 @@ pub fn committed() {
 mod tests {
     use super::*;
 
-    /// A pool that never connects: what is sent stays in the channel until the task gives up.
-    fn unconnected() -> WakeUps {
+    /// Wake-ups whose pool never connects, and what they hand to this process's engine.
+    fn unconnected() -> (Arc<WakeUps>, mpsc::UnboundedReceiver<WakeUp>) {
         let options = sqlx::postgres::PgConnectOptions::new().host("/nonexistent").port(1);
         let pool = sqlx::postgres::PgPoolOptions::new()
             .acquire_timeout(std::time::Duration::from_millis(100))
             .connect_lazy_with(options);
-        WakeUps::new(pool)
+        let wake_ups = Arc::new(WakeUps::new(pool));
+        let engine = wake_ups.subscribe();
+        (wake_ups, engine)
     }
 
-    fn deferred() -> Vec<WakeUp> {
-        UNIT.with(|pending| pending.borrow().deferred.clone())
-    }
-
-    fn started(wake_ups: &WakeUps) -> bool {
-        wake_ups.sending().is_some()
+    fn noop() -> WakeUp {
+        WakeUp::now("noop")
     }
 
     #[tokio::test]
     async fn a_unit_keeps_wake_ups_until_its_commit() {
-        let wake_ups = Arc::new(unconnected());
+        let (wake_ups, mut engine) = unconnected();
         unit(&wake_ups, async {
-            on_commit(&wake_ups, Some(&WakeUp::now("noop")));
+            on_commit(&wake_ups, Some(&noop()));
             on_commit(&wake_ups, None);
-            assert_eq!(deferred(), vec![WakeUp::now("noop")]);
-            assert!(!started(&wake_ups), "nothing sent before the commit");
+            assert!(engine.try_recv().is_err(), "nothing sent before the commit");
             committed();
-            assert!(deferred().is_empty());
-            assert!(started(&wake_ups), "sent once committed");
+            assert_eq!(engine.try_recv().ok(), Some(noop()), "sent once committed");
         })
         .await;
+        assert!(engine.try_recv().is_err(), "sent once only");
     }
 
     #[tokio::test]
     async fn what_a_unit_did_not_commit_goes_out_when_it_ends() {
-        let wake_ups = Arc::new(unconnected());
-        unit(&wake_ups, async { on_commit(&wake_ups, Some(&WakeUp::now("noop"))) }).await;
-        assert!(started(&wake_ups));
+        let (wake_ups, mut engine) = unconnected();
+        unit(&wake_ups, async {
+            on_commit(&wake_ups, Some(&noop()));
+            assert!(engine.try_recv().is_err());
+        })
+        .await;
+        assert_eq!(engine.try_recv().ok(), Some(noop()));
     }
 
     #[tokio::test]
     async fn outside_a_unit_a_wake_up_goes_at_once() {
-        let wake_ups = unconnected();
-        on_commit(&wake_ups, None);
-        assert!(!started(&wake_ups), "nothing to send");
-        on_commit(&wake_ups, Some(&WakeUp::now("noop")));
-        assert!(started(&wake_ups));
+        let (wake_ups, mut engine) = unconnected();
+        on_commit(&wake_ups, Some(&noop()));
+        assert_eq!(engine.try_recv().ok(), Some(noop()));
+        assert!(wake_ups.sending().is_some(), "on its way to the other daemons");
         wake_ups.flush().await;
-        assert!(!started(&wake_ups), "flushed and stopped");
+        assert!(wake_ups.sending().is_none(), "flushed and stopped");
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_stopped_is_forgotten() {
+        let (wake_ups, engine) = unconnected();
+        drop(engine);
+        wake_ups.send([noop()]);
+        assert!(wake_ups.local.lock().unwrap().is_empty());
     }
 }
