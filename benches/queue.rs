@@ -189,52 +189,37 @@ async fn run_queue(config: &Config, bench: &QueueBench) -> anyhow::Result<Report
     reset(&pool).await?;
     let engine_latency = latency_engine(config, &pool, bench, Duration::ZERO, false).await?;
     let base_latency = latency_baseline(&pool, bench).await?;
-    for (i, label) in ["p50", "p99", "max"].into_iter().enumerate() {
-        rows.push(Row {
-            what: format!(
-                "pickup latency {label}, {} jobs one by one into an idle queue",
-                bench.latency_jobs
-            ),
-            unit: "ms",
-            test: "pickup",
-            key: format!("{label}_ms"),
-            engine: engine_latency[i],
-            baseline: Some(base_latency[i]),
-        });
-    }
+    let n = bench.latency_jobs;
+    let idle = format!(", {n} jobs one by one into an idle queue");
+    rows.extend(pickup_rows(&idle, "", engine_latency, Some(base_latency)));
     reset(&pool).await?;
     let remote = latency_engine(config, &pool, bench, Duration::ZERO, true).await?;
-    for (i, label) in ["p50", "p99", "max"].into_iter().enumerate() {
-        rows.push(Row {
-            what: format!(
-                "pickup latency {label}, {} jobs one by one, submitted by another daemon",
-                bench.latency_jobs
-            ),
-            unit: "ms",
-            test: "pickup",
-            key: format!("remote_{label}_ms"),
-            engine: remote[i],
-            baseline: Some(base_latency[i]),
-        });
-    }
+    let another = format!(", {n} jobs one by one, submitted by another daemon");
+    rows.extend(pickup_rows(&another, "remote_", remote, Some(base_latency)));
     reset(&pool).await?;
     let later = latency_engine(config, &pool, bench, LATER, false).await?;
-    for (i, label) in ["p50", "p99", "max"].into_iter().enumerate() {
-        rows.push(Row {
-            what: format!(
-                "pickup latency {label} from when due, {} jobs due {} ms after submission",
-                bench.latency_jobs,
-                LATER.as_millis()
-            ),
-            unit: "ms",
-            test: "pickup",
-            key: format!("later_{label}_ms"),
-            engine: later[i],
-            baseline: None,
-        });
-    }
+    let when = format!(" from when due, {n} jobs due {} ms after submission", LATER.as_millis());
+    rows.extend(pickup_rows(&when, "later_", later, None));
     pool.close().await;
     Ok(Report { rows })
+}
+
+/// The p50, p99 and max rows of one pickup measurement: `pickup latency <p><what>`, keys
+/// `<prefix><p>_ms`.
+fn pickup_rows(
+    what: &str,
+    prefix: &str,
+    engine: [f64; 3],
+    baseline: Option<[f64; 3]>,
+) -> impl Iterator<Item = Row> {
+    ["p50", "p99", "max"].into_iter().enumerate().map(move |(i, label)| Row {
+        what: format!("pickup latency {label}{what}"),
+        unit: "ms",
+        test: "pickup",
+        key: format!("{prefix}{label}_ms"),
+        engine: engine[i],
+        baseline: baseline.map(|b| b[i]),
+    })
 }
 
 /// How long after submission the jobs of the "due later" pickup measurement are due.
