@@ -119,9 +119,9 @@ async fn reserve(
     wanted: Resources,
     was_in_use: Resources,
 ) -> AppResult<Reserved> {
-    store_capacity::lock_field_site(conn, field_id, site_id).await?;
-    // A statement of its own after the lock: its snapshot sees what the last holder committed.
-    let (quota, used) = store_capacity::quota_and_usage(conn, department_id, site_id).await?;
+    // The lock, then the numbers as its last holder committed them, in one round trip.
+    let (quota, used) =
+        store_capacity::lock_quota_and_usage(conn, field_id, department_id, site_id).await?;
     let quota = quota.unwrap_or(Resources::ZERO);
     let used = used - freed;
     let free = (quota - used).positive_part();

@@ -17,7 +17,7 @@ pub async fn lock_field_site(
     field_id: Uuid,
     site_id: Uuid,
 ) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('infrahub:capacity:' || $1::text || ':' || $2::text, 0))")
+    sqlx::query("SELECT pg_advisory_xact_lock(capacity_lock_key($1, $2))")
         .bind(field_id)
         .bind(site_id)
         .execute(conn)
@@ -219,6 +219,27 @@ pub async fn quota_and_usage(
     .bind(site_id)
     .fetch_one(conn)
     .await?;
+    let quota = quota_cpu.zip(quota_ram).map(|(c, r)| Resources::new(c, r));
+    Ok((quota, Resources::new(cpu, ram)))
+}
+
+/// [`lock_field_site`], then the same read as [`quota_and_usage`], as committed when the lock
+/// was granted, in one round trip (the function `capacity_lock_quota_and_usage`, migration
+/// 23): the lock is held from here to the commit, one round trip less than with the two
+/// statements.
+pub async fn lock_quota_and_usage(
+    conn: &mut PgConnection,
+    field_id: Uuid,
+    department_id: Uuid,
+    site_id: Uuid,
+) -> Result<(Option<Resources>, Resources), StoreError> {
+    let (quota_cpu, quota_ram, cpu, ram): (Option<i64>, Option<i64>, i64, i64) =
+        sqlx::query_as("SELECT * FROM capacity_lock_quota_and_usage($1, $2, $3)")
+            .bind(field_id)
+            .bind(department_id)
+            .bind(site_id)
+            .fetch_one(conn)
+            .await?;
     let quota = quota_cpu.zip(quota_ram).map(|(c, r)| Resources::new(c, r));
     Ok((quota, Resources::new(cpu, ram)))
 }

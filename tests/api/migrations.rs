@@ -35,7 +35,7 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
 
 /// Something each migration creates (a table, a `table:column` or a `function(args)`) or
 /// removes (`!index`), newest last.
-const TABLES: [&str; 22] = [
+const TABLES: [&str; 23] = [
     "users",
     "servers",
     "projects",
@@ -58,6 +58,7 @@ const TABLES: [&str; 22] = [
     "projects:under_half_since",
     "projects:expiry_reminded_at",
     "project_reservations",
+    "capacity_lock_quota_and_usage(uuid,uuid,uuid)",
 ];
 
 #[sqlx::test(migrations = false)]

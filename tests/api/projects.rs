@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use infrahub::config::{InventorySource, Mode};
 use reqwest::{Method, StatusCode};
@@ -10,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, wait_until};
 
 fn git(repo: &Path, args: &[&str]) -> String {
     let output = Command::new("git").arg("-C").arg(repo).args(args).output().unwrap();
@@ -218,6 +219,56 @@ async fn thirty_concurrent_creations_never_over_reserve(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!((projects, jobs, events), (2, 2, 2));
+}
+
+/// A request that waits on the (field, site) lock checks the quota against what the lock's
+/// holder committed: the check reads after the lock is granted (one statement, migration 23),
+/// and the lock is the one every capacity-changing write takes (`lock_field_site`).
+#[sqlx::test]
+async fn a_reservation_waiting_on_the_lock_sees_what_its_holder_committed(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    // silver/regular is 4 CPU / 16 GB: it fits in 10 CPU, not in the 2 left beside 8.
+    let app = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
+    let lead = app.team_lead_token().await;
+    let mut holder = pool.begin().await.unwrap();
+    infrahub::store::capacity::lock_field_site(&mut holder, app.org.field, app.org.site)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                               performance_tier, cpu, ram_gb, status)
+         VALUES ($1, 'big', $2, $3, 'shop-big', 'gold', 'regular', 8, 32, 'active')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(app.org.dept)
+    .bind(app.org.site)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let request = app
+        .client
+        .post(format!("{}/api/v1/projects", app.base))
+        .bearer_auth(&lead)
+        .json(&create("web", "silver", "regular"))
+        .send();
+    let request = tokio::spawn(request);
+    let waiting = || async {
+        let waiters: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event = 'advisory'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        waiters == 1
+    };
+    wait_until("the request to wait on the lock", Duration::from_secs(10), waiting).await;
+    holder.commit().await.unwrap();
+    let response = request.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "over_quota", "{body}");
+    assert_eq!(body["error"]["details"]["used"]["cpu"], 8, "{body}");
 }
 
 #[sqlx::test]

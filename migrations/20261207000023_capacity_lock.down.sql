@@ -1,0 +1,2 @@
+DROP FUNCTION capacity_lock_quota_and_usage(uuid, uuid, uuid);
+DROP FUNCTION capacity_lock_key(uuid, uuid);
