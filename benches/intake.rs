@@ -8,7 +8,9 @@
 //! package `wrk`; the PostgreSQL server of DATABASE_URL; scratch databases
 //! `infrahub_bench_intake` and `infrahub_bench_baseline`, dropped and created afresh).
 //! Prints a Markdown table and one `RESULT system=... test=intake|memory|e2e|delivery ...`
-//! line per number. After the load, the rate at which the workers deliver its backlog of
+//! line per number; with each load's requests per second and latency, the CPU time per
+//! request of PostgreSQL (all its processes) and of the serving process, from `/proc`. After
+//! the load, the rate at which the workers deliver its backlog of
 //! projects (per second and per commit). Last, a second daemon delivers the same end-to-end
 //! projects through an Argo CD double (`tests/api/argocd_fake.rs`) that reports each
 //! namespace synced and healthy at the pushed commit on the first poll.
@@ -89,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = sample_rss(daemon.pid(), peak.clone());
-    let mut rows: Vec<(String, u32, Load)> = Vec::new();
+    let mut rows: Vec<(String, u32, Load, CpuPerRequest)> = Vec::new();
     for &connections in &args.connections {
         let run = |name: &str, url: String, token: Option<&str>, script: String| {
             let path = scripts.path().join(format!("{name}-{connections}.lua"));
@@ -125,8 +127,13 @@ async fn main() -> anyhow::Result<()> {
             ),
         ];
         for (system, (url, token, script)) in plans {
+            // The baseline serves from this process; the daemon from its own.
+            let server =
+                if system == "axum-insert-baseline" { std::process::id() } else { daemon.pid() };
+            let before = CpuTicks::now(server)?;
             let load = wrk(&url, token.as_deref(), &script, connections, args.seconds)?;
-            rows.push((system.to_owned(), connections, load));
+            let cpu = CpuTicks::now(server)?.per_request_since(&before, &load, args.seconds);
+            rows.push((system.to_owned(), connections, load, cpu));
         }
     }
     sampler.abort();
@@ -142,21 +149,25 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     let delivery = delivery_rate(&daemon, Duration::from_secs(args.seconds)).await?;
 
-    println!("| endpoint | connections | req/s | p50 ms | p99 ms | errors | vs baseline |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (system, connections, load) in &rows {
+    println!(
+        "| endpoint | connections | req/s | p50 ms | p99 ms | errors | vs baseline | PostgreSQL CPU ms/req | server CPU ms/req |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (system, connections, load, cpu) in &rows {
         let base = rows
             .iter()
-            .find(|(s, c, _)| s == "axum-insert-baseline" && c == connections)
-            .map(|(_, _, l)| l.requests_per_s)
+            .find(|(s, c, _, _)| s == "axum-insert-baseline" && c == connections)
+            .map(|(_, _, l, _)| l.requests_per_s)
             .unwrap_or(f64::NAN);
         println!(
-            "| {system} | {connections} | {:.0} | {:.1} | {:.1} | {} | {:.2} |",
+            "| {system} | {connections} | {:.0} | {:.1} | {:.1} | {} | {:.2} | {:.3} | {:.3} |",
             load.requests_per_s,
             load.p50_ms,
             load.p99_ms,
             load.errors,
-            load.requests_per_s / base
+            load.requests_per_s / base,
+            cpu.postgres_ms,
+            cpu.server_ms,
         );
     }
     println!();
@@ -173,8 +184,8 @@ async fn main() -> anyhow::Result<()> {
         delivery.per_s, delivery.per_commit
     );
     println!();
-    for (endpoint, connections, load) in &rows {
-        println!("{}", result_line(endpoint, *connections, load));
+    for (endpoint, connections, load, cpu) in &rows {
+        println!("{}", result_line(endpoint, *connections, load, cpu));
     }
     println!(
         "RESULT system=infrahub test=e2e projects={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
@@ -282,7 +293,7 @@ async fn end_to_end_with_argocd(
 }
 
 /// `system=infrahub` with the endpoint in the keys (`quota_c16_req_per_s`), or the baseline.
-fn result_line(endpoint: &str, connections: u32, load: &Load) -> String {
+fn result_line(endpoint: &str, connections: u32, load: &Load, cpu: &CpuPerRequest) -> String {
     let (system, prefix) = match endpoint {
         "axum-insert-baseline" => (endpoint, String::new()),
         "department-quota" => ("infrahub", "quota_".to_owned()),
@@ -290,9 +301,70 @@ fn result_line(endpoint: &str, connections: u32, load: &Load) -> String {
     };
     let key = format!("{prefix}c{connections}");
     format!(
-        "RESULT system={system} test=intake {key}_req_per_s={:.1} {key}_p50_ms={:.2} {key}_p99_ms={:.2} {key}_errors={}",
-        load.requests_per_s, load.p50_ms, load.p99_ms, load.errors
+        "RESULT system={system} test=intake {key}_req_per_s={:.1} {key}_p50_ms={:.2} {key}_p99_ms={:.2} {key}_errors={} {key}_pg_cpu_ms_per_req={:.3} {key}_server_cpu_ms_per_req={:.3}",
+        load.requests_per_s, load.p50_ms, load.p99_ms, load.errors, cpu.postgres_ms, cpu.server_ms
     )
+}
+
+/// CPU time (user and system, in clock ticks of 1/100 s, as Linux's /proc gives them) spent
+/// so far by every PostgreSQL process of the machine (all backends: the daemon's workers' too,
+/// and the server's own helpers; a backend that ended counts in its parent's time of waited-for
+/// children) and by one server process (its own time: not its children's, such as git's).
+struct CpuTicks {
+    postgres: u64,
+    server: u64,
+}
+
+/// [`CpuTicks`] spent over a load, per request answered.
+#[derive(Debug, Clone, Copy)]
+struct CpuPerRequest {
+    postgres_ms: f64,
+    server_ms: f64,
+}
+
+impl CpuTicks {
+    fn now(server: u32) -> anyhow::Result<Self> {
+        let mut postgres = 0;
+        for entry in std::fs::read_dir("/proc")? {
+            let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else { continue };
+            // A process that ended meanwhile is skipped.
+            if let Ok((name, own, children)) = process_ticks(pid)
+                && name == "postgres"
+            {
+                postgres += own + children;
+            }
+        }
+        // Its own time only: the bench's process, which serves the baseline, also runs wrk.
+        let server = process_ticks(server)?.1;
+        Ok(CpuTicks { postgres, server })
+    }
+
+    fn per_request_since(&self, before: &CpuTicks, load: &Load, seconds: u64) -> CpuPerRequest {
+        let requests = (load.requests_per_s * seconds as f64).max(1.0);
+        let ms = |now: u64, then: u64| now.saturating_sub(then) as f64 * 10.0 / requests;
+        CpuPerRequest {
+            postgres_ms: ms(self.postgres, before.postgres),
+            server_ms: ms(self.server, before.server),
+        }
+    }
+}
+
+/// A process's command name and its user plus system time in clock ticks: its own, and its
+/// waited-for children's (`/proc/PID/stat`).
+fn process_ticks(pid: u32) -> anyhow::Result<(String, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The name is in parentheses and may hold spaces; the fields after it are plain.
+    let open = stat.find('(').context("no command name")?;
+    let close = stat.rfind(')').context("no command name")?;
+    let name = stat[open + 1..close].to_owned();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // Fields 14 to 17 of the line (utime, stime, cutime, cstime); the first after the name is
+    // field 3.
+    let mut ticks = [0; 4];
+    for (index, field) in ["utime", "stime", "cutime", "cstime"].iter().enumerate() {
+        ticks[index] = fields.get(11 + index).with_context(|| format!("no {field}"))?.parse()?;
+    }
+    Ok((name, ticks[0] + ticks[1], ticks[2] + ticks[3]))
 }
 
 /// The daemon under test: `infrahub demo` on a scratch database, in its own process.
