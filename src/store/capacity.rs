@@ -208,7 +208,7 @@ pub async fn quota_and_usage(
     department_id: Uuid,
     site_id: Uuid,
 ) -> Result<(Option<Resources>, Resources), StoreError> {
-    let (quota_cpu, quota_ram, cpu, ram): (Option<i64>, Option<i64>, i64, i64) = sqlx::query_as(
+    let row: QuotaAndUsageRow = sqlx::query_as(
         "SELECT q.cpu_limit::int8, q.ram_gb_limit::int8,
                 coalesce(r.cpu, 0)::int8, coalesce(r.ram_gb, 0)::int8
            FROM (SELECT) one
@@ -219,8 +219,17 @@ pub async fn quota_and_usage(
     .bind(site_id)
     .fetch_one(conn)
     .await?;
+    Ok(quota_and_used(row))
+}
+
+/// The quota's CPU and RAM (both `NULL` without a quota) and what the projects reserve.
+type QuotaAndUsageRow = (Option<i64>, Option<i64>, i64, i64);
+
+fn quota_and_used(
+    (quota_cpu, quota_ram, cpu, ram): QuotaAndUsageRow,
+) -> (Option<Resources>, Resources) {
     let quota = quota_cpu.zip(quota_ram).map(|(c, r)| Resources::new(c, r));
-    Ok((quota, Resources::new(cpu, ram)))
+    (quota, Resources::new(cpu, ram))
 }
 
 /// [`lock_field_site`], then the same read as [`quota_and_usage`], as committed when the lock
@@ -233,15 +242,14 @@ pub async fn lock_quota_and_usage(
     department_id: Uuid,
     site_id: Uuid,
 ) -> Result<(Option<Resources>, Resources), StoreError> {
-    let (quota_cpu, quota_ram, cpu, ram): (Option<i64>, Option<i64>, i64, i64) =
+    let row: QuotaAndUsageRow =
         sqlx::query_as("SELECT * FROM capacity_lock_quota_and_usage($1, $2, $3)")
             .bind(field_id)
             .bind(department_id)
             .bind(site_id)
             .fetch_one(conn)
             .await?;
-    let quota = quota_cpu.zip(quota_ram).map(|(c, r)| Resources::new(c, r));
-    Ok((quota, Resources::new(cpu, ram)))
+    Ok(quota_and_used(row))
 }
 
 pub async fn set_quota(
