@@ -203,22 +203,18 @@ pub async fn quota_inputs_many(
 /// tests keep the two in step), as committed. The reservations are the row the database keeps
 /// in step with the projects (`project_reservations`, migration 22), one row whatever the
 /// department's size; a transaction's own project changes count there only from its commit.
+/// The read is the function `capacity_quota_and_usage` (migration 23), which the reservation
+/// check runs under the lock ([`lock_quota_and_usage`]).
 pub async fn quota_and_usage(
     conn: &mut PgConnection,
     department_id: Uuid,
     site_id: Uuid,
 ) -> Result<(Option<Resources>, Resources), StoreError> {
-    let row: QuotaAndUsageRow = sqlx::query_as(
-        "SELECT q.cpu_limit::int8, q.ram_gb_limit::int8,
-                coalesce(r.cpu, 0)::int8, coalesce(r.ram_gb, 0)::int8
-           FROM (SELECT) one
-           LEFT JOIN department_quotas q ON q.department_id = $1 AND q.site_id = $2
-           LEFT JOIN project_reservations r ON r.department_id = $1 AND r.site_id = $2",
-    )
-    .bind(department_id)
-    .bind(site_id)
-    .fetch_one(conn)
-    .await?;
+    let row: QuotaAndUsageRow = sqlx::query_as("SELECT * FROM capacity_quota_and_usage($1, $2)")
+        .bind(department_id)
+        .bind(site_id)
+        .fetch_one(conn)
+        .await?;
     Ok(quota_and_used(row))
 }
 
@@ -232,10 +228,10 @@ fn quota_and_used(
     (quota, Resources::new(cpu, ram))
 }
 
-/// [`lock_field_site`], then the same read as [`quota_and_usage`], as committed when the lock
-/// was granted, in one round trip (the function `capacity_lock_quota_and_usage`, migration
-/// 23): the lock is held from here to the commit, one round trip less than with the two
-/// statements.
+/// [`lock_field_site`], then [`quota_and_usage`] in a snapshot taken after the lock was granted
+/// (it sees what the lock's previous holders committed), in one round trip (the function
+/// `capacity_lock_quota_and_usage`, migration 23): the lock is held from here to the commit,
+/// one round trip less than with the two statements.
 pub async fn lock_quota_and_usage(
     conn: &mut PgConnection,
     field_id: Uuid,

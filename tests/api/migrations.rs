@@ -58,7 +58,7 @@ const TABLES: [&str; 23] = [
     "projects:under_half_since",
     "projects:expiry_reminded_at",
     "project_reservations",
-    "capacity_lock_quota_and_usage(uuid,uuid,uuid)",
+    "capacity_quota_and_usage(uuid,uuid)",
 ];
 
 #[sqlx::test(migrations = false)]
