@@ -70,6 +70,8 @@ pub struct QuotaRequestView {
 pub struct QuotaRequestQuery {
     /// `pending`, `approved`, `applied`, `failed` or `rejected`.
     pub status: Option<String>,
+    /// Newest first instead of oldest first.
+    pub newest_first: Option<bool>,
 }
 
 /// Why a request is rejected.
@@ -217,7 +219,9 @@ pub async fn list(
     }
     let page = page.request()?;
     let mut conn = ctx.pool.acquire().await?;
-    let found = store::list(&mut conn, caller.scope, query.status.as_deref(), page).await?;
+    let newest_first = query.newest_first.unwrap_or(false);
+    let found =
+        store::list(&mut conn, caller.scope, query.status.as_deref(), newest_first, page).await?;
     let items = with_fits(&mut conn, ctx, caller, found.items).await?;
     Ok(Page { items, next_cursor: found.next_cursor })
 }

@@ -33,8 +33,14 @@ pub fn routes() -> Router<Context> {
 
 #[derive(Debug, Default, Deserialize)]
 struct ListQuery {
+    /// The next page of the projects waiting.
     cursor: Option<String>,
+    /// The next page of the quota requests waiting.
+    requests_cursor: Option<String>,
 }
+
+/// Items of each list per page.
+const PAGE: u32 = 50;
 
 /// The approve and reject forms of a request waiting for approval, when the viewer may
 /// decide it (also shown on the project's page).
@@ -76,12 +82,12 @@ async fn render(
 ) -> PageResult {
     let caller = viewer.caller();
     let filter = ProjectQuery { site: None, status: Some(ProjectStatus::PendingApproval) };
-    let page = PageParams { limit: Some(50), cursor: parsed(&query.cursor) };
+    let page = PageParams { limit: Some(PAGE), cursor: parsed(&query.cursor) };
     let waiting = app::projects::list(ctx, caller, filter, page).await.or_page(viewer)?;
-    let pending = QuotaRequestQuery { status: Some("pending".to_owned()) };
-    let page = PageParams { limit: Some(50), cursor: None };
+    let pending = QuotaRequestQuery { status: Some("pending".to_owned()), newest_first: None };
+    let page = PageParams { limit: Some(PAGE), cursor: parsed(&query.requests_cursor) };
     let quota_requests =
-        app::quota_requests::list(ctx, caller, pending, page).await.or_page(viewer)?.items;
+        app::quota_requests::list(ctx, caller, pending, page).await.or_page(viewer)?;
     let body = html! {
         h1 { "Approvals" }
         @if let Some(err) = error { (layout::error_box(err)) }
@@ -111,8 +117,11 @@ async fn render(
             p { a href={ "/approvals?cursor=" (cursor) } { "More" } }
         }
         h2 { "Quota requests" }
-        @if quota_requests.is_empty() { p.empty { "No team lead asks for more quota." } }
-        @for view in &quota_requests { (quota_request(viewer, view)) }
+        @if quota_requests.items.is_empty() { p.empty { "No team lead asks for more quota." } }
+        @for view in &quota_requests.items { (quota_request(viewer, view)) }
+        @if let Some(cursor) = &quota_requests.next_cursor {
+            p { a href={ "/approvals?requests_cursor=" (cursor) } { "More quota requests" } }
+        }
     };
     Ok(layout::page("Approvals", Some(viewer), "/approvals", body))
 }

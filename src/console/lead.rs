@@ -23,6 +23,7 @@ use crate::context::Context;
 use crate::domain::catalog::Catalog;
 use crate::domain::project::ProjectStatus;
 use crate::domain::scope::Action;
+use crate::store::Page;
 use crate::store::projects::Project;
 
 pub fn routes() -> Router<Context> {
@@ -76,7 +77,12 @@ fn card_body(project: &Project) -> Markup {
 struct ListQuery {
     cursor: Option<String>,
     status: Option<String>,
+    /// The next page of the department's quota requests (newest first).
+    requests_cursor: Option<String>,
 }
+
+/// The department's quota requests shown per page, newest first.
+const REQUESTS_PAGE: u32 = 10;
 
 async fn dashboard(
     State(ctx): State<Context>,
@@ -109,13 +115,12 @@ async fn render_dashboard(
     };
     let requests = match quota {
         Some(_) => {
-            let page = PageParams { limit: Some(50), cursor: None };
-            let query = QuotaRequestQuery::default();
-            let found =
-                app::quota_requests::list(ctx, caller, query, page).await.or_page(viewer)?;
-            found.items
+            let cursor = parsed(&query.requests_cursor);
+            let page = PageParams { limit: Some(REQUESTS_PAGE), cursor };
+            let newest = QuotaRequestQuery { status: None, newest_first: Some(true) };
+            app::quota_requests::list(ctx, caller, newest, page).await.or_page(viewer)?
         }
-        None => Vec::new(),
+        None => Page { items: Vec::new(), next_cursor: None },
     };
     let body = html! {
         h1 { (title) }
@@ -134,10 +139,10 @@ async fn render_dashboard(
             p { a.button href="/projects/new" { "New project" } }
             section.card aria-labelledby="more-quota" {
                 h2 #more-quota { "Ask for more quota" }
-                @if !requests.is_empty() {
+                @if !requests.items.is_empty() {
                     div.scroll { table {
                         thead { tr { th { "Site" } th { "More" } th { "Why" } th { "Status" } th { "Decision" } } }
-                        tbody { @for r in requests.iter().rev() {
+                        tbody { @for r in &requests.items {
                             tr {
                                 td { (r.request.site) }
                                 td { "+" (r.request.cpu) " CPU, +" (r.request.ram_gb) " GB" }
@@ -149,6 +154,9 @@ async fn render_dashboard(
                             }
                         } }
                     } }
+                    @if let Some(cursor) = &requests.next_cursor {
+                        p { a href={ "/projects?requests_cursor=" (cursor) "#more-quota" } { "Older requests" } }
+                    }
                 }
                 form method="post" action="/quota-requests" {
                     (form_fields(viewer))

@@ -45,8 +45,9 @@ async fn ask_quota(
 }
 
 /// The quota requests you may see (a team lead: its department's; a field admin: its
-/// field's), oldest first; pending ones with `fit`: the quota now and after, the field's
-/// free capacity for the department at the site, and whether it fits.
+/// field's), oldest first (newest first with `newest_first=true`); pending ones with `fit`:
+/// the quota now and after, the field's free capacity for the department at the site, and
+/// whether it fits.
 #[utoipa::path(get, path = "/quota-requests", tag = "inventory", params(PageParams, QuotaRequestQuery),
     responses((status = 200, body = Page<QuotaRequestView>), (status = 422, body = ErrorEnvelope)),
     security(("bearer" = [])))]

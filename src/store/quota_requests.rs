@@ -104,27 +104,39 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<QuotaRequest, Sto
 }
 
 /// The requests `scope` reaches, oldest first, optionally of one status.
+/// The requests of the scope (with `status`), oldest first, or newest first: a page of them.
 pub async fn list(
     conn: &mut PgConnection,
     scope: Scope,
     status: Option<&str>,
+    newest_first: bool,
     page: PageRequest,
 ) -> Result<Page<QuotaRequest>, StoreError> {
-    let rows = sqlx::query_as(concat!(
-        request_select!(),
-        " WHERE ($1::uuid IS NULL OR r.id > $1)
-            AND ($3::uuid IS NULL OR d.field_id = $3)
-            AND ($4::uuid IS NULL OR r.department_id = $4)
-            AND ($5::text IS NULL OR r.status = $5)
-          ORDER BY r.id LIMIT $2"
-    ))
-    .bind(page.after)
-    .bind(page.fetch_limit())
-    .bind(scope.field_id())
-    .bind(scope.department_id())
-    .bind(status)
-    .fetch_all(conn)
-    .await?;
+    macro_rules! list_after {
+        ($after:literal, $order:literal) => {
+            concat!(
+                request_select!(),
+                " WHERE ($1::uuid IS NULL OR r.id ",
+                $after,
+                " $1)
+                    AND ($3::uuid IS NULL OR d.field_id = $3)
+                    AND ($4::uuid IS NULL OR r.department_id = $4)
+                    AND ($5::text IS NULL OR r.status = $5)
+                  ORDER BY r.id ",
+                $order,
+                " LIMIT $2"
+            )
+        };
+    }
+    let sql = if newest_first { list_after!("<", "DESC") } else { list_after!(">", "ASC") };
+    let rows = sqlx::query_as(sql)
+        .bind(page.after)
+        .bind(page.fetch_limit())
+        .bind(scope.field_id())
+        .bind(scope.department_id())
+        .bind(status)
+        .fetch_all(conn)
+        .await?;
     Ok(Page::from_rows(rows, page, |r: &QuotaRequest| r.id))
 }
 

@@ -338,3 +338,113 @@ async fn the_console_asks_shows_and_decides(pool: PgPool) {
     assert_eq!(quota_of(&app, &lead_token, app.org.dept).await, (16, 64));
     assert!(lead.get("/projects").await.html.contains("badge applied"));
 }
+
+/// Inserts a request of `dept` at the test's site (decided unless `pending`), with `id`.
+async fn insert_request(
+    pool: &PgPool,
+    app: &TestApp,
+    id: Uuid,
+    dept: Uuid,
+    status: &str,
+    reason: &str,
+) {
+    sqlx::query(
+        "INSERT INTO quota_requests (id, department_id, site_id, cpu, ram_gb, reason, status,
+                                     requested_by_name, decided_by_name, decided_at)
+         VALUES ($1, $2, $3, 1, 1, $4, $5, 'someone',
+                 CASE WHEN $5 <> 'pending' THEN 'admin' END,
+                 CASE WHEN $5 <> 'pending' THEN now() END)",
+    )
+    .bind(id)
+    .bind(dept)
+    .bind(app.org.site)
+    .bind(reason)
+    .bind(status)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// The target of the first link whose address starts with `prefix`, without its fragment.
+fn link(html: &str, prefix: &str) -> Option<String> {
+    let start = html.find(&format!("href=\"{prefix}"))? + "href=\"".len();
+    let end = start + html[start..].find('"')?;
+    let href = html[start..end].replace("&amp;", "&");
+    Some(href.split('#').next().unwrap_or_default().to_owned())
+}
+
+/// Past a page, quota requests are paged: the team lead's dashboard shows its department's
+/// newest first, ten at a time, with a link to older ones; the approvals page the pending ones
+/// oldest first, fifty at a time, with a link to more; the API lists newest first when asked.
+#[sqlx::test]
+async fn long_lists_of_quota_requests_are_paged_newest_first_for_the_team_lead(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    // Eleven requests of the lead's department, in id order: all decided but the newest.
+    let mut ids: Vec<Uuid> = (0..11).map(|_| Uuid::now_v7()).collect();
+    ids.sort();
+    for (i, id) in ids.iter().enumerate() {
+        let status = if i == 10 { "pending" } else { "rejected" };
+        insert_request(&pool, &app, *id, app.org.dept, status, &format!("ask-{i:02}")).await;
+    }
+    // Fifty-one more pending ones, of other departments of the field.
+    for i in 0..51 {
+        let dept = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO departments (id, field_id, name, display_name) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(dept)
+        .bind(app.org.field)
+        .bind(format!("team-{i:02}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+        insert_request(&pool, &app, Uuid::now_v7(), dept, "pending", &format!("other-{i:02}"))
+            .await;
+    }
+
+    let token = app.team_lead_token().await;
+    let reasons = |page: &Value| -> Vec<String> {
+        let items = page["items"].as_array().unwrap();
+        items.iter().map(|r| r["reason"].as_str().unwrap().to_owned()).collect()
+    };
+    let newest = app
+        .get("/api/v1/quota-requests?newest_first=true&limit=5", &token)
+        .await
+        .expect(StatusCode::OK, None);
+    assert_eq!(reasons(&newest), ["ask-10", "ask-09", "ask-08", "ask-07", "ask-06"]);
+    let cursor = newest["next_cursor"].as_str().unwrap();
+    let path = format!("/api/v1/quota-requests?newest_first=true&limit=5&cursor={cursor}");
+    let older = app.get(&path, &token).await.expect(StatusCode::OK, None);
+    assert_eq!(reasons(&older), ["ask-05", "ask-04", "ask-03", "ask-02", "ask-01"]);
+    let oldest =
+        app.get("/api/v1/quota-requests?limit=2", &token).await.expect(StatusCode::OK, None);
+    assert_eq!(reasons(&oldest), ["ask-00", "ask-01"]);
+
+    let mut lead = Browser::new(&app.base);
+    lead.login("shop-lead", PASSWORD).await;
+    let dashboard = lead.get("/projects").await.html;
+    let shown = |html: &str| (0..11).filter(|i| html.contains(&format!("ask-{i:02}"))).count();
+    assert!(dashboard.contains("ask-10") && dashboard.contains("ask-01"), "{dashboard}");
+    assert!(!dashboard.contains("ask-00"), "only the ten newest: {dashboard}");
+    assert_eq!(shown(&dashboard), 10);
+    assert!(
+        dashboard.find("ask-10").unwrap() < dashboard.find("ask-01").unwrap(),
+        "newest first: {dashboard}"
+    );
+    let next = link(&dashboard, "/projects?requests_cursor=").expect("a link to older requests");
+    let second = lead.get(&next).await.html;
+    assert!(second.contains("ask-00") && shown(&second) == 1, "{second}");
+    assert!(link(&second, "/projects?requests_cursor=").is_none(), "{second}");
+
+    let mut admin = Browser::new(&app.base);
+    admin.login(&app.org.field_admin.username, PASSWORD).await;
+    let cards = |html: &str| html.matches("id=\"quota-request-").count();
+    let first = admin.get("/approvals").await.html;
+    assert_eq!(cards(&first), 50, "fifty a page");
+    assert!(first.contains("other-00") && first.contains("ask-10"), "oldest first");
+    let next = link(&first, "/approvals?requests_cursor=").expect("a link to more requests");
+    let rest = admin.get(&next).await.html;
+    assert_eq!(cards(&rest), 2, "52 pending in all");
+    assert!(rest.contains("other-50"), "{rest}");
+    assert!(link(&rest, "/approvals?requests_cursor=").is_none(), "{rest}");
+}
