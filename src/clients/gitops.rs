@@ -285,6 +285,36 @@ fn is_plain_path(file: &str) -> bool {
     !file.is_empty() && file.split('/').all(|part| !matches!(part, "" | "." | ".." | ".git"))
 }
 
+/// Refuses `file` (a plain relative path) when the repository at `root` holds a symbolic link
+/// at it or at one of its directories: whoever may push to the repository could commit one,
+/// and a write, a directory made or a removal through it would land outside the repository,
+/// with the daemon's rights. Only this process's writers change the working tree, under the
+/// repository's lock, so what is checked is what is written.
+async fn refuse_links(root: &Path, file: &str) -> Result<(), ClientError> {
+    let mut at = root.to_path_buf();
+    for part in file.split('/') {
+        at.push(part);
+        match tokio::fs::symlink_metadata(&at).await {
+            Ok(found) if found.file_type().is_symlink() => {
+                let link = at.strip_prefix(root).unwrap_or(&at).display().to_string();
+                return Err(ClientError::Permanent(format!(
+                    "{link} is a symbolic link in the repository: {file} is not written through it"
+                )));
+            }
+            Ok(_) => {}
+            // Nothing further exists, so no link either.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ClientError::Permanent(format!(
+                    "cannot look at {}: {e}",
+                    at.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Git's lock files in `git_dir` (its top level and `refs/`) older than `age`: a younger one
 /// may belong to a git command still finishing for a daemon that was killed. Our own
 /// `infrahub.lock` is not git's.
@@ -706,8 +736,10 @@ impl LocalGit {
         }
     }
 
-    /// Puts `content` in `file` in the working tree, or removes it when `None`.
+    /// Puts `content` in `file` in the working tree, or removes it when `None`. Never through
+    /// a symbolic link: see [`refuse_links`].
     async fn put(&self, file: &str, content: Option<&str>) -> Result<(), ClientError> {
+        refuse_links(&self.config.path, file).await?;
         let target: PathBuf = self.config.path.join(file);
         match content {
             Some(text) => {

@@ -435,6 +435,46 @@ async fn a_handed_back_write_is_not_overtaken_by_a_newer_one_of_its_file() {
 /// A write the repository refuses (here a path beyond a symbolic link the branch holds, which
 /// git will not stage) fails alone: the writes that waited with it are made all the same. A
 /// path git would not stage as written is refused before anything is done.
+/// A symbolic link committed to the repository, as a directory or as a project's file, is not
+/// followed: no write, directory or removal lands outside the repository.
+#[tokio::test]
+async fn a_committed_symbolic_link_is_never_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, host, _) = written_once(dir.path()).await;
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("kept.yaml"), "kept\n").unwrap();
+    std::os::unix::fs::symlink(&outside, repo.join("ber")).unwrap();
+    std::os::unix::fs::symlink(outside.join("kept.yaml"), repo.join("fra/b.yaml")).unwrap();
+    git(&repo, &["add", "ber", "fra/b.yaml"]);
+    git(&repo, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "links"]);
+
+    let attempts = [
+        ("ber/new.yaml", Some("x\n"), "ber is a symbolic link"),
+        ("ber/deep/new.yaml", Some("x\n"), "ber is a symbolic link"),
+        ("ber/kept.yaml", None, "ber is a symbolic link"),
+        ("fra/b.yaml", Some("x\n"), "fra/b.yaml is a symbolic link"),
+        ("fra/b.yaml", None, "fra/b.yaml is a symbolic link"),
+    ];
+    for (file, content, why) in attempts {
+        let refused = host.write(file, content, "through a link").await;
+        assert!(
+            matches!(&refused, Err(ClientError::Permanent(m)) if m.contains(why)),
+            "{file}: {refused:?}"
+        );
+    }
+    let mut left: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["kept.yaml"]);
+    assert_eq!(std::fs::read_to_string(outside.join("kept.yaml")).unwrap(), "kept\n");
+    // Writes beside the links go on.
+    let written = host.write("fra/c.yaml", Some("c\n"), "beside").await;
+    assert!(matches!(written, Ok(Delivered::Committed { .. })), "{written:?}");
+}
+
 #[tokio::test]
 async fn a_write_git_refuses_does_not_fail_the_writes_sharing_its_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -465,9 +505,11 @@ async fn a_write_git_refuses_does_not_fail_the_writes_sharing_its_commit() {
         assert!(matches!(ok, Ok(Delivered::Committed { .. })), "{ok:?}");
     }
     assert!(
-        matches!(refused, Err(ClientError::Permanent(m)) if m.contains("beyond a symbolic link")),
+        matches!(refused, Err(ClientError::Permanent(m)) if m.contains("fra/elsewhere is a symbolic link")),
         "{refused:?}"
     );
+    let escaped: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    assert!(escaped.is_empty(), "nothing written through the link: {escaped:?}");
     assert_ne!(good, first, "good waited for the next commit");
     let files = git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]);
     let made = "fra/also-good.yaml\nfra/elsewhere\nfra/first.yaml\nfra/good.yaml\nfra/seed.yaml";
