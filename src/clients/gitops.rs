@@ -286,16 +286,19 @@ fn is_plain_path(file: &str) -> bool {
 }
 
 /// Refuses `file` (a plain relative path) when the repository at `root` holds a symbolic link
-/// at it or at one of its directories: whoever may push to the repository could commit one,
-/// and a write, a directory made or a removal through it would land outside the repository,
-/// with the daemon's rights. Only this process's writers change the working tree, under the
-/// repository's lock, so what is checked is what is written.
-async fn refuse_links(root: &Path, file: &str) -> Result<(), ClientError> {
+/// at one of its directories, or at `file` itself unless `may_end_in_link`: whoever may push
+/// to the repository could commit one, and a write, a directory made or a removal through it
+/// would land outside the repository, with the daemon's rights. Only this process's writers
+/// change the working tree, under the repository's lock, so what is checked is what is
+/// written.
+async fn refuse_links(root: &Path, file: &str, may_end_in_link: bool) -> Result<(), ClientError> {
     let mut at = root.to_path_buf();
-    for part in file.split('/') {
+    let parts = file.split('/').count();
+    for (index, part) in file.split('/').enumerate() {
         at.push(part);
+        let last = index + 1 == parts;
         match tokio::fs::symlink_metadata(&at).await {
-            Ok(found) if found.file_type().is_symlink() => {
+            Ok(found) if found.file_type().is_symlink() && !(last && may_end_in_link) => {
                 let link = at.strip_prefix(root).unwrap_or(&at).display().to_string();
                 return Err(ClientError::Permanent(format!(
                     "{link} is a symbolic link in the repository: {file} is not written through it"
@@ -739,7 +742,8 @@ impl LocalGit {
     /// Puts `content` in `file` in the working tree, or removes it when `None`. Never through
     /// a symbolic link: see [`refuse_links`].
     async fn put(&self, file: &str, content: Option<&str>) -> Result<(), ClientError> {
-        refuse_links(&self.config.path, file).await?;
+        // A removal deletes a link at `file` itself (it is not followed), not one above it.
+        refuse_links(&self.config.path, file, content.is_none()).await?;
         let target: PathBuf = self.config.path.join(file);
         match content {
             Some(text) => {

@@ -432,11 +432,9 @@ async fn a_handed_back_write_is_not_overtaken_by_a_newer_one_of_its_file() {
     assert_eq!(files, "fra/a.yaml\nfra/other.yaml\nfra/seed.yaml");
 }
 
-/// A write the repository refuses (here a path beyond a symbolic link the branch holds, which
-/// git will not stage) fails alone: the writes that waited with it are made all the same. A
-/// path git would not stage as written is refused before anything is done.
 /// A symbolic link committed to the repository, as a directory or as a project's file, is not
-/// followed: no write, directory or removal lands outside the repository.
+/// followed: no write, directory or removal lands outside the repository. A link where a
+/// removed file was is removed itself (what it points to stays).
 #[tokio::test]
 async fn a_committed_symbolic_link_is_never_written_through() {
     let dir = tempfile::tempdir().unwrap();
@@ -454,7 +452,6 @@ async fn a_committed_symbolic_link_is_never_written_through() {
         ("ber/deep/new.yaml", Some("x\n"), "ber is a symbolic link"),
         ("ber/kept.yaml", None, "ber is a symbolic link"),
         ("fra/b.yaml", Some("x\n"), "fra/b.yaml is a symbolic link"),
-        ("fra/b.yaml", None, "fra/b.yaml is a symbolic link"),
     ];
     for (file, content, why) in attempts {
         let refused = host.write(file, content, "through a link").await;
@@ -473,8 +470,17 @@ async fn a_committed_symbolic_link_is_never_written_through() {
     // Writes beside the links go on.
     let written = host.write("fra/c.yaml", Some("c\n"), "beside").await;
     assert!(matches!(written, Ok(Delivered::Committed { .. })), "{written:?}");
+    // Removing the file that is a link removes the link, not what it points to.
+    let removed = host.write("fra/b.yaml", None, "remove the link").await;
+    assert!(matches!(removed, Ok(Delivered::Committed { .. })), "{removed:?}");
+    let files = git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]);
+    assert_eq!(files, "ber\nfra/a.yaml\nfra/c.yaml");
+    assert_eq!(std::fs::read_to_string(outside.join("kept.yaml")).unwrap(), "kept\n");
 }
 
+/// A write that is refused (here a path beyond a symbolic link the branch holds) fails alone:
+/// the writes that waited with it are made all the same. A path git would not stage as written
+/// is refused before anything is done.
 #[tokio::test]
 async fn a_write_git_refuses_does_not_fail_the_writes_sharing_its_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -514,11 +520,7 @@ async fn a_write_git_refuses_does_not_fail_the_writes_sharing_its_commit() {
     let files = git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]);
     let made = "fra/also-good.yaml\nfra/elsewhere\nfra/first.yaml\nfra/good.yaml\nfra/seed.yaml";
     assert_eq!(files, made);
-    assert_eq!(
-        git(&repo, &["status", "--porcelain"]),
-        "",
-        "the refused write was cleared by the next"
-    );
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "", "the refused write left nothing behind");
 
     for odd in ["./fra/a.yaml", "fra//a.yaml", "fra/../a.yaml", ".git/a.yaml", "/fra/a.yaml", ""] {
         let refused = host.write(odd, Some("x\n"), "odd").await;
