@@ -204,7 +204,8 @@ fn key(request: &QuotaRequest) -> QuotaKey {
 }
 
 /// The requests the caller may see (a team lead: its department's; a field admin: its
-/// field's), oldest first; pending ones with what approving them would do.
+/// field's), oldest first or, when asked, newest first; pending ones with what approving them
+/// would do.
 pub async fn list(
     ctx: &Context,
     caller: &Caller,

@@ -103,8 +103,8 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<QuotaRequest, Sto
     get(conn, id).await
 }
 
-/// The requests `scope` reaches, oldest first, optionally of one status.
-/// The requests of the scope (with `status`), oldest first, or newest first: a page of them.
+/// A page of the requests `scope` reaches, optionally of one status: oldest first, or newest
+/// first.
 pub async fn list(
     conn: &mut PgConnection,
     scope: Scope,
