@@ -291,6 +291,10 @@ pub fn context_with(pool: PgPool, mode: Mode, tweak: impl FnOnce(&mut Config)) -
     // Deletions at once unless a test asks for a grace period (tests/api/deletion.rs does):
     // most tests follow a project to its end.
     config.deletion.grace_secs = 0;
+    // A repository of the test's own, under cargo's scratch directory for tests: the default
+    // (`var/gitops`) is the source tree's, which every test delivering a project would share.
+    let repo = format!("gitops-{}", uuid::Uuid::now_v7());
+    config.delivery.git.path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(repo);
     // No cron unless a test asks: a tick falling inside a test would add jobs it did not make.
     config.schedule = ScheduleConfig {
         server_sync: String::new(),
