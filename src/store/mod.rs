@@ -243,7 +243,8 @@ async fn history_exists(pool: &PgPool) -> Result<bool, sqlx::Error> {
 /// Keyset pagination over UUIDv7 ids, which sort by creation time.
 #[derive(Debug, Clone, Copy)]
 pub struct PageRequest {
-    /// Return rows with ids after this one.
+    /// Return the rows past this one in the list's order (after it oldest first, before it
+    /// newest first).
     pub after: Option<Uuid>,
     pub limit: u32,
 }
