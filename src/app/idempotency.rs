@@ -130,6 +130,27 @@ pub async fn commit(tx: Transaction<'static, Postgres>) -> AppResult<()> {
     Ok(())
 }
 
+/// Commits a use case's transaction whose new project's reservation the database checks as
+/// it commits (migration 24): false, everything rolled back, when the check refused it (over
+/// quota, or past 90 % of it). Not inside [`once`], which commits with the answer instead.
+pub async fn commit_unless_reservation_refused(
+    tx: Transaction<'static, Postgres>,
+) -> AppResult<bool> {
+    if under_key() {
+        return Err(AppError::internal(
+            "a reservation checked at the commit under an Idempotency-Key",
+        ));
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            crate::jobs::wake::committed();
+            Ok(true)
+        }
+        Err(err) if crate::store::capacity::reservation_refused_at_commit(&err) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Whether the running use case is inside [`once`]: its change must then go through a
 /// transaction and [`commit`], to commit with the answer.
 pub fn under_key() -> bool {

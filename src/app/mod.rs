@@ -25,7 +25,7 @@ pub mod usage;
 pub mod users;
 pub mod webhooks;
 
-pub use idempotency::commit;
+pub use idempotency::{commit, commit_unless_reservation_refused};
 
 use serde_json::{Value, json};
 use uuid::Uuid;

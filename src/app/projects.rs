@@ -15,7 +15,7 @@ use super::{AppError, AppResult, Caller, PageParams, Submitted};
 use crate::context::Context;
 use crate::domain::ValidationError;
 use crate::domain::capacity::{self as crates_capacity, Resources};
-use crate::domain::catalog::Catalog;
+use crate::domain::catalog::{Catalog, CatalogEntry};
 use crate::domain::lifecycle::{self, Event, Transition, Work};
 use crate::domain::manifests::ProjectSpec;
 use crate::domain::name::Label;
@@ -299,12 +299,55 @@ pub async fn create(
         AppError::forbidden("projects are created by team leads, in their own department")
     })?;
     let name = Label::parse("name", &input.name)?;
-    let entry = ctx.config.catalog.entry(&input.sla_type, &input.performance_tier)?.clone();
+    let entry = ctx.config.catalog.entry(&input.sla_type, &input.performance_tier)?;
     if let Some(at) = input.expires_at
         && at <= chrono::Utc::now()
     {
         return Err(ValidationError::new("expires_at", "must be in the future").into());
     }
+    let request = Submission { caller, department_id, name: &name, entry, input: &input };
+    // Most requests fit well within the quota: the database checks them as it commits, so
+    // requests for the same field and site wait for each other only through the commit.
+    // The few it refuses (over quota, or past 90 % of it: a warning to write) run again
+    // with the check before the commit, which answers them with the numbers. A request
+    // under an Idempotency-Key commits with its answer, so it checks before the commit.
+    if !super::idempotency::under_key()
+        && let Some(done) = submit(ctx, &request, Check::AtCommit).await?
+    {
+        return Ok(done);
+    }
+    submit(ctx, &request, Check::BeforeCommit).await?.ok_or_else(|| {
+        AppError::internal("a reservation checked before its commit was refused at it")
+    })
+}
+
+/// A valid request for a new project.
+struct Submission<'a> {
+    caller: &'a Caller,
+    department_id: Uuid,
+    name: &'a Label,
+    entry: &'a CatalogEntry,
+    input: &'a CreateProject,
+}
+
+/// Where a new project's reservation is checked: in the transaction, under the (field, site)
+/// lock it takes and holds to its end ([`reserve`]), or by the database as the transaction
+/// commits (migration 24), the lock held only through the commit.
+#[derive(Clone, Copy, PartialEq)]
+enum Check {
+    BeforeCommit,
+    AtCommit,
+}
+
+/// Writes the project and its jobs; `None` when the check at the commit refused it (over
+/// quota, or a warning to write): nothing was written, and the check before the commit will
+/// say why, or warn.
+async fn submit(
+    ctx: &Context,
+    request: &Submission<'_>,
+    check: Check,
+) -> AppResult<Option<ProjectSubmitted>> {
+    let Submission { caller, department_id, name, entry, input } = *request;
     let mut tx = ctx.pool.begin().await?;
     let (dept, site) = org::department_and_site(&mut tx, department_id, &input.site).await?;
     let dept = dept.ok_or(StoreError::NotFound)?;
@@ -348,6 +391,7 @@ pub async fn create(
         approval_expires_after_secs: approval.as_ref().map(|_| expires),
         approval_reason: approval.as_deref(),
         expires_at: input.expires_at,
+        reservation_checked_at_commit: check == Check::AtCommit,
     };
     let project = projects::insert(&mut tx, &new).await.map_err(|e| match e {
         StoreError::Duplicate { .. } => AppError::conflict(
@@ -361,6 +405,12 @@ pub async fn create(
     })?;
     audit::record(&mut tx, &caller.actor(), Change::create("project", id, &project)).await?;
     announce(&mut tx, ctx, None, &project).await?;
+    let done = ProjectSubmitted { project, submitted: enqueued.map(Into::into) };
+    if check == Check::AtCommit {
+        // Refused, all of it rolls back: the jobs (the project's, its webhooks') and, but
+        // for a wake-up of the dispatchers for nothing, their wake-ups.
+        return Ok(super::commit_unless_reservation_refused(tx).await?.then_some(done));
+    }
     // The reservation comes last: concurrent requests for the (field, site) wait for each
     // other only from the lock to the commit (the check, and a warning only when the use
     // crosses 90 %), not through the writes above. The use it checks is what committed
@@ -370,9 +420,9 @@ pub async fn create(
     // `already_exists`, the first thing found wrong.
     let none = Resources::ZERO;
     let reserved = reserve(&mut tx, dept.field_id, dept.id, site.id, none, wanted, none).await?;
-    reserved.warn_if_nearly_full(&mut tx, ctx, &project).await?;
+    reserved.warn_if_nearly_full(&mut tx, ctx, &done.project).await?;
     super::commit(tx).await?;
-    Ok(ProjectSubmitted { project, submitted: enqueued.map(Into::into) })
+    Ok(Some(done))
 }
 
 /// The projects the caller may see (deleted ones only when asked for by status).

@@ -248,6 +248,14 @@ pub async fn lock_quota_and_usage(
     Ok(quota_and_used(row))
 }
 
+/// Whether `err` is the database refusing, as a transaction commits, a project reservation it
+/// was asked to check there (migration 24): over the department's quota at the site
+/// (`IHQ01`), or past 90 % of it (`IHQ90`, for the caller to warn).
+pub fn reservation_refused_at_commit(err: &sqlx::Error) -> bool {
+    let code = err.as_database_error().and_then(|db| db.code());
+    matches!(code.as_deref(), Some("IHQ01" | "IHQ90"))
+}
+
 pub async fn set_quota(
     conn: &mut PgConnection,
     department_id: Uuid,

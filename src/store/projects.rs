@@ -103,23 +103,32 @@ pub struct NewProject<'a> {
     pub approval_expires_after_secs: Option<i64>,
     pub approval_reason: Option<&'a str>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Whether the database checks the project's reservation when the transaction commits
+    /// (migration 24: the transaction's `infrahub.reservation_check` setting), instead of
+    /// the caller before it.
+    pub reservation_checked_at_commit: bool,
 }
 
 /// The generation of a project just created.
 pub const FIRST_GENERATION: i64 = 1;
 
 /// Inserts the project, at generation [`FIRST_GENERATION`], and returns it as [`get`] reads
-/// it, in one statement; a live project of the same name or namespace at the site is a
+/// it, in one statement (which also sets, for the rest of the transaction, where its
+/// reservation is checked); a live project of the same name or namespace at the site is a
 /// [`StoreError::Duplicate`].
 pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Project, StoreError> {
     let project = sqlx::query_as(concat!(
-        "WITH inserted AS (
+        "WITH checked AS (
+             SELECT set_config('infrahub.reservation_check',
+                               CASE WHEN $18 THEN 'at_commit' ELSE '' END, true)),
+         inserted AS (
              INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
                                    performance_tier, cpu, ram_gb, extra_quota, status, created_by,
                                    generation, approval_expires_at, approval_reason, expires_at,
                                    last_job_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, $16,
-                     now() + $13::int8 * interval '1 second', $14, $15, $17)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, $16,
+                    now() + $13::int8 * interval '1 second', $14, $15, $17
+               FROM checked
              RETURNING *) ",
         project_select!("inserted")
     ))
@@ -140,6 +149,7 @@ pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Pro
     .bind(new.expires_at)
     .bind(FIRST_GENERATION)
     .bind(new.last_job_id)
+    .bind(new.reservation_checked_at_commit)
     .fetch_one(conn)
     .await?;
     Ok(project)

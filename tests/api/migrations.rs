@@ -13,6 +13,17 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
             .await
             .unwrap();
     }
+    // `function~text`: a function whose body a migration rewrites to mention `text`.
+    if let Some((function, text)) = mark.split_once('~') {
+        return sqlx::query_scalar(
+            "SELECT coalesce(bool_or(strpos(prosrc, $2) > 0), false) FROM pg_proc WHERE proname = $1",
+        )
+        .bind(function)
+        .bind(text)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    }
     // `function(args)`: a function a migration creates.
     if mark.ends_with(')') {
         return sqlx::query_scalar("SELECT to_regprocedure($1) IS NOT NULL")
@@ -33,9 +44,9 @@ async fn table_exists(pool: &PgPool, mark: &str) -> bool {
     .unwrap()
 }
 
-/// Something each migration creates (a table, a `table:column` or a `function(args)`) or
-/// removes (`!index`), newest last.
-const TABLES: [&str; 23] = [
+/// Something each migration creates (a table, a `table:column` or a `function(args)`),
+/// removes (`!index`) or rewrites (`function~text`), newest last.
+const TABLES: [&str; 24] = [
     "users",
     "servers",
     "projects",
@@ -59,6 +70,7 @@ const TABLES: [&str; 23] = [
     "projects:expiry_reminded_at",
     "project_reservations",
     "capacity_quota_and_usage(uuid,uuid)",
+    "project_reservations_apply~infrahub.reservation_check",
 ];
 
 #[sqlx::test(migrations = false)]

@@ -176,6 +176,8 @@ async fn gitops_commits_once_per_change_and_delete_frees_the_quota(pool: PgPool)
         .expect(StatusCode::ACCEPTED, None);
 }
 
+/// Requests with an Idempotency-Key check their reservation before the commit, the others as
+/// they commit (migration 24): both under the same lock, so together they never over-reserve.
 #[sqlx::test]
 async fn thirty_concurrent_creations_never_over_reserve(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
@@ -183,11 +185,17 @@ async fn thirty_concurrent_creations_never_over_reserve(pool: PgPool) {
     let app = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
     let lead = app.team_lead_token().await;
     let requests = (0..30).map(|i| {
-        app.client
+        let request = app
+            .client
             .post(format!("{}/api/v1/projects", app.base))
             .bearer_auth(&lead)
-            .json(&create(&format!("app-{i}"), "silver", "regular"))
-            .send()
+            .json(&create(&format!("app-{i}"), "silver", "regular"));
+        let request = if i % 2 == 0 {
+            request.header("Idempotency-Key", format!("key-{i}"))
+        } else {
+            request
+        };
+        request.send()
     });
     let mut accepted = 0;
     for response in futures::future::join_all(requests).await {
@@ -196,19 +204,22 @@ async fn thirty_concurrent_creations_never_over_reserve(pool: PgPool) {
             StatusCode::ACCEPTED => accepted += 1,
             StatusCode::CONFLICT => {
                 let body: Value = response.json().await.unwrap();
-                assert_eq!(body["error"]["code"], "over_quota");
+                assert_eq!(body["error"]["code"], "over_quota", "{body}");
+                assert_eq!(body["error"]["details"]["quota"]["cpu"], 10, "{body}");
             }
             other => panic!("unexpected {other}"),
         }
     }
     assert_eq!(accepted, 2);
-    let (cpu, ram): (i64, i64) = sqlx::query_as(
-        "SELECT sum(cpu)::int8, sum(ram_gb)::int8 FROM projects WHERE status <> 'deleted'",
+    let (cpu, ram, counted): (i64, i64, i64) = sqlx::query_as(
+        "SELECT sum(cpu)::int8, sum(ram_gb)::int8, (SELECT cpu FROM project_reservations)
+           FROM projects WHERE status <> 'deleted'",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
     assert!(cpu <= 10 && ram <= 100, "reserved {cpu} CPU / {ram} GB");
+    assert_eq!(counted, cpu, "the reservations counted as committed");
     // A refused request wrote its project, job and audit event before it found the quota
     // full (the reservation is checked last); all of it rolled back.
     let (projects, jobs, events): (i64, i64, i64) = sqlx::query_as(
@@ -269,6 +280,62 @@ async fn a_reservation_waiting_on_the_lock_sees_what_its_holder_committed(pool: 
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "over_quota", "{body}");
     assert_eq!(body["error"]["details"]["used"]["cpu"], 8, "{body}");
+}
+
+/// The check the database makes as a transaction commits, when the transaction asks for it:
+/// over quota (IHQ01) and past 90 % of it (IHQ90) are refused, everything else commits;
+/// without the setting it only counts.
+#[sqlx::test]
+async fn the_database_checks_a_reservation_at_the_commit_when_asked(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
+    let (a, dept, site) = (Uuid::now_v7(), app.org.dept, app.org.site);
+    let run = |sql: &'static str, id: Uuid, cpu: i32, at_commit: bool| {
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let mode = if at_commit { "at_commit" } else { "" };
+            sqlx::query("SELECT set_config('infrahub.reservation_check', $1, true)")
+                .bind(mode)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query(sql)
+                .bind(id)
+                .bind(dept)
+                .bind(site)
+                .bind(cpu)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            match tx.commit().await {
+                Ok(()) => None,
+                Err(err) => {
+                    assert!(infrahub::store::capacity::reservation_refused_at_commit(&err));
+                    err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned())
+                }
+            }
+        }
+    };
+    let insert = "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                                        performance_tier, cpu, ram_gb, status)
+                  VALUES ($1, 'p' || left(md5($1::text), 8), $2, $3, 'ns-' || left(md5($1::text), 8),
+                          'silver', 'regular', $4, 16, 'provisioning')";
+    let resize =
+        "UPDATE projects SET cpu = $4 WHERE id = $1 AND department_id = $2 AND site_id = $3";
+    let refused = |code: &str| Some(code.to_owned());
+    assert_eq!(run(insert, a, 4, true).await, None, "4 of 10 CPU");
+    assert_eq!(run(insert, Uuid::now_v7(), 8, true).await, refused("IHQ01"), "12 of 10");
+    assert_eq!(run(insert, Uuid::now_v7(), 6, true).await, refused("IHQ90"), "4 -> 10 of 10");
+    assert_eq!(run(resize, a, 5, true).await, None, "its own 4 given back: 5 of 10");
+    assert_eq!(run(resize, a, 11, true).await, refused("IHQ01"), "11 of 10");
+    assert_eq!(run(resize, a, 3, true).await, None, "shrinking");
+    assert_eq!(run(insert, Uuid::now_v7(), 20, false).await, None, "not asked: counted only");
+    let counted: (i64, i64) = sqlx::query_as("SELECT cpu, ram_gb FROM project_reservations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(counted, (23, 32), "what committed, and nothing refused");
 }
 
 #[sqlx::test]
