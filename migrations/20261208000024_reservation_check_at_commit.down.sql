@@ -1,3 +1,5 @@
+DROP FUNCTION project_reservation_check(boolean);
+
 -- Migration 22's function: it counts, and checks nothing.
 CREATE OR REPLACE FUNCTION project_reservations_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

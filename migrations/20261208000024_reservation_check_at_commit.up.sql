@@ -6,6 +6,10 @@
 -- before (store::capacity::lock_quota_and_usage, then the write) and this function only
 -- counts, as migration 22's did.
 --
+-- The setting is set through `project_reservation_check` below, not `set_config` itself, so
+-- that a daemon of this version on a schema without this migration (reverted under it)
+-- fails to create projects instead of creating them unchecked.
+--
 -- Refusals are errors the application knows: IHQ01, over the department's quota at the
 -- site; IHQ90, the reservation fits but takes the department's use past 90 % of its quota
 -- (the application then runs the request again with the check before the commit, which
@@ -27,6 +31,10 @@ BEGIN
         -- The lock every capacity-changing write of the field at the site takes, before the
         -- row of the counter: the order of the transactions that check before the commit.
         SELECT d.field_id INTO field FROM departments d WHERE d.id = NEW.department_id;
+        IF field IS NULL THEN
+            -- pg_advisory_xact_lock(NULL) would lock nothing.
+            RAISE EXCEPTION 'project % has no department with a field', NEW.id;
+        END IF;
         PERFORM pg_advisory_xact_lock(capacity_lock_key(field, NEW.site_id));
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status NOT IN ('deleted', 'rejected') THEN
@@ -67,4 +75,11 @@ BEGIN
     END IF;
     RETURN NULL;
 END;
+$$;
+
+-- Sets, for the rest of the transaction, whether the projects it writes are checked here at
+-- its commit (store::projects::insert).
+CREATE FUNCTION project_reservation_check(at_commit boolean) RETURNS text
+LANGUAGE sql VOLATILE AS $$
+    SELECT set_config('infrahub.reservation_check', CASE WHEN at_commit THEN 'at_commit' ELSE '' END, true)
 $$;

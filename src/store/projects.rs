@@ -118,9 +118,7 @@ pub const FIRST_GENERATION: i64 = 1;
 /// [`StoreError::Duplicate`].
 pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Project, StoreError> {
     let project = sqlx::query_as(concat!(
-        "WITH checked AS (
-             SELECT set_config('infrahub.reservation_check',
-                               CASE WHEN $18 THEN 'at_commit' ELSE '' END, true)),
+        "WITH checked AS (SELECT project_reservation_check($18)),
          inserted AS (
              INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
                                    performance_tier, cpu, ram_gb, extra_quota, status, created_by,

@@ -237,6 +237,17 @@ async fn thirty_concurrent_creations_never_over_reserve(pool: PgPool) {
 /// and the lock is the one every capacity-changing write takes (`lock_field_site`).
 #[sqlx::test]
 async fn a_reservation_waiting_on_the_lock_sees_what_its_holder_committed(pool: PgPool) {
+    waits_and_sees_what_the_holder_committed(pool, None).await;
+}
+
+/// The same for a request with an Idempotency-Key, whose reservation is checked before its
+/// commit.
+#[sqlx::test]
+async fn a_keyed_reservation_waiting_on_the_lock_sees_what_its_holder_committed(pool: PgPool) {
+    waits_and_sees_what_the_holder_committed(pool, Some("key-1")).await;
+}
+
+async fn waits_and_sees_what_the_holder_committed(pool: PgPool, key: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     // silver/regular is 4 CPU / 16 GB: it fits in 10 CPU, not in the 2 left beside 8.
     let app = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
@@ -260,9 +271,12 @@ async fn a_reservation_waiting_on_the_lock_sees_what_its_holder_committed(pool: 
         .client
         .post(format!("{}/api/v1/projects", app.base))
         .bearer_auth(&lead)
-        .json(&create("web", "silver", "regular"))
-        .send();
-    let request = tokio::spawn(request);
+        .json(&create("web", "silver", "regular"));
+    let request = match key {
+        Some(key) => request.header("Idempotency-Key", key),
+        None => request,
+    };
+    let request = tokio::spawn(request.send());
     let waiting = || async {
         let waiters: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
@@ -294,12 +308,14 @@ async fn the_database_checks_a_reservation_at_the_commit_when_asked(pool: PgPool
         let pool = pool.clone();
         async move {
             let mut tx = pool.begin().await.unwrap();
-            let mode = if at_commit { "at_commit" } else { "" };
-            sqlx::query("SELECT set_config('infrahub.reservation_check', $1, true)")
-                .bind(mode)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
+            // Not asked: nothing set, so a setting left over from an earlier transaction on
+            // the connection would show.
+            if at_commit {
+                sqlx::query("SELECT project_reservation_check(true)")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
             sqlx::query(sql)
                 .bind(id)
                 .bind(dept)
