@@ -188,9 +188,25 @@ impl AppError {
                     "the database is unavailable; try again shortly",
                 )
             }
+            StoreError::Database(err) if is_contended(&err) => {
+                tracing::warn!(error = %err, "a transaction rolled back by a concurrent one");
+                Self::new(
+                    ErrorKind::Unavailable,
+                    "contended",
+                    "the request met a concurrent one and was rolled back; try again",
+                )
+            }
             StoreError::Database(err) => Self::internal(err),
         }
     }
+}
+
+/// Whether PostgreSQL rolled the transaction back because of a concurrent one (a deadlock it
+/// broke, or a serialization failure): nothing was written, and the same request may pass
+/// when tried again.
+fn is_contended(err: &sqlx::Error) -> bool {
+    let code = err.as_database_error().and_then(|db| db.code());
+    matches!(code.as_deref(), Some("40P01" | "40001"))
 }
 
 /// Whether a database error means the server cannot be reached (rather than a bad statement).

@@ -296,6 +296,69 @@ async fn waits_and_sees_what_the_holder_committed(pool: PgPool, key: Option<&str
     assert_eq!(body["error"]["details"]["used"]["cpu"], 8, "{body}");
 }
 
+/// A request PostgreSQL rolls back to break a deadlock answers 503 `contended` with
+/// `Retry-After`, writes nothing, and passes when sent again. The deadlock is a real one: the
+/// request holds the (field, site) lock at its commit and waits for the department's row of
+/// reservations, which another transaction holds while it waits for that lock.
+#[sqlx::test]
+async fn a_request_rolled_back_by_a_deadlock_answers_503_and_may_be_sent_again(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
+    let lead = app.team_lead_token().await;
+    let mut holder = pool.begin().await.unwrap();
+    // The request's own check (1 s by default) finds the deadlock first and gives way.
+    sqlx::query("SET LOCAL deadlock_timeout = '60s'").execute(&mut *holder).await.unwrap();
+    sqlx::query(
+        "INSERT INTO project_reservations AS r (department_id, site_id, cpu, ram_gb)
+         VALUES ($1, $2, 0, 0)
+         ON CONFLICT (department_id, site_id) DO UPDATE SET cpu = r.cpu",
+    )
+    .bind(app.org.dept)
+    .bind(app.org.site)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let send = || {
+        app.client
+            .post(format!("{}/api/v1/projects", app.base))
+            .bearer_auth(&lead)
+            .json(&create("web", "silver", "regular"))
+            .send()
+    };
+    let request = tokio::spawn(send());
+    let waiting = || async {
+        let waiters: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event = 'transactionid'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        waiters == 1
+    };
+    wait_until("the request to wait for the row", Duration::from_secs(10), waiting).await;
+    // Waits until PostgreSQL has rolled the request back.
+    sqlx::query("SELECT pg_advisory_xact_lock(capacity_lock_key($1, $2))")
+        .bind(app.org.field)
+        .bind(app.org.site)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let response = request.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "contended", "{body}");
+    holder.rollback().await.unwrap();
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM projects WHERE name = 'web'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(written, 0, "nothing of the rolled-back request was written");
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED, "{}", again.text().await.unwrap());
+}
+
 /// The check the database makes as a transaction commits, when the transaction asks for it:
 /// over quota (IHQ01) and past 90 % of it (IHQ90) are refused, everything else commits;
 /// without the setting it only counts.
