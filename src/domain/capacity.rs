@@ -170,7 +170,10 @@ fn share_out(capacity: i64, quotas: &[i64]) -> Vec<i64> {
 }
 
 /// Whether a use of a quota going from `before` to `after` passes 90 % of it (of its CPU or
-/// its RAM): the moment to warn, once, rather than at every change above.
+/// its RAM): the moment to warn, once, rather than at every change above. The check of a
+/// project's reservation at its commit (migration 24) states this rule and [`Resources::fits_in`]
+/// again in SQL; the test `projects::the_check_at_the_commit_agrees_with_the_domain_rule` keeps
+/// the two in step.
 pub fn crosses_90_percent(quota: Resources, before: Resources, after: Resources) -> bool {
     let crosses = |quota: i64, before: i64, after: i64| {
         quota > 0 && before * 10 <= quota * 9 && after * 10 > quota * 9

@@ -417,6 +417,89 @@ async fn the_database_checks_a_reservation_at_the_commit_when_asked(pool: PgPool
     assert_eq!(counted, (23, 32), "what committed, and nothing refused");
 }
 
+/// The check at the commit (SQL, migration 24) and the check before it (`reserve` and
+/// `warn_if_nearly_full`, from `domain::capacity`) state one rule twice: they agree on a
+/// grid of quotas, uses and requests around the edges (quota full, 90 %, over already).
+#[sqlx::test]
+async fn the_check_at_the_commit_agrees_with_the_domain_rule(pool: PgPool) {
+    use infrahub::domain::capacity::{Resources, crosses_90_percent};
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
+    let (dept, site) = (app.org.dept, app.org.site);
+    let r = Resources::new;
+    let quotas = [r(0, 0), r(10, 100), r(20, 40)];
+    let uses_cpu = [0, 8, 9, 10, 11, 18, 19, 20, 21];
+    let uses_ram = [0, 35, 36, 37, 90, 99, 100, 101];
+    let wanted = [r(1, 1), r(2, 4), r(1, 20)];
+    let mut cases = 0;
+    for quota in quotas {
+        sqlx::query("UPDATE department_quotas SET cpu_limit = $3, ram_gb_limit = $4 WHERE department_id = $1 AND site_id = $2")
+            .bind(dept)
+            .bind(site)
+            .bind(quota.cpu as i32)
+            .bind(quota.ram_gb as i32)
+            .execute(&pool)
+            .await
+            .unwrap();
+        for used in uses_cpu.iter().flat_map(|&cpu| uses_ram.iter().map(move |&ram| r(cpu, ram))) {
+            for want in wanted {
+                sqlx::query(
+                    "INSERT INTO project_reservations AS r (department_id, site_id, cpu, ram_gb)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (department_id, site_id)
+                     DO UPDATE SET cpu = excluded.cpu, ram_gb = excluded.ram_gb",
+                )
+                .bind(dept)
+                .bind(site)
+                .bind(used.cpu)
+                .bind(used.ram_gb)
+                .execute(&pool)
+                .await
+                .unwrap();
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query("SELECT project_reservation_check(true)")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                sqlx::query(
+                    "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                                           performance_tier, cpu, ram_gb, status)
+                     VALUES ($1, 'p' || left(md5($1::text), 12), $2, $3,
+                             'ns-' || left(md5($1::text), 12), 'silver', 'regular', $4, $5,
+                             'provisioning')",
+                )
+                .bind(Uuid::now_v7())
+                .bind(dept)
+                .bind(site)
+                .bind(want.cpu as i32)
+                .bind(want.ram_gb as i32)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+                let at_commit = match tx.commit().await {
+                    Ok(()) => None,
+                    Err(err) => {
+                        err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned())
+                    }
+                };
+                let before_commit = if !want.fits_in((quota - used).positive_part()) {
+                    Some("IHQ01".to_owned())
+                } else if crosses_90_percent(quota, used, used + want) {
+                    Some("IHQ90".to_owned())
+                } else {
+                    None
+                };
+                assert_eq!(
+                    at_commit, before_commit,
+                    "quota {quota:?}, used {used:?}, wanted {want:?}"
+                );
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 3 * 9 * 8 * 3);
+}
+
 #[sqlx::test]
 async fn resize_checks_the_quota_difference(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
