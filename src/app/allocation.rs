@@ -254,6 +254,11 @@ impl QuotaCheck {
         }
     }
 
+    /// Whether the quota `request` asks for fits these numbers.
+    fn verdict(&self, request: &QuotaRequest) -> Result<(), QuotaError> {
+        check_quota(self.capacity, self.other_quotas, self.used_by_projects, request.requested())
+    }
+
     /// What the field still has free for this department (capacity minus the others).
     pub fn free(&self) -> Resources {
         (self.capacity - self.other_quotas).positive_part()
@@ -268,12 +273,7 @@ async fn evaluate(
 ) -> Result<(QuotaCheck, Result<(), QuotaError>), StoreError> {
     let check =
         quota_check(conn, config, request.field_id, request.department_id, request.site_id).await?;
-    let verdict = check_quota(
-        check.capacity,
-        check.other_quotas,
-        check.used_by_projects,
-        request.requested(),
-    );
+    let verdict = check.verdict(request);
     Ok((check, verdict))
 }
 
@@ -345,7 +345,16 @@ pub async fn set_quota(ctx: &Context, caller: &Caller, input: SetQuota) -> AppRe
         return Err(refused());
     }
     let mut conn = ctx.pool.acquire().await?;
-    let (dept, site) = org::department_and_site(&mut conn, input.dept_id, &input.site).await?;
+    // The department, the site and the numbers the change is checked against, in one round
+    // trip; the numbers count only once both are found and belong together.
+    let (dept, site, inputs) = store_capacity::department_site_and_quota_inputs(
+        &mut conn,
+        input.field_id,
+        input.dept_id,
+        &input.site,
+    )
+    .await?;
+    drop(conn);
     // Whether another field's department exists is none of a field admin's business: the
     // same refusal either way, before any value of the request is looked at.
     let in_scope =
@@ -372,9 +381,8 @@ pub async fn set_quota(ctx: &Context, caller: &Caller, input: SetQuota) -> AppRe
         cpu_limit: input.cpu_limit.into(),
         ram_gb_limit: input.ram_gb_limit.into(),
     };
-    let (check, verdict) = evaluate(&mut conn, &ctx.config, &request).await?;
-    verdict.map_err(|err| over_quota(&check, err))?;
-    drop(conn);
+    let check = QuotaCheck::of(&ctx.config, inputs);
+    check.verdict(&request).map_err(|err| over_quota(&check, err))?;
     let owner = Owner::department(input.field_id, dept.id);
     let meta = JobMeta::by(caller).about("department", dept.id, owner);
     submit::<AllocateQuota>(ctx, caller, &request, meta).await

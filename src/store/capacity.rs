@@ -7,7 +7,10 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use sqlx::types::Json;
+
 use super::StoreError;
+use super::org::{Department, OrgUnit};
 use crate::domain::capacity::Resources;
 
 /// Serialises every capacity-changing write of one field at one site until the transaction
@@ -81,41 +84,96 @@ pub struct QuotaInputs {
     pub used_by_projects: Resources,
 }
 
+/// The statement of [`quota_inputs`]: field `$1`, department `$2`, and the site as `$site`
+/// (an id), so that [`department_site_and_quota_inputs`] can name it by a join.
+macro_rules! quota_inputs_select {
+    ($site:literal) => {
+        concat!(
+            "SELECT s.cpu, s.ram, own.cpu_limit::int8, own.ram_gb_limit::int8,
+                    o.cpu, o.ram, p.cpu, p.ram
+               FROM (SELECT coalesce(sum(cpu_cores), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
+                       FROM servers WHERE field_id = $1 AND site_id = ", $site, " AND status = 'active') s
+              CROSS JOIN (SELECT coalesce(sum(q.cpu_limit), 0)::int8 AS cpu,
+                                 coalesce(sum(q.ram_gb_limit), 0)::int8 AS ram
+                            FROM department_quotas q JOIN departments d ON d.id = q.department_id
+                           WHERE d.field_id = $1 AND q.site_id = ", $site, " AND q.department_id <> $2) o
+              CROSS JOIN (SELECT coalesce(sum(cpu), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
+                            FROM project_reservations
+                           WHERE department_id = $2 AND site_id = ", $site, ") p
+               LEFT JOIN department_quotas own
+                      ON own.department_id = $2 AND own.site_id = ", $site, "
+                     AND EXISTS (SELECT 1 FROM departments d WHERE d.id = $2 AND d.field_id = $1)"
+        )
+    };
+}
+
+/// The row of [`quota_inputs_select`].
+type QuotaInputsTuple = (i64, i64, Option<i64>, Option<i64>, i64, i64, i64, i64);
+
+impl From<QuotaInputsTuple> for QuotaInputs {
+    fn from(row: QuotaInputsTuple) -> Self {
+        let (cpu, ram, own_cpu, own_ram, others_cpu, others_ram, used_cpu, used_ram) = row;
+        QuotaInputs {
+            servers: Resources::new(cpu, ram),
+            own: own_cpu.zip(own_ram).map(|(c, r)| Resources::new(c, r)),
+            others: Resources::new(others_cpu, others_ram),
+            used_by_projects: Resources::new(used_cpu, used_ram),
+        }
+    }
+}
+
 pub async fn quota_inputs(
     conn: &mut PgConnection,
     field_id: Uuid,
     department_id: Uuid,
     site_id: Uuid,
 ) -> Result<QuotaInputs, StoreError> {
+    let row: QuotaInputsTuple = sqlx::query_as(quota_inputs_select!("$3"))
+        .bind(field_id)
+        .bind(department_id)
+        .bind(site_id)
+        .fetch_one(conn)
+        .await?;
+    Ok(row.into())
+}
+
+/// The department and the site (by name) of a quota change, each if it exists, and
+/// [`quota_inputs`] of the department's quota there in field `field_id`, in one round trip
+/// (the intake of a quota change). The inputs are meaningful only when both exist and the
+/// department is of that field; otherwise they are read as if nothing were there.
+pub async fn department_site_and_quota_inputs(
+    conn: &mut PgConnection,
+    field_id: Uuid,
+    department_id: Uuid,
+    site: &str,
+) -> Result<(Option<Department>, Option<OrgUnit>, QuotaInputs), StoreError> {
     #[allow(clippy::type_complexity)]
-    let row: (i64, i64, Option<i64>, Option<i64>, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT s.cpu, s.ram, own.cpu_limit::int8, own.ram_gb_limit::int8,
-                o.cpu, o.ram, p.cpu, p.ram
-           FROM (SELECT coalesce(sum(cpu_cores), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
-                   FROM servers WHERE field_id = $1 AND site_id = $3 AND status = 'active') s
-          CROSS JOIN (SELECT coalesce(sum(q.cpu_limit), 0)::int8 AS cpu,
-                             coalesce(sum(q.ram_gb_limit), 0)::int8 AS ram
-                        FROM department_quotas q JOIN departments d ON d.id = q.department_id
-                       WHERE d.field_id = $1 AND q.site_id = $3 AND q.department_id <> $2) o
-          CROSS JOIN (SELECT coalesce(sum(cpu), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
-                        FROM project_reservations
-                       WHERE department_id = $2 AND site_id = $3) p
-           LEFT JOIN department_quotas own
-                  ON own.department_id = $2 AND own.site_id = $3
-                 AND EXISTS (SELECT 1 FROM departments d WHERE d.id = $2 AND d.field_id = $1)",
-    )
+    let (department, site, cpu, ram, own_cpu, own_ram, others_cpu, others_ram, used_cpu, used_ram): (
+        Option<Json<Department>>,
+        Option<Json<OrgUnit>>,
+        i64,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = sqlx::query_as(concat!(
+        "SELECT (SELECT to_jsonb(d) FROM departments d WHERE d.id = $2), to_jsonb(site), i.*
+           FROM (SELECT) one
+           LEFT JOIN sites site ON site.name = $3
+          CROSS JOIN LATERAL (",
+        quota_inputs_select!("site.id"),
+        ") i"
+    ))
     .bind(field_id)
     .bind(department_id)
-    .bind(site_id)
+    .bind(site)
     .fetch_one(conn)
     .await?;
-    let (cpu, ram, own_cpu, own_ram, others_cpu, others_ram, used_cpu, used_ram) = row;
-    Ok(QuotaInputs {
-        servers: Resources::new(cpu, ram),
-        own: own_cpu.zip(own_ram).map(|(c, r)| Resources::new(c, r)),
-        others: Resources::new(others_cpu, others_ram),
-        used_by_projects: Resources::new(used_cpu, used_ram),
-    })
+    let inputs = (cpu, ram, own_cpu, own_ram, others_cpu, others_ram, used_cpu, used_ram);
+    Ok((department.map(|d| d.0), site.map(|s| s.0), inputs.into()))
 }
 
 /// A department's quota at a site, of a field.
