@@ -44,17 +44,19 @@ const PAGE: u32 = 50;
 
 /// The approve and reject forms of a request waiting for approval, when the viewer may
 /// decide it (also shown on the project's page).
-pub fn decision_forms(viewer: &Viewer, project: &Project) -> Markup {
+/// `back`: the query of the approvals page the forms are on (its lists' pages), which the
+/// decision returns to; empty elsewhere.
+pub fn decision_forms(viewer: &Viewer, project: &Project, back: &str) -> Markup {
     let id = project.id;
     let may = viewer.caller().role.may(Action::DecideProject);
     html! {
         @if may && project.status == ProjectStatus::PendingApproval {
             div.row.decision {
-                form method="post" action={ "/approvals/" (id) "/approve" } {
+                form method="post" action={ "/approvals/" (id) "/approve" (back) } {
                     (form_fields(viewer))
                     button type="submit" { "Approve " (project.name) }
                 }
-                form.row method="post" action={ "/approvals/" (id) "/reject" } {
+                form.row method="post" action={ "/approvals/" (id) "/reject" (back) } {
                     (form_fields(viewer))
                     label for={ "reason-" (id) } { "Reason" }
                     input id={ "reason-" (id) } name="reason" required maxlength="500"
@@ -88,6 +90,13 @@ async fn render(
     let page = PageParams { limit: Some(PAGE), cursor: parsed(&query.requests_cursor) };
     let quota_requests =
         app::quota_requests::list(ctx, caller, pending, page).await.or_page(viewer)?;
+    // Each list's "more" link keeps the page the other list is on; a decision comes back
+    // to both pages.
+    let back = back_to(&query);
+    let kept = [
+        ("cursor", query.cursor.clone().unwrap_or_default()),
+        ("requests_cursor", query.requests_cursor.clone().unwrap_or_default()),
+    ];
     let body = html! {
         h1 { "Approvals" }
         @if let Some(err) = error { (layout::error_box(err)) }
@@ -110,17 +119,17 @@ async fn render(
                     "Asked " (layout::when(&project.created_at))
                     @if let Some(at) = &project.approval_expires_at { "; expires " (layout::when(at)) }
                 }
-                (decision_forms(viewer, project))
+                (decision_forms(viewer, project, &back))
             }
         }
         @if let Some(cursor) = &waiting.next_cursor {
-            p { a href={ "/approvals?cursor=" (cursor) } { "More" } }
+            p { a href=(layout::next_page("/approvals", &kept, "cursor", &cursor.to_string())) { "More" } }
         }
         h2 { "Quota requests" }
         @if quota_requests.items.is_empty() { p.empty { "No team lead asks for more quota." } }
-        @for view in &quota_requests.items { (quota_request(viewer, view)) }
+        @for view in &quota_requests.items { (quota_request(viewer, view, &back)) }
         @if let Some(cursor) = &quota_requests.next_cursor {
-            p { a href={ "/approvals?requests_cursor=" (cursor) } { "More quota requests" } }
+            p { a href=(layout::next_page("/approvals", &kept, "requests_cursor", &cursor.to_string())) { "More quota requests" } }
         }
     };
     Ok(layout::page("Approvals", Some(viewer), "/approvals", body))
@@ -128,7 +137,7 @@ async fn render(
 
 /// A pending quota request: who asks for how much more and why, the quota now and after, what
 /// the field has free for the department there, and the decision forms.
-fn quota_request(viewer: &Viewer, view: &QuotaRequestView) -> Markup {
+fn quota_request(viewer: &Viewer, view: &QuotaRequestView, back: &str) -> Markup {
     let r = &view.request;
     let show = |x: &Resources| format!("{} CPU, {} GB", x.cpu, x.ram_gb);
     html! {
@@ -143,11 +152,11 @@ fn quota_request(viewer: &Viewer, view: &QuotaRequestView) -> Markup {
                 }
             }
             div.row.decision {
-                form method="post" action={ "/quota-requests/" (r.id) "/approve" } {
+                form method="post" action={ "/quota-requests/" (r.id) "/approve" (back) } {
                     (form_fields(viewer))
                     button type="submit" { "Approve" }
                 }
-                form.row method="post" action={ "/quota-requests/" (r.id) "/reject" } {
+                form.row method="post" action={ "/quota-requests/" (r.id) "/reject" (back) } {
                     (form_fields(viewer))
                     label for={ "qr-reason-" (r.id) } { "Reason" }
                     input id={ "qr-reason-" (r.id) } name="reason" required maxlength="500"
@@ -159,25 +168,36 @@ fn quota_request(viewer: &Viewer, view: &QuotaRequestView) -> Markup {
     }
 }
 
-async fn approve_quota(State(ctx): State<Context>, viewer: Viewer, PathId(id): PathId) -> Response {
+async fn approve_quota(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    PathId(id): PathId,
+    Query(query): Query<ListQuery>,
+) -> Response {
     let done = app::quota_requests::approve(&ctx, viewer.caller(), id).await;
-    decided(&ctx, &viewer, done.map(|_| ())).await
+    decided(&ctx, &viewer, query, done.map(|_| ())).await
 }
 
 async fn reject_quota(
     State(ctx): State<Context>,
     viewer: Viewer,
     PathId(id): PathId,
+    Query(query): Query<ListQuery>,
     axum::Form(form): axum::Form<RejectForm>,
 ) -> Response {
     let input = RejectQuotaRequest { reason: form.reason };
     let done = app::quota_requests::reject(&ctx, viewer.caller(), id, input).await;
-    decided(&ctx, &viewer, done.map(|_| ())).await
+    decided(&ctx, &viewer, query, done.map(|_| ())).await
 }
 
-async fn approve(State(ctx): State<Context>, viewer: Viewer, PathId(id): PathId) -> Response {
+async fn approve(
+    State(ctx): State<Context>,
+    viewer: Viewer,
+    PathId(id): PathId,
+    Query(query): Query<ListQuery>,
+) -> Response {
     let done = app::projects::approve(&ctx, viewer.caller(), id).await;
-    decided(&ctx, &viewer, done.map(|_| ())).await
+    decided(&ctx, &viewer, query, done.map(|_| ())).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,20 +210,41 @@ async fn reject(
     State(ctx): State<Context>,
     viewer: Viewer,
     PathId(id): PathId,
+    Query(query): Query<ListQuery>,
     axum::Form(form): axum::Form<RejectForm>,
 ) -> Response {
     let input = RejectProject { reason: form.reason };
     let done = app::projects::reject(&ctx, viewer.caller(), id, input).await;
-    decided(&ctx, &viewer, done.map(|_| ())).await
+    decided(&ctx, &viewer, query, done.map(|_| ())).await
 }
 
-/// Back to the list after a decision; the list with the refusal when there was one.
-async fn decided(ctx: &Context, viewer: &Viewer, done: Result<(), AppError>) -> Response {
+/// Back to the list, on the pages it was on, after a decision; the list with the refusal
+/// when there was one.
+async fn decided(
+    ctx: &Context,
+    viewer: &Viewer,
+    query: ListQuery,
+    done: Result<(), AppError>,
+) -> Response {
     match done {
-        Ok(()) => Redirect::to("/approvals").into_response(),
-        Err(err) => match render(ctx, viewer, ListQuery::default(), Some(&err)).await {
+        Ok(()) => Redirect::to(&format!("/approvals{}", back_to(&query))).into_response(),
+        Err(err) => match render(ctx, viewer, query, Some(&err)).await {
             Ok(page) => (status_of(&err), page).into_response(),
             Err(response) => response,
         },
     }
+}
+
+/// The query (with its `?`) of the approvals page on the pages of `query`; empty on the
+/// first pages.
+fn back_to(query: &ListQuery) -> String {
+    let mut serializer = url::form_urlencoded::Serializer::new(String::new());
+    let pages = [("cursor", &query.cursor), ("requests_cursor", &query.requests_cursor)];
+    for (key, value) in pages {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            serializer.append_pair(key, value);
+        }
+    }
+    let query = serializer.finish();
+    if query.is_empty() { query } else { format!("?{query}") }
 }

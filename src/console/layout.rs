@@ -208,12 +208,18 @@ pub fn legend() -> Markup {
 /// "More" link to the next page of a list, keeping the other query parameters.
 pub fn pager(path: &str, query: &[(&str, String)], next: Option<String>) -> Markup {
     let Some(next) = next else { return html! {} };
+    html! { p.pager { a href=(next_page(path, query, "cursor", &next)) { "Next page →" } } }
+}
+
+/// The address of the next page of one list of a page: `param` set to `next`, the other
+/// query parameters (the filters, the pages of the other lists) kept; empty ones left out.
+pub fn next_page(path: &str, query: &[(&str, String)], param: &str, next: &str) -> String {
     let mut serializer = url::form_urlencoded::Serializer::new(String::new());
-    for (key, value) in query.iter().filter(|(_, v)| !v.is_empty()) {
+    for (key, value) in query.iter().filter(|(k, v)| !v.is_empty() && *k != param) {
         serializer.append_pair(key, value);
     }
-    serializer.append_pair("cursor", &next);
-    html! { p.pager { a href={ (path) "?" (serializer.finish()) } { "Next page →" } } }
+    serializer.append_pair(param, next);
+    format!("{path}?{}", serializer.finish())
 }
 
 /// A timestamp, to the second.

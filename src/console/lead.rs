@@ -122,6 +122,12 @@ async fn render_dashboard(
         }
         None => Page { items: Vec::new(), next_cursor: None },
     };
+    // Each list's "more" link keeps the filter and the page the other list is on.
+    let kept = [
+        ("status", status.map(|s| s.to_string()).unwrap_or_default()),
+        ("cursor", query.cursor.clone().unwrap_or_default()),
+        ("requests_cursor", query.requests_cursor.clone().unwrap_or_default()),
+    ];
     let body = html! {
         h1 { (title) }
         @if let Some(err) = error { (layout::error_box(err)) }
@@ -155,7 +161,7 @@ async fn render_dashboard(
                         } }
                     } }
                     @if let Some(cursor) = &requests.next_cursor {
-                        p { a href={ "/projects?requests_cursor=" (cursor) "#more-quota" } { "Older requests" } }
+                        p { a href={ (layout::next_page("/projects", &kept, "requests_cursor", &cursor.to_string())) "#more-quota" } { "Older requests" } }
                     }
                 }
                 form method="post" action="/quota-requests" {
@@ -181,8 +187,7 @@ async fn render_dashboard(
         } @else {
             div.cards { @for project in &projects.items { (card(project)) } }
         }
-        (layout::pager("/projects", &[("status", status.map(|s| s.to_string()).unwrap_or_default())],
-            projects.next_cursor.map(|c| c.to_string())))
+        (layout::pager("/projects", &kept, projects.next_cursor.map(|c| c.to_string())))
     };
     Ok(layout::page(&title, Some(viewer), "/projects", body))
 }
@@ -510,7 +515,7 @@ async fn render_project(
                     @if let Some(at) = &project.approval_expires_at { " before " (layout::when(at)) }
                     "."
                 }
-                (super::approvals::decision_forms(viewer, &project))
+                (super::approvals::decision_forms(viewer, &project, ""))
             }
         }
         section.card {

@@ -448,3 +448,133 @@ async fn long_lists_of_quota_requests_are_paged_newest_first_for_the_team_lead(p
     assert!(rest.contains("other-50"), "{rest}");
     assert!(link(&rest, "/approvals?requests_cursor=").is_none(), "{rest}");
 }
+
+/// The target of the link labelled `label`, without its fragment.
+fn link_labelled(html: &str, label: &str) -> Option<String> {
+    let at = html.find(&format!(">{label}<"))?;
+    let start = html[..at].rfind("href=\"")? + "href=\"".len();
+    let end = start + html[start..].find('"')?;
+    let href = html[start..end].replace("&amp;", "&");
+    Some(href.split('#').next().unwrap_or_default().to_owned())
+}
+
+/// Inserts `count` projects of the test department named `<prefix>-00`, `<prefix>-01` …
+async fn insert_projects(pool: &PgPool, app: &TestApp, prefix: &str, status: &str, count: usize) {
+    for i in 0..count {
+        sqlx::query(
+            "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                                   performance_tier, cpu, ram_gb, status, approval_expires_at,
+                                   approval_reason)
+             VALUES ($1, $2, $3, $4, 'shop-' || $2, 'silver', 'regular', 1, 1, $5,
+                     CASE WHEN $5 = 'pending_approval' THEN now() + interval '1 day' END,
+                     CASE WHEN $5 = 'pending_approval' THEN 'a test' END)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(format!("{prefix}-{i:02}"))
+        .bind(app.org.dept)
+        .bind(app.org.site)
+        .bind(status)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// A page with two paged lists (the team lead's projects and quota requests; the approvals'
+/// projects and quota requests): the link to the next page of one keeps the page the other
+/// is on.
+#[sqlx::test]
+async fn the_two_lists_of_a_page_keep_each_others_page(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    // The team lead's dashboard: 24 projects and 10 requests a page.
+    insert_projects(&pool, &app, "web", "active", 25).await;
+    for i in 0..11 {
+        insert_request(
+            &pool,
+            &app,
+            Uuid::now_v7(),
+            app.org.dept,
+            "rejected",
+            &format!("ask-{i:02}"),
+        )
+        .await;
+    }
+    let mut lead = Browser::new(&app.base);
+    lead.login("shop-lead", PASSWORD).await;
+    let first = lead.get("/projects").await.html;
+    assert!(first.contains("ask-10") && !first.contains("ask-00"), "{first}");
+    let older = link_labelled(&first, "Older requests").expect("a link to older requests");
+    let second = lead.get(&older).await.html;
+    assert!(second.contains("ask-00") && !second.contains("ask-10"), "{second}");
+    let next = link_labelled(&second, "Next page →").expect("a link to more projects");
+    let both = lead.get(&next).await.html;
+    assert!(both.contains("web-24") && !both.contains("web-00"), "the next projects: {both}");
+    assert!(
+        both.contains("ask-00") && !both.contains("ask-10"),
+        "still the older requests: {both}"
+    );
+    let back = link_labelled(&first, "Next page →").expect("a link to more projects");
+    let projects_first = lead.get(&back).await.html;
+    let older = link_labelled(&projects_first, "Older requests").expect("older requests");
+    let both = lead.get(&older).await.html;
+    assert!(both.contains("web-24") && both.contains("ask-00"), "either order: {both}");
+
+    // The approvals: 50 of each a page.
+    insert_projects(&pool, &app, "wait", "pending_approval", 51).await;
+    // One open request per department: 51 departments of the field.
+    for i in 0..51 {
+        let dept = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO departments (id, field_id, name, display_name) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(dept)
+        .bind(app.org.field)
+        .bind(format!("team-{i:02}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+        insert_request(&pool, &app, Uuid::now_v7(), dept, "pending", &format!("more-{i:02}")).await;
+    }
+    let mut admin = Browser::new(&app.base);
+    admin.login(&app.org.field_admin.username, PASSWORD).await;
+    let first = admin.get("/approvals").await.html;
+    assert!(first.contains("wait-00") && first.contains("more-00"), "{first}");
+    let more = link_labelled(&first, "More quota requests").expect("more quota requests");
+    let requests = admin.get(&more).await.html;
+    assert!(requests.contains("more-50") && !requests.contains("more-00"), "{requests}");
+    let more = link_labelled(&requests, "More").expect("more projects");
+    let both = admin.get(&more).await.html;
+    assert!(both.contains("wait-50") && !both.contains("wait-00"), "the next projects: {both}");
+    assert!(both.contains("more-50") && !both.contains("more-00"), "still the rest: {both}");
+    // A decision taken there comes back to the same pages.
+    let action = |html: &str, what: &str| {
+        let at = html.find(what).unwrap_or_else(|| panic!("{what} in {html}"));
+        let start = at + "action=\"".len();
+        let end = start + html[start..].find('"').unwrap();
+        html[start..end].replace("&amp;", "&")
+    };
+    let approve = action(&both, "action=\"/quota-requests/");
+    assert!(approve.contains("cursor=") && approve.contains("requests_cursor="), "{approve}");
+    let csrf = admin.csrf(&more).await;
+    // Refused (the field has no servers here): the refusal shown on the same pages.
+    let refused = admin.post(&approve, &[("_csrf", &csrf)]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(
+        refused.html.contains("wait-50") && refused.html.contains("more-50"),
+        "{}",
+        refused.html
+    );
+    assert!(!refused.html.contains("wait-00") && !refused.html.contains("more-00"));
+    // Done: back to the same pages.
+    let reject = approve.replacen("/approve", "/reject", 1);
+    let decided = admin.post(&reject, &[("_csrf", &csrf), ("reason", "not now")]).await;
+    assert_eq!(decided.status, StatusCode::SEE_OTHER, "{}", decided.html);
+    let pages = |address: &str| {
+        let address = url::Url::parse(&format!("http://console{address}")).unwrap();
+        let mut pairs: Vec<(String, String)> = address.query_pairs().into_owned().collect();
+        pairs.sort();
+        (address.path().to_owned(), pairs)
+    };
+    let back = decided.location.expect("back to the approvals");
+    assert_eq!(pages(&back), pages(&more), "the pages it was taken on");
+}
