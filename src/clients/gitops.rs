@@ -721,9 +721,45 @@ impl LocalGit {
         };
         let commit = commit.trim().to_owned();
         let subject = message.lines().next().unwrap_or_default();
-        let reflog = format!("commit: {subject}");
-        self.git_ok(&["update-ref", "-m", &reflog, "HEAD", &commit]).await?;
+        self.advance_head(&commit, unborn, subject).await?;
         Ok(commit)
+    }
+
+    /// Moves the branch to `commit` (whose subject is `subject`), only from the commit's
+    /// parent (or, for the branch's first commit, only if there is no branch yet): a commit
+    /// someone made meanwhile without the repository's file lock (by hand, say) is never
+    /// overwritten; the write fails, transiently, and its retry commits on top of it.
+    async fn advance_head(
+        &self,
+        commit: &str,
+        first: bool,
+        subject: &str,
+    ) -> Result<(), ClientError> {
+        let (reflog, expected) = match first {
+            true => (format!("commit (initial): {subject}"), String::new()),
+            false => (format!("commit: {subject}"), format!("{commit}^")),
+        };
+        let args = ["update-ref", "-m", reflog.as_str(), "HEAD", commit, expected.as_str()];
+        let output = self.git(&args).await?;
+        if output.status.success() {
+            return Ok(());
+        }
+        // Refused: because the branch is no longer where the commit was made on (git's own
+        // words for it depend on the locale), or for another reason, said as git said it.
+        let now = self.git(&["rev-parse", "--verify", "--quiet", "HEAD"]).await?;
+        let now =
+            now.status.success().then(|| String::from_utf8_lossy(&now.stdout).trim().to_owned());
+        let parent = match first {
+            true => None,
+            false => Some(self.git_ok(&["rev-parse", &expected]).await?),
+        };
+        if now != parent {
+            return Err(ClientError::Transient(format!(
+                "the branch in {} moved while a write committed; it is tried again on top",
+                self.config.path.display()
+            )));
+        }
+        self.succeeded(&args, output).map(|_| ())
     }
 
     /// Every [`GC_EVERY`] commits of this process, lets git pack its objects if they call for
@@ -989,4 +1025,55 @@ fn parse_batch(mut out: &[u8], count: usize) -> Option<Vec<String>> {
         out = out.get(size + 1..)?;
     }
     out.is_empty().then_some(blobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::*;
+
+    fn git(repo: &Path, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["-c", "user.name=someone", "-c", "user.email=someone@example.org"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// A commit made by hand between the parent's read and the branch's move is not
+    /// overwritten: the move fails, transiently, and the branch keeps that commit.
+    #[tokio::test]
+    async fn the_branch_moves_only_from_the_commits_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("gitops");
+        let config = GitConfig { path: repo.clone(), ..GitConfig::default() };
+        let host = LocalGit::new(&config);
+        host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
+        let parent = git(&repo, &["rev-parse", "HEAD"]);
+        let tree = git(&repo, &["write-tree"]);
+        let ours = git(&repo, &["commit-tree", &tree, "-p", &parent, "-m", "ours"]);
+        git(&repo, &["commit", "--allow-empty", "-q", "-m", "by hand"]);
+        let by_hand = git(&repo, &["rev-parse", "HEAD"]);
+
+        let moved = host.advance_head(&ours, false, "ours").await;
+        assert!(matches!(moved, Err(ClientError::Transient(_))), "{moved:?}");
+        assert_eq!(git(&repo, &["rev-parse", "HEAD"]), by_hand, "the commit by hand stays");
+        let first = host.advance_head(&ours, true, "ours").await;
+        assert!(matches!(first, Err(ClientError::Transient(_))), "not a first commit: {first:?}");
+
+        let on_top = git(&repo, &["commit-tree", &tree, "-p", &by_hand, "-m", "on top"]);
+        host.advance_head(&on_top, false, "on top").await.unwrap();
+        assert_eq!(git(&repo, &["rev-parse", "HEAD"]), on_top);
+        assert_eq!(git(&repo, &["reflog", "-1", "--format=%gs"]), "commit: on top");
+    }
 }
