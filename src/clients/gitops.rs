@@ -612,13 +612,17 @@ impl LocalGit {
             ClientError::Permanent(format!("cannot create {}: {e}", marker.display()))
         })?;
         self.pull().await?;
-        let mut staged = self.stage(batch).await?;
+        // The branch as this write finds it: what the staged files are compared with, the
+        // commit's parent, and where the branch must still be for the commit to land.
+        let mut head = self.head().await?;
+        let mut staged = self.stage(batch, head.as_deref()).await?;
         if staged.foreign() {
             // Staged by someone else (by hand, or by a writer that left no marker: an older
             // version killed half-way): not this commit's to make. Cleared, and staged again.
             tracing::warn!(path = %self.config.path.display(), "discarding changes staged outside InfraHub");
             self.discard_uncommitted().await?;
-            staged = self.stage(batch).await?;
+            head = self.head().await?;
+            staged = self.stage(batch, head.as_deref()).await?;
             if staged.foreign() {
                 return Err(ClientError::Transient(format!(
                     "changes staged outside InfraHub in {} came back",
@@ -638,7 +642,7 @@ impl LocalGit {
             .collect();
         let committed = match changed.is_empty() {
             true => None,
-            false => Some(self.commit_index(&commit_message(&messages)).await?),
+            false => Some(self.commit_index(&commit_message(&messages), head.as_deref()).await?),
         };
         self.push().await?;
         // A file that could not be put in place may be half-written: the next writer clears it.
@@ -679,8 +683,9 @@ impl LocalGit {
     }
 
     /// Puts each write's file in place (one that cannot be fails its own write, not the
-    /// others') and stages them; says what the index now changes against the branch.
-    async fn stage(&self, batch: &[Pending]) -> Result<Staged, ClientError> {
+    /// others') and stages them; says what the index now changes against `head`, the branch's
+    /// commit (`None`: no commit yet).
+    async fn stage(&self, batch: &[Pending], head: Option<&str>) -> Result<Staged, ClientError> {
         let mut put = Vec::with_capacity(batch.len());
         for pending in batch {
             put.push(self.put(&pending.file, pending.content.as_deref()).await);
@@ -701,59 +706,58 @@ impl LocalGit {
         let output = self.git_input(&args, list).await?;
         self.succeeded(&args, output)?;
         // Without rename detection: a removal next to a similar new file is a removal.
-        let staged =
-            self.git_ok_raw(&["diff", "--cached", "--name-only", "--no-renames", "-z"]).await?;
+        let mut diff = vec!["diff", "--cached", "--name-only", "--no-renames", "-z"];
+        diff.extend(head);
+        let staged = self.git_ok_raw(&diff).await?;
         let changed = staged.split('\0').filter(|f| !f.is_empty()).map(str::to_owned).collect();
         Ok(Staged { put, changed, ours })
     }
 
-    /// Commits the index on the branch with `message`, returning the new commit.
-    async fn commit_index(&self, message: &str) -> Result<String, ClientError> {
+    /// Commits the index on `head`, the branch's commit this write found (`None`: the
+    /// branch's first commit), with `message`, and moves the branch to it; returns the new
+    /// commit.
+    async fn commit_index(&self, message: &str, head: Option<&str>) -> Result<String, ClientError> {
         let tree = self.git_ok(&["write-tree"]).await?;
-        let on_head = ["commit-tree", tree.as_str(), "-p", "HEAD", "-m", message];
-        let output = self.git(&on_head).await?;
-        // Failing for want of a parent: the branch's first commit.
-        let unborn = !output.status.success()
-            && !self.git(&["rev-parse", "--verify", "--quiet", "HEAD"]).await?.status.success();
-        let commit = match unborn {
-            true => self.git_ok(&["commit-tree", tree.as_str(), "-m", message]).await?,
-            false => self.succeeded(&on_head, output)?,
-        };
-        let commit = commit.trim().to_owned();
+        let mut args = vec!["commit-tree", tree.as_str()];
+        if let Some(parent) = head {
+            args.extend(["-p", parent]);
+        }
+        args.extend(["-m", message]);
+        let commit = self.git_ok(&args).await?;
         let subject = message.lines().next().unwrap_or_default();
-        self.advance_head(&commit, unborn, subject).await?;
+        self.advance_head(&commit, head, subject).await?;
         Ok(commit)
     }
 
-    /// Moves the branch to `commit` (whose subject is `subject`), only from the commit's
-    /// parent (or, for the branch's first commit, only if there is no branch yet): a commit
-    /// someone made meanwhile without the repository's file lock (by hand, say) is never
-    /// overwritten; the write fails, transiently, and its retry commits on top of it.
+    /// The branch's commit, `None` before the first.
+    async fn head(&self) -> Result<Option<String>, ClientError> {
+        let head = self.git(&["rev-parse", "--verify", "--quiet", "HEAD"]).await?;
+        let sha = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+        Ok(head.status.success().then_some(sha))
+    }
+
+    /// Moves the branch to `commit` (whose subject is `subject`) only from `parent`, the
+    /// commit it was made on (`None`: only if the branch has no commit yet): a commit someone
+    /// made meanwhile without the repository's file lock (by hand, say) is never overwritten;
+    /// the write fails, transiently, and its retry commits on top of it.
     async fn advance_head(
         &self,
         commit: &str,
-        first: bool,
+        parent: Option<&str>,
         subject: &str,
     ) -> Result<(), ClientError> {
-        let (reflog, expected) = match first {
-            true => (format!("commit (initial): {subject}"), String::new()),
-            false => (format!("commit: {subject}"), format!("{commit}^")),
+        let reflog = match parent {
+            Some(_) => format!("commit: {subject}"),
+            None => format!("commit (initial): {subject}"),
         };
-        let args = ["update-ref", "-m", reflog.as_str(), "HEAD", commit, expected.as_str()];
+        let args = ["update-ref", "-m", reflog.as_str(), "HEAD", commit, parent.unwrap_or("")];
         let output = self.git(&args).await?;
         if output.status.success() {
             return Ok(());
         }
         // Refused: because the branch is no longer where the commit was made on (git's own
         // words for it depend on the locale), or for another reason, said as git said it.
-        let now = self.git(&["rev-parse", "--verify", "--quiet", "HEAD"]).await?;
-        let now =
-            now.status.success().then(|| String::from_utf8_lossy(&now.stdout).trim().to_owned());
-        let parent = match first {
-            true => None,
-            false => Some(self.git_ok(&["rev-parse", &expected]).await?),
-        };
-        if now != parent {
+        if self.head().await?.as_deref() != parent {
             return Err(ClientError::Transient(format!(
                 "the branch in {} moved while a write committed; it is tried again on top",
                 self.config.path.display()
@@ -942,8 +946,7 @@ impl LocalGit {
     /// Brings the working tree and the index back to the branch's last commit, and removes
     /// what is not tracked.
     async fn discard_uncommitted(&self) -> Result<(), ClientError> {
-        let born = self.git(&["rev-parse", "--verify", "--quiet", "HEAD"]).await?;
-        if born.status.success() {
+        if self.head().await?.is_some() {
             self.git_ok(&["reset", "--hard", "--quiet"]).await?;
         } else {
             // Nothing was ever committed: nothing staged is worth keeping either.
@@ -1050,30 +1053,35 @@ mod tests {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
-    /// A commit made by hand between the parent's read and the branch's move is not
-    /// overwritten: the move fails, transiently, and the branch keeps that commit.
+    /// A commit made by hand after a write found the branch (and staged its files on it) is
+    /// not overwritten: the write's commit fails, transiently, and the branch keeps that
+    /// commit; on top of it, the commit lands.
     #[tokio::test]
-    async fn the_branch_moves_only_from_the_commits_parent() {
+    async fn the_branch_moves_only_from_the_commit_a_write_found() {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("gitops");
         let config = GitConfig { path: repo.clone(), ..GitConfig::default() };
         let host = LocalGit::new(&config);
         host.write("fra/a.yaml", Some("a\n"), "first").await.unwrap();
-        let parent = git(&repo, &["rev-parse", "HEAD"]);
-        let tree = git(&repo, &["write-tree"]);
-        let ours = git(&repo, &["commit-tree", &tree, "-p", &parent, "-m", "ours"]);
-        git(&repo, &["commit", "--allow-empty", "-q", "-m", "by hand"]);
-        let by_hand = git(&repo, &["rev-parse", "HEAD"]);
+        let found = host.head().await.unwrap().expect("a commit");
+        std::fs::write(repo.join("fra/b.yaml"), "b\n").unwrap();
+        git(&repo, &["add", "fra/b.yaml"]);
+        // By hand, with plumbing that leaves the index alone.
+        let tree = git(&repo, &["rev-parse", "HEAD^{tree}"]);
+        let by_hand = git(&repo, &["commit-tree", &tree, "-p", &found, "-m", "by hand"]);
+        git(&repo, &["update-ref", "HEAD", &by_hand]);
 
-        let moved = host.advance_head(&ours, false, "ours").await;
-        assert!(matches!(moved, Err(ClientError::Transient(_))), "{moved:?}");
+        let ours = host.commit_index("ours", Some(&found)).await;
+        assert!(matches!(ours, Err(ClientError::Transient(_))), "{ours:?}");
         assert_eq!(git(&repo, &["rev-parse", "HEAD"]), by_hand, "the commit by hand stays");
-        let first = host.advance_head(&ours, true, "ours").await;
+        let first = host.commit_index("ours", None).await;
         assert!(matches!(first, Err(ClientError::Transient(_))), "not a first commit: {first:?}");
+        assert_eq!(git(&repo, &["rev-parse", "HEAD"]), by_hand);
 
-        let on_top = git(&repo, &["commit-tree", &tree, "-p", &by_hand, "-m", "on top"]);
-        host.advance_head(&on_top, false, "on top").await.unwrap();
+        let on_top = host.commit_index("on top", Some(&by_hand)).await.unwrap();
         assert_eq!(git(&repo, &["rev-parse", "HEAD"]), on_top);
+        assert_eq!(git(&repo, &["rev-parse", "HEAD^"]), by_hand);
+        assert_eq!(git(&repo, &["show", "HEAD:fra/b.yaml"]), "b");
         assert_eq!(git(&repo, &["reflog", "-1", "--format=%gs"]), "commit: on top");
     }
 }
