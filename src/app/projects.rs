@@ -125,7 +125,7 @@ async fn reserve(
     let quota = quota.unwrap_or(Resources::ZERO);
     let used = used - freed;
     let free = (quota - used).positive_part();
-    if wanted.fits_in(free) {
+    if crates_capacity::reservation_fits(quota, used, wanted) {
         return Ok(Reserved { quota, before: used + was_in_use, after: used + wanted });
     }
     Err(AppError::conflict(

@@ -169,10 +169,16 @@ fn share_out(capacity: i64, quotas: &[i64]) -> Vec<i64> {
     backed.into_iter().map(|b| i64::try_from(b).unwrap_or(i64::MAX)).collect()
 }
 
+/// Whether a project asking for `wanted` fits in what its department's quota leaves beside
+/// `used`, what the department's projects reserve (the check of a project's reservation).
+pub fn reservation_fits(quota: Resources, used: Resources, wanted: Resources) -> bool {
+    wanted.fits_in((quota - used).positive_part())
+}
+
 /// Whether a use of a quota going from `before` to `after` passes 90 % of it (of its CPU or
 /// its RAM): the moment to warn, once, rather than at every change above. The check of a
 /// project's reservation at its commit (migration 24) states this rule and [`Resources::fits_in`]
-/// again in SQL; the test `projects::the_check_at_the_commit_agrees_with_the_domain_rule` keeps
+/// and [`reservation_fits`] again in SQL; the test `projects::the_check_at_the_commit_agrees_with_the_domain_rule` keeps
 /// the two in step.
 pub fn crosses_90_percent(quota: Resources, before: Resources, after: Resources) -> bool {
     let crosses = |quota: i64, before: i64, after: i64| {

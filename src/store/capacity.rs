@@ -5,9 +5,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use sqlx::PgConnection;
-use uuid::Uuid;
-
 use sqlx::types::Json;
+use uuid::Uuid;
 
 use super::StoreError;
 use super::org::{Department, OrgUnit};

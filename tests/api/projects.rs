@@ -297,16 +297,43 @@ async fn waits_and_sees_what_the_holder_committed(pool: PgPool, key: Option<&str
 }
 
 /// A request PostgreSQL rolls back to break a deadlock answers 503 `contended` with
-/// `Retry-After`, writes nothing, and passes when sent again. The deadlock is a real one: the
-/// request holds the (field, site) lock at its commit and waits for the department's row of
-/// reservations, which another transaction holds while it waits for that lock.
+/// `Retry-After`, writes nothing, and passes when sent again. The deadlock is a real one, and
+/// the request's wait is the one that closes it, so that its own check (`deadlock_timeout`
+/// after that wait begins) finds it and it gives way: the request, at its commit, waits for
+/// the (field, site) lock; another transaction holds the department's row of reservations
+/// and waits for the request (a project of the same name); the lock is let go, and the
+/// request then waits for that row.
 #[sqlx::test]
 async fn a_request_rolled_back_by_a_deadlock_answers_503_and_may_be_sent_again(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let app = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
     let lead = app.team_lead_token().await;
+    let waiting_on = |event: &'static str, count: i64| {
+        let pool = pool.clone();
+        move || {
+            let pool = pool.clone();
+            async move {
+                let waiters: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND wait_event = $1",
+                )
+                .bind(event)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                waiters == count
+            }
+        }
+    };
+    let mut lock = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(capacity_lock_key($1, $2))")
+        .bind(app.org.field)
+        .bind(app.org.site)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
     let mut holder = pool.begin().await.unwrap();
-    // The request's own check (1 s by default) finds the deadlock first and gives way.
+    // Its own check, should it come first, must not find the deadlock (superuser setting).
     sqlx::query("SET LOCAL deadlock_timeout = '60s'").execute(&mut *holder).await.unwrap();
     sqlx::query(
         "INSERT INTO project_reservations AS r (department_id, site_id, cpu, ram_gb)
@@ -326,22 +353,29 @@ async fn a_request_rolled_back_by_a_deadlock_answers_503_and_may_be_sent_again(p
             .send()
     };
     let request = tokio::spawn(send());
-    let waiting = || async {
-        let waiters: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event = 'transactionid'",
+    let at_commit = waiting_on("advisory", 1);
+    wait_until("the request to wait for the lock", Duration::from_secs(10), at_commit).await;
+    let (dept, site) = (app.org.dept, app.org.site);
+    let same_name = tokio::spawn(async move {
+        sqlx::query(
+            "INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                                   performance_tier, cpu, ram_gb, status)
+             VALUES ($1, 'web', $2, $3, 'shop-web', 'silver', 'regular', 4, 16, 'active')",
         )
-        .fetch_one(&pool)
+        .bind(Uuid::now_v7())
+        .bind(dept)
+        .bind(site)
+        .execute(&mut *holder)
         .await
         .unwrap();
-        waiters == 1
-    };
-    wait_until("the request to wait for the row", Duration::from_secs(10), waiting).await;
-    // Waits until PostgreSQL has rolled the request back.
-    sqlx::query("SELECT pg_advisory_xact_lock(capacity_lock_key($1, $2))")
+        holder
+    });
+    let on_request = waiting_on("transactionid", 1);
+    wait_until("the holder to wait for the request", Duration::from_secs(10), on_request).await;
+    sqlx::query("SELECT pg_advisory_unlock(capacity_lock_key($1, $2))")
         .bind(app.org.field)
         .bind(app.org.site)
-        .execute(&mut *holder)
+        .execute(&mut *lock)
         .await
         .unwrap();
     let response = request.await.unwrap().unwrap();
@@ -349,6 +383,8 @@ async fn a_request_rolled_back_by_a_deadlock_answers_503_and_may_be_sent_again(p
     assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "contended", "{body}");
+    // The request gave way: the holder's insert went through, and is rolled back.
+    let holder = same_name.await.unwrap();
     holder.rollback().await.unwrap();
     let written: i64 = sqlx::query_scalar("SELECT count(*) FROM projects WHERE name = 'web'")
         .fetch_one(&pool)
@@ -418,11 +454,12 @@ async fn the_database_checks_a_reservation_at_the_commit_when_asked(pool: PgPool
 }
 
 /// The check at the commit (SQL, migration 24) and the check before it (`reserve` and
-/// `warn_if_nearly_full`, from `domain::capacity`) state one rule twice: they agree on a
-/// grid of quotas, uses and requests around the edges (quota full, 90 %, over already).
+/// `warn_if_nearly_full`: `domain::capacity::{reservation_fits, crosses_90_percent}`) state
+/// one rule twice: they agree on a grid of quotas, uses and requests around the edges
+/// (quota full, 90 %, over already).
 #[sqlx::test]
 async fn the_check_at_the_commit_agrees_with_the_domain_rule(pool: PgPool) {
-    use infrahub::domain::capacity::{Resources, crosses_90_percent};
+    use infrahub::domain::capacity::{Resources, crosses_90_percent, reservation_fits};
     let dir = tempfile::tempdir().unwrap();
     let app = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
     let (dept, site) = (app.org.dept, app.org.site);
@@ -482,7 +519,7 @@ async fn the_check_at_the_commit_agrees_with_the_domain_rule(pool: PgPool) {
                         err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned())
                     }
                 };
-                let before_commit = if !want.fits_in((quota - used).positive_part()) {
+                let before_commit = if !reservation_fits(quota, used, want) {
                     Some("IHQ01".to_owned())
                 } else if crosses_90_percent(quota, used, used + want) {
                     Some("IHQ90".to_owned())
