@@ -365,6 +365,30 @@ async fn insert_request(
     .unwrap();
 }
 
+/// `count` pending requests, each of a new department of the field (one open request per
+/// department and site), with reasons `<prefix>-00`, `<prefix>-01` …
+async fn insert_pending_of_other_departments(
+    pool: &PgPool,
+    app: &TestApp,
+    prefix: &str,
+    count: usize,
+) {
+    for i in 0..count {
+        let dept = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO departments (id, field_id, name, display_name) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(dept)
+        .bind(app.org.field)
+        .bind(format!("team-{prefix}-{i:02}"))
+        .execute(pool)
+        .await
+        .unwrap();
+        insert_request(pool, app, Uuid::now_v7(), dept, "pending", &format!("{prefix}-{i:02}"))
+            .await;
+    }
+}
+
 /// The target of the first link whose address starts with `prefix`, without its fragment.
 fn link(html: &str, prefix: &str) -> Option<String> {
     let start = html.find(&format!("href=\"{prefix}"))? + "href=\"".len();
@@ -387,20 +411,7 @@ async fn long_lists_of_quota_requests_are_paged_newest_first_for_the_team_lead(p
         insert_request(&pool, &app, *id, app.org.dept, status, &format!("ask-{i:02}")).await;
     }
     // Fifty-one more pending ones, of other departments of the field.
-    for i in 0..51 {
-        let dept = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO departments (id, field_id, name, display_name) VALUES ($1, $2, $3, $3)",
-        )
-        .bind(dept)
-        .bind(app.org.field)
-        .bind(format!("team-{i:02}"))
-        .execute(&pool)
-        .await
-        .unwrap();
-        insert_request(&pool, &app, Uuid::now_v7(), dept, "pending", &format!("other-{i:02}"))
-            .await;
-    }
+    insert_pending_of_other_departments(&pool, &app, "other", 51).await;
 
     let token = app.team_lead_token().await;
     let reasons = |page: &Value| -> Vec<String> {
@@ -521,20 +532,7 @@ async fn the_two_lists_of_a_page_keep_each_others_page(pool: PgPool) {
 
     // The approvals: 50 of each a page.
     insert_projects(&pool, &app, "wait", "pending_approval", 51).await;
-    // One open request per department: 51 departments of the field.
-    for i in 0..51 {
-        let dept = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO departments (id, field_id, name, display_name) VALUES ($1, $2, $3, $3)",
-        )
-        .bind(dept)
-        .bind(app.org.field)
-        .bind(format!("team-{i:02}"))
-        .execute(&pool)
-        .await
-        .unwrap();
-        insert_request(&pool, &app, Uuid::now_v7(), dept, "pending", &format!("more-{i:02}")).await;
-    }
+    insert_pending_of_other_departments(&pool, &app, "more", 51).await;
     let mut admin = Browser::new(&app.base);
     admin.login(&app.org.field_admin.username, PASSWORD).await;
     let first = admin.get("/approvals").await.html;
