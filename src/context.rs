@@ -11,6 +11,7 @@ use crate::clients::Clients;
 use crate::config::{Config, ConfigError, Mode, Secret};
 use crate::domain::password;
 use crate::jobs::Registry;
+use crate::jobs::submissions::Submissions;
 use crate::jobs::wake::WakeUps;
 use crate::telemetry;
 
@@ -40,6 +41,8 @@ pub struct Context {
     pub metrics_token: Option<Secret>,
     /// Sends the wake-ups of jobs whose transactions committed to every daemon's dispatchers.
     pub wake_ups: Arc<WakeUps>,
+    /// Writes the jobs of concurrent submissions, several to a statement under load.
+    pub submissions: Arc<Submissions>,
 }
 
 /// A pool like `pool` (same server and database), connecting when first used.
@@ -79,6 +82,7 @@ impl Context {
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
             wake_ups: Arc::new(WakeUps::new(pool.clone())),
+            submissions: Arc::new(Submissions::new(pool.clone())),
             pool,
             config: Arc::new(config),
             mode,
@@ -102,6 +106,7 @@ impl Context {
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
             wake_ups: Arc::new(WakeUps::new(pool.clone())),
+            submissions: Arc::new(Submissions::new(pool.clone())),
             pool,
             registry: Arc::new(registry),
             clients: Clients::offline(),

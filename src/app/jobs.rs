@@ -71,7 +71,7 @@ pub async fn enqueue<J: Job>(
     meta: JobMeta,
 ) -> AppResult<Enqueued> {
     let value = payload_value::<J>(payload)?;
-    let enqueued = jobs::enqueue(conn, &new_job::<J>(ctx, payload, value, &meta)).await?;
+    let enqueued = jobs::enqueue(conn, &new_job::<J>(ctx, payload, value, meta)).await?;
     wake::on_commit(&ctx.wake_ups, enqueued.wake_up());
     Ok(enqueued)
 }
@@ -79,8 +79,8 @@ pub async fn enqueue<J: Job>(
 /// Enqueues a `J` job for the caller, with its `job.create` audit event when a new job was
 /// made, in one statement: the job and the event commit together, the wake-up after. Under an
 /// `Idempotency-Key` the statement runs in a transaction that commits with the request's
-/// stored answer ([`super::commit`]); otherwise on a connection of its own, with no
-/// `BEGIN` and `COMMIT` around it.
+/// stored answer ([`super::commit`]); otherwise with no `BEGIN` and `COMMIT` around it, in a
+/// statement it may share with concurrent submissions ([`crate::jobs::submissions`]).
 pub async fn submit<J: Job>(
     ctx: &Context,
     caller: &Caller,
@@ -88,7 +88,7 @@ pub async fn submit<J: Job>(
     meta: JobMeta,
 ) -> AppResult<Submitted> {
     let value = payload_value::<J>(payload)?;
-    let new = new_job::<J>(ctx, payload, value, &meta);
+    let new = new_job::<J>(ctx, payload, value, meta);
     let actor = caller.actor();
     if super::idempotency::under_key() {
         let mut tx = ctx.pool.begin().await?;
@@ -98,9 +98,7 @@ pub async fn submit<J: Job>(
         wake::on_commit(&ctx.wake_ups, enqueued.wake_up());
         return Ok(enqueued.into());
     }
-    let mut conn = ctx.pool.acquire().await?;
-    let enqueued = jobs::enqueue_recorded(&mut conn, &new, &actor).await?;
-    drop(conn);
+    let enqueued = ctx.submissions.enqueue(new, actor).await?;
     ctx.wake_ups.send(enqueued.wake_up().cloned());
     Ok(enqueued.into())
 }
@@ -111,22 +109,22 @@ fn payload_value<J: Job>(payload: &J::Payload) -> AppResult<Value> {
 }
 
 /// The row a `J` job with `payload` (already as JSON: `value`) is inserted as.
-fn new_job<'a, J: Job>(
+fn new_job<J: Job>(
     ctx: &Context,
     payload: &J::Payload,
     value: Value,
-    meta: &'a JobMeta,
-) -> NewJob<'a> {
+    meta: JobMeta,
+) -> NewJob<'static> {
     let settings = ctx.registry.settings(J::KIND);
     let coalesce_key = J::coalesce_key(payload);
     NewJob {
-        subject: meta.subject.as_ref().map(|(t, id)| (*t, id.clone())),
+        subject: meta.subject,
         scope: meta.owner,
         submitted_by: meta.submitted_by,
         dedupe_key: J::DEDUPE.then(|| J::KIND.to_owned()),
         delay: if coalesce_key.is_some() { settings.coalesce_delay } else { Duration::ZERO },
         coalesce_key,
-        ..NewJob::new(J::KIND, value, &meta.submitted_by_name, settings.max_attempts_i32())
+        ..NewJob::new(J::KIND, value, meta.submitted_by_name, settings.max_attempts_i32())
     }
 }
 

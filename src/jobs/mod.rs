@@ -25,6 +25,7 @@ pub mod read_usage;
 pub mod reconcile;
 pub mod resync;
 pub mod scheduler;
+pub mod submissions;
 pub mod sync_servers;
 pub mod wake;
 

@@ -1,6 +1,8 @@
 //! The job table: enqueue (with dedupe keys), claim under a lease, fenced
 //! completion, durable retries, cancellation, the lease reaper, listing and pruning.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -119,7 +121,7 @@ pub struct NewJob<'a> {
     /// Whose thing the job is about: its field's and department's people may see it.
     pub scope: Owner,
     pub submitted_by: Option<Uuid>,
-    pub submitted_by_name: &'a str,
+    pub submitted_by_name: Cow<'a, str>,
     pub max_attempts: i32,
     /// Not before this instant (cron catch-up, delayed work); now when absent.
     pub run_at: Option<DateTime<Utc>>,
@@ -137,7 +139,7 @@ impl<'a> NewJob<'a> {
     pub fn new(
         kind: &'a str,
         payload: Value,
-        submitted_by_name: &'a str,
+        submitted_by_name: impl Into<Cow<'a, str>>,
         max_attempts: i32,
     ) -> Self {
         Self {
@@ -146,7 +148,7 @@ impl<'a> NewJob<'a> {
             subject: None,
             scope: Owner::default(),
             submitted_by: None,
-            submitted_by_name,
+            submitted_by_name: submitted_by_name.into(),
             max_attempts,
             run_at: None,
             dedupe_key: None,
@@ -261,13 +263,19 @@ macro_rules! enqueue_superseding {
     };
 }
 
+/// The `job.create` audit event of each new job (`ins`), by the actor whose id, name and
+/// request id are `$actor_id`, `$actor` and `$request_id` (SQL expressions over `$from`).
 macro_rules! enqueue_record {
-    () => {
+    ($actor_id:literal, $actor:literal, $request_id:literal, $from:literal) => {
         concat!(
             ", recorded AS (
                  INSERT INTO audit_events (actor_id, actor, action, subject_type, subject_id,
                                            after, request_id, field_ids)
-                 SELECT $15, $16, 'job.create', 'job', ins.id::text,
+                 SELECT ",
+            $actor_id,
+            ", ",
+            $actor,
+            ", 'job.create', 'job', ins.id::text,
                         jsonb_build_object(
                             'id', ins.id, 'kind', ins.kind, 'status', ins.status,
                             'payload', ins.payload, 'subject_type', ins.subject_type,
@@ -288,11 +296,15 @@ macro_rules! enqueue_record {
                             'last_error', ins.last_error, 'errors', ins.errors,
                             'result', ins.result, 'submitted_by', ins.submitted_by,
                             'submitted_by_name', ins.submitted_by_name),
-                        $17,
+                        ",
+            $request_id,
+            ",
                         array_remove(ARRAY[coalesce(ins.scope_field_id,
                             (SELECT d.field_id FROM departments d
                               WHERE d.id = ins.scope_department_id))], NULL)
-                   FROM ins)"
+                   FROM ",
+            $from,
+            ")"
         )
     };
 }
@@ -314,11 +326,14 @@ macro_rules! enqueue_answer {
 const ENQUEUE: &str = concat!(enqueue_plain!(), enqueue_answer!("0::int8"));
 const ENQUEUE_COALESCING: &str =
     concat!(enqueue_superseding!(), enqueue_answer!("(SELECT count(*) FROM sup)"));
-const ENQUEUE_RECORDED: &str =
-    concat!(enqueue_plain!(), enqueue_record!(), enqueue_answer!("0::int8"));
+const ENQUEUE_RECORDED: &str = concat!(
+    enqueue_plain!(),
+    enqueue_record!("$15", "$16", "$17", "ins"),
+    enqueue_answer!("0::int8")
+);
 const ENQUEUE_COALESCING_RECORDED: &str = concat!(
     enqueue_superseding!(),
-    enqueue_record!(),
+    enqueue_record!("$15", "$16", "$17", "ins"),
     enqueue_answer!("(SELECT count(*) FROM sup)")
 );
 
@@ -349,7 +364,7 @@ async fn insert(
             .bind(new.scope.field_id)
             .bind(new.scope.department_id)
             .bind(new.submitted_by)
-            .bind(new.submitted_by_name)
+            .bind(new.submitted_by_name.as_ref())
             .bind(new.max_attempts)
             .bind(new.run_at)
             .bind(new.dedupe_key.as_deref())
@@ -406,6 +421,109 @@ struct Inserted {
     job: Job,
     superseded: i64,
     wake_up: WakeUp,
+}
+
+/// [`enqueue_recorded`] for several submissions in one statement, each by its own actor: their
+/// jobs, the supersessions and the audit events commit together (on a connection outside a
+/// transaction, at once), at the cost of one round trip and one commit for all of them. None
+/// may carry a dedupe key. Submissions of one kind and coalesce key end as if made one after
+/// the other in `batch`'s order: the first supersedes the queued jobs of its key, each of the
+/// others the one before it (made `superseded` as it is inserted, its audit event saying so),
+/// and the last stays queued, due when the earliest job it took the place of was, or after
+/// its delay. Returns each submission's job and wake-up, in order; when the statement fails,
+/// none was made.
+#[tracing::instrument(skip_all, fields(count = batch.len()))]
+pub async fn enqueue_recorded_many(
+    conn: &mut PgConnection,
+    batch: &[(&NewJob<'_>, &Actor)],
+) -> Result<Vec<(Job, WakeUp)>, StoreError> {
+    debug_assert!(batch.iter().all(|(new, _)| new.dedupe_key.is_none()));
+    // UUIDv7s made in one process are ordered by their making: the batch's order.
+    let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
+    let column = |f: &dyn Fn(&NewJob<'_>, &Actor) -> Option<String>| -> Vec<Option<String>> {
+        batch.iter().map(|(new, actor)| f(new, actor)).collect()
+    };
+    let rows: Vec<Inserted> = sqlx::query_as(concat!(
+        "WITH given AS (
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::text[],
+                                  $6::uuid[], $7::uuid[], $8::uuid[], $9::text[], $10::int4[],
+                                  $11::timestamptz[], $12::text[], $13::float8[], $14::uuid[],
+                                  $15::text[], $16::text[])
+                 AS n(id, kind, payload, subject_type, subject_id, scope_field_id,
+                      scope_department_id, submitted_by, submitted_by_name, max_attempts,
+                      run_at, coalesce_key, delay, actor_id, actor, request_id)),
+         new AS (
+             SELECT n.*,
+                    CASE WHEN n.coalesce_key IS NOT NULL THEN lag(n.id) OVER key END AS prior_id,
+                    CASE WHEN n.coalesce_key IS NOT NULL THEN lead(n.id) OVER key END AS next_id
+               FROM given n
+             WINDOW key AS (PARTITION BY n.kind, n.coalesce_key ORDER BY n.id)),
+         older AS (
+             SELECT j.id, j.run_at, n.kind, n.coalesce_key, n.id AS by
+               FROM new n JOIN jobs j ON j.kind = n.kind AND j.coalesce_key = n.coalesce_key
+              WHERE n.prior_id IS NULL AND j.status IN ('queued', 'retrying') AND j.id < n.id
+                FOR UPDATE OF j SKIP LOCKED),
+         ins AS (
+             INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
+                               scope_department_id, submitted_by, submitted_by_name,
+                               max_attempts, run_at, coalesce_key, status, finished_at, result)
+             SELECT n.id, n.kind, n.payload, n.subject_type, n.subject_id, n.scope_field_id,
+                    n.scope_department_id, n.submitted_by, n.submitted_by_name, n.max_attempts,
+                    coalesce(n.run_at, least(now() + make_interval(secs => n.delay),
+                                             (SELECT min(o.run_at) FROM older o
+                                               WHERE o.kind = n.kind
+                                                 AND o.coalesce_key = n.coalesce_key))),
+                    n.coalesce_key,
+                    CASE WHEN n.next_id IS NULL THEN 'queued' ELSE 'superseded' END,
+                    CASE WHEN n.next_id IS NOT NULL THEN now() END,
+                    CASE WHEN n.next_id IS NOT NULL
+                         THEN jsonb_build_object('superseded_by', n.next_id) END
+               FROM new n
+             RETURNING *),
+         sup AS (
+             UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
+                    result = jsonb_build_object('superseded_by', older.by)
+               FROM older
+              WHERE jobs.id = older.id AND jobs.status IN ('queued', 'retrying')
+             RETURNING older.by)",
+        enqueue_record!("n.actor_id", "n.actor", "n.request_id", "ins JOIN new n ON n.id = ins.id"),
+        enqueue_answer!(
+            "(SELECT count(*) FROM sup WHERE sup.by = ins.id) + (ins.status = 'superseded')::int4"
+        )
+    ))
+    .bind(&ids)
+    .bind(batch.iter().map(|(new, _)| new.kind).collect::<Vec<_>>())
+    .bind(batch.iter().map(|(new, _)| new.payload.clone()).collect::<Vec<_>>())
+    .bind(column(&|new, _| new.subject.as_ref().map(|s| s.0.to_owned())))
+    .bind(column(&|new, _| new.subject.as_ref().map(|s| s.1.clone())))
+    .bind(batch.iter().map(|(new, _)| new.scope.field_id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|(new, _)| new.scope.department_id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|(new, _)| new.submitted_by).collect::<Vec<_>>())
+    .bind(batch.iter().map(|(new, _)| new.submitted_by_name.as_ref()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|(new, _)| new.max_attempts).collect::<Vec<_>>())
+    .bind(batch.iter().map(|(new, _)| new.run_at).collect::<Vec<_>>())
+    .bind(column(&|new, _| new.coalesce_key.clone()))
+    .bind(batch.iter().map(|(new, _)| new.delay.as_secs_f64()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|(_, actor)| actor.user_id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|(_, actor)| actor.name.as_str()).collect::<Vec<_>>())
+    .bind(column(&|_, actor| actor.request_id.clone()))
+    .fetch_all(conn)
+    .await?;
+    let mut by_id: std::collections::HashMap<Uuid, Inserted> =
+        rows.into_iter().map(|row| (row.job.id, row)).collect();
+    ids.iter()
+        .zip(batch)
+        .map(|(id, (new, _))| {
+            let Inserted { job, superseded, wake_up } = by_id.remove(id).ok_or_else(|| {
+                StoreError::Database(sqlx::Error::Protocol(format!("job {id} was not returned")))
+            })?;
+            if superseded > 0 {
+                metrics::counter!("infrahub_jobs_superseded_total", "kind" => new.kind.to_owned())
+                    .increment(superseded as u64);
+            }
+            Ok((job, wake_up))
+        })
+        .collect()
 }
 
 /// A claimed attempt: what a worker needs to run it and to report back (fenced by `claim`).
@@ -908,7 +1026,7 @@ pub async fn enqueue_batch(
     .bind(new.scope.field_id)
     .bind(new.scope.department_id)
     .bind(new.submitted_by)
-    .bind(new.submitted_by_name)
+    .bind(new.submitted_by_name.as_ref())
     .bind(new.max_attempts)
     .bind(new.run_at)
     .bind(new.delay.as_secs_f64())

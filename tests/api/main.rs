@@ -41,6 +41,7 @@ mod private_pg;
 mod projects;
 mod prometheus_fake;
 mod quota_requests;
+mod submissions;
 mod systemd;
 mod usage;
 mod wake_ups;

@@ -1,0 +1,171 @@
+//! Submissions that arrive together share a statement: each keeps its own job and audit event,
+//! one refused by PostgreSQL fails alone, and of one coalesce key the newest stays queued.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use infrahub::jobs::submissions::Submissions;
+use infrahub::store::StoreError;
+use infrahub::store::audit::Actor;
+use infrahub::store::jobs::{Enqueued, NewJob};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn actor(n: usize) -> Actor {
+    Actor { user_id: None, name: format!("user-{n}"), request_id: Some(format!("req-{n}")) }
+}
+
+/// Hands every submission over before any writer runs (the test's runtime has one thread),
+/// and waits for all of them.
+async fn submit_together(
+    pool: &PgPool,
+    jobs: Vec<NewJob<'static>>,
+) -> Vec<Result<Enqueued, StoreError>> {
+    let submissions = Arc::new(Submissions::new(pool.clone()));
+    join_all(jobs.into_iter().enumerate().map(|(n, new)| {
+        let submissions = Arc::clone(&submissions);
+        async move { submissions.enqueue(new, actor(n)).await }
+    }))
+    .await
+}
+
+fn noop(n: usize) -> NewJob<'static> {
+    NewJob::new("noop", json!({ "n": n }), format!("user-{n}"), 3)
+}
+
+#[sqlx::test]
+async fn submissions_arriving_together_share_a_statement_and_keep_their_own_events(pool: PgPool) {
+    let answers = submit_together(&pool, (0..20).map(noop).collect()).await;
+    let ids: Vec<Uuid> = answers.iter().map(|answer| answer.as_ref().unwrap().job().id).collect();
+    let statements: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT created_at) FROM jobs WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    // All rows of a statement share its `now()`; one statement per writer at most.
+    assert!(statements <= 2, "20 submissions took {statements} statements");
+    for (n, id) in ids.iter().enumerate() {
+        let (payload, name): (serde_json::Value, String) =
+            sqlx::query_as("SELECT payload, submitted_by_name FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!((payload, name), (json!({ "n": n }), format!("user-{n}")));
+        let events: Vec<(String, Option<String>, serde_json::Value)> = sqlx::query_as(
+            "SELECT actor, request_id, after FROM audit_events
+              WHERE action = 'job.create' AND subject_id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(events.len(), 1, "one event for job {n}");
+        let (who, request, after) = &events[0];
+        assert_eq!(
+            (who.as_str(), request.as_deref()),
+            (format!("user-{n}").as_str(), Some(format!("req-{n}").as_str()))
+        );
+        assert_eq!(after["payload"], json!({ "n": n }));
+        assert_eq!(after["status"], "queued");
+    }
+}
+
+#[sqlx::test]
+async fn a_submission_refused_in_a_shared_statement_fails_alone(pool: PgPool) {
+    let mut jobs: Vec<NewJob<'static>> = (0..5).map(noop).collect();
+    // The table's check refuses a job with no attempt to make.
+    jobs[2].max_attempts = 0;
+    let answers = submit_together(&pool, jobs).await;
+    for (n, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.is_ok(), n != 2, "submission {n}: {:?}", answer.as_ref().err());
+    }
+    let (jobs, events): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs),
+                (SELECT count(*) FROM audit_events WHERE action = 'job.create')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((jobs, events), (4, 4));
+}
+
+#[sqlx::test]
+async fn of_one_key_submitted_together_the_newest_stays_queued(pool: PgPool) {
+    let keyed = |n: usize| NewJob { coalesce_key: Some("dept:site".to_owned()), ..noop(n) };
+    // Another key in the same burst is another thing.
+    let mut jobs: Vec<NewJob<'static>> = (0..6).map(keyed).collect();
+    jobs.push(NewJob { coalesce_key: Some("other".to_owned()), ..noop(6) });
+    let answers = submit_together(&pool, jobs).await;
+    let ids: Vec<Uuid> = answers.iter().map(|answer| answer.as_ref().unwrap().job().id).collect();
+    let answered: Vec<&str> =
+        answers.iter().map(|answer| answer.as_ref().unwrap().job().status.as_str()).collect();
+    assert_eq!(
+        answered,
+        ["superseded"; 5].iter().chain(&["queued"; 2]).copied().collect::<Vec<_>>()
+    );
+    let status = |id: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<serde_json::Value>)>(
+                "SELECT status, result FROM jobs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    for pair in ids[..6].windows(2) {
+        let (older, result) = status(pair[0]).await;
+        assert_eq!(older, "superseded");
+        assert_eq!(result.unwrap()["superseded_by"], json!(pair[1]));
+    }
+    assert_eq!(status(ids[5]).await.0, "queued", "the newest of the key");
+    assert_eq!(status(ids[6]).await.0, "queued", "the other key");
+    // Each was created: its audit event tells how it was made.
+    let created: Vec<String> = sqlx::query_scalar(
+        "SELECT after->>'status' FROM audit_events
+          WHERE action = 'job.create' AND subject_id = ANY($1) ORDER BY subject_id",
+    )
+    .bind(ids.iter().map(Uuid::to_string).collect::<Vec<_>>())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(created, answered);
+}
+
+#[sqlx::test]
+async fn a_key_queued_before_is_superseded_by_the_first_of_a_shared_statement(pool: PgPool) {
+    let keyed = |n: usize| NewJob { coalesce_key: Some("dept:site".to_owned()), ..noop(n) };
+    let earlier = submit_together(&pool, vec![keyed(0)]).await.remove(0).unwrap().job().id;
+    let answers = submit_together(&pool, (1..4).map(keyed).collect()).await;
+    let ids: Vec<Uuid> = answers.iter().map(|answer| answer.as_ref().unwrap().job().id).collect();
+    let superseded_by: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT result->'superseded_by' FROM jobs WHERE id = $1")
+            .bind(earlier)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(superseded_by, Some(json!(ids[0])), "the chain goes through every change");
+    let queued: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'queued'")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, [ids[2]]);
+    let run_at = |id: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+                "SELECT run_at FROM jobs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(run_at(ids[2]).await, run_at(earlier).await, "due when the change it replaced was");
+}
