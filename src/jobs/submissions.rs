@@ -126,8 +126,9 @@ impl Drop for Writer<'_> {
     }
 }
 
-/// Writes `batch` in one statement and answers each submission; when that fails, writes each
-/// alone.
+/// Writes `batch` in one statement and answers each submission. When PostgreSQL refuses the
+/// statement, each submission is written alone (so only a bad one fails); when it could not
+/// be reached, each gets that answer at once, not after a wait of its own for a connection.
 async fn write(pool: &PgPool, batch: Vec<Pending>) {
     let submissions: Vec<(&NewJob<'_>, &Actor)> =
         batch.iter().map(|pending| (&pending.new, &pending.actor)).collect();
@@ -135,31 +136,54 @@ async fn write(pool: &PgPool, batch: Vec<Pending>) {
         async { jobs::enqueue_recorded_many(&mut *pool.acquire().await?, &submissions).await }
             .await;
     drop(submissions);
-    match written {
+    let err = match written {
         Ok(jobs) => {
             for (pending, (job, wake_up)) in batch.into_iter().zip(jobs) {
                 let _ = pending.answer.send(Ok(Enqueued::Created(job, wake_up)));
             }
+            return;
         }
-        Err(err) if batch.len() == 1 => {
-            if let Some(pending) = batch.into_iter().next() {
-                let _ = pending.answer.send(Err(err));
-            }
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, count = batch.len(), "a shared job statement failed; writing its submissions one by one");
-            for pending in batch {
-                let alone = async {
-                    jobs::enqueue_recorded(
-                        &mut *pool.acquire().await?,
-                        &pending.new,
-                        &pending.actor,
-                    )
+        Err(err) => err,
+    };
+    if batch.len() > 1 && refused(&err) {
+        tracing::warn!(error = %err, count = batch.len(), "PostgreSQL refused a shared job statement; writing its submissions one by one");
+        for pending in batch {
+            let alone = async {
+                jobs::enqueue_recorded(&mut *pool.acquire().await?, &pending.new, &pending.actor)
                     .await
-                }
-                .await;
-                let _ = pending.answer.send(alone);
             }
+            .await;
+            let _ = pending.answer.send(alone);
         }
+        return;
     }
+    let others: Vec<StoreError> = batch.iter().skip(1).map(|_| unreached(&err)).collect();
+    for (pending, err) in batch.into_iter().zip(std::iter::once(err).chain(others)) {
+        let _ = pending.answer.send(Err(err));
+    }
+}
+
+/// Whether PostgreSQL ran the statement and refused it, rather than being out of reach (no
+/// connection, a connection lost, a server shutting down: SQLSTATE classes 08 and 57P).
+fn refused(err: &StoreError) -> bool {
+    match err {
+        StoreError::Database(err) => err
+            .as_database_error()
+            .and_then(|db| db.code())
+            .is_some_and(|code| !code.starts_with("08") && !code.starts_with("57P")),
+        _ => true,
+    }
+}
+
+/// The failure of a statement that did not reach PostgreSQL (or was not refused by it), for
+/// another submission of it: the same kind of error (a database out of reach answers 503).
+fn unreached(err: &StoreError) -> StoreError {
+    StoreError::Database(match err {
+        StoreError::Database(sqlx::Error::PoolTimedOut) => sqlx::Error::PoolTimedOut,
+        StoreError::Database(sqlx::Error::PoolClosed) => sqlx::Error::PoolClosed,
+        StoreError::Database(sqlx::Error::Io(io)) => {
+            sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string()))
+        }
+        other => sqlx::Error::Protocol(other.to_string()),
+    })
 }

@@ -169,3 +169,31 @@ async fn a_key_queued_before_is_superseded_by_the_first_of_a_shared_statement(po
     };
     assert_eq!(run_at(ids[2]).await, run_at(earlier).await, "due when the change it replaced was");
 }
+
+#[sqlx::test]
+async fn submissions_that_cannot_reach_the_database_are_each_told_so(pool: PgPool) {
+    // A pool of one connection, held here: the shared statement never gets one.
+    let options = pool.connect_options().as_ref().clone();
+    let small = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_millis(200))
+        .connect_with(options)
+        .await
+        .unwrap();
+    let held = small.acquire().await.unwrap();
+    let submissions = Arc::new(Submissions::new(small.clone()));
+    let answers = join_all((0..3).map(|n| {
+        let submissions = Arc::clone(&submissions);
+        async move { submissions.enqueue(noop(n), actor(n)).await }
+    }))
+    .await;
+    for answer in &answers {
+        assert!(
+            matches!(answer, Err(StoreError::Database(sqlx::Error::PoolTimedOut))),
+            "{answer:?}"
+        );
+    }
+    drop(held);
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.unwrap();
+    assert_eq!(jobs, 0);
+}
