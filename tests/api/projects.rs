@@ -277,16 +277,7 @@ async fn waits_and_sees_what_the_holder_committed(pool: PgPool, key: Option<&str
         None => request,
     };
     let request = tokio::spawn(request.send());
-    let waiting = || async {
-        let waiters: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event = 'advisory'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        waiters == 1
-    };
+    let waiting = || async { waiters(&pool, "advisory").await == 1 };
     wait_until("the request to wait on the lock", Duration::from_secs(10), waiting).await;
     holder.commit().await.unwrap();
     let response = request.await.unwrap().unwrap();
@@ -294,6 +285,18 @@ async fn waits_and_sees_what_the_holder_committed(pool: PgPool, key: Option<&str
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "over_quota", "{body}");
     assert_eq!(body["error"]["details"]["used"]["cpu"], 8, "{body}");
+}
+
+/// How many sessions of the test's database wait on `event` (`pg_stat_activity`).
+async fn waiters(pool: &PgPool, event: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event = $1",
+    )
+    .bind(event)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 /// A request PostgreSQL rolls back to break a deadlock answers 503 `contended` with
@@ -308,23 +311,6 @@ async fn a_request_rolled_back_by_a_deadlock_answers_503_and_may_be_sent_again(p
     let dir = tempfile::tempdir().unwrap();
     let app = app_with_quota(&pool, &dir.path().join("gitops"), 10, 100).await;
     let lead = app.team_lead_token().await;
-    let waiting_on = |event: &'static str, count: i64| {
-        let pool = pool.clone();
-        move || {
-            let pool = pool.clone();
-            async move {
-                let waiters: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity
-                      WHERE datname = current_database() AND wait_event = $1",
-                )
-                .bind(event)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                waiters == count
-            }
-        }
-    };
     let mut lock = pool.acquire().await.unwrap();
     sqlx::query("SELECT pg_advisory_lock(capacity_lock_key($1, $2))")
         .bind(app.org.field)
@@ -353,7 +339,7 @@ async fn a_request_rolled_back_by_a_deadlock_answers_503_and_may_be_sent_again(p
             .send()
     };
     let request = tokio::spawn(send());
-    let at_commit = waiting_on("advisory", 1);
+    let at_commit = || async { waiters(&pool, "advisory").await == 1 };
     wait_until("the request to wait for the lock", Duration::from_secs(10), at_commit).await;
     let (dept, site) = (app.org.dept, app.org.site);
     let same_name = tokio::spawn(async move {
@@ -370,7 +356,7 @@ async fn a_request_rolled_back_by_a_deadlock_answers_503_and_may_be_sent_again(p
         .unwrap();
         holder
     });
-    let on_request = waiting_on("transactionid", 1);
+    let on_request = || async { waiters(&pool, "transactionid").await == 1 };
     wait_until("the holder to wait for the request", Duration::from_secs(10), on_request).await;
     sqlx::query("SELECT pg_advisory_unlock(capacity_lock_key($1, $2))")
         .bind(app.org.field)
