@@ -213,7 +213,7 @@ pub async fn enqueue_recorded(
 // job pays for no supersession and no audit event. Parameters: $1–$13 the row, $14 the delay
 // in seconds (when `$11`, the run time, is absent), $15–$17 the actor (id, name, request id).
 macro_rules! enqueue_insert {
-    ($due:literal) => {
+    ($due:expr) => {
         concat!(
             "ins AS (
              INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
@@ -235,6 +235,26 @@ macro_rules! enqueue_plain {
     };
 }
 
+/// When a job that supersedes queued ones of its key is due: after its delay (`$delay`, in
+/// seconds) or when the earliest of them was (`$earliest`), whichever comes first.
+macro_rules! due_superseding {
+    ($delay:literal, $earliest:literal) => {
+        concat!("least(now() + make_interval(secs => ", $delay, "), ", $earliest, ")")
+    };
+}
+
+/// The columns of a job superseded by `$by`: over, naming the job that took its place.
+macro_rules! superseded_by {
+    ($by:literal) => {
+        concat!(
+            "status = 'superseded', finished_at = now(), updated_at = now(),
+             result = jsonb_build_object('superseded_by', ",
+            $by,
+            ")"
+        )
+    };
+}
+
 /// The queued older jobs of the key are locked first: the new job is due after the delay or
 /// when the oldest of them was, whichever comes first (so a key changed again and again within
 /// the delay is still applied once per delay, never put off for good), and they end
@@ -249,13 +269,11 @@ macro_rules! enqueue_superseding {
                   WHERE kind = $2 AND coalesce_key = $13 AND status IN ('queued', 'retrying')
                     AND id < $1
                     FOR UPDATE SKIP LOCKED), ",
-            enqueue_insert!(
-                "least(now() + make_interval(secs => $14::float8),
-                       (SELECT min(run_at) FROM older))"
-            ),
+            enqueue_insert!(due_superseding!("$14::float8", "(SELECT min(run_at) FROM older)")),
             ", sup AS (
-                 UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
-                        result = jsonb_build_object('superseded_by', $1::uuid)
+                 UPDATE jobs SET ",
+            superseded_by!("$1::uuid"),
+            "
                   WHERE id IN (SELECT id FROM older) AND status IN ('queued', 'retrying')
                     AND EXISTS (SELECT 1 FROM ins)
                  RETURNING 1)"
@@ -282,7 +300,7 @@ macro_rules! enqueue_record {
                             'subject_id', ins.subject_id, 'attempts', ins.attempts,
                             'max_attempts', ins.max_attempts,
                             'next_run_at', ",
-            utc_text!("ins.run_at"),
+            utc_text!("CASE WHEN ins.status IN ('queued', 'retrying') THEN ins.run_at END"),
             ",
                             'created_at', ",
             utc_text!("ins.created_at"),
@@ -437,7 +455,10 @@ pub async fn enqueue_recorded_many(
     conn: &mut PgConnection,
     batch: &[(&NewJob<'_>, &Actor)],
 ) -> Result<Vec<(Job, WakeUp)>, StoreError> {
-    debug_assert!(batch.iter().all(|(new, _)| new.dedupe_key.is_none()));
+    if batch.iter().any(|(new, _)| new.dedupe_key.is_some()) {
+        let why = "a job with a dedupe key is enqueued alone (`enqueue_recorded`)";
+        return Err(StoreError::Database(sqlx::Error::InvalidArgument(why.to_owned())));
+    }
     // UUIDv7s made in one process are ordered by their making: the batch's order.
     let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
     let column = |f: &dyn Fn(&NewJob<'_>, &Actor) -> Option<String>| -> Vec<Option<String>> {
@@ -469,10 +490,13 @@ pub async fn enqueue_recorded_many(
                                max_attempts, run_at, coalesce_key, status, finished_at, result)
              SELECT n.id, n.kind, n.payload, n.subject_type, n.subject_id, n.scope_field_id,
                     n.scope_department_id, n.submitted_by, n.submitted_by_name, n.max_attempts,
-                    coalesce(n.run_at, least(now() + make_interval(secs => n.delay),
-                                             (SELECT min(o.run_at) FROM older o
-                                               WHERE o.kind = n.kind
-                                                 AND o.coalesce_key = n.coalesce_key))),
+                    coalesce(n.run_at, ",
+        due_superseding!(
+            "n.delay",
+            "(SELECT min(o.run_at) FROM older o
+               WHERE o.kind = n.kind AND o.coalesce_key = n.coalesce_key)"
+        ),
+        "),
                     n.coalesce_key,
                     CASE WHEN n.next_id IS NULL THEN 'queued' ELSE 'superseded' END,
                     CASE WHEN n.next_id IS NOT NULL THEN now() END,
@@ -481,8 +505,9 @@ pub async fn enqueue_recorded_many(
                FROM new n
              RETURNING *),
          sup AS (
-             UPDATE jobs SET status = 'superseded', finished_at = now(), updated_at = now(),
-                    result = jsonb_build_object('superseded_by', older.by)
+             UPDATE jobs SET ",
+        superseded_by!("older.by"),
+        "
                FROM older
               WHERE jobs.id = older.id AND jobs.status IN ('queued', 'retrying')
              RETURNING older.by)",
@@ -515,7 +540,9 @@ pub async fn enqueue_recorded_many(
         .zip(batch)
         .map(|(id, (new, _))| {
             let Inserted { job, superseded, wake_up } = by_id.remove(id).ok_or_else(|| {
-                StoreError::Database(sqlx::Error::Protocol(format!("job {id} was not returned")))
+                StoreError::Database(sqlx::Error::Decode(
+                    format!("job {id} was not returned").into(),
+                ))
             })?;
             if superseded > 0 {
                 metrics::counter!("infrahub_jobs_superseded_total", "kind" => new.kind.to_owned())
