@@ -79,10 +79,11 @@ impl Context {
         let tokens = TokenKeys::new(&secret, &config.auth.issuer, config.auth.token_ttl_secs);
         let dummy_hash = password::hash("infrahub-unknown-user-placeholder")?;
         let metrics_token = config.http.metrics_token()?;
+        let wake_ups = Arc::new(WakeUps::new(pool.clone()));
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
-            wake_ups: Arc::new(WakeUps::new(pool.clone())),
-            submissions: Arc::new(Submissions::new(pool.clone())),
+            submissions: Arc::new(Submissions::new(pool.clone(), Arc::clone(&wake_ups))),
+            wake_ups,
             pool,
             config: Arc::new(config),
             mode,
@@ -103,10 +104,11 @@ impl Context {
         let throwaway = Secret::new(uuid::Uuid::new_v4().simple().to_string().repeat(2));
         let tokens = TokenKeys::new(&throwaway, &config.auth.issuer, config.auth.token_ttl_secs);
         let registry = Registry::new(&config.workers)?;
+        let wake_ups = Arc::new(WakeUps::new(pool.clone()));
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
-            wake_ups: Arc::new(WakeUps::new(pool.clone())),
-            submissions: Arc::new(Submissions::new(pool.clone())),
+            submissions: Arc::new(Submissions::new(pool.clone(), Arc::clone(&wake_ups))),
+            wake_ups,
             pool,
             registry: Arc::new(registry),
             clients: Clients::offline(),

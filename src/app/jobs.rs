@@ -98,8 +98,8 @@ pub async fn submit<J: Job>(
         wake::on_commit(&ctx.wake_ups, enqueued.wake_up());
         return Ok(enqueued.into());
     }
+    // Its wake-up goes out with its statement's, also if the client has gone meanwhile.
     let enqueued = ctx.submissions.enqueue(new, actor).await?;
-    ctx.wake_ups.send(enqueued.wake_up().cloned());
     Ok(enqueued.into())
 }
 

@@ -180,23 +180,30 @@ impl AppError {
                 format!("the {what} refers to something that does not exist"),
             )
             .with_details(json!({ "constraint": constraint })),
-            StoreError::Database(err) if is_unavailable(&err) => {
-                tracing::warn!(error = %err, "the database is unavailable");
-                Self::new(
-                    ErrorKind::Unavailable,
-                    "unavailable",
-                    "the database is unavailable; try again shortly",
-                )
-            }
-            StoreError::Database(err) if is_contended(&err) => {
-                tracing::warn!(error = %err, "a transaction rolled back by a concurrent one");
-                Self::new(
-                    ErrorKind::Unavailable,
-                    "contended",
-                    "the request met a concurrent one and was rolled back; try again",
-                )
-            }
-            StoreError::Database(err) => Self::internal(err),
+            StoreError::Database(err) => Self::from_database(&err),
+            StoreError::Shared(err) => Self::from_database(&err),
+        }
+    }
+
+    /// 503 when the database is away or the transaction gave way to a concurrent one (trying
+    /// again may pass), 500 otherwise.
+    fn from_database(err: &sqlx::Error) -> Self {
+        if is_unavailable(err) {
+            tracing::warn!(error = %err, "the database is unavailable");
+            Self::new(
+                ErrorKind::Unavailable,
+                "unavailable",
+                "the database is unavailable; try again shortly",
+            )
+        } else if is_contended(err) {
+            tracing::warn!(error = %err, "a transaction rolled back by a concurrent one");
+            Self::new(
+                ErrorKind::Unavailable,
+                "contended",
+                "the request met a concurrent one and was rolled back; try again",
+            )
+        } else {
+            Self::internal(err)
         }
     }
 }

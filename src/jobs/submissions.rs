@@ -8,13 +8,17 @@
 //! statement holding its job has committed (nothing accepted is lost), and a lone request
 //! waits for nothing but its own statement (there is no timer). Changes of one thing (one
 //! kind and coalesce key) in one statement end as if submitted one after the other: all but
-//! the newest are answered `superseded`, naming the next. A statement that fails writes none
-//! of its jobs; each of its submissions is then written alone, so one bad submission fails
-//! only itself.
+//! the newest are answered `superseded`, naming the next. The wake-ups of a statement's jobs
+//! go out once it has committed, whether or not their requests are still waiting.
+//!
+//! A statement PostgreSQL refuses for what a submission holds (a data or constraint error)
+//! writes none of its jobs; each of its submissions is then written alone, so a bad one fails
+//! only itself. Any other failure (no connection, the database away, a statement cancelled)
+//! is every submission's answer at once.
 //!
 //! Only submissions outside a transaction come here (those under an `Idempotency-Key` commit
-//! with the request's answer), and none with a dedupe key (whose conflict is answered with the
-//! active job, one at a time).
+//! with the request's answer); one with a dedupe key is written alone (a conflict is answered
+//! with the active job, one at a time).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 
+use crate::domain::job::JobStatus;
+use crate::jobs::wake::WakeUps;
 use crate::store::StoreError;
 use crate::store::audit::Actor;
 use crate::store::jobs::{self, Enqueued, NewJob};
@@ -37,6 +43,7 @@ const WRITERS: usize = 2;
 /// is waiting, statement after statement, and ends when nothing is left.
 pub struct Submissions {
     pool: PgPool,
+    wake_ups: Arc<WakeUps>,
     state: Mutex<State>,
 }
 
@@ -54,56 +61,61 @@ struct Pending {
 }
 
 impl Submissions {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool, state: Mutex::new(State::default()) }
+    pub fn new(pool: PgPool, wake_ups: Arc<WakeUps>) -> Self {
+        Self { pool, wake_ups, state: Mutex::new(State::default()) }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Inserts `new` with its `job.create` audit event by `actor`, committed once this returns
-    /// ([`jobs::enqueue_recorded`], with others' submissions in the same statement).
+    /// Inserts `new` with its `job.create` audit event by `actor` ([`jobs::enqueue_recorded`],
+    /// with others' submissions in the same statement): committed once this returns, and its
+    /// wake-up sent.
     pub async fn enqueue(
         self: &Arc<Self>,
         new: NewJob<'static>,
         actor: Actor,
     ) -> Result<Enqueued, StoreError> {
         if new.dedupe_key.is_some() {
-            return jobs::enqueue_recorded(&mut *self.pool.acquire().await?, &new, &actor).await;
+            let enqueued =
+                jobs::enqueue_recorded(&mut *self.pool.acquire().await?, &new, &actor).await?;
+            self.wake_ups.send(enqueued.wake_up().cloned());
+            return Ok(enqueued);
         }
         let (answer, answered) = oneshot::channel();
-        let start_writer = {
+        let writer = {
             let mut state = self.state();
             state.waiting.push_back(Pending { new, actor, answer });
-            let start = state.writers < WRITERS;
-            state.writers += usize::from(start);
-            start
+            (state.writers < WRITERS).then(|| {
+                state.writers += 1;
+                Writer { submissions: Arc::clone(self), ended: false }
+            })
         };
-        if start_writer {
-            tokio::spawn(Arc::clone(self).write_all());
+        if let Some(writer) = writer {
+            tokio::spawn(writer.write_all());
         }
-        // Dropped unanswered only when the writer's runtime is shutting down.
+        // Dropped unanswered only when the writers' runtime shut down.
         answered.await.unwrap_or(Err(StoreError::Database(sqlx::Error::WorkerCrashed)))
-    }
-
-    /// One writer: writes what is waiting (up to [`BATCH`], oldest first) in one statement,
-    /// answers, and again until nothing waits.
-    async fn write_all(self: Arc<Self>) {
-        let mut writer = Writer { submissions: &self, ended: false };
-        while let Some(batch) = writer.next_batch() {
-            write(&self.pool, batch).await;
-        }
     }
 }
 
-/// A writer at work: counted off when it ends, however it ends.
-struct Writer<'a> {
-    submissions: &'a Submissions,
+/// A writer at work, counted in [`State::writers`] from before its task starts until it ends,
+/// however it ends.
+struct Writer {
+    submissions: Arc<Submissions>,
     ended: bool,
 }
 
-impl Writer<'_> {
+impl Writer {
+    /// Writes what is waiting (up to [`BATCH`], oldest first) in one statement, answers, and
+    /// again until nothing waits.
+    async fn write_all(mut self) {
+        while let Some(batch) = self.next_batch() {
+            self.submissions.write(batch).await;
+        }
+    }
+
     /// The next statement's submissions; none when nothing waits: the writer then ends,
     /// counted off under the same lock, so that a submission arriving now starts another.
     fn next_batch(&mut self) -> Option<Vec<Pending>> {
@@ -118,72 +130,76 @@ impl Writer<'_> {
     }
 }
 
-impl Drop for Writer<'_> {
+impl Drop for Writer {
+    /// A writer stopped before its work was done (its runtime shut down): the last one answers
+    /// what still waits, rather than leave it waiting for a submission to start another.
     fn drop(&mut self) {
-        if !self.ended {
-            self.submissions.state().writers -= 1;
-        }
-    }
-}
-
-/// Writes `batch` in one statement and answers each submission. When PostgreSQL refuses the
-/// statement, each submission is written alone (so only a bad one fails); when it could not
-/// be reached, each gets that answer at once, not after a wait of its own for a connection.
-async fn write(pool: &PgPool, batch: Vec<Pending>) {
-    let submissions: Vec<(&NewJob<'_>, &Actor)> =
-        batch.iter().map(|pending| (&pending.new, &pending.actor)).collect();
-    let written =
-        async { jobs::enqueue_recorded_many(&mut *pool.acquire().await?, &submissions).await }
-            .await;
-    drop(submissions);
-    let err = match written {
-        Ok(jobs) => {
-            for (pending, (job, wake_up)) in batch.into_iter().zip(jobs) {
-                let _ = pending.answer.send(Ok(Enqueued::Created(job, wake_up)));
-            }
+        if self.ended {
             return;
         }
-        Err(err) => err,
-    };
-    if batch.len() > 1 && refused(&err) {
-        tracing::warn!(error = %err, count = batch.len(), "PostgreSQL refused a shared job statement; writing its submissions one by one");
-        for pending in batch {
-            let alone = async {
-                jobs::enqueue_recorded(&mut *pool.acquire().await?, &pending.new, &pending.actor)
-                    .await
+        let mut state = self.submissions.state();
+        state.writers -= 1;
+        if state.writers == 0 {
+            for pending in state.waiting.drain(..) {
+                let _ = pending.answer.send(Err(StoreError::Database(sqlx::Error::WorkerCrashed)));
             }
-            .await;
-            let _ = pending.answer.send(alone);
         }
-        return;
-    }
-    let others: Vec<StoreError> = batch.iter().skip(1).map(|_| unreached(&err)).collect();
-    for (pending, err) in batch.into_iter().zip(std::iter::once(err).chain(others)) {
-        let _ = pending.answer.send(Err(err));
     }
 }
 
-/// Whether PostgreSQL ran the statement and refused it, rather than being out of reach (no
-/// connection, a connection lost, a server shutting down: SQLSTATE classes 08 and 57P).
-fn refused(err: &StoreError) -> bool {
-    match err {
-        StoreError::Database(err) => err
-            .as_database_error()
-            .and_then(|db| db.code())
-            .is_some_and(|code| !code.starts_with("08") && !code.starts_with("57P")),
-        _ => true,
+impl Submissions {
+    /// Writes `batch` in one statement, answers each submission and sends the wake-ups of the
+    /// jobs left to run. When PostgreSQL refuses the statement for what a submission holds,
+    /// writes each alone; any other failure is every submission's answer.
+    async fn write(&self, batch: Vec<Pending>) {
+        let written = async {
+            let mut conn = self.pool.acquire().await?;
+            let submissions: Vec<(&NewJob<'_>, &Actor)> =
+                batch.iter().map(|pending| (&pending.new, &pending.actor)).collect();
+            jobs::enqueue_recorded_many(&mut conn, &submissions).await
+        }
+        .await;
+        match written {
+            Ok(jobs) => {
+                let to_run = jobs.iter().filter(|(job, _)| job.status == JobStatus::Queued);
+                self.wake_ups.send(to_run.map(|(_, wake_up)| wake_up.clone()));
+                for (pending, (job, wake_up)) in batch.into_iter().zip(jobs) {
+                    let _ = pending.answer.send(Ok(Enqueued::Created(job, wake_up)));
+                }
+            }
+            Err(err) if batch.len() == 1 => {
+                if let Some(pending) = batch.into_iter().next() {
+                    let _ = pending.answer.send(Err(err));
+                }
+            }
+            Err(StoreError::Database(err)) if !refused_for_a_value(&err) => {
+                let err = Arc::new(err);
+                for pending in batch {
+                    let _ = pending.answer.send(Err(StoreError::Shared(Arc::clone(&err))));
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, count = batch.len(), "PostgreSQL refused a shared job statement; writing its submissions one by one");
+                for pending in batch {
+                    let alone = async {
+                        let mut conn = self.pool.acquire().await?;
+                        jobs::enqueue_recorded(&mut conn, &pending.new, &pending.actor).await
+                    }
+                    .await;
+                    if let Ok(enqueued) = &alone {
+                        self.wake_ups.send(enqueued.wake_up().cloned());
+                    }
+                    let _ = pending.answer.send(alone);
+                }
+            }
+        }
     }
 }
 
-/// The failure of a statement that did not reach PostgreSQL (or was not refused by it), for
-/// another submission of it: the same kind of error (a database out of reach answers 503).
-fn unreached(err: &StoreError) -> StoreError {
-    StoreError::Database(match err {
-        StoreError::Database(sqlx::Error::PoolTimedOut) => sqlx::Error::PoolTimedOut,
-        StoreError::Database(sqlx::Error::PoolClosed) => sqlx::Error::PoolClosed,
-        StoreError::Database(sqlx::Error::Io(io)) => {
-            sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string()))
-        }
-        other => sqlx::Error::Protocol(other.to_string()),
-    })
+/// Whether PostgreSQL refused a statement for a value it was given, which one submission may
+/// cause alone: a data exception (SQLSTATE class 22) or a broken constraint (class 23). Not a
+/// connection that could not be had or was lost, nor a statement cancelled or rolled back.
+fn refused_for_a_value(err: &sqlx::Error) -> bool {
+    let code = err.as_database_error().and_then(|db| db.code());
+    code.is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
 }

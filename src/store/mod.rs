@@ -44,6 +44,9 @@ pub enum StoreError {
     MissingReference { constraint: String },
     #[error(transparent)]
     Database(sqlx::Error),
+    /// The failure of one statement written for several callers, each of which gets it.
+    #[error(transparent)]
+    Shared(std::sync::Arc<sqlx::Error>),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use infrahub::jobs::submissions::Submissions;
+use infrahub::jobs::wake::WakeUps;
 use infrahub::store::StoreError;
 use infrahub::store::audit::Actor;
 use infrahub::store::jobs::{Enqueued, NewJob};
@@ -16,15 +17,25 @@ fn actor(n: usize) -> Actor {
     Actor { user_id: None, name: format!("user-{n}"), request_id: Some(format!("req-{n}")) }
 }
 
+fn submissions(pool: &PgPool) -> Arc<Submissions> {
+    Arc::new(Submissions::new(pool.clone(), Arc::new(WakeUps::new(pool.clone()))))
+}
+
 /// Hands every submission over before any writer runs (the test's runtime has one thread),
 /// and waits for all of them.
 async fn submit_together(
     pool: &PgPool,
     jobs: Vec<NewJob<'static>>,
 ) -> Vec<Result<Enqueued, StoreError>> {
-    let submissions = Arc::new(Submissions::new(pool.clone()));
+    together(&submissions(pool), jobs).await
+}
+
+async fn together(
+    submissions: &Arc<Submissions>,
+    jobs: Vec<NewJob<'static>>,
+) -> Vec<Result<Enqueued, StoreError>> {
     join_all(jobs.into_iter().enumerate().map(|(n, new)| {
-        let submissions = Arc::clone(&submissions);
+        let submissions = Arc::clone(submissions);
         async move { submissions.enqueue(new, actor(n)).await }
     }))
     .await
@@ -141,7 +152,9 @@ async fn of_one_key_submitted_together_the_newest_stays_queued(pool: PgPool) {
 async fn a_key_queued_before_is_superseded_by_the_first_of_a_shared_statement(pool: PgPool) {
     let keyed = |n: usize| NewJob { coalesce_key: Some("dept:site".to_owned()), ..noop(n) };
     let earlier = submit_together(&pool, vec![keyed(0)]).await.remove(0).unwrap().job().id;
-    let answers = submit_together(&pool, (1..4).map(keyed).collect()).await;
+    // Changes due a minute after they are made: the newest takes the earlier change's time.
+    let later = |n: usize| NewJob { delay: std::time::Duration::from_secs(60), ..keyed(n) };
+    let answers = submit_together(&pool, (1..4).map(later).collect()).await;
     let ids: Vec<Uuid> = answers.iter().map(|answer| answer.as_ref().unwrap().job().id).collect();
     let superseded_by: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT result->'superseded_by' FROM jobs WHERE id = $1")
@@ -171,29 +184,50 @@ async fn a_key_queued_before_is_superseded_by_the_first_of_a_shared_statement(po
 }
 
 #[sqlx::test]
-async fn submissions_that_cannot_reach_the_database_are_each_told_so(pool: PgPool) {
+async fn submissions_that_cannot_reach_the_database_are_told_so_together(pool: PgPool) {
     // A pool of one connection, held here: the shared statement never gets one.
     let options = pool.connect_options().as_ref().clone();
     let small = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
-        .acquire_timeout(std::time::Duration::from_millis(200))
+        .acquire_timeout(std::time::Duration::from_millis(300))
         .connect_with(options)
         .await
         .unwrap();
     let held = small.acquire().await.unwrap();
-    let submissions = Arc::new(Submissions::new(small.clone()));
-    let answers = join_all((0..3).map(|n| {
+    let submissions = submissions(&small);
+    let answered = join_all((0..3).map(|n| {
         let submissions = Arc::clone(&submissions);
-        async move { submissions.enqueue(noop(n), actor(n)).await }
+        async move {
+            let answer = submissions.enqueue(noop(n), actor(n)).await;
+            (answer, std::time::Instant::now())
+        }
     }))
     .await;
-    for answer in &answers {
-        assert!(
-            matches!(answer, Err(StoreError::Database(sqlx::Error::PoolTimedOut))),
-            "{answer:?}"
-        );
+    for (answer, _) in &answered {
+        let timed_out = matches!(answer, Err(StoreError::Shared(err)) if matches!(**err, sqlx::Error::PoolTimedOut));
+        assert!(timed_out, "{answer:?}");
     }
+    // One wait for a connection answered them all: not one wait (300 ms) after another.
+    let first = answered.iter().map(|(_, at)| *at).min().unwrap();
+    let last = answered.iter().map(|(_, at)| *at).max().unwrap();
+    assert!(last - first < std::time::Duration::from_millis(150), "{:?}", last - first);
     drop(held);
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.unwrap();
     assert_eq!(jobs, 0);
+}
+
+#[sqlx::test]
+async fn a_shared_statement_wakes_the_workers_of_the_jobs_left_to_run(pool: PgPool) {
+    let wake_ups = Arc::new(WakeUps::new(pool.clone()));
+    let mut woken = wake_ups.subscribe();
+    let submissions = Arc::new(Submissions::new(pool.clone(), Arc::clone(&wake_ups)));
+    let keyed = |n: usize| NewJob { coalesce_key: Some("dept:site".to_owned()), ..noop(n) };
+    let answers = together(&submissions, vec![keyed(0), keyed(1), noop(2)]).await;
+    assert!(answers.iter().all(Result::is_ok));
+    let mut sent = Vec::new();
+    while let Ok(wake_up) = woken.try_recv() {
+        sent.push(wake_up.payload().to_owned());
+    }
+    // The change superseded in the statement will never run: nothing wakes for it.
+    assert_eq!(sent, ["noop", "noop"]);
 }
