@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sqlx::PgPool;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::domain::job::JobStatus;
 use crate::jobs::wake::WakeUps;
@@ -112,7 +113,15 @@ impl Writer {
     /// again until nothing waits.
     async fn write_all(mut self) {
         while let Some(batch) = self.next_batch() {
-            self.submissions.write(batch).await;
+            // Named by the requests whose jobs it writes: what it logs tells whose they were.
+            let requests: Vec<&str> =
+                batch.iter().filter_map(|pending| pending.actor.request_id.as_deref()).collect();
+            let span = tracing::info_span!(
+                "job_statement",
+                submissions = batch.len(),
+                requests = requests.join(" ")
+            );
+            self.submissions.write(batch).instrument(span).await;
         }
     }
 

@@ -1,6 +1,8 @@
 //! `TestApp`: the real daemon on a free port against the test's own database, with a way to
 //! run every due job now, so that tests wait on conditions, never on clocks.
 
+use std::sync::{Arc, Mutex};
+
 use infrahub::clients::Clients;
 use infrahub::config::{Config, Mode, ScheduleConfig, Secret};
 use infrahub::context::Context;
@@ -388,5 +390,31 @@ where
     while !check().await {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// What was logged, as text.
+#[derive(Clone, Default)]
+pub struct Logged(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logged {
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let into = self.clone();
+        tracing_subscriber::fmt().with_ansi(false).with_writer(move || into.clone()).finish()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }

@@ -13,6 +13,8 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::helpers::Logged;
+
 fn actor(n: usize) -> Actor {
     Actor { user_id: None, name: format!("user-{n}"), request_id: Some(format!("req-{n}")) }
 }
@@ -89,7 +91,15 @@ async fn a_submission_refused_in_a_shared_statement_fails_alone(pool: PgPool) {
     let mut jobs: Vec<NewJob<'static>> = (0..5).map(noop).collect();
     // The table's check refuses a job with no attempt to make.
     jobs[2].max_attempts = 0;
-    let answers = submit_together(&pool, jobs).await;
+    let logged = Logged::default();
+    let answers = {
+        // The writer is a task of this thread's runtime: it logs here too.
+        let _logging = tracing::subscriber::set_default(logged.subscriber());
+        submit_together(&pool, jobs).await
+    };
+    let text = logged.text();
+    assert!(text.contains("PostgreSQL refused a shared job statement"), "{text}");
+    assert!(text.contains("req-0 req-1 req-2 req-3 req-4"), "whose requests: {text}");
     for (n, answer) in answers.iter().enumerate() {
         assert_eq!(answer.is_ok(), n != 2, "submission {n}: {:?}", answer.as_ref().err());
     }

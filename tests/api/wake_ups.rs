@@ -1,7 +1,6 @@
 //! Wake-ups go out after the commit, never inside the transaction that makes a job due, and
 //! still reach idle workers whose poll is ten minutes away, whichever way the job came in.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infrahub::config::Mode;
@@ -12,7 +11,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tracing::instrument::WithSubscriber;
 
-use crate::helpers::{TestApp, context_with, wait_until};
+use crate::helpers::{Logged, TestApp, context_with, wait_until};
 
 /// A daemon with workers that poll only every ten minutes, listening and idle: only a wake-up
 /// gets a job run now. (Until it listens, a job would be found by the first claim.)
@@ -38,32 +37,6 @@ async fn listening(pool: &PgPool) {
             > 0
     })
     .await;
-}
-
-/// What was logged, as text.
-#[derive(Clone, Default)]
-struct Logged(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logged {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logged {
-    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
-        let into = self.clone();
-        tracing_subscriber::fmt().with_ansi(false).with_writer(move || into.clone()).finish()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 /// The next notification, within 30 s.
