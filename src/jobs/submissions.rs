@@ -79,10 +79,7 @@ impl Submissions {
         actor: Actor,
     ) -> Result<Enqueued, StoreError> {
         if new.dedupe_key.is_some() {
-            let enqueued =
-                jobs::enqueue_recorded(&mut *self.pool.acquire().await?, &new, &actor).await?;
-            self.wake_ups.send(enqueued.wake_up().cloned());
-            return Ok(enqueued);
+            return self.write_alone(&new, &actor).await;
         }
         let (answer, answered) = oneshot::channel();
         let writer = {
@@ -190,18 +187,18 @@ impl Submissions {
             Err(err) => {
                 tracing::warn!(error = %err, count = batch.len(), "PostgreSQL refused a shared job statement; writing its submissions one by one");
                 for pending in batch {
-                    let alone = async {
-                        let mut conn = self.pool.acquire().await?;
-                        jobs::enqueue_recorded(&mut conn, &pending.new, &pending.actor).await
-                    }
-                    .await;
-                    if let Ok(enqueued) = &alone {
-                        self.wake_ups.send(enqueued.wake_up().cloned());
-                    }
+                    let alone = self.write_alone(&pending.new, &pending.actor).await;
                     let _ = pending.answer.send(alone);
                 }
             }
         }
+    }
+
+    /// Writes one submission in a statement of its own, and sends its wake-up.
+    async fn write_alone(&self, new: &NewJob<'_>, actor: &Actor) -> Result<Enqueued, StoreError> {
+        let enqueued = jobs::enqueue_recorded(&mut *self.pool.acquire().await?, new, actor).await?;
+        self.wake_ups.send(enqueued.wake_up().cloned());
+        Ok(enqueued)
     }
 }
 

@@ -461,9 +461,6 @@ pub async fn enqueue_recorded_many(
     }
     // UUIDv7s made in one process are ordered by their making: the batch's order.
     let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
-    let column = |f: &dyn Fn(&NewJob<'_>, &Actor) -> Option<String>| -> Vec<Option<String>> {
-        batch.iter().map(|(new, actor)| f(new, actor)).collect()
-    };
     let rows: Vec<Inserted> = sqlx::query_as(concat!(
         "WITH given AS (
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::text[],
@@ -518,20 +515,22 @@ pub async fn enqueue_recorded_many(
     ))
     .bind(&ids)
     .bind(batch.iter().map(|(new, _)| new.kind).collect::<Vec<_>>())
-    .bind(batch.iter().map(|(new, _)| new.payload.clone()).collect::<Vec<_>>())
-    .bind(column(&|new, _| new.subject.as_ref().map(|s| s.0.to_owned())))
-    .bind(column(&|new, _| new.subject.as_ref().map(|s| s.1.clone())))
+    .bind(batch.iter().map(|(new, _)| &new.payload).collect::<Vec<_>>())
+    .bind(batch.iter().map(|(new, _)| new.subject.as_ref().map(|s| s.0)).collect::<Vec<_>>())
+    .bind(
+        batch.iter().map(|(new, _)| new.subject.as_ref().map(|s| s.1.as_str())).collect::<Vec<_>>(),
+    )
     .bind(batch.iter().map(|(new, _)| new.scope.field_id).collect::<Vec<_>>())
     .bind(batch.iter().map(|(new, _)| new.scope.department_id).collect::<Vec<_>>())
     .bind(batch.iter().map(|(new, _)| new.submitted_by).collect::<Vec<_>>())
     .bind(batch.iter().map(|(new, _)| new.submitted_by_name.as_ref()).collect::<Vec<_>>())
     .bind(batch.iter().map(|(new, _)| new.max_attempts).collect::<Vec<_>>())
     .bind(batch.iter().map(|(new, _)| new.run_at).collect::<Vec<_>>())
-    .bind(column(&|new, _| new.coalesce_key.clone()))
+    .bind(batch.iter().map(|(new, _)| new.coalesce_key.as_deref()).collect::<Vec<_>>())
     .bind(batch.iter().map(|(new, _)| new.delay.as_secs_f64()).collect::<Vec<_>>())
     .bind(batch.iter().map(|(_, actor)| actor.user_id).collect::<Vec<_>>())
     .bind(batch.iter().map(|(_, actor)| actor.name.as_str()).collect::<Vec<_>>())
-    .bind(column(&|_, actor| actor.request_id.clone()))
+    .bind(batch.iter().map(|(_, actor)| actor.request_id.as_deref()).collect::<Vec<_>>())
     .fetch_all(conn)
     .await?;
     let mut by_id: std::collections::HashMap<Uuid, Inserted> =
