@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod capacity;
+pub mod gather;
 pub mod idempotency;
 pub mod jobs;
 pub mod org;

@@ -1,0 +1,283 @@
+//! One statement for what many callers ask at once.
+//!
+//! Under load, PostgreSQL spends much of its time on the cost every statement has whatever it
+//! does: the round trip, the parse, the plan, the commit. A [`Gather`] collects what callers
+//! ask while its previous statement is on its way and hands it to its [`Statement`] as one
+//! batch. A caller is answered once the statement holding its ask is done; a lone caller waits
+//! for nothing but its own statement (there is no timer), and a statement always starts after
+//! every ask it holds was made, so a read sees at least what was committed when it was asked.
+//!
+//! The statements run on tasks started by callers, on their runtime, when fewer than
+//! [`Statement::RUNNERS`] are at work; each runs what is waiting, statement after statement,
+//! and ends when nothing is left.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+/// A statement that answers many callers' asks at once.
+pub trait Statement: Send + Sync + 'static {
+    /// What a caller asks.
+    type Ask: Send + 'static;
+    /// What a caller gets back.
+    type Answer: Send + 'static;
+    /// The most asks one statement takes.
+    const BATCH: usize;
+    /// How many statements may be on their way at once: while one runs, the next gathers.
+    const RUNNERS: usize;
+    /// Runs one statement for `batch` (oldest ask first) and answers each ask. An ask dropped
+    /// unanswered is answered with an error.
+    fn run(&self, batch: Vec<Asked<Self>>) -> impl Future<Output = ()> + Send;
+}
+
+/// An ask waiting for its statement's answer.
+pub struct Asked<S: Statement + ?Sized> {
+    pub ask: S::Ask,
+    answer: oneshot::Sender<Result<S::Answer, StoreError>>,
+}
+
+impl<S: Statement + ?Sized> Asked<S> {
+    /// Answers the caller (who may have gone meanwhile).
+    pub fn answer(self, result: Result<S::Answer, StoreError>) {
+        let _ = self.answer.send(result);
+    }
+}
+
+/// Gathers asks for `S`'s statements. Cheap to clone: clones share the statements.
+pub struct Gather<S: Statement> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Statement> Clone for Gather<S> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+struct Inner<S: Statement> {
+    statement: S,
+    state: Mutex<State<S>>,
+}
+
+struct State<S: Statement> {
+    waiting: VecDeque<Asked<S>>,
+    runners: usize,
+}
+
+impl<S: Statement> Gather<S> {
+    pub fn new(statement: S) -> Self {
+        let state = State { waiting: VecDeque::new(), runners: 0 };
+        Self { inner: Arc::new(Inner { statement, state: Mutex::new(state) }) }
+    }
+
+    pub fn statement(&self) -> &S {
+        &self.inner.statement
+    }
+
+    /// Asks `ask` in the next statement that starts, and waits for its answer.
+    pub async fn ask(&self, ask: S::Ask) -> Result<S::Answer, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        let runner = {
+            let mut state = self.inner.state();
+            state.waiting.push_back(Asked { ask, answer });
+            (state.runners < S::RUNNERS).then(|| {
+                state.runners += 1;
+                Runner { inner: Arc::clone(&self.inner), ended: false }
+            })
+        };
+        if let Some(runner) = runner {
+            tokio::spawn(runner.run_all());
+        }
+        // Dropped unanswered only when a statement dropped it or the runners' runtime shut
+        // down.
+        answered.await.unwrap_or(Err(StoreError::Database(sqlx::Error::WorkerCrashed)))
+    }
+}
+
+impl<S: Statement> Inner<S> {
+    fn state(&self) -> MutexGuard<'_, State<S>> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A runner at work, counted in [`State::runners`] from before its task starts until it ends,
+/// however it ends.
+struct Runner<S: Statement> {
+    inner: Arc<Inner<S>>,
+    ended: bool,
+}
+
+impl<S: Statement> Runner<S> {
+    /// Runs what is waiting (up to [`Statement::BATCH`], oldest first) in one statement, and
+    /// again until nothing waits.
+    async fn run_all(mut self) {
+        while let Some(batch) = self.next_batch() {
+            self.inner.statement.run(batch).await;
+        }
+    }
+
+    /// The next statement's asks; none when nothing waits: the runner then ends, counted off
+    /// under the same lock, so that an ask arriving now starts another.
+    fn next_batch(&mut self) -> Option<Vec<Asked<S>>> {
+        let mut state = self.inner.state();
+        if state.waiting.is_empty() {
+            state.runners -= 1;
+            self.ended = true;
+            return None;
+        }
+        let take = state.waiting.len().min(S::BATCH);
+        Some(state.waiting.drain(..take).collect())
+    }
+}
+
+impl<S: Statement> Drop for Runner<S> {
+    /// A runner stopped before its work was done (its runtime shut down): the last one answers
+    /// what still waits (by dropping it), rather than leave it waiting for an ask to start
+    /// another.
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let mut state = self.inner.state();
+        state.runners -= 1;
+        if state.runners == 0 {
+            state.waiting.clear();
+        }
+    }
+}
+
+/// Answers every ask of `batch` with `err`, the failure of the statement they shared.
+pub fn fail_all<S: Statement>(batch: Vec<Asked<S>>, err: sqlx::Error) {
+    let err = Arc::new(err);
+    for asked in batch {
+        asked.answer(Err(StoreError::Shared(Arc::clone(&err))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// Doubles what it is asked, one statement at a time, each held until the test lets it
+    /// finish; remembers the batches.
+    struct Doubler {
+        batches: StdMutex<Vec<Vec<u32>>>,
+        finish: Semaphore,
+    }
+
+    impl Statement for Doubler {
+        type Ask = u32;
+        type Answer = u32;
+        const BATCH: usize = 3;
+        const RUNNERS: usize = 1;
+
+        async fn run(&self, batch: Vec<Asked<Self>>) {
+            self.batches.lock().unwrap().push(batch.iter().map(|asked| asked.ask).collect());
+            self.finish.acquire().await.unwrap().forget();
+            for asked in batch {
+                let doubled = asked.ask * 2;
+                asked.answer(Ok(doubled));
+            }
+        }
+    }
+
+    fn doubler() -> Gather<Doubler> {
+        Gather::new(Doubler { batches: StdMutex::default(), finish: Semaphore::new(0) })
+    }
+
+    impl<S: Statement> Gather<S> {
+        fn waiting(&self) -> usize {
+            self.inner.state().waiting.len()
+        }
+    }
+
+    async fn until(condition: impl Fn() -> bool) {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn asks_made_while_a_statement_runs_share_the_next_one() {
+        let gather = doubler();
+        let statement = || gather.statement();
+        let first = tokio::spawn({
+            let gather = gather.clone();
+            async move { gather.ask(1).await }
+        });
+        until(|| statement().batches.lock().unwrap().len() == 1).await;
+        let later: Vec<_> = (2..=5)
+            .map(|n| {
+                let gather = gather.clone();
+                tokio::spawn(async move { gather.ask(n).await })
+            })
+            .collect();
+        until(|| gather.waiting() == 4).await;
+        statement().finish.add_permits(3);
+        assert_eq!(first.await.unwrap().unwrap(), 2);
+        let mut answers = Vec::new();
+        for ask in later {
+            answers.push(ask.await.unwrap().unwrap());
+        }
+        assert_eq!(answers, [4, 6, 8, 10]);
+        // The lone first ask ran alone; the four that waited took two statements of at most
+        // three, oldest first.
+        assert_eq!(*statement().batches.lock().unwrap(), [vec![1], vec![2, 3, 4], vec![5]]);
+        // Nothing waits and no runner is left: the next ask starts one.
+        until(|| gather.inner.state().runners == 0).await;
+        statement().finish.add_permits(1);
+        assert_eq!(gather.ask(7).await.unwrap(), 14);
+    }
+
+    #[tokio::test]
+    async fn an_ask_its_statement_drops_is_answered_with_an_error() {
+        struct Dropper;
+        impl Statement for Dropper {
+            type Ask = ();
+            type Answer = ();
+            const BATCH: usize = 1;
+            const RUNNERS: usize = 1;
+            async fn run(&self, _batch: Vec<Asked<Self>>) {}
+        }
+        let answer = Gather::new(Dropper).ask(()).await;
+        assert!(matches!(answer, Err(StoreError::Database(sqlx::Error::WorkerCrashed))));
+    }
+
+    #[test]
+    fn asks_left_waiting_when_the_runners_runtime_stops_are_answered() {
+        let gather = doubler();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        // The first ask, held in its statement; its task stops with the runtime.
+        runtime.block_on(async {
+            tokio::spawn({
+                let gather = gather.clone();
+                async move { gather.ask(1).await }
+            });
+            until(|| gather.statement().batches.lock().unwrap().len() == 1).await;
+        });
+        // Asked from elsewhere while the only runner is held in its statement: it waits.
+        let waiting = std::thread::spawn({
+            let gather = gather.clone();
+            move || {
+                let elsewhere = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                elsewhere.block_on(gather.ask(2))
+            }
+        });
+        while gather.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        // The runner stops with its runtime, and answers what waits.
+        drop(runtime);
+        let answer = waiting.join().unwrap();
+        assert!(matches!(answer, Err(StoreError::Database(sqlx::Error::WorkerCrashed))));
+        assert_eq!(gather.inner.state().runners, 0);
+    }
+}
