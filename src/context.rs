@@ -13,6 +13,8 @@ use crate::domain::password;
 use crate::jobs::Registry;
 use crate::jobs::submissions::Submissions;
 use crate::jobs::wake::WakeUps;
+use crate::store::capacity::QuotaChangeReads;
+use crate::store::users::AccountReads;
 use crate::telemetry;
 
 #[derive(Clone)]
@@ -43,6 +45,10 @@ pub struct Context {
     pub wake_ups: Arc<WakeUps>,
     /// Writes the jobs of concurrent submissions, several to a statement under load.
     pub submissions: Arc<Submissions>,
+    /// Reads the accounts behind tokens, several to a statement under load.
+    pub accounts: AccountReads,
+    /// Reads what quota changes are checked against, several to a statement under load.
+    pub quota_reads: QuotaChangeReads,
 }
 
 /// A pool like `pool` (same server and database), connecting when first used.
@@ -80,9 +86,12 @@ impl Context {
         let dummy_hash = password::hash("infrahub-unknown-user-placeholder")?;
         let metrics_token = config.http.metrics_token()?;
         let wake_ups = Arc::new(WakeUps::new(pool.clone()));
+        let shared = crate::store::gather::pool(&pool, &config.database);
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
-            submissions: Arc::new(Submissions::new(pool.clone(), Arc::clone(&wake_ups))),
+            submissions: Arc::new(Submissions::new(shared.clone(), Arc::clone(&wake_ups))),
+            accounts: AccountReads::new(shared.clone()),
+            quota_reads: QuotaChangeReads::new(shared),
             wake_ups,
             pool,
             config: Arc::new(config),
@@ -105,9 +114,12 @@ impl Context {
         let tokens = TokenKeys::new(&throwaway, &config.auth.issuer, config.auth.token_ttl_secs);
         let registry = Registry::new(&config.workers)?;
         let wake_ups = Arc::new(WakeUps::new(pool.clone()));
+        let shared = crate::store::gather::pool(&pool, &config.database);
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
-            submissions: Arc::new(Submissions::new(pool.clone(), Arc::clone(&wake_ups))),
+            submissions: Arc::new(Submissions::new(shared.clone(), Arc::clone(&wake_ups))),
+            accounts: AccountReads::new(shared.clone()),
+            quota_reads: QuotaChangeReads::new(shared),
             wake_ups,
             pool,
             registry: Arc::new(registry),

@@ -22,7 +22,7 @@ use crate::jobs::allocate_quota::{AllocateQuota, QuotaRequest};
 use crate::jobs::allocate_servers::{AllocateServers, Allocation};
 use crate::store::StoreError;
 use crate::store::audit::{self, Change};
-use crate::store::capacity as store_capacity;
+use crate::store::capacity::{self as store_capacity, QuotaChangeInputs, QuotaChangeKey};
 use crate::store::org::{self, UnitKind};
 use crate::store::servers::{self, Server};
 
@@ -344,17 +344,15 @@ pub async fn set_quota(ctx: &Context, caller: &Caller, input: SetQuota) -> AppRe
     if !caller.scope.may_write(Owner::field(input.field_id)) {
         return Err(refused());
     }
-    let mut conn = ctx.pool.acquire().await?;
     // The department, the site and the numbers the change is checked against, in one round
-    // trip; the numbers count only once both are found and belong together.
-    let (dept, site, inputs) = store_capacity::department_site_and_quota_inputs(
-        &mut conn,
-        input.field_id,
-        input.dept_id,
-        &input.site,
-    )
-    .await?;
-    drop(conn);
+    // trip (shared with the changes arriving meanwhile); the numbers count only once both are
+    // found and belong together.
+    let key = QuotaChangeKey {
+        field_id: input.field_id,
+        department_id: input.dept_id,
+        site: input.site.clone(),
+    };
+    let QuotaChangeInputs { department: dept, site, inputs } = ctx.quota_reads.read(key).await?;
     // Whether another field's department exists is none of a field admin's business: the
     // same refusal either way, before any value of the request is looked at.
     let in_scope =

@@ -146,8 +146,7 @@ pub async fn authenticate(
         tracing::debug!(error = %e, "token refused");
         AppError::unauthorized("unauthorized", "the token is invalid or expired")
     })?;
-    let mut conn = ctx.pool.acquire().await?;
-    let account = users::find_credentials_by_id(&mut conn, claims.sub).await?;
+    let account = ctx.accounts.find(claims.sub).await?;
     let account = account
         .filter(|a| still_valid(ctx, a, claims.pwd_at))
         .ok_or_else(|| AppError::unauthorized("unauthorized", "the token is no longer valid"))?;

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use sqlx::PgConnection;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::gather::{Asked, Gather, Statement, fail_all};
 use super::org::{Department, OrgUnit};
 use crate::domain::capacity::Resources;
 
@@ -83,25 +84,27 @@ pub struct QuotaInputs {
     pub used_by_projects: Resources,
 }
 
-/// The statement of [`quota_inputs`]: field `$1`, department `$2`, and the site as `$site`
-/// (an id), so that [`department_site_and_quota_inputs`] can name it by a join.
+/// The statement of [`quota_inputs`]: of field `$field`, department `$department` and site
+/// `$site` (SQL expressions: parameters, or columns of a join as in [`QuotaChangeReads`]).
 macro_rules! quota_inputs_select {
-    ($site:literal) => {
+    ($field:literal, $department:literal, $site:literal) => {
         concat!(
             "SELECT s.cpu, s.ram, own.cpu_limit::int8, own.ram_gb_limit::int8,
                     o.cpu, o.ram, p.cpu, p.ram
                FROM (SELECT coalesce(sum(cpu_cores), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
-                       FROM servers WHERE field_id = $1 AND site_id = ", $site, " AND status = 'active') s
+                       FROM servers WHERE field_id = ", $field, " AND site_id = ", $site, " AND status = 'active') s
               CROSS JOIN (SELECT coalesce(sum(q.cpu_limit), 0)::int8 AS cpu,
                                  coalesce(sum(q.ram_gb_limit), 0)::int8 AS ram
                             FROM department_quotas q JOIN departments d ON d.id = q.department_id
-                           WHERE d.field_id = $1 AND q.site_id = ", $site, " AND q.department_id <> $2) o
+                           WHERE d.field_id = ", $field, " AND q.site_id = ", $site, "
+                             AND q.department_id <> ", $department, ") o
               CROSS JOIN (SELECT coalesce(sum(cpu), 0)::int8 AS cpu, coalesce(sum(ram_gb), 0)::int8 AS ram
                             FROM project_reservations
-                           WHERE department_id = $2 AND site_id = ", $site, ") p
+                           WHERE department_id = ", $department, " AND site_id = ", $site, ") p
                LEFT JOIN department_quotas own
-                      ON own.department_id = $2 AND own.site_id = ", $site, "
-                     AND EXISTS (SELECT 1 FROM departments d WHERE d.id = $2 AND d.field_id = $1)"
+                      ON own.department_id = ", $department, " AND own.site_id = ", $site, "
+                     AND EXISTS (SELECT 1 FROM departments d
+                                  WHERE d.id = ", $department, " AND d.field_id = ", $field, ")"
         )
     };
 }
@@ -127,7 +130,7 @@ pub async fn quota_inputs(
     department_id: Uuid,
     site_id: Uuid,
 ) -> Result<QuotaInputs, StoreError> {
-    let row: QuotaInputsTuple = sqlx::query_as(quota_inputs_select!("$3"))
+    let row: QuotaInputsTuple = sqlx::query_as(quota_inputs_select!("$1", "$2", "$3"))
         .bind(field_id)
         .bind(department_id)
         .bind(site_id)
@@ -136,43 +139,119 @@ pub async fn quota_inputs(
     Ok(row.into())
 }
 
-/// The department and the site (by name) of a quota change, each if it exists, and
-/// [`quota_inputs`] of the department's quota there in field `field_id`, in one round trip
-/// (the intake of a quota change). The inputs are meaningful only when both exist and the
-/// department is of that field; otherwise they are read as if nothing were there.
-pub async fn department_site_and_quota_inputs(
-    conn: &mut PgConnection,
-    field_id: Uuid,
-    department_id: Uuid,
-    site: &str,
-) -> Result<(Option<Department>, Option<OrgUnit>, QuotaInputs), StoreError> {
-    #[allow(clippy::type_complexity)]
-    let (department, site, cpu, ram, own_cpu, own_ram, others_cpu, others_ram, used_cpu, used_ram): (
-        Option<Json<Department>>,
-        Option<Json<OrgUnit>>,
-        i64,
-        i64,
-        Option<i64>,
-        Option<i64>,
-        i64,
-        i64,
-        i64,
-        i64,
-    ) = sqlx::query_as(concat!(
-        "SELECT (SELECT to_jsonb(d) FROM departments d WHERE d.id = $2), to_jsonb(site), i.*
-           FROM (SELECT) one
-           LEFT JOIN sites site ON site.name = $3
-          CROSS JOIN LATERAL (",
-        quota_inputs_select!("site.id"),
-        ") i"
-    ))
-    .bind(field_id)
-    .bind(department_id)
-    .bind(site)
-    .fetch_one(conn)
-    .await?;
-    let inputs = (cpu, ram, own_cpu, own_ram, others_cpu, others_ram, used_cpu, used_ram);
-    Ok((department.map(|d| d.0), site.map(|s| s.0), inputs.into()))
+/// What a quota change is checked against.
+#[derive(Debug, Clone)]
+pub struct QuotaChangeInputs {
+    /// The department, if it exists (of any field).
+    pub department: Option<Department>,
+    /// The site, by name, if it exists.
+    pub site: Option<OrgUnit>,
+    /// [`quota_inputs`] of the department's quota at the site in the change's field:
+    /// meaningful only when both exist and the department is of that field; otherwise read as
+    /// if nothing were there.
+    pub inputs: QuotaInputs,
+}
+
+/// A quota change's department, site (by name) and field, as [`QuotaChangeReads`] is asked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QuotaChangeKey {
+    pub field_id: Uuid,
+    pub department_id: Uuid,
+    pub site: String,
+}
+
+/// Reads what quota changes are checked against at their intake, the changes arriving
+/// together in one statement ([`Gather`]); changes of one quota share a row. Cheap to clone.
+#[derive(Clone)]
+pub struct QuotaChangeReads {
+    gather: Gather<QuotaChangeStatement>,
+}
+
+impl QuotaChangeReads {
+    pub fn new(pool: PgPool) -> Self {
+        Self { gather: Gather::new(QuotaChangeStatement { pool }) }
+    }
+
+    /// What the change `key` is checked against, read by a statement that started after this
+    /// was called.
+    pub async fn read(&self, key: QuotaChangeKey) -> Result<QuotaChangeInputs, StoreError> {
+        self.gather.ask(key).await
+    }
+}
+
+struct QuotaChangeStatement {
+    pool: PgPool,
+}
+
+/// A key of [`QuotaChangeReads`]' statement, its department and site, and
+/// [`QuotaInputsTuple`].
+type QuotaChangeRow = (
+    Uuid,
+    Uuid,
+    String,
+    Option<Json<Department>>,
+    Option<Json<OrgUnit>>,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+fn quota_change_answer(row: QuotaChangeRow) -> (QuotaChangeKey, QuotaChangeInputs) {
+    let (field_id, department_id, site, department, unit, c, r, oc, or, xc, xr, uc, ur) = row;
+    let key = QuotaChangeKey { field_id, department_id, site };
+    let inputs = (c, r, oc, or, xc, xr, uc, ur).into();
+    let department = department.map(|d| d.0);
+    (key, QuotaChangeInputs { department, site: unit.map(|u| u.0), inputs })
+}
+
+impl Statement for QuotaChangeStatement {
+    type Ask = QuotaChangeKey;
+    type Answer = QuotaChangeInputs;
+    const BATCH: usize = 64;
+    const RUNNERS: usize = 2;
+
+    async fn run(&self, batch: Vec<Asked<Self>>) {
+        let mut keys: Vec<&QuotaChangeKey> = batch.iter().map(|asked| &asked.ask).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let fields: Vec<Uuid> = keys.iter().map(|k| k.field_id).collect();
+        let departments: Vec<Uuid> = keys.iter().map(|k| k.department_id).collect();
+        let sites: Vec<&str> = keys.iter().map(|k| k.site.as_str()).collect();
+        let read: Result<Vec<QuotaChangeRow>, sqlx::Error> = async {
+            sqlx::query_as(concat!(
+                "SELECT k.field_id, k.department_id, k.site_name,
+                        (SELECT to_jsonb(d) FROM departments d WHERE d.id = k.department_id),
+                        to_jsonb(site), i.*
+                   FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(field_id, department_id, site_name)
+                   LEFT JOIN sites site ON site.name = k.site_name
+                  CROSS JOIN LATERAL (",
+                quota_inputs_select!("k.field_id", "k.department_id", "site.id"),
+                ") i"
+            ))
+            .bind(&fields)
+            .bind(&departments)
+            .bind(&sites)
+            .fetch_all(&mut *self.pool.acquire().await?)
+            .await
+        }
+        .await;
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(err) => return fail_all(batch, err),
+        };
+        let found: HashMap<QuotaChangeKey, QuotaChangeInputs> =
+            rows.into_iter().map(quota_change_answer).collect();
+        for asked in batch {
+            // Each key has its row: the statement's join keeps every key, once.
+            let answer = found.get(&asked.ask).cloned().ok_or(StoreError::NotFound);
+            asked.answer(answer);
+        }
+    }
 }
 
 /// A department's quota at a site, of a field.

@@ -9,15 +9,38 @@
 //!
 //! The statements run on tasks started by callers, on their runtime, when fewer than
 //! [`Statement::RUNNERS`] are at work; each runs what is waiting, statement after statement,
-//! and ends when nothing is left.
+//! and ends when nothing is left. They take their connections from a pool of their own
+//! ([`pool`]), where statements with array parameters are planned once.
+//!
+//! The daemon's gathers: the jobs people submit (`jobs::submissions`), the accounts behind
+//! tokens (`users::AccountReads`) and what quota changes are checked against
+//! (`capacity::QuotaChangeReads`).
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use sqlx::PgPool;
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use crate::config::DatabaseConfig;
+
+/// A pool like `pool` (same server and database) for the statements of gathers, connecting
+/// when first used. Their parameters are arrays, for which PostgreSQL would make a custom
+/// plan at every execution, costing more than running them (`pg_stat_statements`,
+/// 2026-12-07: 0.59 ms planning against 0.15 ms running for the quota change read, 0.2–0.4 ms
+/// against 0.7 ms for the job statement); here each is planned once per connection. Six
+/// connections: two for each of the daemon's three gathers (their [`Statement::RUNNERS`]).
+pub fn pool(pool: &PgPool, config: &DatabaseConfig) -> PgPool {
+    let options = pool.connect_options().as_ref().clone();
+    super::pool_options()
+        .max_connections(6)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .idle_timeout(Some(Duration::from_secs(config.idle_timeout_secs)))
+        .connect_lazy_with(options.options([("plan_cache_mode", "force_generic_plan")]))
+}
 
 /// A statement that answers many callers' asks at once.
 pub trait Statement: Send + Sync + 'static {

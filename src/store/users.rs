@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::gather::{Asked, Gather, Statement, fail_all};
 use super::{Page, PageRequest, StoreError};
 use crate::domain::role::Role;
 use crate::domain::scope::Scope;
@@ -77,6 +78,61 @@ pub async fn find_credentials_by_id(
     .bind(id)
     .fetch_optional(conn)
     .await?)
+}
+
+/// Reads the accounts behind tokens, many to a statement under load ([`Gather`]): every
+/// authenticated request reads its account afresh (a disabled account or a changed password
+/// ends its tokens at once), which was a statement per request. Cheap to clone.
+#[derive(Clone)]
+pub struct AccountReads {
+    gather: Gather<CredentialsById>,
+}
+
+impl AccountReads {
+    pub fn new(pool: PgPool) -> Self {
+        Self { gather: Gather::new(CredentialsById { pool }) }
+    }
+
+    /// The account `id` with when its password last changed, read by a statement that started
+    /// after this was called (so as fresh as [`find_credentials_by_id`] would read it).
+    pub async fn find(&self, id: Uuid) -> Result<Option<Credentials>, StoreError> {
+        self.gather.ask(id).await
+    }
+}
+
+struct CredentialsById {
+    pool: PgPool,
+}
+
+impl Statement for CredentialsById {
+    type Ask = Uuid;
+    type Answer = Option<Credentials>;
+    const BATCH: usize = 64;
+    const RUNNERS: usize = 2;
+
+    async fn run(&self, batch: Vec<Asked<Self>>) {
+        let ids: Vec<Uuid> = batch.iter().map(|asked| asked.ask).collect();
+        let read: Result<Vec<Credentials>, sqlx::Error> = async {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                user_columns!(),
+                ", password_hash, password_changed_at FROM users WHERE id = ANY($1)"
+            ))
+            .bind(&ids)
+            .fetch_all(&mut *self.pool.acquire().await?)
+            .await
+        }
+        .await;
+        match read {
+            Ok(found) => {
+                for asked in batch {
+                    let account = found.iter().find(|account| account.user.id == asked.ask);
+                    asked.answer(Ok(account.cloned()));
+                }
+            }
+            Err(err) => fail_all(batch, err),
+        }
+    }
 }
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<User, StoreError> {

@@ -686,3 +686,62 @@ async fn the_quota_editor_reads_every_department_of_the_field_at_once(pool: PgPo
     assert_eq!(sites(web), [("ams".to_owned(), 8, 0)]);
     assert!(sites(idle).is_empty());
 }
+
+/// Quota changes arriving together are checked against one read (`QuotaChangeReads`): each
+/// gets its own department, site and numbers, the same as a read of its own would give.
+#[sqlx::test]
+async fn quota_change_reads_asked_together_answer_each_change(pool: PgPool) {
+    use infrahub::config::DatabaseConfig;
+    use infrahub::store::capacity::{self, QuotaChangeKey, QuotaChangeReads};
+    use infrahub::store::gather;
+
+    let app = TestApp::spawn(pool).await;
+    let org = &app.org;
+    app.add_server("s1", 40, Some(org.field)).await;
+    app.add_server("s2", 8, Some(org.other_field)).await;
+    app.give_quota(10, 40).await;
+    let reads = QuotaChangeReads::new(gather::pool(&app.pool, &DatabaseConfig::default()));
+    let key = |field_id, department_id, site: &str| QuotaChangeKey {
+        field_id,
+        department_id,
+        site: site.to_owned(),
+    };
+    let keys = [
+        key(org.field, org.dept, "fra"),
+        key(org.other_field, org.other_dept, "fra"),
+        key(org.field, org.dept, "fra"),
+        key(org.field, org.dept, "nowhere"),
+        key(org.field, Uuid::now_v7(), "fra"),
+        key(org.field, org.other_dept, "fra"),
+    ];
+    let read = futures::future::join_all(keys.iter().map(|k| reads.read(k.clone()))).await;
+    let read: Vec<_> = read.into_iter().map(Result::unwrap).collect();
+    let names: Vec<_> = read
+        .iter()
+        .map(|r| {
+            let department = r.department.as_ref().map(|d| d.name.as_str());
+            (department, r.site.as_ref().map(|s| s.name.as_str()))
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (Some("shop"), Some("fra")),
+            (Some("ledger"), Some("fra")),
+            (Some("shop"), Some("fra")),
+            (Some("shop"), None),
+            (None, Some("fra")),
+            (Some("ledger"), Some("fra")),
+        ]
+    );
+    let mut conn = app.pool.acquire().await.unwrap();
+    for (k, r) in keys.iter().zip(&read).filter(|(_, r)| r.site.is_some()) {
+        let alone =
+            capacity::quota_inputs(&mut conn, k.field_id, k.department_id, org.site).await.unwrap();
+        assert_eq!(format!("{:?}", r.inputs), format!("{alone:?}"), "{k:?}");
+    }
+    assert_eq!(read[0].inputs.servers.cpu, 40);
+    assert_eq!(read[1].inputs.servers.cpu, 8);
+    assert_eq!(read[0].inputs.own.map(|own| own.cpu), Some(10));
+    assert_eq!(read[5].inputs.own, None, "another field's department has no quota here");
+}

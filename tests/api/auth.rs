@@ -4,9 +4,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use infrahub::config::DatabaseConfig;
 use infrahub::config::Mode;
 use infrahub::domain::role::Role;
 use infrahub::domain::scope::Scope;
+use infrahub::store::gather;
+use infrahub::store::users::AccountReads;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -212,6 +215,57 @@ async fn password_change_and_deletion_revoke_tokens(pool: PgPool) {
     assert_eq!(me_status(&app, &fresh).await.0, StatusCode::OK);
     app.call(Method::DELETE, &path, Some(&admin), None).await.expect(StatusCode::NO_CONTENT, None);
     assert_eq!(me_status(&app, &fresh).await.0, StatusCode::UNAUTHORIZED);
+}
+
+/// The accounts behind concurrent requests are read together (`AccountReads`): each request
+/// still gets its own account, and a token whose account is gone is refused among them.
+#[sqlx::test]
+async fn concurrent_requests_each_get_their_own_account(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let admin = app.admin_token().await;
+    let gone = create_user(&app.pool, "gone-admin", Role::CenterAdmin, Scope::Center, false).await;
+    let gone_token = app.login("gone-admin", PASSWORD).await;
+    let path = format!("/api/v1/admin/users/{}", gone.id);
+    app.call(Method::DELETE, &path, Some(&admin), None).await.expect(StatusCode::NO_CONTENT, None);
+    let callers = [
+        (admin, Some(app.org.admin.username.clone())),
+        (app.field_admin_token().await, Some(app.org.field_admin.username.clone())),
+        (app.team_lead_token().await, Some(app.org.team_lead.username.clone())),
+        (gone_token, None),
+    ];
+    let asks = (0..40).map(|n| &callers[n % callers.len()]);
+    let app = &app;
+    let answers = futures::future::join_all(asks.map(|(token, expected)| async move {
+        let (status, body) = me_status(app, token).await;
+        (status, body["username"].as_str().map(str::to_owned), expected)
+    }))
+    .await;
+    for (status, username, expected) in answers {
+        match expected {
+            Some(expected) => {
+                assert_eq!((status, username.as_ref()), (StatusCode::OK, Some(expected)))
+            }
+            None => assert_eq!(status, StatusCode::UNAUTHORIZED),
+        }
+    }
+}
+
+/// Reads asked together share a statement; each gets its own account, an unknown id none.
+#[sqlx::test]
+async fn account_reads_asked_together_answer_each_id(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let reads = AccountReads::new(gather::pool(&app.pool, &DatabaseConfig::default()));
+    let unknown = uuid::Uuid::now_v7();
+    let org = &app.org;
+    let ids = [org.admin.id, unknown, org.team_lead.id, org.admin.id, org.field_admin.id];
+    let found = futures::future::join_all(ids.iter().map(|id| reads.find(*id))).await;
+    let names: Vec<Option<String>> =
+        found.into_iter().map(|read| read.unwrap().map(|account| account.user.username)).collect();
+    let name = |user: &infrahub::store::users::User| Some(user.username.clone());
+    assert_eq!(
+        names,
+        [name(&org.admin), None, name(&org.team_lead), name(&org.admin), name(&org.field_admin)]
+    );
 }
 
 #[sqlx::test]

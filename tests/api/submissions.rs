@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use futures::future::join_all;
+use infrahub::config::DatabaseConfig;
 use infrahub::jobs::submissions::Submissions;
 use infrahub::jobs::wake::WakeUps;
-use infrahub::store::StoreError;
 use infrahub::store::audit::Actor;
 use infrahub::store::jobs::{Enqueued, NewJob};
+use infrahub::store::{StoreError, gather};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -19,8 +20,26 @@ fn actor(n: usize) -> Actor {
     Actor { user_id: None, name: format!("user-{n}"), request_id: Some(format!("req-{n}")) }
 }
 
+/// As the daemon builds them: on the gathers' pool.
 fn submissions(pool: &PgPool) -> Arc<Submissions> {
-    Arc::new(Submissions::new(pool.clone(), Arc::new(WakeUps::new(pool.clone()))))
+    let shared = gather::pool(pool, &DatabaseConfig::default());
+    Arc::new(Submissions::new(shared, Arc::new(WakeUps::new(pool.clone()))))
+}
+
+/// The gathers' statements, whose parameters are arrays, are planned once per connection
+/// rather than at every execution.
+#[sqlx::test]
+async fn the_gathers_pool_plans_each_statement_once(pool: PgPool) {
+    let mode = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>("SHOW plan_cache_mode").fetch_one(&pool).await.unwrap()
+    };
+    let shared = gather::pool(&pool, &DatabaseConfig::default());
+    assert_eq!(mode(shared.clone()).await, "force_generic_plan");
+    assert_eq!(mode(pool.clone()).await, "auto", "the main pool keeps PostgreSQL's choice");
+    let database = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>("SELECT current_database()").fetch_one(&pool).await.unwrap()
+    };
+    assert_eq!(database(shared).await, database(pool).await);
 }
 
 /// Hands every submission over before any writer runs (the test's runtime has one thread),
@@ -204,7 +223,8 @@ async fn submissions_that_cannot_reach_the_database_are_told_so_together(pool: P
         .await
         .unwrap();
     let held = small.acquire().await.unwrap();
-    let submissions = submissions(&small);
+    let submissions =
+        Arc::new(Submissions::new(small.clone(), Arc::new(WakeUps::new(pool.clone()))));
     let answered = join_all((0..3).map(|n| {
         let submissions = Arc::clone(&submissions);
         async move {
