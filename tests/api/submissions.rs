@@ -261,3 +261,31 @@ async fn a_shared_statement_wakes_the_workers_of_the_jobs_left_to_run(pool: PgPo
     // The change superseded in the statement will never run: nothing wakes for it.
     assert_eq!(sent, ["noop", "noop"]);
 }
+
+/// `infrahub_jobs_superseded_total{kind}` counts each job superseded: in a shared statement,
+/// the earlier ones of a chain of one key; written alone, the queued one it replaces.
+#[sqlx::test]
+async fn superseded_jobs_are_counted_in_shared_statements_and_alone(pool: PgPool) {
+    // A kind no other test uses: its counter moves only here.
+    const KIND: &str = "superseded_count_probe";
+    let counted = || {
+        let rendered = infrahub::telemetry::metrics_handle().render();
+        let series = format!("infrahub_jobs_superseded_total{{kind=\"{KIND}\"}} ");
+        rendered
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .map_or(0, |value| value.trim().parse::<u64>().unwrap())
+    };
+    let keyed = |n: usize| NewJob {
+        coalesce_key: Some("dept:site".to_owned()),
+        ..NewJob::new(KIND, json!({ "n": n }), format!("user-{n}"), 3)
+    };
+    // Installs the recorder, if no test did before.
+    assert_eq!(counted(), 0);
+    let answers = submit_together(&pool, (0..3).map(keyed).collect()).await;
+    assert!(answers.iter().all(Result::is_ok));
+    assert_eq!(counted(), 2, "the first two of the chain");
+    let alone = submissions(&pool).enqueue(keyed(3), actor(3)).await.unwrap();
+    assert_eq!(alone.job().status, infrahub::domain::job::JobStatus::Queued);
+    assert_eq!(counted(), 3, "and the one left queued, superseded by the next");
+}
