@@ -89,7 +89,11 @@ impl Context {
         let shared = crate::store::gather::pool(&pool, &config.database);
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
-            submissions: Arc::new(Submissions::new(shared.clone(), Arc::clone(&wake_ups))),
+            submissions: Arc::new(Submissions::new(
+                pool.clone(),
+                shared.clone(),
+                Arc::clone(&wake_ups),
+            )),
             accounts: AccountReads::new(shared.clone()),
             quota_reads: QuotaChangeReads::new(shared),
             wake_ups,
@@ -117,7 +121,11 @@ impl Context {
         let shared = crate::store::gather::pool(&pool, &config.database);
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
-            submissions: Arc::new(Submissions::new(shared.clone(), Arc::clone(&wake_ups))),
+            submissions: Arc::new(Submissions::new(
+                pool.clone(),
+                shared.clone(),
+                Arc::clone(&wake_ups),
+            )),
             accounts: AccountReads::new(shared.clone()),
             quota_reads: QuotaChangeReads::new(shared),
             wake_ups,

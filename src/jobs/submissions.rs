@@ -29,17 +29,23 @@ use crate::domain::job::JobStatus;
 use crate::jobs::wake::WakeUps;
 use crate::store::StoreError;
 use crate::store::audit::Actor;
-use crate::store::gather::{Asked, Gather, Statement, fail_all};
+use crate::store::gather::{Asked, Gather, Statement, Unreachable, fail_all, refused_for_a_value};
 use crate::store::jobs::{self, Enqueued, NewJob};
 
 /// Writes submissions' jobs, several to a statement under load.
 pub struct Submissions {
     gather: Gather<JobStatement>,
+    /// Where a submission with a dedupe key is written, alone: its insert may wait for a
+    /// concurrent transaction holding the same key, which must not hold the gathers' few
+    /// connections.
+    pool: PgPool,
 }
 
 impl Submissions {
-    pub fn new(pool: PgPool, wake_ups: Arc<WakeUps>) -> Self {
-        Self { gather: Gather::new(JobStatement { pool, wake_ups }) }
+    /// Shared statements run on `shared` (the gathers' pool, [`crate::store::gather::pool`]),
+    /// submissions with a dedupe key on `pool`.
+    pub fn new(pool: PgPool, shared: PgPool, wake_ups: Arc<WakeUps>) -> Self {
+        Self { gather: Gather::new(JobStatement { pool: shared, wake_ups }), pool }
     }
 
     /// Inserts `new` with its `job.create` audit event by `actor` ([`jobs::enqueue_recorded`],
@@ -51,7 +57,7 @@ impl Submissions {
         actor: Actor,
     ) -> Result<Enqueued, StoreError> {
         if new.dedupe_key.is_some() {
-            return self.gather.statement().write_alone(&new, &actor).await;
+            return self.gather.statement().write_alone(&self.pool, &new, &actor).await;
         }
         self.gather.ask((new, actor)).await
     }
@@ -71,7 +77,7 @@ impl Statement for JobStatement {
     /// submission, and more cores can commit two at once.
     const RUNNERS: usize = 2;
 
-    async fn run(&self, batch: Vec<Asked<Self>>) {
+    async fn run(&self, batch: Vec<Asked<Self>>) -> Option<Unreachable> {
         // Named by the requests whose jobs it writes: what it logs tells whose they were.
         let requests: Vec<&str> =
             batch.iter().filter_map(|asked| asked.ask.1.request_id.as_deref()).collect();
@@ -80,7 +86,7 @@ impl Statement for JobStatement {
             submissions = batch.len(),
             requests = requests.join(" ")
         );
-        self.write(batch).instrument(span).await;
+        self.write(batch).instrument(span).await
     }
 }
 
@@ -88,7 +94,7 @@ impl JobStatement {
     /// Writes `batch` in one statement, answers each submission and sends the wake-ups of the
     /// jobs left to run. When PostgreSQL refuses the statement for what a submission holds,
     /// writes each alone; any other failure is every submission's answer.
-    async fn write(&self, batch: Vec<Asked<Self>>) {
+    async fn write(&self, batch: Vec<Asked<Self>>) -> Option<Unreachable> {
         let written = async {
             let mut conn = self.pool.acquire().await?;
             let submissions: Vec<(&NewJob<'_>, &Actor)> =
@@ -103,36 +109,38 @@ impl JobStatement {
                 for (asked, (job, wake_up)) in batch.into_iter().zip(jobs) {
                     asked.answer(Ok(Enqueued::Created(job, wake_up)));
                 }
+                None
+            }
+            Err(StoreError::Database(err)) if batch.len() == 1 || !refused_for_a_value(&err) => {
+                fail_all(batch, err)
             }
             Err(err) if batch.len() == 1 => {
                 if let Some(asked) = batch.into_iter().next() {
                     asked.answer(Err(err));
                 }
+                None
             }
-            Err(StoreError::Database(err)) if !refused_for_a_value(&err) => fail_all(batch, err),
             Err(err) => {
                 tracing::warn!(error = %err, count = batch.len(), "PostgreSQL refused a shared job statement; writing its submissions one by one");
                 for asked in batch {
                     let (new, actor) = &asked.ask;
-                    let alone = self.write_alone(new, actor).await;
+                    let alone = self.write_alone(&self.pool, new, actor).await;
                     asked.answer(alone);
                 }
+                None
             }
         }
     }
 
     /// Writes one submission in a statement of its own, and sends its wake-up.
-    async fn write_alone(&self, new: &NewJob<'_>, actor: &Actor) -> Result<Enqueued, StoreError> {
-        let enqueued = jobs::enqueue_recorded(&mut *self.pool.acquire().await?, new, actor).await?;
+    async fn write_alone(
+        &self,
+        pool: &PgPool,
+        new: &NewJob<'_>,
+        actor: &Actor,
+    ) -> Result<Enqueued, StoreError> {
+        let enqueued = jobs::enqueue_recorded(&mut *pool.acquire().await?, new, actor).await?;
         self.wake_ups.send(enqueued.wake_up().cloned());
         Ok(enqueued)
     }
-}
-
-/// Whether PostgreSQL refused a statement for a value it was given, which one submission may
-/// cause alone: a data exception (SQLSTATE class 22) or a broken constraint (class 23). Not a
-/// connection that could not be had or was lost, nor a statement cancelled or rolled back.
-fn refused_for_a_value(err: &sqlx::Error) -> bool {
-    let code = err.as_database_error().and_then(|db| db.code());
-    code.is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
 }

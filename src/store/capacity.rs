@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::StoreError;
-use super::gather::{Asked, Gather, Statement, fail_all};
+use super::gather::{Asked, Gather, Statement, Unreachable, fail_all, refused_for_a_value};
 use super::org::{Department, OrgUnit};
 use crate::domain::capacity::Resources;
 
@@ -215,43 +216,67 @@ impl Statement for QuotaChangeStatement {
     const BATCH: usize = 64;
     const RUNNERS: usize = 2;
 
-    async fn run(&self, batch: Vec<Asked<Self>>) {
+    async fn run(&self, batch: Vec<Asked<Self>>) -> Option<Unreachable> {
         let mut keys: Vec<&QuotaChangeKey> = batch.iter().map(|asked| &asked.ask).collect();
         keys.sort_unstable();
         keys.dedup();
+        let span = tracing::info_span!("quota_change_statement", changes = keys.len());
+        let found = match self.read(&keys).instrument(span).await {
+            Ok(found) => found,
+            // A value PostgreSQL refuses (a NUL in a site's name) fails its own change only.
+            Err(err) if keys.len() > 1 && refused_for_a_value(&err) => {
+                for asked in batch {
+                    let alone = self.read(&[&asked.ask]).await.map_err(StoreError::from);
+                    let answer = alone.and_then(|found| {
+                        found.get(&asked.ask).cloned().ok_or_else(|| missing(&asked.ask))
+                    });
+                    asked.answer(answer);
+                }
+                return None;
+            }
+            Err(err) => return fail_all(batch, err),
+        };
+        for asked in batch {
+            let answer = found.get(&asked.ask).cloned().ok_or_else(|| missing(&asked.ask));
+            asked.answer(answer);
+        }
+        None
+    }
+}
+
+impl QuotaChangeStatement {
+    /// What each of `keys` is checked against: one row for each (the statement's join keeps
+    /// every key, once).
+    async fn read(
+        &self,
+        keys: &[&QuotaChangeKey],
+    ) -> Result<HashMap<QuotaChangeKey, QuotaChangeInputs>, sqlx::Error> {
         let fields: Vec<Uuid> = keys.iter().map(|k| k.field_id).collect();
         let departments: Vec<Uuid> = keys.iter().map(|k| k.department_id).collect();
         let sites: Vec<&str> = keys.iter().map(|k| k.site.as_str()).collect();
-        let read: Result<Vec<QuotaChangeRow>, sqlx::Error> = async {
-            sqlx::query_as(concat!(
-                "SELECT k.field_id, k.department_id, k.site_name,
-                        (SELECT to_jsonb(d) FROM departments d WHERE d.id = k.department_id),
-                        to_jsonb(site), i.*
-                   FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(field_id, department_id, site_name)
-                   LEFT JOIN sites site ON site.name = k.site_name
-                  CROSS JOIN LATERAL (",
-                quota_inputs_select!("k.field_id", "k.department_id", "site.id"),
-                ") i"
-            ))
-            .bind(&fields)
-            .bind(&departments)
-            .bind(&sites)
-            .fetch_all(&mut *self.pool.acquire().await?)
-            .await
-        }
-        .await;
-        let rows = match read {
-            Ok(rows) => rows,
-            Err(err) => return fail_all(batch, err),
-        };
-        let found: HashMap<QuotaChangeKey, QuotaChangeInputs> =
-            rows.into_iter().map(quota_change_answer).collect();
-        for asked in batch {
-            // Each key has its row: the statement's join keeps every key, once.
-            let answer = found.get(&asked.ask).cloned().ok_or(StoreError::NotFound);
-            asked.answer(answer);
-        }
+        let rows: Vec<QuotaChangeRow> = sqlx::query_as(concat!(
+            "SELECT k.field_id, k.department_id, k.site_name,
+                    (SELECT to_jsonb(d) FROM departments d WHERE d.id = k.department_id),
+                    to_jsonb(site), i.*
+               FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(field_id, department_id, site_name)
+               LEFT JOIN sites site ON site.name = k.site_name
+              CROSS JOIN LATERAL (",
+            quota_inputs_select!("k.field_id", "k.department_id", "site.id"),
+            ") i"
+        ))
+        .bind(&fields)
+        .bind(&departments)
+        .bind(&sites)
+        .fetch_all(&mut *self.pool.acquire().await?)
+        .await?;
+        Ok(rows.into_iter().map(quota_change_answer).collect())
     }
+}
+
+/// A key the statement returned no row for: a fault of ours, never the caller's.
+fn missing(key: &QuotaChangeKey) -> StoreError {
+    let why = format!("the quota change read returned no row for {key:?}");
+    StoreError::Database(sqlx::Error::Decode(why.into()))
 }
 
 /// A department's quota at a site, of a field.

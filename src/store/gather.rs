@@ -10,7 +10,9 @@
 //! The statements run on tasks started by callers, on their runtime, when fewer than
 //! [`Statement::RUNNERS`] are at work; each runs what is waiting, statement after statement,
 //! and ends when nothing is left. They take their connections from a pool of their own
-//! ([`pool`]), where statements with array parameters are planned once.
+//! ([`pool`]), where statements with array parameters are planned once. An ask whose caller
+//! has gone before its statement started is dropped; when a statement finds the database
+//! unreachable, what waits is answered so at once rather than wait for a connection in turn.
 //!
 //! The daemon's gathers: the jobs people submit (`jobs::submissions`), the accounts behind
 //! tokens (`users::AccountReads`) and what quota changes are checked against
@@ -30,8 +32,10 @@ use crate::config::DatabaseConfig;
 /// A pool like `pool` (same server and database) for the statements of gathers, connecting
 /// when first used. Their parameters are arrays, for which PostgreSQL would make a custom
 /// plan at every execution, costing more than running them (`pg_stat_statements`,
-/// 2026-12-07: 0.59 ms planning against 0.15 ms running for the quota change read, 0.2–0.4 ms
-/// against 0.7 ms for the job statement); here each is planned once per connection. Six
+/// 2026-12-07: 0.59 ms planning against 0.15 ms running for the quota change read, 0.23–0.46
+/// ms against 0.75 ms for the job statement); here every statement is planned once per
+/// connection (`plan_cache_mode = force_generic_plan`), so a statement run here must not
+/// need its parameters' values to be planned well (`$1 IS NULL OR ...`, say). Six
 /// connections: two for each of the daemon's three gathers (their [`Statement::RUNNERS`]).
 pub fn pool(pool: &PgPool, config: &DatabaseConfig) -> PgPool {
     let options = pool.connect_options().as_ref().clone();
@@ -39,7 +43,15 @@ pub fn pool(pool: &PgPool, config: &DatabaseConfig) -> PgPool {
         .max_connections(6)
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
         .idle_timeout(Some(Duration::from_secs(config.idle_timeout_secs)))
-        .connect_lazy_with(options.options([("plan_cache_mode", "force_generic_plan")]))
+        // A statement once connected rather than a startup parameter, which poolers such as
+        // PgBouncer refuse.
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET plan_cache_mode = force_generic_plan").execute(conn).await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(options)
 }
 
 /// A statement that answers many callers' asks at once.
@@ -53,9 +65,15 @@ pub trait Statement: Send + Sync + 'static {
     /// How many statements may be on their way at once: while one runs, the next gathers.
     const RUNNERS: usize;
     /// Runs one statement for `batch` (oldest ask first) and answers each ask. An ask dropped
-    /// unanswered is answered with an error.
-    fn run(&self, batch: Vec<Asked<Self>>) -> impl Future<Output = ()> + Send;
+    /// unanswered is answered with an error. Returns what [`fail_all`] returned when it failed
+    /// the batch: the database could not be reached, which answers what waits too.
+    fn run(&self, batch: Vec<Asked<Self>>) -> impl Future<Output = Option<Unreachable>> + Send;
 }
+
+/// The database could not be reached (no connection to be had, or it was lost): every ask
+/// waiting is answered with this failure rather than wait for a connection in turn, a batch
+/// after another.
+pub struct Unreachable(Arc<sqlx::Error>);
 
 /// An ask waiting for its statement's answer.
 pub struct Asked<S: Statement + ?Sized> {
@@ -139,7 +157,12 @@ impl<S: Statement> Runner<S> {
     /// again until nothing waits.
     async fn run_all(mut self) {
         while let Some(batch) = self.next_batch() {
-            self.inner.statement.run(batch).await;
+            if let Some(Unreachable(err)) = self.inner.statement.run(batch).await {
+                let waiting: Vec<Asked<S>> = self.inner.state().waiting.drain(..).collect();
+                for asked in waiting {
+                    asked.answer(Err(StoreError::Shared(Arc::clone(&err))));
+                }
+            }
         }
     }
 
@@ -147,6 +170,8 @@ impl<S: Statement> Runner<S> {
     /// under the same lock, so that an ask arriving now starts another.
     fn next_batch(&mut self) -> Option<Vec<Asked<S>>> {
         let mut state = self.inner.state();
+        // An ask whose caller has gone (its request dropped) is not worth a statement.
+        state.waiting.retain(|asked| !asked.answer.is_closed());
         if state.waiting.is_empty() {
             state.runners -= 1;
             self.ended = true;
@@ -173,12 +198,26 @@ impl<S: Statement> Drop for Runner<S> {
     }
 }
 
-/// Answers every ask of `batch` with `err`, the failure of the statement they shared.
-pub fn fail_all<S: Statement>(batch: Vec<Asked<S>>, err: sqlx::Error) {
+/// Answers every ask of `batch` with `err`, the failure of the statement they shared; returns
+/// it as [`Unreachable`] when it says the database could not be reached.
+pub fn fail_all<S: Statement>(batch: Vec<Asked<S>>, err: sqlx::Error) -> Option<Unreachable> {
     let err = Arc::new(err);
     for asked in batch {
         asked.answer(Err(StoreError::Shared(Arc::clone(&err))));
     }
+    let code = err.as_database_error().and_then(|db| db.code());
+    let unreachable = code.is_some_and(|code| code.starts_with("08"))
+        || matches!(*err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_));
+    unreachable.then_some(Unreachable(err))
+}
+
+/// Whether PostgreSQL refused a statement for a value it was given, which one ask may cause
+/// alone: a data exception (SQLSTATE class 22, a NUL in a text, say) or a broken constraint
+/// (class 23). Not a connection that could not be had or was lost, nor a statement cancelled
+/// or rolled back. A statement refused so is best run again ask by ask.
+pub fn refused_for_a_value(err: &sqlx::Error) -> bool {
+    let code = err.as_database_error().and_then(|db| db.code());
+    code.is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
 }
 
 #[cfg(test)]
@@ -202,13 +241,14 @@ mod tests {
         const BATCH: usize = 3;
         const RUNNERS: usize = 1;
 
-        async fn run(&self, batch: Vec<Asked<Self>>) {
+        async fn run(&self, batch: Vec<Asked<Self>>) -> Option<Unreachable> {
             self.batches.lock().unwrap().push(batch.iter().map(|asked| asked.ask).collect());
             self.finish.acquire().await.unwrap().forget();
             for asked in batch {
                 let doubled = asked.ask * 2;
                 asked.answer(Ok(doubled));
             }
+            None
         }
     }
 
@@ -268,7 +308,9 @@ mod tests {
             type Answer = ();
             const BATCH: usize = 1;
             const RUNNERS: usize = 1;
-            async fn run(&self, _batch: Vec<Asked<Self>>) {}
+            async fn run(&self, _batch: Vec<Asked<Self>>) -> Option<Unreachable> {
+                None
+            }
         }
         let answer = Gather::new(Dropper).ask(()).await;
         assert!(matches!(answer, Err(StoreError::Database(sqlx::Error::WorkerCrashed))));
@@ -302,5 +344,78 @@ mod tests {
         let answer = waiting.join().unwrap();
         assert!(matches!(answer, Err(StoreError::Database(sqlx::Error::WorkerCrashed))));
         assert_eq!(gather.inner.state().runners, 0);
+    }
+
+    #[tokio::test]
+    async fn an_ask_whose_caller_has_gone_is_not_run() {
+        let gather = doubler();
+        let statement = || gather.statement();
+        let first = tokio::spawn({
+            let gather = gather.clone();
+            async move { gather.ask(1).await }
+        });
+        until(|| statement().batches.lock().unwrap().len() == 1).await;
+        let gone = tokio::spawn({
+            let gather = gather.clone();
+            async move { gather.ask(2).await }
+        });
+        until(|| gather.waiting() == 1).await;
+        gone.abort();
+        assert!(gone.await.unwrap_err().is_cancelled());
+        let third = tokio::spawn({
+            let gather = gather.clone();
+            async move { gather.ask(3).await }
+        });
+        until(|| gather.waiting() == 2).await;
+        statement().finish.add_permits(2);
+        assert_eq!(first.await.unwrap().unwrap(), 2);
+        assert_eq!(third.await.unwrap().unwrap(), 6);
+        assert_eq!(*statement().batches.lock().unwrap(), [vec![1], vec![3]]);
+    }
+
+    /// Fails its first statement as if no connection could be had.
+    struct Unreached {
+        started: Semaphore,
+        finish: Semaphore,
+        statements: StdMutex<usize>,
+    }
+
+    impl Statement for Unreached {
+        type Ask = u32;
+        type Answer = u32;
+        const BATCH: usize = 1;
+        const RUNNERS: usize = 1;
+
+        async fn run(&self, batch: Vec<Asked<Self>>) -> Option<Unreachable> {
+            *self.statements.lock().unwrap() += 1;
+            self.started.add_permits(1);
+            self.finish.acquire().await.unwrap().forget();
+            fail_all(batch, sqlx::Error::PoolTimedOut)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_answers_what_waits_at_once() {
+        let unreached = Unreached {
+            started: Semaphore::new(0),
+            finish: Semaphore::new(0),
+            statements: 0.into(),
+        };
+        let gather = Gather::new(unreached);
+        let asks: Vec<_> = (1..=3)
+            .map(|n| {
+                let gather = gather.clone();
+                tokio::spawn(async move { gather.ask(n).await })
+            })
+            .collect();
+        gather.statement().started.acquire().await.unwrap().forget();
+        until(|| gather.waiting() == 2).await;
+        gather.statement().finish.add_permits(1);
+        for ask in asks {
+            let answer = ask.await.unwrap();
+            let timed_out = matches!(&answer, Err(StoreError::Shared(err)) if matches!(**err, sqlx::Error::PoolTimedOut));
+            assert!(timed_out, "{:?}", answer.map_err(|e| e.to_string()));
+        }
+        assert_eq!(*gather.statement().statements.lock().unwrap(), 1, "one wait, not three");
     }
 }

@@ -1,12 +1,15 @@
 //! Accounts. The password hash never leaves this module's row type towards clients: the HTTP
 //! layer answers with [`User`], which has no hash.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 use uuid::Uuid;
 
-use super::gather::{Asked, Gather, Statement, fail_all};
+use super::gather::{Asked, Gather, Statement, Unreachable, fail_all};
 use super::{Page, PageRequest, StoreError};
 use crate::domain::role::Role;
 use crate::domain::scope::Scope;
@@ -110,7 +113,7 @@ impl Statement for CredentialsById {
     const BATCH: usize = 64;
     const RUNNERS: usize = 2;
 
-    async fn run(&self, batch: Vec<Asked<Self>>) {
+    async fn run(&self, batch: Vec<Asked<Self>>) -> Option<Unreachable> {
         let ids: Vec<Uuid> = batch.iter().map(|asked| asked.ask).collect();
         let read: Result<Vec<Credentials>, sqlx::Error> = async {
             sqlx::query_as(concat!(
@@ -122,16 +125,19 @@ impl Statement for CredentialsById {
             .fetch_all(&mut *self.pool.acquire().await?)
             .await
         }
+        .instrument(tracing::info_span!("account_statement", accounts = ids.len()))
         .await;
-        match read {
-            Ok(found) => {
-                for asked in batch {
-                    let account = found.iter().find(|account| account.user.id == asked.ask);
-                    asked.answer(Ok(account.cloned()));
-                }
-            }
-            Err(err) => fail_all(batch, err),
+        let found = match read {
+            Ok(found) => found,
+            Err(err) => return fail_all(batch, err),
+        };
+        let by_id: HashMap<Uuid, Credentials> =
+            found.into_iter().map(|account| (account.user.id, account)).collect();
+        for asked in batch {
+            let account = by_id.get(&asked.ask).cloned();
+            asked.answer(Ok(account));
         }
+        None
     }
 }
 

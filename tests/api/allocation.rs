@@ -700,6 +700,14 @@ async fn quota_change_reads_asked_together_answer_each_change(pool: PgPool) {
     app.add_server("s1", 40, Some(org.field)).await;
     app.add_server("s2", 8, Some(org.other_field)).await;
     app.give_quota(10, 40).await;
+    sqlx::query(
+        "INSERT INTO project_reservations (department_id, site_id, cpu, ram_gb) VALUES ($1, $2, 3, 12)",
+    )
+    .bind(org.dept)
+    .bind(org.site)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let reads = QuotaChangeReads::new(gather::pool(&app.pool, &DatabaseConfig::default()));
     let key = |field_id, department_id, site: &str| QuotaChangeKey {
         field_id,
@@ -713,8 +721,12 @@ async fn quota_change_reads_asked_together_answer_each_change(pool: PgPool) {
         key(org.field, org.dept, "nowhere"),
         key(org.field, Uuid::now_v7(), "fra"),
         key(org.field, org.other_dept, "fra"),
+        // PostgreSQL refuses this name: it fails alone.
+        key(org.field, org.dept, "fr\0a"),
     ];
     let read = futures::future::join_all(keys.iter().map(|k| reads.read(k.clone()))).await;
+    let mut read: Vec<_> = read.into_iter().collect();
+    assert!(read.pop().unwrap().is_err());
     let read: Vec<_> = read.into_iter().map(Result::unwrap).collect();
     let names: Vec<_> = read
         .iter()
@@ -736,11 +748,15 @@ async fn quota_change_reads_asked_together_answer_each_change(pool: PgPool) {
     );
     let mut conn = app.pool.acquire().await.unwrap();
     for (k, r) in keys.iter().zip(&read).filter(|(_, r)| r.site.is_some()) {
+        // Against the single read, whose statement shares only the inputs' SQL.
         let alone =
             capacity::quota_inputs(&mut conn, k.field_id, k.department_id, org.site).await.unwrap();
         assert_eq!(format!("{:?}", r.inputs), format!("{alone:?}"), "{k:?}");
     }
     assert_eq!(read[0].inputs.servers.cpu, 40);
+    assert_eq!(read[0].inputs.used_by_projects.cpu, 3);
+    assert_eq!(read[5].inputs.used_by_projects.cpu, 0);
+    assert_eq!(read[3].inputs.servers.cpu, 0, "no site: nothing counts");
     assert_eq!(read[1].inputs.servers.cpu, 8);
     assert_eq!(read[0].inputs.own.map(|own| own.cpu), Some(10));
     assert_eq!(read[5].inputs.own, None, "another field's department has no quota here");

@@ -217,6 +217,19 @@ async fn password_change_and_deletion_revoke_tokens(pool: PgPool) {
     assert_eq!(me_status(&app, &fresh).await.0, StatusCode::UNAUTHORIZED);
 }
 
+/// A token of an account disabled after it was issued is refused at the next request.
+#[sqlx::test]
+async fn disabling_an_account_ends_its_tokens_at_once(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let lead = app.team_lead_token().await;
+    assert_eq!(me_status(&app, &lead).await.0, StatusCode::OK);
+    let admin = app.admin_token().await;
+    let path = format!("/api/v1/admin/users/{}", app.org.team_lead.id);
+    let disable = json!({ "disabled": true });
+    app.call(Method::PATCH, &path, Some(&admin), Some(disable)).await.expect(StatusCode::OK, None);
+    assert_eq!(me_status(&app, &lead).await.0, StatusCode::UNAUTHORIZED);
+}
+
 /// The accounts behind concurrent requests are read together (`AccountReads`): each request
 /// still gets its own account, and a token whose account is gone is refused among them.
 #[sqlx::test]
