@@ -51,6 +51,18 @@ pub struct Context {
     pub quota_reads: QuotaChangeReads,
 }
 
+/// What shares statements between concurrent requests, on a pool of its own
+/// ([`crate::store::gather::pool`]); jobs with a dedupe key are written on `pool`.
+fn gathers(
+    pool: &PgPool,
+    config: &Config,
+    wake_ups: &Arc<WakeUps>,
+) -> (Arc<Submissions>, AccountReads, QuotaChangeReads) {
+    let shared = crate::store::gather::pool(pool, &config.database);
+    let submissions = Submissions::new(pool.clone(), shared.clone(), Arc::clone(wake_ups));
+    (Arc::new(submissions), AccountReads::new(shared.clone()), QuotaChangeReads::new(shared))
+}
+
 /// A pool like `pool` (same server and database), connecting when first used.
 /// As large as the main pool (requests holding their key's lock), plus one connection for each
 /// delivery worker (provision and deprovision jobs holding their project's delivery lock).
@@ -86,16 +98,12 @@ impl Context {
         let dummy_hash = password::hash("infrahub-unknown-user-placeholder")?;
         let metrics_token = config.http.metrics_token()?;
         let wake_ups = Arc::new(WakeUps::new(pool.clone()));
-        let shared = crate::store::gather::pool(&pool, &config.database);
+        let (submissions, accounts, quota_reads) = gathers(&pool, &config, &wake_ups);
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
-            submissions: Arc::new(Submissions::new(
-                pool.clone(),
-                shared.clone(),
-                Arc::clone(&wake_ups),
-            )),
-            accounts: AccountReads::new(shared.clone()),
-            quota_reads: QuotaChangeReads::new(shared),
+            submissions,
+            accounts,
+            quota_reads,
             wake_ups,
             pool,
             config: Arc::new(config),
@@ -118,16 +126,12 @@ impl Context {
         let tokens = TokenKeys::new(&throwaway, &config.auth.issuer, config.auth.token_ttl_secs);
         let registry = Registry::new(&config.workers)?;
         let wake_ups = Arc::new(WakeUps::new(pool.clone()));
-        let shared = crate::store::gather::pool(&pool, &config.database);
+        let (submissions, accounts, quota_reads) = gathers(&pool, &config, &wake_ups);
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
-            submissions: Arc::new(Submissions::new(
-                pool.clone(),
-                shared.clone(),
-                Arc::clone(&wake_ups),
-            )),
-            accounts: AccountReads::new(shared.clone()),
-            quota_reads: QuotaChangeReads::new(shared),
+            submissions,
+            accounts,
+            quota_reads,
             wake_ups,
             pool,
             registry: Arc::new(registry),

@@ -262,6 +262,15 @@ mod tests {
         }
     }
 
+    /// `gather.ask(ask)` on a task of its own.
+    fn spawn_ask<S: Statement>(
+        gather: &Gather<S>,
+        ask: S::Ask,
+    ) -> tokio::task::JoinHandle<Result<S::Answer, StoreError>> {
+        let gather = gather.clone();
+        tokio::spawn(async move { gather.ask(ask).await })
+    }
+
     async fn until(condition: impl Fn() -> bool) {
         while !condition() {
             tokio::task::yield_now().await;
@@ -272,17 +281,9 @@ mod tests {
     async fn asks_made_while_a_statement_runs_share_the_next_one() {
         let gather = doubler();
         let statement = || gather.statement();
-        let first = tokio::spawn({
-            let gather = gather.clone();
-            async move { gather.ask(1).await }
-        });
+        let first = spawn_ask(&gather, 1);
         until(|| statement().batches.lock().unwrap().len() == 1).await;
-        let later: Vec<_> = (2..=5)
-            .map(|n| {
-                let gather = gather.clone();
-                tokio::spawn(async move { gather.ask(n).await })
-            })
-            .collect();
+        let later: Vec<_> = (2..=5).map(|n| spawn_ask(&gather, n)).collect();
         until(|| gather.waiting() == 4).await;
         statement().finish.add_permits(3);
         assert_eq!(first.await.unwrap().unwrap(), 2);
@@ -322,10 +323,7 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         // The first ask, held in its statement; its task stops with the runtime.
         runtime.block_on(async {
-            tokio::spawn({
-                let gather = gather.clone();
-                async move { gather.ask(1).await }
-            });
+            spawn_ask(&gather, 1);
             until(|| gather.statement().batches.lock().unwrap().len() == 1).await;
         });
         // Asked from elsewhere while the only runner is held in its statement: it waits.
@@ -350,22 +348,13 @@ mod tests {
     async fn an_ask_whose_caller_has_gone_is_not_run() {
         let gather = doubler();
         let statement = || gather.statement();
-        let first = tokio::spawn({
-            let gather = gather.clone();
-            async move { gather.ask(1).await }
-        });
+        let first = spawn_ask(&gather, 1);
         until(|| statement().batches.lock().unwrap().len() == 1).await;
-        let gone = tokio::spawn({
-            let gather = gather.clone();
-            async move { gather.ask(2).await }
-        });
+        let gone = spawn_ask(&gather, 2);
         until(|| gather.waiting() == 1).await;
         gone.abort();
         assert!(gone.await.unwrap_err().is_cancelled());
-        let third = tokio::spawn({
-            let gather = gather.clone();
-            async move { gather.ask(3).await }
-        });
+        let third = spawn_ask(&gather, 3);
         until(|| gather.waiting() == 2).await;
         statement().finish.add_permits(2);
         assert_eq!(first.await.unwrap().unwrap(), 2);
@@ -402,12 +391,7 @@ mod tests {
             statements: 0.into(),
         };
         let gather = Gather::new(unreached);
-        let asks: Vec<_> = (1..=3)
-            .map(|n| {
-                let gather = gather.clone();
-                tokio::spawn(async move { gather.ask(n).await })
-            })
-            .collect();
+        let asks: Vec<_> = (1..=3).map(|n| spawn_ask(&gather, n)).collect();
         gather.statement().started.acquire().await.unwrap().forget();
         until(|| gather.waiting() == 2).await;
         gather.statement().finish.add_permits(1);
