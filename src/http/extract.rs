@@ -70,7 +70,38 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     deserializer.end().map_err(|err| {
         ApiError::bad_request("malformed_json", format!("trailing data after the JSON body: {err}"))
     })?;
+    if holds_nul(bytes) {
+        return Err(ApiError::unprocessable("invalid_body", NUL_REFUSED));
+    }
     Ok(value)
+}
+
+/// PostgreSQL's text cannot hold the NUL character: a request carrying one is refused here,
+/// as the client's mistake, rather than by the database as a statement that failed.
+const NUL_REFUSED: &str = "text may not contain the NUL character (\\u0000)";
+
+/// Whether valid JSON `bytes` hold a NUL character: the escape `\u0000` in a string (a raw
+/// NUL is not valid JSON). Every backslash in valid JSON starts an escape, so skipping each
+/// escape whole tells `\\u0000` (a backslash, then `u0000`) apart.
+fn holds_nul(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(found) = bytes[at..].iter().position(|&b| b == b'\\') {
+        let escape = &bytes[at + found + 1..];
+        if escape.starts_with(b"u0000") {
+            return true;
+        }
+        at += found + 2;
+        if at >= bytes.len() {
+            return false;
+        }
+    }
+    false
+}
+
+/// Whether a URI's path or query carries a NUL character (`%00`: a raw one is not valid in a
+/// URI).
+fn encodes_nul(text: &str) -> bool {
+    text.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
 }
 
 /// Query string parameters; a bad one is 400 `invalid_query`.
@@ -85,6 +116,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.uri.query().is_some_and(encodes_nul) {
+            return Err(ApiError::bad_request("invalid_query", NUL_REFUSED));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
@@ -104,6 +138,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if encodes_nul(parts.uri.path()) {
+            return Err(ApiError::bad_request("invalid_path", NUL_REFUSED));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))
@@ -145,5 +182,16 @@ mod tests {
         let err = parse_json::<Body>(b"{\"name\":\"a\",\"cpu\":-1}").unwrap_err();
         assert_eq!(err.details["field"], "cpu");
         assert_eq!(parse_json::<Body>(b"{\"name\":\"a\",\"cpu\":2}").unwrap().cpu, 2);
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_and_an_escaped_backslash_is_not_one() {
+        let err = parse_json::<Body>(br#"{"name":"a\u0000b","cpu":1}"#).unwrap_err();
+        assert_eq!((err.status, err.code), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"));
+        let name = |body: &[u8]| parse_json::<Body>(body).unwrap().name;
+        assert_eq!(name(br#"{"name":"a\\u0000b","cpu":1}"#), "a\\u0000b");
+        assert_eq!(name(br#"{"name":"a\u0041\\","cpu":1}"#), "aA\\");
+        assert_eq!(name(br#"{"name":"\\\\","cpu":1}"#), "\\\\");
+        assert!(encodes_nul("site=fr%00a") && !encodes_nul("site=fr%2500a"));
     }
 }

@@ -70,3 +70,29 @@ async fn oversized_bodies_are_413_with_the_envelope(pool: PgPool) {
     let answer = app.call_raw(Method::POST, "/api/v1/admin/sites", &admin, None, huge).await;
     answer.expect(StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"));
 }
+
+/// PostgreSQL's text cannot hold a NUL character: a request carrying one, in its body, its
+/// query or its path, is the client's mistake (4xx), never a failed statement (500).
+#[sqlx::test]
+async fn a_nul_character_anywhere_is_refused_as_the_clients_mistake(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let login = app.login_answer("shop-lead\u{0}", "password").await;
+    login.expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_body"));
+    let lead = app.team_lead_token().await;
+    let project = serde_json::json!({
+        "name": "web", "site": "fr\u{0}a", "sla_type": "bronze", "performance_tier": "regular",
+    });
+    let answer = app.post("/api/v1/projects", &lead, project).await;
+    answer.expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_body"));
+    let field_admin = app.field_admin_token().await;
+    let quota = serde_json::json!({
+        "field_id": app.org.field, "dept_id": app.org.dept, "site": "\u{0}",
+        "cpu_limit": 1, "ram_gb_limit": 1,
+    });
+    let answer = app.post("/api/v1/allocations/department-quota", &field_admin, quota).await;
+    answer.expect(StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_body"));
+    let answer = app.get("/api/v1/projects?site=fr%00a", &lead).await;
+    answer.expect(StatusCode::BAD_REQUEST, Some("invalid_query"));
+    let answer = app.get("/api/v1/projects/ab%00cd", &lead).await;
+    answer.expect(StatusCode::BAD_REQUEST, Some("invalid_path"));
+}
