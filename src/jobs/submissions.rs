@@ -6,10 +6,13 @@
 //! submissions that arrive while its previous statement is on its way and writes them in one
 //! ([`jobs::enqueue_recorded_many`], through a [`Gather`]). Nothing changes for the request:
 //! it is answered once the statement holding its job has committed (nothing accepted is lost),
-//! and a lone request waits for nothing but its own statement (there is no timer). Changes of one thing (one
-//! kind and coalesce key) in one statement end as if submitted one after the other: all but
-//! the newest are answered `superseded`, naming the next. The wake-ups of a statement's jobs
-//! go out once it has committed, whether or not their requests are still waiting.
+//! and a lone request waits for nothing but its own statement (there is no timer); one the
+//! daemon dropped (its client gone) before its statement started is not written (nothing was
+//! answered).
+//! Changes of one thing (one kind and coalesce key) in one statement end as if submitted one
+//! after the other: all but the newest are answered `superseded`, naming the next. The
+//! wake-ups of a statement's jobs go out once it has committed, whether or not their requests
+//! are still waiting.
 //!
 //! A statement PostgreSQL refuses for what a submission holds (a data or constraint error)
 //! writes none of its jobs; each of its submissions is then written alone, so a bad one fails
@@ -29,7 +32,9 @@ use crate::domain::job::JobStatus;
 use crate::jobs::wake::WakeUps;
 use crate::store::StoreError;
 use crate::store::audit::Actor;
-use crate::store::gather::{Asked, Gather, Statement, Unreachable, fail_all, refused_for_a_value};
+use crate::store::gather::{
+    Asked, Gather, Statement, Unreachable, fail_all, refused_for_a_value, unreachable,
+};
 use crate::store::jobs::{self, Enqueued, NewJob};
 
 /// Writes submissions' jobs, several to a statement under load.
@@ -122,10 +127,20 @@ impl JobStatement {
             }
             Err(err) => {
                 tracing::warn!(error = %err, count = batch.len(), "PostgreSQL refused a shared job statement; writing its submissions one by one");
-                for asked in batch {
+                // Skipping submissions whose clients have gone; a database found unreachable
+                // answers the rest at once.
+                let mut asks = batch.into_iter();
+                while let Some(asked) = asks.next() {
+                    if asked.gone() {
+                        continue;
+                    }
                     let (new, actor) = &asked.ask;
-                    let alone = self.write_alone(&self.pool, new, actor).await;
-                    asked.answer(alone);
+                    match self.write_alone(&self.pool, new, actor).await {
+                        Err(StoreError::Database(err)) if unreachable(&err) => {
+                            return fail_all(std::iter::once(asked).chain(asks).collect(), err);
+                        }
+                        alone => asked.answer(alone),
+                    }
                 }
                 None
             }

@@ -10,7 +10,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::StoreError;
-use super::gather::{Asked, Gather, Statement, Unreachable, fail_all, refused_for_a_value};
+use super::gather::{
+    Asked, Gather, Statement, Unreachable, fail_all, refused_for_a_value, unreachable,
+};
 use super::org::{Department, OrgUnit};
 use crate::domain::capacity::Resources;
 
@@ -225,12 +227,24 @@ impl Statement for QuotaChangeStatement {
             Ok(found) => found,
             // A value PostgreSQL refuses (a NUL in a site's name) fails its own change only.
             Err(err) if keys.len() > 1 && refused_for_a_value(&err) => {
-                for asked in batch {
-                    let alone = self.read(&[&asked.ask]).await.map_err(StoreError::from);
-                    let answer = alone.and_then(|found| {
-                        found.get(&asked.ask).cloned().ok_or_else(|| missing(&asked.ask))
-                    });
-                    asked.answer(answer);
+                // Skipping changes whose clients have gone; a database found unreachable
+                // answers the rest at once.
+                let mut asks = batch.into_iter();
+                while let Some(asked) = asks.next() {
+                    if asked.gone() {
+                        continue;
+                    }
+                    match self.read(&[&asked.ask]).await {
+                        Err(err) if unreachable(&err) => {
+                            return fail_all(std::iter::once(asked).chain(asks).collect(), err);
+                        }
+                        alone => {
+                            let answer = alone.map_err(StoreError::from).and_then(|found| {
+                                found.get(&asked.ask).cloned().ok_or_else(|| missing(&asked.ask))
+                            });
+                            asked.answer(answer);
+                        }
+                    }
                 }
                 return None;
             }

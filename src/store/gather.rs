@@ -44,7 +44,8 @@ pub fn pool(pool: &PgPool, config: &DatabaseConfig) -> PgPool {
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
         .idle_timeout(Some(Duration::from_secs(config.idle_timeout_secs)))
         // A statement once connected rather than a startup parameter, which poolers such as
-        // PgBouncer refuse.
+        // PgBouncer refuse (a pooler in transaction mode would carry it to other clients'
+        // sessions: it needs session pooling).
         .after_connect(|conn, _| {
             Box::pin(async move {
                 sqlx::query("SET plan_cache_mode = force_generic_plan").execute(conn).await?;
@@ -82,6 +83,11 @@ pub struct Asked<S: Statement + ?Sized> {
 }
 
 impl<S: Statement + ?Sized> Asked<S> {
+    /// Whether the caller has gone (its request dropped): its ask is not worth a statement.
+    pub fn gone(&self) -> bool {
+        self.answer.is_closed()
+    }
+
     /// Answers the caller (who may have gone meanwhile).
     pub fn answer(self, result: Result<S::Answer, StoreError>) {
         let _ = self.answer.send(result);
@@ -171,7 +177,7 @@ impl<S: Statement> Runner<S> {
     fn next_batch(&mut self) -> Option<Vec<Asked<S>>> {
         let mut state = self.inner.state();
         // An ask whose caller has gone (its request dropped) is not worth a statement.
-        state.waiting.retain(|asked| !asked.answer.is_closed());
+        state.waiting.retain(|asked| !asked.gone());
         if state.waiting.is_empty() {
             state.runners -= 1;
             self.ended = true;
@@ -205,10 +211,16 @@ pub fn fail_all<S: Statement>(batch: Vec<Asked<S>>, err: sqlx::Error) -> Option<
     for asked in batch {
         asked.answer(Err(StoreError::Shared(Arc::clone(&err))));
     }
+    unreachable(&err).then_some(Unreachable(err))
+}
+
+/// Whether `err` says the database cannot be reached for now: no connection to be had
+/// (SQLSTATE class 08, a pool that timed out or closed) or a server shutting down or
+/// starting up (57P). Not one lost connection: the next statement takes another.
+pub fn unreachable(err: &sqlx::Error) -> bool {
     let code = err.as_database_error().and_then(|db| db.code());
-    let unreachable = code.is_some_and(|code| code.starts_with("08"))
-        || matches!(*err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_));
-    unreachable.then_some(Unreachable(err))
+    code.is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+        || matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
 }
 
 /// Whether PostgreSQL refused a statement for a value it was given, which one ask may cause
@@ -396,7 +408,8 @@ mod tests {
         until(|| gather.waiting() == 2).await;
         gather.statement().finish.add_permits(1);
         for ask in asks {
-            let answer = ask.await.unwrap();
+            // Bounded: without the answer to what waits, they would wait for ever.
+            let answer = tokio::time::timeout(Duration::from_secs(5), ask).await.unwrap().unwrap();
             let timed_out = matches!(&answer, Err(StoreError::Shared(err)) if matches!(**err, sqlx::Error::PoolTimedOut));
             assert!(timed_out, "{:?}", answer.map_err(|e| e.to_string()));
         }
