@@ -98,8 +98,8 @@ fn holds_nul(bytes: &[u8]) -> bool {
     false
 }
 
-/// Whether a URI's path or query carries a NUL character (`%00`: a raw one is not valid in a
-/// URI).
+/// Whether a URI's query carries a NUL character (`%00`: a raw one is not valid in a URI).
+/// The API's path parameters are ids, whose parsing refuses it already.
 fn encodes_nul(text: &str) -> bool {
     text.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
 }
@@ -138,9 +138,6 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        if encodes_nul(parts.uri.path()) {
-            return Err(ApiError::bad_request("invalid_path", NUL_REFUSED));
-        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))
