@@ -33,7 +33,7 @@ use crate::jobs::wake::WakeUps;
 use crate::store::StoreError;
 use crate::store::audit::Actor;
 use crate::store::gather::{
-    Asked, Gather, Statement, Unreachable, fail_all, refused_for_a_value, unreachable,
+    Alone, Asked, Gather, Statement, Unreachable, fail_all, one_by_one, refused_for_a_value,
 };
 use crate::store::jobs::{self, Enqueued, NewJob};
 
@@ -95,6 +95,13 @@ impl Statement for JobStatement {
     }
 }
 
+impl Alone for JobStatement {
+    /// Writes one submission in a statement of its own, and sends its wake-up.
+    async fn alone(&self, (new, actor): &Self::Ask) -> Result<Enqueued, StoreError> {
+        self.write_alone(&self.pool, new, actor).await
+    }
+}
+
 impl JobStatement {
     /// Writes `batch` in one statement, answers each submission and sends the wake-ups of the
     /// jobs left to run. When PostgreSQL refuses the statement for what a submission holds,
@@ -127,22 +134,7 @@ impl JobStatement {
             }
             Err(err) => {
                 tracing::warn!(error = %err, count = batch.len(), "PostgreSQL refused a shared job statement; writing its submissions one by one");
-                // Skipping submissions whose clients have gone; a database found unreachable
-                // answers the rest at once.
-                let mut asks = batch.into_iter();
-                while let Some(asked) = asks.next() {
-                    if asked.gone() {
-                        continue;
-                    }
-                    let (new, actor) = &asked.ask;
-                    match self.write_alone(&self.pool, new, actor).await {
-                        Err(StoreError::Database(err)) if unreachable(&err) => {
-                            return fail_all(std::iter::once(asked).chain(asks).collect(), err);
-                        }
-                        alone => asked.answer(alone),
-                    }
-                }
-                None
+                one_by_one(self, batch).await
             }
         }
     }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::gather::{
-    Asked, Gather, Statement, Unreachable, fail_all, refused_for_a_value, unreachable,
+    Alone, Asked, Gather, Statement, Unreachable, fail_all, one_by_one, refused_for_a_value,
 };
 use super::org::{Department, OrgUnit};
 use crate::domain::capacity::Resources;
@@ -227,26 +227,7 @@ impl Statement for QuotaChangeStatement {
             Ok(found) => found,
             // A value PostgreSQL refuses (a NUL in a site's name) fails its own change only.
             Err(err) if keys.len() > 1 && refused_for_a_value(&err) => {
-                // Skipping changes whose clients have gone; a database found unreachable
-                // answers the rest at once.
-                let mut asks = batch.into_iter();
-                while let Some(asked) = asks.next() {
-                    if asked.gone() {
-                        continue;
-                    }
-                    match self.read(&[&asked.ask]).await {
-                        Err(err) if unreachable(&err) => {
-                            return fail_all(std::iter::once(asked).chain(asks).collect(), err);
-                        }
-                        alone => {
-                            let answer = alone.map_err(StoreError::from).and_then(|found| {
-                                found.get(&asked.ask).cloned().ok_or_else(|| missing(&asked.ask))
-                            });
-                            asked.answer(answer);
-                        }
-                    }
-                }
-                return None;
+                return one_by_one(self, batch).await;
             }
             Err(err) => return fail_all(batch, err),
         };
@@ -255,6 +236,13 @@ impl Statement for QuotaChangeStatement {
             asked.answer(answer);
         }
         None
+    }
+}
+
+impl Alone for QuotaChangeStatement {
+    async fn alone(&self, key: &QuotaChangeKey) -> Result<QuotaChangeInputs, StoreError> {
+        let found = self.read(&[key]).await?;
+        found.get(key).cloned().ok_or_else(|| missing(key))
     }
 }
 

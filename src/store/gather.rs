@@ -217,10 +217,39 @@ pub fn fail_all<S: Statement>(batch: Vec<Asked<S>>, err: sqlx::Error) -> Option<
 /// Whether `err` says the database cannot be reached for now: no connection to be had
 /// (SQLSTATE class 08, a pool that timed out or closed) or a server shutting down or
 /// starting up (57P). Not one lost connection: the next statement takes another.
-pub fn unreachable(err: &sqlx::Error) -> bool {
+fn unreachable(err: &sqlx::Error) -> bool {
     let code = err.as_database_error().and_then(|db| db.code());
     code.is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
         || matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+}
+
+/// A statement that can also answer one ask on its own: what a batch refused for one of its
+/// values falls back to ([`one_by_one`]).
+pub trait Alone: Statement {
+    /// The answer to `ask` from a statement of its own.
+    fn alone(
+        &self,
+        ask: &Self::Ask,
+    ) -> impl Future<Output = Result<Self::Answer, StoreError>> + Send;
+}
+
+/// Answers each ask of `batch` from a statement of its own, one after the other (after a
+/// statement refused for one of their values): asks whose callers have gone are skipped, and a
+/// database found unreachable answers the rest at once ([`fail_all`]).
+pub async fn one_by_one<S: Alone>(statement: &S, batch: Vec<Asked<S>>) -> Option<Unreachable> {
+    let mut asks = batch.into_iter();
+    while let Some(asked) = asks.next() {
+        if asked.gone() {
+            continue;
+        }
+        match statement.alone(&asked.ask).await {
+            Err(StoreError::Database(err)) if unreachable(&err) => {
+                return fail_all(std::iter::once(asked).chain(asks).collect(), err);
+            }
+            answer => asked.answer(answer),
+        }
+    }
+    None
 }
 
 /// Whether PostgreSQL refused a statement for a value it was given, which one ask may cause
