@@ -77,13 +77,15 @@ impl TryFrom<String> for JobStatus {
     }
 }
 
-/// Exponential backoff with full jitter: the wait before attempt `attempt + 1` is uniform in
-/// `[0, min(max, base * 2^(attempt - 1))]`. `unit` is a random number in `[0, 1)`, passed in so
-/// the rule stays pure.
+/// Exponential backoff with equal jitter: the wait before attempt `attempt + 1` is uniform in
+/// `[c / 2, c]` where `c = min(max, base * 2^(attempt - 1))`. Half of it is jitter, enough to
+/// spread retries that failed together; the other half is a floor, so a retry never comes
+/// straight back at whatever just failed (full jitter could draw a wait of nothing). `unit` is
+/// a random number in `[0, 1)`, passed in so the rule stays pure.
 pub fn backoff(attempt: u32, base: Duration, max: Duration, unit: f64) -> Duration {
     let exponent = attempt.saturating_sub(1).min(32);
     let ceiling = base.saturating_mul(2u32.saturating_pow(exponent)).min(max);
-    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+    ceiling.mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0)
 }
 
 #[cfg(test)]
@@ -112,12 +114,13 @@ mod tests {
     }
 
     #[test]
-    fn jitter_spreads_over_the_whole_range() {
+    fn jitter_spreads_over_the_upper_half_of_the_range() {
         let base = Duration::from_secs(8);
         let max = Duration::from_secs(600);
-        assert_eq!(backoff(3, base, max, 0.0), Duration::ZERO);
-        assert_eq!(backoff(3, base, max, 0.5), Duration::from_secs(16));
+        assert_eq!(backoff(3, base, max, 0.0), Duration::from_secs(16), "never under half");
+        assert_eq!(backoff(3, base, max, 0.5), Duration::from_secs(24));
         assert!(backoff(3, base, max, 0.999) < Duration::from_secs(32));
+        assert_eq!(backoff(3, base, max, -1.0), Duration::from_secs(16), "unit is clamped");
         assert_eq!(backoff(3, base, max, 7.0), Duration::from_secs(32), "unit is clamped");
     }
 }

@@ -6,7 +6,7 @@
 //! `run` sees it) and `run`, which returns [`Outcome::Done`] with a result,
 //! [`Outcome::Reschedule`] to poll again later without spending an attempt, or a [`JobError`]
 //! that is either permanent (fail now, with the reason) or transient (retry with exponential
-//! backoff and full jitter, durably, up to the kind's maximum of attempts). A kind may also
+//! backoff and equal jitter, durably, up to the kind's maximum of attempts). A kind may also
 //! have a failure hook. Jobs are adapters: what they change in the database, they change
 //! through the use cases of [`crate::app`]. Handlers must be idempotent: after a crash an
 //! attempt can run twice.

@@ -44,7 +44,7 @@ pub async fn wait_for_status(pool: &PgPool, id: Uuid, status: JobStatus) -> Job 
     job(pool, id).await
 }
 
-/// An app whose `sleep` kind retries after 10-20 ms.
+/// An app whose `sleep` kind retries after 5-10 ms, then 10-20 ms.
 async fn app_with_fast_retries(pool: PgPool) -> TestApp {
     TestApp::spawn_daemon(pool, Mode::Serve, |c| {
         let sleep = c.workers.kinds.entry("sleep".to_owned()).or_default();
