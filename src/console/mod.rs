@@ -35,6 +35,7 @@ use crate::app::console::Session;
 use crate::app::{self, AppError, ErrorKind};
 use crate::context::Context;
 use crate::domain::role::Role;
+use crate::http::extract::encodes_nul;
 
 const COOKIE: &str = "infrahub_session";
 /// The cookie's name behind TLS: the `__Host-` prefix pins it to this host and path `/`, so a
@@ -244,41 +245,56 @@ fn same_origin(headers: &HeaderMap) -> bool {
     authority.eq_ignore_ascii_case(host)
 }
 
+/// PostgreSQL's text cannot hold the NUL character: a page address or a form carrying one
+/// (`%00`) is refused as the sender's mistake, as the JSON API refuses it, rather than
+/// failing in the database.
+fn holds_nul() -> Response {
+    let text = "Text may not contain the NUL character (%00).";
+    (StatusCode::BAD_REQUEST, layout::bare("Refused", layout::error_text(text))).into_response()
+}
+
 fn refused(message: &str) -> Response {
     let body = layout::bare("Refused", layout::error_text(message));
     (StatusCode::FORBIDDEN, body).into_response()
 }
 
-/// Every console POST: same origin; then, but for the login, a live session and its CSRF
-/// token; then, when the form carries a `_key`, at most once per key (the answer, usually a
-/// redirect, is kept and given again).
+/// Every console request: no NUL character in its query. Every console POST: same origin, no
+/// NUL in the form; then, but for the login, a live session and its CSRF token; then, when
+/// the form carries a `_key`, at most once per key (the answer, usually a redirect, is kept
+/// and given again).
 async fn guard(State(ctx): State<Context>, request: Request, next: Next) -> Response {
+    if request.uri().query().is_some_and(encodes_nul) {
+        return holds_nul();
+    }
     if request.method() != Method::POST {
         return next.run(request).await;
     }
     if !same_origin(request.headers()) {
         return refused("This form was not sent from this site (Origin check).");
     }
-    let path = request.uri().path().to_owned();
-    if path == "/login" {
-        return next.run(request).await;
-    }
-    let Some(token) = session_cookie(request.headers()) else {
-        return to_login(request.headers(), &Method::POST, &path);
-    };
-    let session = match app::console::resume(&ctx, &token, request_id(request.headers())).await {
-        Ok(session) => session,
-        Err(err) if err.kind == ErrorKind::Unauthorized => {
-            let mut response = to_login(request.headers(), &Method::POST, &path);
-            response.headers_mut().append(header::SET_COOKIE, clear_cookie());
-            return response;
-        }
-        Err(err) => return error_page(None, &err),
-    };
     let (mut parts, body) = request.into_parts();
     let Ok(bytes) = to_bytes(body, ctx.config.http.body_limit_bytes).await else {
         let body = layout::bare("Too large", layout::error_text("This form is too large."));
         return (StatusCode::PAYLOAD_TOO_LARGE, body).into_response();
+    };
+    if encodes_nul(&bytes) {
+        return holds_nul();
+    }
+    let path = parts.uri.path().to_owned();
+    if path == "/login" {
+        return next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    }
+    let Some(token) = session_cookie(&parts.headers) else {
+        return to_login(&parts.headers, &Method::POST, &path);
+    };
+    let session = match app::console::resume(&ctx, &token, request_id(&parts.headers)).await {
+        Ok(session) => session,
+        Err(err) if err.kind == ErrorKind::Unauthorized => {
+            let mut response = to_login(&parts.headers, &Method::POST, &path);
+            response.headers_mut().append(header::SET_COOKIE, clear_cookie());
+            return response;
+        }
+        Err(err) => return error_page(None, &err),
     };
     let field = |name: &str| {
         url::form_urlencoded::parse(&bytes).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())

@@ -98,10 +98,11 @@ fn holds_nul(bytes: &[u8]) -> bool {
     false
 }
 
-/// Whether a URI's query carries a NUL character (`%00`: a raw one is not valid in a URI).
-/// The API's path parameters are ids, whose parsing refuses it already.
-fn encodes_nul(text: &str) -> bool {
-    text.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+/// Whether a URI's query or a form's urlencoded body carries a NUL character (`%00`: a raw
+/// one is not valid in either). The API's path parameters are ids, whose parsing refuses it
+/// already; the console refuses it in its queries and forms (`console::guard`).
+pub(crate) fn encodes_nul(text: impl AsRef<[u8]>) -> bool {
+    text.as_ref().windows(3).any(|w| w == b"%00")
 }
 
 /// Query string parameters; a bad one is 400 `invalid_query`.

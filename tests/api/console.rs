@@ -341,6 +341,40 @@ async fn forms_need_this_origin_and_the_sessions_token_and_act_once_per_key(pool
     assert!(preview.html.contains("It does not fit."), "{}", preview.html);
 }
 
+/// PostgreSQL's text cannot hold a NUL character: a form or a page address carrying one
+/// (`%00`) is the sender's mistake, refused with a page that says so, never a server error.
+#[sqlx::test]
+async fn a_nul_character_in_a_form_or_an_address_is_refused_as_the_senders_mistake(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.give_quota(16, 64).await;
+    let mut browser = Browser::new(&app.base);
+    let login = browser.login("shop-lead\u{0}", PASSWORD).await;
+    assert_eq!(login.status, StatusCode::BAD_REQUEST, "{}", login.html);
+    assert!(login.html.contains("NUL character"), "{}", login.html);
+    assert_eq!(browser.login("shop-lead", PASSWORD).await.status, StatusCode::SEE_OTHER);
+    let csrf = browser.csrf("/projects/new").await;
+    let mut form = vec![
+        ("name", "web"),
+        ("site", "fr\u{0}a"),
+        ("sla_type", "bronze"),
+        ("performance_tier", "regular"),
+        ("_csrf", &csrf),
+    ];
+    let refused = browser.post("/projects", &form).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.html);
+    assert!(refused.html.contains("NUL character"), "{}", refused.html);
+    let preview = browser.get("/projects/new/preview?site=fr%00a&sla_type=bronze").await;
+    assert_eq!(preview.status, StatusCode::BAD_REQUEST, "{}", preview.html);
+    // A literal "%00" typed into a field is text like any other.
+    form[1] = ("site", "%00");
+    let unknown = browser.post("/projects", &form).await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", unknown.html);
+    assert!(unknown.html.contains("no site named"), "{}", unknown.html);
+    let projects: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(projects, 0);
+}
+
 #[sqlx::test]
 async fn a_team_lead_follows_a_project_from_request_to_deletion(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
