@@ -44,11 +44,14 @@ pub struct Context {
     /// Sends the wake-ups of jobs whose transactions committed to every daemon's dispatchers.
     pub wake_ups: Arc<WakeUps>,
     /// Writes the jobs of concurrent submissions, several to a statement under load.
-    pub submissions: Arc<Submissions>,
+    pub submissions: Submissions,
     /// Reads the accounts behind tokens, several to a statement under load.
     pub accounts: AccountReads,
     /// Reads what quota changes are checked against, several to a statement under load.
     pub quota_reads: QuotaChangeReads,
+    /// The pool of those three's statements ([`crate::store::gather::pool`]): every
+    /// authenticated request uses it, so `/readyz` checks it too.
+    pub gathers_pool: PgPool,
 }
 
 /// What shares statements between concurrent requests, on a pool of its own
@@ -57,26 +60,25 @@ fn gathers(
     pool: &PgPool,
     config: &Config,
     wake_ups: &Arc<WakeUps>,
-) -> (Arc<Submissions>, AccountReads, QuotaChangeReads) {
-    let shared = crate::store::gather::pool(pool, &config.database);
+) -> (Submissions, AccountReads, QuotaChangeReads, PgPool) {
+    let connections =
+        Submissions::CONNECTIONS + AccountReads::CONNECTIONS + QuotaChangeReads::CONNECTIONS;
+    let shared = crate::store::gather::pool(pool, &config.database, connections);
     let submissions = Submissions::new(pool.clone(), shared.clone(), Arc::clone(wake_ups));
-    (Arc::new(submissions), AccountReads::new(shared.clone()), QuotaChangeReads::new(shared))
+    let reads = (AccountReads::new(shared.clone()), QuotaChangeReads::new(shared.clone()));
+    (submissions, reads.0, reads.1, shared)
 }
 
 /// A pool like `pool` (same server and database), connecting when first used.
 /// As large as the main pool (requests holding their key's lock), plus one connection for each
 /// delivery worker (provision and deprovision jobs holding their project's delivery lock).
 fn lock_pool(pool: &PgPool, config: &Config, registry: &Registry) -> PgPool {
-    let options = pool.connect_options().as_ref().clone();
     let deliveries: u32 = ["provision_namespace", "deprovision_namespace"]
         .iter()
         .map(|kind| registry.settings(kind).concurrency)
         .sum();
-    crate::store::pool_options()
-        .max_connections(config.database.max_connections + deliveries)
-        .acquire_timeout(std::time::Duration::from_secs(config.database.acquire_timeout_secs))
-        .idle_timeout(Some(std::time::Duration::from_secs(config.database.idle_timeout_secs)))
-        .connect_lazy_with(options)
+    let connections = config.database.max_connections + deliveries;
+    crate::store::pool_like(pool, &config.database, connections, |settings| settings)
 }
 
 /// Why the context could not be built.
@@ -98,12 +100,13 @@ impl Context {
         let dummy_hash = password::hash("infrahub-unknown-user-placeholder")?;
         let metrics_token = config.http.metrics_token()?;
         let wake_ups = Arc::new(WakeUps::new(pool.clone()));
-        let (submissions, accounts, quota_reads) = gathers(&pool, &config, &wake_ups);
+        let (submissions, accounts, quota_reads, gathers_pool) = gathers(&pool, &config, &wake_ups);
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
             submissions,
             accounts,
             quota_reads,
+            gathers_pool,
             wake_ups,
             pool,
             config: Arc::new(config),
@@ -126,12 +129,13 @@ impl Context {
         let tokens = TokenKeys::new(&throwaway, &config.auth.issuer, config.auth.token_ttl_secs);
         let registry = Registry::new(&config.workers)?;
         let wake_ups = Arc::new(WakeUps::new(pool.clone()));
-        let (submissions, accounts, quota_reads) = gathers(&pool, &config, &wake_ups);
+        let (submissions, accounts, quota_reads, gathers_pool) = gathers(&pool, &config, &wake_ups);
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
             submissions,
             accounts,
             quota_reads,
+            gathers_pool,
             wake_ups,
             pool,
             registry: Arc::new(registry),

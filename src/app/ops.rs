@@ -3,16 +3,19 @@
 use crate::context::Context;
 use crate::store;
 
-/// Ready when the database answers and every migration of this binary is applied; otherwise
-/// the reason.
+/// Ready when the database answers on both pools requests use (the main one and the
+/// gathers', [`Context::gathers_pool`]) and every migration of this binary is applied;
+/// otherwise the reason.
 pub async fn readiness(ctx: &Context) -> Result<(), String> {
-    match store::schema_is_current(&ctx.pool).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err("database migrations are pending".to_owned()),
-        Err(err) => {
-            tracing::warn!(error = %err, "readiness check failed");
-            Err("database unreachable".to_owned())
-        }
+    let unreachable = |err: sqlx::Error| {
+        tracing::warn!(error = %err, "readiness check failed");
+        "database unreachable".to_owned()
+    };
+    let current = store::schema_is_current(&ctx.pool).await.map_err(unreachable)?;
+    sqlx::query("SELECT 1").execute(&ctx.gathers_pool).await.map_err(unreachable)?;
+    match current {
+        true => Ok(()),
+        false => Err("database migrations are pending".to_owned()),
     }
 }
 

@@ -33,11 +33,13 @@ use crate::jobs::wake::WakeUps;
 use crate::store::StoreError;
 use crate::store::audit::Actor;
 use crate::store::gather::{
-    Alone, Asked, Gather, Statement, Unreachable, fail_all, one_by_one, refused_for_a_value,
+    self, Alone, Asked, Gather, Statement, Unreachable, fail_all, one_by_one, refused_for_a_value,
 };
 use crate::store::jobs::{self, Enqueued, NewJob};
 
-/// Writes submissions' jobs, several to a statement under load.
+/// Writes submissions' jobs, several to a statement under load. Cheap to clone: clones share
+/// the statements.
+#[derive(Clone)]
 pub struct Submissions {
     gather: Gather<JobStatement>,
     /// Where a submission with a dedupe key is written, alone: its insert may wait for a
@@ -47,6 +49,9 @@ pub struct Submissions {
 }
 
 impl Submissions {
+    /// The connections of [`gather::pool`] its statements may hold at once.
+    pub const CONNECTIONS: u32 = gather::runners::<JobStatement>();
+
     /// Shared statements run on `shared` (the gathers' pool, [`crate::store::gather::pool`]),
     /// submissions with a dedupe key on `pool`.
     pub fn new(pool: PgPool, shared: PgPool, wake_ups: Arc<WakeUps>) -> Self {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::gather::{
-    Alone, Asked, Gather, Statement, Unreachable, fail_all, one_by_one, refused_for_a_value,
+    self, Alone, Asked, Gather, Statement, Unreachable, fail_all, one_by_one, refused_for_a_value,
 };
 use super::org::{Department, OrgUnit};
 use crate::domain::capacity::Resources;
@@ -171,6 +171,9 @@ pub struct QuotaChangeReads {
 }
 
 impl QuotaChangeReads {
+    /// The connections of [`gather::pool`] its statements may hold at once.
+    pub const CONNECTIONS: u32 = gather::runners::<QuotaChangeStatement>();
+
     pub fn new(pool: PgPool) -> Self {
         Self { gather: Gather::new(QuotaChangeStatement { pool }) }
     }

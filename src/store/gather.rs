@@ -21,7 +21,6 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -35,24 +34,25 @@ use crate::config::DatabaseConfig;
 /// 2026-12-07: 0.59 ms planning against 0.15 ms running for the quota change read, 0.23–0.46
 /// ms against 0.75 ms for the job statement); here every statement is planned once per
 /// connection (`plan_cache_mode = force_generic_plan`), so a statement run here must not
-/// need its parameters' values to be planned well (`$1 IS NULL OR ...`, say). Six
-/// connections: two for each of the daemon's three gathers (their [`Statement::RUNNERS`]).
-pub fn pool(pool: &PgPool, config: &DatabaseConfig) -> PgPool {
-    let options = pool.connect_options().as_ref().clone();
-    super::pool_options()
-        .max_connections(6)
-        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
-        .idle_timeout(Some(Duration::from_secs(config.idle_timeout_secs)))
+/// need its parameters' values to be planned well (`$1 IS NULL OR ...`, say). `connections`:
+/// the sum of its gathers' [`Statement::RUNNERS`] (see [`runners`]).
+pub fn pool(pool: &PgPool, config: &DatabaseConfig, connections: u32) -> PgPool {
+    super::pool_like(pool, config, connections, |settings| {
         // A statement once connected rather than a startup parameter, which poolers such as
         // PgBouncer refuse (a pooler in transaction mode would carry it to other clients'
         // sessions: it needs session pooling).
-        .after_connect(|conn, _| {
+        settings.after_connect(|conn, _| {
             Box::pin(async move {
                 sqlx::query("SET plan_cache_mode = force_generic_plan").execute(conn).await?;
                 Ok(())
             })
         })
-        .connect_lazy_with(options)
+    })
+}
+
+/// The connections `S`'s statements may hold at once: its [`Statement::RUNNERS`].
+pub const fn runners<S: Statement>() -> u32 {
+    S::RUNNERS as u32
 }
 
 /// A statement that answers many callers' asks at once.
@@ -438,7 +438,10 @@ mod tests {
         gather.statement().finish.add_permits(1);
         for ask in asks {
             // Bounded: without the answer to what waits, they would wait for ever.
-            let answer = tokio::time::timeout(Duration::from_secs(5), ask).await.unwrap().unwrap();
+            let answer = tokio::time::timeout(std::time::Duration::from_secs(5), ask)
+                .await
+                .unwrap()
+                .unwrap();
             let timed_out = matches!(&answer, Err(StoreError::Shared(err)) if matches!(**err, sqlx::Error::PoolTimedOut));
             assert!(timed_out, "{:?}", answer.map_err(|e| e.to_string()));
         }

@@ -111,6 +111,23 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, ConnectError> {
     }
 }
 
+/// A pool like `pool` (same server, database and timeouts) of `connections` connections,
+/// connecting when first used, with `tune` applied to its settings: the daemon's pools beside
+/// its main one (advisory locks held for a request's length, the gathers' statements).
+pub fn pool_like(
+    pool: &PgPool,
+    config: &DatabaseConfig,
+    connections: u32,
+    tune: impl FnOnce(PgPoolOptions) -> PgPoolOptions,
+) -> PgPool {
+    let options = pool.connect_options().as_ref().clone();
+    let settings = pool_options()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .idle_timeout(Some(Duration::from_secs(config.idle_timeout_secs)));
+    tune(settings).connect_lazy_with(options)
+}
+
 /// Pool settings every pool of the daemon shares. A connection handed out straight from
 /// use is not pinged first (sqlx's default costs a round trip on every acquire, a third of a
 /// short request's database time); one that sat idle for a second or more is, so a server

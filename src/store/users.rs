@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::gather::{Asked, Gather, Statement, Unreachable, fail_all};
+use super::gather::{self, Asked, Gather, Statement, Unreachable, fail_all};
 use super::{Page, PageRequest, StoreError};
 use crate::domain::role::Role;
 use crate::domain::scope::Scope;
@@ -92,6 +92,9 @@ pub struct AccountReads {
 }
 
 impl AccountReads {
+    /// The connections of [`gather::pool`] its statements may hold at once.
+    pub const CONNECTIONS: u32 = gather::runners::<CredentialsById>();
+
     pub fn new(pool: PgPool) -> Self {
         Self { gather: Gather::new(CredentialsById { pool }) }
     }

@@ -32,6 +32,20 @@ async fn readiness_fails_while_migrations_are_pending(pool: PgPool) {
     assert!(body["error"]["message"].as_str().unwrap().contains("migrations"));
 }
 
+/// Every authenticated request reads its account on the gathers' pool: a daemon whose main
+/// pool answers but whose gathers' pool cannot is not ready.
+#[sqlx::test]
+async fn readiness_fails_while_the_gathers_pool_cannot_reach_the_database(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.call(Method::GET, "/readyz", None, None).await.expect(StatusCode::OK, None);
+    app.ctx.gathers_pool.close().await;
+    let answer = app.call(Method::GET, "/readyz", None, None).await;
+    let body = answer.expect(StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"));
+    assert_eq!(body["error"]["details"]["reason"], "database unreachable");
+    let lead = app.login_answer("shop-lead", crate::helpers::PASSWORD).await;
+    assert_eq!(lead.status, StatusCode::OK, "logging in reads the account on the main pool");
+}
+
 #[sqlx::test]
 async fn metrics_count_requests_by_route_and_status(pool: PgPool) {
     let app = TestApp::spawn(pool).await;

@@ -22,7 +22,7 @@ fn actor(n: usize) -> Actor {
 
 /// As the daemon builds them: on the gathers' pool.
 fn submissions(pool: &PgPool) -> Arc<Submissions> {
-    let shared = gather::pool(pool, &DatabaseConfig::default());
+    let shared = gather::pool(pool, &DatabaseConfig::default(), 2);
     Arc::new(Submissions::new(pool.clone(), shared, Arc::new(WakeUps::new(pool.clone()))))
 }
 
@@ -33,7 +33,7 @@ async fn the_gathers_pool_asks_for_generic_plans(pool: PgPool) {
     let mode = |pool: PgPool| async move {
         sqlx::query_scalar::<_, String>("SHOW plan_cache_mode").fetch_one(&pool).await.unwrap()
     };
-    let shared = gather::pool(&pool, &DatabaseConfig::default());
+    let shared = gather::pool(&pool, &DatabaseConfig::default(), 2);
     assert_eq!(mode(shared.clone()).await, "force_generic_plan");
     assert_eq!(mode(pool.clone()).await, "auto", "the main pool keeps PostgreSQL's choice");
     let database = |pool: PgPool| async move {
