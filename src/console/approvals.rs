@@ -5,14 +5,14 @@
 //! `POST /quota-requests/{id}/approve`, `/reject`.
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout;
-use super::{OrPage, PageResult, PathId, Viewer, form_fields, parsed, status_of};
+use super::{Form, OrPage, PageResult, PathId, Query, Viewer, form_fields, parsed, status_of};
 use crate::app::projects::{ProjectQuery, RejectProject};
 use crate::app::quota_requests::{QuotaRequestQuery, QuotaRequestView, RejectQuotaRequest};
 use crate::app::{self, AppError, PageParams};
@@ -183,7 +183,7 @@ async fn reject_quota(
     viewer: Viewer,
     PathId(id): PathId,
     Query(query): Query<ListQuery>,
-    axum::Form(form): axum::Form<RejectForm>,
+    Form(form): Form<RejectForm>,
 ) -> Response {
     let input = RejectQuotaRequest { reason: form.reason };
     let done = app::quota_requests::reject(&ctx, viewer.caller(), id, input).await;
@@ -211,7 +211,7 @@ async fn reject(
     viewer: Viewer,
     PathId(id): PathId,
     Query(query): Query<ListQuery>,
-    axum::Form(form): axum::Form<RejectForm>,
+    Form(form): Form<RejectForm>,
 ) -> Response {
     let input = RejectProject { reason: form.reason };
     let done = app::projects::reject(&ctx, viewer.caller(), id, input).await;

@@ -5,7 +5,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::layout::{self, badge};
 use super::{
-    OrPage, PageResult, PathId, Viewer, error_page, field_choices, form_fields, job_notice,
+    OrPage, PageResult, PathId, Query, Viewer, error_page, field_choices, form_fields, job_notice,
     kind_of, parsed, status_of,
 };
 use crate::app::allocation::AssignServer;

@@ -4,7 +4,7 @@
 //! center admins choose one.
 
 use axum::Router;
-use axum::extract::{Query, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::html;
@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::layout::{self, CapacityLine, capacity_bar};
 use super::{
-    OrPage, PageResult, Viewer, field_choices, form_fields, job_notice, parsed, status_of,
+    Form, OrPage, PageResult, Query, Viewer, field_choices, form_fields, job_notice, parsed,
+    status_of,
 };
 use crate::app::allocation::SetQuota;
 use crate::app::inventory::ServerQuery;
@@ -267,7 +268,7 @@ struct QuotaForm {
 async fn set_quota(
     State(ctx): State<Context>,
     viewer: Viewer,
-    axum::Form(form): axum::Form<QuotaForm>,
+    Form(form): Form<QuotaForm>,
 ) -> Response {
     let query = || CapacityQuery { field: Some(form.field_id.clone()), ..CapacityQuery::default() };
     let ids = form.field_id.parse::<Uuid>().ok().zip(form.dept_id.parse::<Uuid>().ok());

@@ -4,7 +4,7 @@
 //! (namespace, quota, manifests, job timeline, resize, retry, delete confirmed by name).
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::layout::{self, badge, quota_bar};
 use super::{
-    OrPage, PageResult, PathId, Viewer, error_page, form_fields, parsed, status_of, stop_polling,
+    Form, OrPage, PageResult, PathId, Query, Viewer, error_page, form_fields, parsed, status_of,
+    stop_polling,
 };
 use crate::app::jobs::JobQuery;
 use crate::app::projects::{CreateProject, ProjectQuery, ResizeProject};
@@ -207,7 +208,7 @@ struct AskForm {
 async fn ask_quota(
     State(ctx): State<Context>,
     viewer: Viewer,
-    axum::Form(form): axum::Form<AskForm>,
+    Form(form): Form<AskForm>,
 ) -> Response {
     let number = |field: &str, value: &str| {
         value.trim().parse::<u32>().map_err(|_| {
@@ -421,7 +422,7 @@ async fn preview(
 async fn create(
     State(ctx): State<Context>,
     viewer: Viewer,
-    axum::Form(input): axum::Form<NewProject>,
+    Form(input): Form<NewProject>,
 ) -> Response {
     let lifetime = match input.lifetime_days.trim() {
         "" => Ok(None),
@@ -630,7 +631,7 @@ async fn resize(
     State(ctx): State<Context>,
     viewer: Viewer,
     PathId(id): PathId,
-    axum::Form(form): axum::Form<ResizeForm>,
+    Form(form): Form<ResizeForm>,
 ) -> Response {
     let input = ResizeProject { sla_type: form.sla_type, performance_tier: form.performance_tier };
     let done = app::projects::resize(&ctx, viewer.caller(), id, input).await;
@@ -657,7 +658,7 @@ async fn delete(
     State(ctx): State<Context>,
     viewer: Viewer,
     PathId(id): PathId,
-    axum::Form(form): axum::Form<DeleteForm>,
+    Form(form): Form<DeleteForm>,
 ) -> Response {
     let project = match app::projects::get(&ctx, viewer.caller(), id).await {
         Ok(project) => project,

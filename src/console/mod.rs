@@ -23,13 +23,14 @@ mod webhooks;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::Markup;
+use serde::de::DeserializeOwned;
 
 use crate::app::console::Session;
 use crate::app::{self, AppError, ErrorKind};
@@ -429,7 +430,7 @@ fn local_path(next: Option<&str>) -> String {
         .unwrap_or_else(|| "/".to_owned())
 }
 
-async fn login_page(axum::extract::Query(query): axum::extract::Query<LoginQuery>) -> Markup {
+async fn login_page(Query(query): Query<LoginQuery>) -> Markup {
     layout::login(None, "", &local_path(query.next.as_deref()))
 }
 
@@ -446,7 +447,7 @@ struct LoginForm {
 async fn login(
     State(ctx): State<Context>,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<LoginForm>,
+    Form(form): Form<LoginForm>,
 ) -> Response {
     let next = local_path(form.next.as_deref());
     // A session the browser already had (someone else's, planted or old) ends here.
@@ -479,6 +480,38 @@ async fn logout(State(ctx): State<Context>, headers: HeaderMap) -> Response {
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(header::SET_COOKIE, clear_cookie());
     response
+}
+
+/// A page's query parameters: ones that do not parse get the error page (400), in words, not
+/// a bare text.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let parsed = axum::extract::Query::<T>::from_request_parts(parts, state).await;
+        parsed.map(|axum::extract::Query(value)| Query(value)).map_err(|rejection| {
+            let message = format!("This page's address is not valid. {}", rejection.body_text());
+            error_page(None, &AppError::new(ErrorKind::BadRequest, "invalid_query", message))
+        })
+    }
+}
+
+/// A form's fields: a form that does not parse gets the error page (422), in words, not a
+/// bare text.
+pub struct Form<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Form<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let parsed = axum::Form::<T>::from_request(request, state).await;
+        parsed.map(|axum::Form(value)| Form(value)).map_err(|rejection| {
+            let message = format!("This form could not be read. {}", rejection.body_text());
+            error_page(None, &AppError::invalid("invalid_form", message))
+        })
+    }
 }
 
 /// A `{id}` of the path: anything but a UUID gets the "not found" page, not a bare text.

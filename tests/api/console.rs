@@ -341,6 +341,25 @@ async fn forms_need_this_origin_and_the_sessions_token_and_act_once_per_key(pool
     assert!(preview.html.contains("It does not fit."), "{}", preview.html);
 }
 
+/// An address or a form the console cannot read (typed by hand, or crafted) gets a page that
+/// says so, not a bare line of text.
+#[sqlx::test]
+async fn an_unreadable_address_or_form_gets_a_page_in_words(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut browser = Browser::new(&app.base);
+    browser.login("shop-lead", PASSWORD).await;
+    let twice = browser.get("/projects?cursor=a&cursor=b").await;
+    assert_eq!(twice.status, StatusCode::BAD_REQUEST, "{}", twice.html);
+    assert!(twice.html.contains("<h1>") && twice.html.contains("address is not valid"));
+    assert!(twice.html.contains("duplicate field"), "{}", twice.html);
+    let csrf = browser.csrf("/projects/new").await;
+    let form = [("name", "web"), ("name", "api"), ("_csrf", &csrf)];
+    let twice = browser.post("/projects", &form).await;
+    assert_eq!(twice.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", twice.html);
+    assert!(twice.html.contains("<h1>") && twice.html.contains("form could not be read"));
+    assert!(twice.html.contains("duplicate field"), "{}", twice.html);
+}
+
 /// PostgreSQL's text cannot hold a NUL character: a form or a page address carrying one
 /// (`%00`) is the sender's mistake, refused with a page that says so, never a server error.
 #[sqlx::test]
