@@ -1,6 +1,7 @@
 //! The console in a real browser: Debian's headless chromium driven through chromedriver
 //! (WebDriver, fantoccini) against the real daemon with its job workers. Each role logs in
-//! and does its main task; the screenshots land in docs/screenshots/ (shown in the README).
+//! and does its main task, and a field admin approves a project past the approval threshold;
+//! the screenshots land in docs/screenshots/ (shown in the README).
 //! `.ci/run` installs chromium and chromium-driver when they are missing.
 
 use std::path::PathBuf;
@@ -140,6 +141,9 @@ async fn daemon(pool: PgPool, dir: &tempfile::TempDir) -> TestApp {
         config.schedule.server_sync = String::new();
         config.schedule.resync = String::new();
         config.schedule.reconcile = String::new();
+        // Gold (16 CPU in its default tier, high) waits for a field admin's approval; silver
+        // (8) does not.
+        config.approval.cpu_above = Some(8);
     })
     .await
 }
@@ -223,6 +227,37 @@ async fn each_role_does_its_main_task_in_a_real_browser(pool: PgPool) {
     browser.client.goto(&format!("{base}/projects")).await.unwrap();
     browser.wait_for("//article//span[contains(@class,'badge') and text()='active']").await;
     browser.screenshot("team-lead-projects").await;
+
+    // A request past the approval threshold waits for the field admin.
+    browser.click(Locator::LinkText("New project")).await;
+    browser.wait_for("//h1[text()='New project']").await;
+    browser.type_into("name", "db").await;
+    browser.click(Locator::Css("#sla_type option[value='gold']")).await;
+    browser.wait_for("//div[@id='preview']//*[contains(., 'approval')]").await;
+    browser.click(Locator::XPath("//button[text()='Create project']")).await;
+    browser
+        .wait_for(
+            "//h1[contains(., 'db')]//span[contains(@class,'badge') and text()='pending_approval']",
+        )
+        .await;
+    browser.close().await;
+
+    // Field admin: approve it; it is provisioned.
+    let browser = Browser::start(1280, 900).await;
+    browser.login(&base, "retail-admin", PASSWORD).await;
+    browser.client.goto(&format!("{base}/approvals")).await.unwrap();
+    browser.wait_for("//h2[a[text()='db']]").await;
+    browser.screenshot("field-admin-approvals").await;
+    browser.click(Locator::XPath("//button[text()='Approve db']")).await;
+    crate::helpers::wait_until("project db active", Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM projects WHERE name = 'db'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+            == "active"
+    })
+    .await;
+    browser.wait_for("//h1[text()='Approvals']").await;
     browser.close().await;
 
     // The same dashboard on a phone.
