@@ -387,9 +387,11 @@ async fn render_organisation(
 async fn create_in_organisation(
     State(ctx): State<Context>,
     viewer: Viewer,
-    Path(kind): Path<String>,
+    kind: Result<Path<String>, axum::extract::rejection::PathRejection>,
     body: Bytes,
 ) -> Response {
+    // A kind that does not even decode (`%FF`) is a kind of nothing: not found, in words.
+    let kind = kind.map(|Path(kind)| kind).unwrap_or_default();
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
     let value = |name: &str| {
         pairs

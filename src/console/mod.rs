@@ -9,6 +9,9 @@
 //! - Every `POST` must come from this origin (`Origin`, else `Referer`) and, once logged in,
 //!   carry the session's `_csrf` field: otherwise 403. A form's `_key` field (fresh per
 //!   rendering) is its Idempotency-Key: a double click or a resubmitted form acts once.
+//! - A NUL character, which PostgreSQL's text cannot hold, is refused in any page's query
+//!   (400) and in any form (422); a query or a form that does not parse gets an error page
+//!   ([`Query`], [`Form`]), never axum's bare text.
 
 // Handlers answer a page or the response that replaces it (an error page, a redirect), as
 // axum handlers do; boxing every such response buys nothing.
@@ -51,7 +54,8 @@ const MULTI_ACTION_FORMS: [&str; 1] = ["/servers/assign"];
 /// refused by the name it takes instead.
 const SECRET_FORMS: [&str; 1] = ["/webhooks"];
 
-/// The console's routes, guarded (origin, CSRF, per-form idempotency) on every POST.
+/// The console's routes, guarded: no NUL in any query; on every POST, origin, session, no NUL
+/// in the form, CSRF and per-form idempotency ([`guard`]).
 pub fn router(ctx: Context) -> Router<Context> {
     Router::new()
         .route("/", get(home))
@@ -246,26 +250,45 @@ fn same_origin(headers: &HeaderMap) -> bool {
     authority.eq_ignore_ascii_case(host)
 }
 
-/// PostgreSQL's text cannot hold the NUL character: a page address or a form carrying one
-/// (`%00`) is refused as the sender's mistake, as the JSON API refuses it, rather than
-/// failing in the database.
-fn holds_nul() -> Response {
-    let text = "Text may not contain the NUL character (%00).";
-    (StatusCode::BAD_REQUEST, layout::bare("Refused", layout::error_text(text))).into_response()
+/// A bare page (no navigation) saying why a request was refused.
+fn bare_page(status: StatusCode, title: &str, message: &str) -> Response {
+    (status, layout::bare(title, layout::error_text(message))).into_response()
 }
 
 fn refused(message: &str) -> Response {
-    let body = layout::bare("Refused", layout::error_text(message));
-    (StatusCode::FORBIDDEN, body).into_response()
+    bare_page(StatusCode::FORBIDDEN, "Refused", message)
 }
 
-/// Every console request: no NUL character in its query. Every console POST: same origin, no
-/// NUL in the form; then, but for the login, a live session and its CSRF token; then, when
-/// the form carries a `_key`, at most once per key (the answer, usually a redirect, is kept
-/// and given again).
+/// PostgreSQL's text cannot hold the NUL character: a page address (400) or a form (422)
+/// carrying one is refused as the sender's mistake, as the JSON API refuses it, rather than
+/// failing in the database.
+fn nul_refused(status: StatusCode) -> Response {
+    bare_page(status, "Refused", "Text may not contain the NUL character (%00).")
+}
+
+/// A POST's form, read whole (up to the body limit) and checked for a NUL character: `%00`,
+/// or a raw one, which the form parsers let through.
+async fn read_form(body: Body, limit: usize) -> Result<axum::body::Bytes, Response> {
+    let Ok(bytes) = to_bytes(body, limit).await else {
+        return Err(bare_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Too large",
+            "This form is too large.",
+        ));
+    };
+    if bytes.contains(&0) || encodes_nul(&bytes) {
+        return Err(nul_refused(StatusCode::UNPROCESSABLE_ENTITY));
+    }
+    Ok(bytes)
+}
+
+/// Every console request: no NUL character in its query. Every console POST: same origin;
+/// then, but for the login, a live session; then no NUL in the form, and (but for the login)
+/// the session's CSRF token; then, when the form carries a `_key`, at most once per key (the
+/// answer, usually a redirect, is kept and given again).
 async fn guard(State(ctx): State<Context>, request: Request, next: Next) -> Response {
     if request.uri().query().is_some_and(encodes_nul) {
-        return holds_nul();
+        return nul_refused(StatusCode::BAD_REQUEST);
     }
     if request.method() != Method::POST {
         return next.run(request).await;
@@ -273,17 +296,14 @@ async fn guard(State(ctx): State<Context>, request: Request, next: Next) -> Resp
     if !same_origin(request.headers()) {
         return refused("This form was not sent from this site (Origin check).");
     }
+    let limit = ctx.config.http.body_limit_bytes;
     let (mut parts, body) = request.into_parts();
-    let Ok(bytes) = to_bytes(body, ctx.config.http.body_limit_bytes).await else {
-        let body = layout::bare("Too large", layout::error_text("This form is too large."));
-        return (StatusCode::PAYLOAD_TOO_LARGE, body).into_response();
-    };
-    if encodes_nul(&bytes) {
-        return holds_nul();
-    }
     let path = parts.uri.path().to_owned();
     if path == "/login" {
-        return next.run(Request::from_parts(parts, Body::from(bytes))).await;
+        return match read_form(body, limit).await {
+            Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+            Err(refusal) => refusal,
+        };
     }
     let Some(token) = session_cookie(&parts.headers) else {
         return to_login(&parts.headers, &Method::POST, &path);
@@ -296,6 +316,10 @@ async fn guard(State(ctx): State<Context>, request: Request, next: Next) -> Resp
             return response;
         }
         Err(err) => return error_page(None, &err),
+    };
+    let bytes = match read_form(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal,
     };
     let field = |name: &str| {
         url::form_urlencoded::parse(&bytes).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
@@ -498,8 +522,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// A form's fields: a form that does not parse gets the error page (422), in words, not a
-/// bare text.
+/// A form's fields: a form that does not parse gets the error page, in words, not a bare
+/// text, with axum's status (422 for fields that do not parse, 415 for a body that is not a
+/// form).
 pub struct Form<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Form<T> {
@@ -509,7 +534,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Form<T> {
         let parsed = axum::Form::<T>::from_request(request, state).await;
         parsed.map(|axum::Form(value)| Form(value)).map_err(|rejection| {
             let message = format!("This form could not be read. {}", rejection.body_text());
-            error_page(None, &AppError::invalid("invalid_form", message))
+            let mut page = error_page(None, &AppError::invalid("invalid_form", message));
+            *page.status_mut() = rejection.status();
+            page
         })
     }
 }

@@ -257,7 +257,7 @@ async fn each_role_does_its_main_task_in_a_real_browser(pool: PgPool) {
             == "active"
     })
     .await;
-    browser.wait_for("//h1[text()='Approvals']").await;
+    browser.wait_for("//p[text()='Nothing waits for a decision.']").await;
     browser.close().await;
 
     // The same dashboard on a phone.

@@ -368,7 +368,7 @@ async fn a_nul_character_in_a_form_or_an_address_is_refused_as_the_senders_mista
     app.give_quota(16, 64).await;
     let mut browser = Browser::new(&app.base);
     let login = browser.login("shop-lead\u{0}", PASSWORD).await;
-    assert_eq!(login.status, StatusCode::BAD_REQUEST, "{}", login.html);
+    assert_eq!(login.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", login.html);
     assert!(login.html.contains("NUL character"), "{}", login.html);
     assert_eq!(browser.login("shop-lead", PASSWORD).await.status, StatusCode::SEE_OTHER);
     let csrf = browser.csrf("/projects/new").await;
@@ -380,8 +380,21 @@ async fn a_nul_character_in_a_form_or_an_address_is_refused_as_the_senders_mista
         ("_csrf", &csrf),
     ];
     let refused = browser.post("/projects", &form).await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.html);
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.html);
     assert!(refused.html.contains("NUL character"), "{}", refused.html);
+    // A raw NUL, which a form's parser would let through, is refused too.
+    let raw = format!("name=web&site=fr\0a&sla_type=bronze&performance_tier=regular&_csrf={csrf}");
+    let response = browser
+        .client
+        .post(format!("{}/projects", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", &app.base)
+        .header(COOKIE, browser.cookie.clone().unwrap())
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let preview = browser.get("/projects/new/preview?site=fr%00a&sla_type=bronze").await;
     assert_eq!(preview.status, StatusCode::BAD_REQUEST, "{}", preview.html);
     // A literal "%00" typed into a field is text like any other.
