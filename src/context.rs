@@ -54,19 +54,26 @@ pub struct Context {
     pub gathers_pool: PgPool,
 }
 
-/// What shares statements between concurrent requests, on a pool of its own
-/// ([`crate::store::gather::pool`]); jobs with a dedupe key are written on `pool`.
-fn gathers(
-    pool: &PgPool,
-    config: &Config,
-    wake_ups: &Arc<WakeUps>,
-) -> (Submissions, AccountReads, QuotaChangeReads, PgPool) {
+/// What shares statements between concurrent requests, and their pool.
+struct Gathers {
+    submissions: Submissions,
+    accounts: AccountReads,
+    quota_reads: QuotaChangeReads,
+    pool: PgPool,
+}
+
+/// The gathers, on a pool of their own ([`crate::store::gather::pool`]); jobs with a dedupe
+/// key are written on `pool`.
+fn gathers(pool: &PgPool, config: &Config, wake_ups: &Arc<WakeUps>) -> Gathers {
     let connections =
         Submissions::CONNECTIONS + AccountReads::CONNECTIONS + QuotaChangeReads::CONNECTIONS;
     let shared = crate::store::gather::pool(pool, &config.database, connections);
-    let submissions = Submissions::new(pool.clone(), shared.clone(), Arc::clone(wake_ups));
-    let reads = (AccountReads::new(shared.clone()), QuotaChangeReads::new(shared.clone()));
-    (submissions, reads.0, reads.1, shared)
+    Gathers {
+        submissions: Submissions::new(pool.clone(), shared.clone(), Arc::clone(wake_ups)),
+        accounts: AccountReads::new(shared.clone()),
+        quota_reads: QuotaChangeReads::new(shared.clone()),
+        pool: shared,
+    }
 }
 
 /// A pool like `pool` (same server and database), connecting when first used.
@@ -78,7 +85,7 @@ fn lock_pool(pool: &PgPool, config: &Config, registry: &Registry) -> PgPool {
         .map(|kind| registry.settings(kind).concurrency)
         .sum();
     let connections = config.database.max_connections + deliveries;
-    crate::store::pool_like(pool, &config.database, connections, |settings| settings)
+    crate::store::pool_like(pool, &config.database, connections, std::convert::identity)
 }
 
 /// Why the context could not be built.
@@ -100,13 +107,13 @@ impl Context {
         let dummy_hash = password::hash("infrahub-unknown-user-placeholder")?;
         let metrics_token = config.http.metrics_token()?;
         let wake_ups = Arc::new(WakeUps::new(pool.clone()));
-        let (submissions, accounts, quota_reads, gathers_pool) = gathers(&pool, &config, &wake_ups);
+        let gathers = gathers(&pool, &config, &wake_ups);
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
-            submissions,
-            accounts,
-            quota_reads,
-            gathers_pool,
+            submissions: gathers.submissions,
+            accounts: gathers.accounts,
+            quota_reads: gathers.quota_reads,
+            gathers_pool: gathers.pool,
             wake_ups,
             pool,
             config: Arc::new(config),
@@ -129,13 +136,13 @@ impl Context {
         let tokens = TokenKeys::new(&throwaway, &config.auth.issuer, config.auth.token_ttl_secs);
         let registry = Registry::new(&config.workers)?;
         let wake_ups = Arc::new(WakeUps::new(pool.clone()));
-        let (submissions, accounts, quota_reads, gathers_pool) = gathers(&pool, &config, &wake_ups);
+        let gathers = gathers(&pool, &config, &wake_ups);
         Ok(Self {
             locks: lock_pool(&pool, &config, &registry),
-            submissions,
-            accounts,
-            quota_reads,
-            gathers_pool,
+            submissions: gathers.submissions,
+            accounts: gathers.accounts,
+            quota_reads: gathers.quota_reads,
+            gathers_pool: gathers.pool,
             wake_ups,
             pool,
             registry: Arc::new(registry),

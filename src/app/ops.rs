@@ -1,22 +1,32 @@
 //! Whether this daemon can do its work: what `/readyz` reports.
 
+use sqlx::PgPool;
+
 use crate::context::Context;
 use crate::store;
 
-/// Ready when the database answers on both pools requests use (the main one and the
-/// gathers', [`Context::gathers_pool`]) and every migration of this binary is applied;
-/// otherwise the reason.
+/// Ready when the database answers on each of the three pools requests use (the main one,
+/// the gathers' [`Context::gathers_pool`], and [`Context::locks`], which requests with an
+/// Idempotency-Key and deliveries hold locks on) and every migration of this binary is
+/// applied; otherwise the reason. The three are asked at once.
 pub async fn readiness(ctx: &Context) -> Result<(), String> {
-    let unreachable = |err: sqlx::Error| {
-        tracing::warn!(error = %err, "readiness check failed");
-        "database unreachable".to_owned()
-    };
-    let current = store::schema_is_current(&ctx.pool).await.map_err(unreachable)?;
-    sqlx::query("SELECT 1").execute(&ctx.gathers_pool).await.map_err(unreachable)?;
-    match current {
-        true => Ok(()),
-        false => Err("database migrations are pending".to_owned()),
+    let checked = tokio::try_join!(
+        store::schema_is_current(&ctx.pool),
+        answers(&ctx.gathers_pool),
+        answers(&ctx.locks),
+    );
+    match checked {
+        Ok((true, ..)) => Ok(()),
+        Ok((false, ..)) => Err("database migrations are pending".to_owned()),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check failed");
+            Err("database unreachable".to_owned())
+        }
     }
+}
+
+async fn answers(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(drop)
 }
 
 /// A Prometheus gauge family in text format, written by hand: these are read from the

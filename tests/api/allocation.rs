@@ -708,7 +708,11 @@ async fn quota_change_reads_asked_together_answer_each_change(pool: PgPool) {
     .execute(&app.pool)
     .await
     .unwrap();
-    let reads = QuotaChangeReads::new(gather::pool(&app.pool, &DatabaseConfig::default(), 2));
+    let reads = QuotaChangeReads::new(gather::pool(
+        &app.pool,
+        &DatabaseConfig::default(),
+        QuotaChangeReads::CONNECTIONS,
+    ));
     let key = |field_id, department_id, site: &str| QuotaChangeKey {
         field_id,
         department_id,

@@ -267,7 +267,11 @@ async fn concurrent_requests_each_get_their_own_account(pool: PgPool) {
 #[sqlx::test]
 async fn account_reads_asked_together_answer_each_id(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let reads = AccountReads::new(gather::pool(&app.pool, &DatabaseConfig::default(), 2));
+    let reads = AccountReads::new(gather::pool(
+        &app.pool,
+        &DatabaseConfig::default(),
+        AccountReads::CONNECTIONS,
+    ));
     let unknown = uuid::Uuid::now_v7();
     let org = &app.org;
     let ids = [org.admin.id, unknown, org.team_lead.id, org.admin.id, org.field_admin.id];

@@ -33,17 +33,29 @@ async fn readiness_fails_while_migrations_are_pending(pool: PgPool) {
 }
 
 /// Every authenticated request reads its account on the gathers' pool: a daemon whose main
-/// pool answers but whose gathers' pool cannot is not ready.
+/// pool answers but whose gathers' pool does not (closed here) is not ready, and says so.
 #[sqlx::test]
-async fn readiness_fails_while_the_gathers_pool_cannot_reach_the_database(pool: PgPool) {
+async fn readiness_fails_while_the_gathers_pool_is_closed(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
+    let lead = app.team_lead_token().await;
     app.call(Method::GET, "/readyz", None, None).await.expect(StatusCode::OK, None);
     app.ctx.gathers_pool.close().await;
     let answer = app.call(Method::GET, "/readyz", None, None).await;
     let body = answer.expect(StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"));
     assert_eq!(body["error"]["details"]["reason"], "database unreachable");
-    let lead = app.login_answer("shop-lead", crate::helpers::PASSWORD).await;
-    assert_eq!(lead.status, StatusCode::OK, "logging in reads the account on the main pool");
+    app.get("/api/v1/projects", &lead).await.expect(StatusCode::SERVICE_UNAVAILABLE, None);
+}
+
+/// Requests with an Idempotency-Key hold their key's lock on a pool of its own: a daemon
+/// whose lock pool does not answer (closed here) is not ready either.
+#[sqlx::test]
+async fn readiness_fails_while_the_lock_pool_is_closed(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.call(Method::GET, "/readyz", None, None).await.expect(StatusCode::OK, None);
+    app.ctx.locks.close().await;
+    let answer = app.call(Method::GET, "/readyz", None, None).await;
+    let body = answer.expect(StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"));
+    assert_eq!(body["error"]["details"]["reason"], "database unreachable");
 }
 
 #[sqlx::test]

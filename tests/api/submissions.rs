@@ -21,9 +21,9 @@ fn actor(n: usize) -> Actor {
 }
 
 /// As the daemon builds them: on the gathers' pool.
-fn submissions(pool: &PgPool) -> Arc<Submissions> {
-    let shared = gather::pool(pool, &DatabaseConfig::default(), 2);
-    Arc::new(Submissions::new(pool.clone(), shared, Arc::new(WakeUps::new(pool.clone()))))
+fn submissions(pool: &PgPool) -> Submissions {
+    let shared = gather::pool(pool, &DatabaseConfig::default(), Submissions::CONNECTIONS);
+    Submissions::new(pool.clone(), shared, Arc::new(WakeUps::new(pool.clone())))
 }
 
 /// The gathers' connections ask PostgreSQL for generic plans (what that saves is measured in
@@ -33,7 +33,7 @@ async fn the_gathers_pool_asks_for_generic_plans(pool: PgPool) {
     let mode = |pool: PgPool| async move {
         sqlx::query_scalar::<_, String>("SHOW plan_cache_mode").fetch_one(&pool).await.unwrap()
     };
-    let shared = gather::pool(&pool, &DatabaseConfig::default(), 2);
+    let shared = gather::pool(&pool, &DatabaseConfig::default(), Submissions::CONNECTIONS);
     assert_eq!(mode(shared.clone()).await, "force_generic_plan");
     assert_eq!(mode(pool.clone()).await, "auto", "the main pool keeps PostgreSQL's choice");
     let database = |pool: PgPool| async move {
@@ -52,11 +52,11 @@ async fn submit_together(
 }
 
 async fn together(
-    submissions: &Arc<Submissions>,
+    submissions: &Submissions,
     jobs: Vec<NewJob<'static>>,
 ) -> Vec<Result<Enqueued, StoreError>> {
     join_all(jobs.into_iter().enumerate().map(|(n, new)| {
-        let submissions = Arc::clone(submissions);
+        let submissions = submissions.clone();
         async move { submissions.enqueue(new, actor(n)).await }
     }))
     .await
