@@ -202,7 +202,7 @@ async fn transient_failures_retry_until_success_or_the_last_attempt(pool: PgPool
 async fn a_retry_waits_durably_across_a_restart(pool: PgPool) {
     let app = TestApp::spawn_with(pool.clone(), Mode::Serve, |c| {
         let sleep = c.workers.kinds.entry("sleep".to_owned()).or_default();
-        // The wait is uniform in [0, 1 h]: far longer than this test, whatever the jitter.
+        // The wait is uniform in [30 min, 1 h]: far longer than this test, whatever the jitter.
         sleep.backoff_base_ms = Some(3_600_000);
         sleep.backoff_max_secs = Some(3_600);
     })

@@ -20,9 +20,9 @@ async fn app(pool: &PgPool, repo: &Path, prometheus: &FakePrometheus) -> TestApp
     let app = TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| {
         c.delivery.git.path = repo;
         c.usage.prometheus.insert("fra".to_owned(), base);
-        // A retry's wait is drawn from [0, base]: from the default 2 s it fell due inside the
-        // same round of due jobs now and then (a CI run saw it run 20 ms later); from an
-        // hour, about once in 180,000 runs.
+        // A retry's wait is drawn from [base/2, base]: from an hour it never falls due inside
+        // the same round of due jobs (with the full jitter of before, drawn from [0, 2 s], a
+        // CI run saw it run 20 ms later).
         let kind = c.workers.kinds.entry("read_usage".to_owned()).or_default();
         kind.backoff_base_ms = Some(3_600_000);
         kind.backoff_max_secs = Some(3_600);

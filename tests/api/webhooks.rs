@@ -168,8 +168,8 @@ async fn approvals_are_delivered_signed_and_retried_until_taken(pool: PgPool) {
     let app = TestApp::spawn_with(pool.clone(), Mode::Serve, move |c| {
         c.delivery.git.path = repo;
         gold_needs_approval(c);
-        // The retry's wait is drawn from [0, base]: an hour makes it due within the first
-        // round of jobs once in thousands of runs, not once in dozens as 5 s did.
+        // The retry's wait is drawn from [base/2, base]: from an hour it never falls due
+        // within the first round of jobs.
         let kind = c.workers.kinds.entry("deliver_webhook".to_owned()).or_default();
         kind.backoff_base_ms = Some(3_600_000);
         kind.backoff_max_secs = Some(3_600);
