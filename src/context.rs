@@ -22,7 +22,8 @@ pub struct Context {
     pub pool: PgPool,
     /// Connections that hold a lock while something slower runs: an `Idempotency-Key`'s while
     /// its request runs, a project's delivery lock while its manifests are written. Apart from
-    /// `pool`, so that what waits on them never starves what they wait for.
+    /// `pool`, so that what waits on them never starves what they wait for; `/readyz` checks it
+    /// too.
     pub locks: PgPool,
     pub config: Arc<Config>,
     /// The demo admits its well-known accounts; `serve` refuses them.
@@ -63,7 +64,7 @@ struct Gathers {
 }
 
 /// The gathers, on a pool of their own ([`crate::store::gather::pool`]); jobs with a dedupe
-/// key are written on `pool`.
+/// key are written on the main pool (the `pool` given).
 fn gathers(pool: &PgPool, config: &Config, wake_ups: &Arc<WakeUps>) -> Gathers {
     let connections =
         Submissions::CONNECTIONS + AccountReads::CONNECTIONS + QuotaChangeReads::CONNECTIONS;

@@ -10,16 +10,17 @@ use crate::store;
 /// Idempotency-Key and deliveries hold locks on) and every migration of this binary is
 /// applied; otherwise the reason. The three are asked at once.
 pub async fn readiness(ctx: &Context) -> Result<(), String> {
+    let named = |pool: &'static str| move |err: sqlx::Error| (pool, err);
     let checked = tokio::try_join!(
-        store::schema_is_current(&ctx.pool),
-        answers(&ctx.gathers_pool),
-        answers(&ctx.locks),
+        async { store::schema_is_current(&ctx.pool).await.map_err(named("main")) },
+        async { answers(&ctx.gathers_pool).await.map_err(named("gathers")) },
+        async { answers(&ctx.locks).await.map_err(named("locks")) },
     );
     match checked {
         Ok((true, ..)) => Ok(()),
         Ok((false, ..)) => Err("database migrations are pending".to_owned()),
-        Err(err) => {
-            tracing::warn!(error = %err, "readiness check failed");
+        Err((pool, err)) => {
+            tracing::warn!(pool, error = %err, "readiness check failed");
             Err("database unreachable".to_owned())
         }
     }

@@ -524,7 +524,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
 /// A form's fields: a form that does not parse gets the error page, in words, not a bare
 /// text, with axum's status (422 for fields that do not parse, 415 for a body that is not a
-/// form).
+/// form, 413 for one over the body limit).
 pub struct Form<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Form<T> {

@@ -358,6 +358,13 @@ async fn an_unreadable_address_or_form_gets_a_page_in_words(pool: PgPool) {
     assert_eq!(twice.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", twice.html);
     assert!(twice.html.contains("<h1>") && twice.html.contains("form could not be read"));
     assert!(twice.html.contains("duplicate field"), "{}", twice.html);
+    // A path segment that does not decode names nothing.
+    let mut admin = Browser::new(&app.base);
+    admin.login("root", PASSWORD).await;
+    let csrf = admin.csrf("/organisation").await;
+    let nothing = admin.post("/organisation/%FF", &[("name", "x"), ("_csrf", &csrf)]).await;
+    assert_eq!(nothing.status, StatusCode::NOT_FOUND, "{}", nothing.html);
+    assert!(nothing.html.contains("<h1>"), "{}", nothing.html);
 }
 
 /// PostgreSQL's text cannot hold a NUL character: a form or a page address carrying one
@@ -395,6 +402,7 @@ async fn a_nul_character_in_a_form_or_an_address_is_refused_as_the_senders_mista
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(response.text().await.unwrap().contains("NUL character"));
     let preview = browser.get("/projects/new/preview?site=fr%00a&sla_type=bronze").await;
     assert_eq!(preview.status, StatusCode::BAD_REQUEST, "{}", preview.html);
     // A literal "%00" typed into a field is text like any other.

@@ -51,11 +51,25 @@ async fn readiness_fails_while_the_gathers_pool_is_closed(pool: PgPool) {
 #[sqlx::test]
 async fn readiness_fails_while_the_lock_pool_is_closed(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
+    let lead = app.team_lead_token().await;
     app.call(Method::GET, "/readyz", None, None).await.expect(StatusCode::OK, None);
     app.ctx.locks.close().await;
     let answer = app.call(Method::GET, "/readyz", None, None).await;
     let body = answer.expect(StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"));
     assert_eq!(body["error"]["details"]["reason"], "database unreachable");
+    let project = serde_json::json!({
+        "name": "web", "site": "fra", "sla_type": "bronze", "performance_tier": "regular",
+    });
+    let keyed = app
+        .client
+        .post(format!("{}/api/v1/projects", app.base))
+        .bearer_auth(&lead)
+        .header("Idempotency-Key", "k1")
+        .json(&project)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), StatusCode::SERVICE_UNAVAILABLE, "a keyed request needs that pool");
 }
 
 #[sqlx::test]
