@@ -32,17 +32,23 @@ async fn readiness_fails_while_migrations_are_pending(pool: PgPool) {
     assert!(body["error"]["message"].as_str().unwrap().contains("migrations"));
 }
 
+/// `/readyz` answers 200, then, once `side` (one of the daemon's pools) is closed, 503
+/// "database unreachable".
+async fn not_ready_once_closed(app: &TestApp, side: &PgPool) {
+    app.call(Method::GET, "/readyz", None, None).await.expect(StatusCode::OK, None);
+    side.close().await;
+    let answer = app.call(Method::GET, "/readyz", None, None).await;
+    let body = answer.expect(StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"));
+    assert_eq!(body["error"]["details"]["reason"], "database unreachable");
+}
+
 /// Every authenticated request reads its account on the gathers' pool: a daemon whose main
 /// pool answers but whose gathers' pool does not (closed here) is not ready, and says so.
 #[sqlx::test]
 async fn readiness_fails_while_the_gathers_pool_is_closed(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let lead = app.team_lead_token().await;
-    app.call(Method::GET, "/readyz", None, None).await.expect(StatusCode::OK, None);
-    app.ctx.gathers_pool.close().await;
-    let answer = app.call(Method::GET, "/readyz", None, None).await;
-    let body = answer.expect(StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"));
-    assert_eq!(body["error"]["details"]["reason"], "database unreachable");
+    not_ready_once_closed(&app, &app.ctx.gathers_pool).await;
     app.get("/api/v1/projects", &lead).await.expect(StatusCode::SERVICE_UNAVAILABLE, None);
 }
 
@@ -52,11 +58,7 @@ async fn readiness_fails_while_the_gathers_pool_is_closed(pool: PgPool) {
 async fn readiness_fails_while_the_lock_pool_is_closed(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let lead = app.team_lead_token().await;
-    app.call(Method::GET, "/readyz", None, None).await.expect(StatusCode::OK, None);
-    app.ctx.locks.close().await;
-    let answer = app.call(Method::GET, "/readyz", None, None).await;
-    let body = answer.expect(StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"));
-    assert_eq!(body["error"]["details"]["reason"], "database unreachable");
+    not_ready_once_closed(&app, &app.ctx.locks).await;
     let project = serde_json::json!({
         "name": "web", "site": "fra", "sla_type": "bronze", "performance_tier": "regular",
     });
