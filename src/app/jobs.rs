@@ -70,8 +70,7 @@ pub async fn enqueue<J: Job>(
     payload: &J::Payload,
     meta: JobMeta,
 ) -> AppResult<Enqueued> {
-    let value = payload_value::<J>(payload)?;
-    let enqueued = jobs::enqueue(conn, &new_job::<J>(ctx, payload, value, meta)).await?;
+    let enqueued = jobs::enqueue(conn, &prepare::<J>(ctx, payload, meta)?).await?;
     wake::on_commit(&ctx.wake_ups, enqueued.wake_up());
     Ok(enqueued)
 }
@@ -87,8 +86,7 @@ pub async fn submit<J: Job>(
     payload: &J::Payload,
     meta: JobMeta,
 ) -> AppResult<Submitted> {
-    let value = payload_value::<J>(payload)?;
-    let new = new_job::<J>(ctx, payload, value, meta);
+    let new = prepare::<J>(ctx, payload, meta)?;
     let actor = caller.actor();
     if super::idempotency::under_key() {
         let mut tx = ctx.pool.begin().await?;
@@ -101,6 +99,17 @@ pub async fn submit<J: Job>(
     // Its wake-up goes out with its statement's, also if the client has gone meanwhile.
     let enqueued = ctx.submissions.enqueue(new, actor).await?;
     Ok(enqueued.into())
+}
+
+/// The `J` job of `payload` as [`enqueue`] and [`submit`] write it (a new project's job is
+/// written with the project: [`super::project_writes`]).
+pub(super) fn prepare<J: Job>(
+    ctx: &Context,
+    payload: &J::Payload,
+    meta: JobMeta,
+) -> AppResult<NewJob<'static>> {
+    let value = payload_value::<J>(payload)?;
+    Ok(new_job::<J>(ctx, payload, value, meta))
 }
 
 fn payload_value<J: Job>(payload: &J::Payload) -> AppResult<Value> {

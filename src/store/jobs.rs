@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -69,8 +69,9 @@ pub async fn wake(conn: &mut PgConnection, wake_ups: &[WakeUp]) -> Result<(), St
     Ok(())
 }
 
-/// A job as the API reports it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+/// A job as the API reports it (read back from JSON where a statement returns it beside
+/// another row: [`super::projects::create_many`]).
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Job {
     pub id: Uuid,
     pub kind: String,
@@ -95,23 +96,6 @@ pub struct Job {
     pub result: Option<Value>,
     pub submitted_by: Option<Uuid>,
     pub submitted_by_name: String,
-}
-
-macro_rules! job_columns {
-    () => {
-        "id, kind, status, payload, subject_type, subject_id, attempts, max_attempts,
-         CASE WHEN status IN ('queued', 'retrying') THEN run_at END AS next_run_at,
-         created_at, started_at, finished_at, last_error, errors, result,
-         submitted_by, submitted_by_name"
-    };
-}
-
-/// A timestamp column as RFC 3339 text in UTC (`...T12:00:00.120000Z`: always microseconds,
-/// where the API drops trailing zeros; the same instant), not in the session's time zone.
-macro_rules! utc_text {
-    ($column:literal) => {
-        concat!("to_char(", $column, r#" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#)
-    };
 }
 
 pub struct NewJob<'a> {

@@ -2,6 +2,25 @@
 //! of them (the change, its audit event and, later, its job). Queries are checked at run time
 //! and every one is exercised by the tests against a real PostgreSQL.
 
+// Before the modules: what they share.
+/// A timestamp column as RFC 3339 text in UTC (`...T12:00:00.120000Z`: always microseconds,
+/// where the API drops trailing zeros; the same instant), not in the session's time zone.
+macro_rules! utc_text {
+    ($column:literal) => {
+        concat!("to_char(", $column, r#" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#)
+    };
+}
+
+/// The columns of a [`jobs::Job`], from a table or CTE of `jobs` rows.
+macro_rules! job_columns {
+    () => {
+        "id, kind, status, payload, subject_type, subject_id, attempts, max_attempts,
+         CASE WHEN status IN ('queued', 'retrying') THEN run_at END AS next_run_at,
+         created_at, started_at, finished_at, last_error, errors, result,
+         submitted_by, submitted_by_name"
+    };
+}
+
 pub mod audit;
 pub mod capacity;
 pub mod gather;
