@@ -6,6 +6,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
+use crate::app::project_writes::ProjectWrites;
 use crate::app::token::TokenKeys;
 use crate::clients::Clients;
 use crate::config::{Config, ConfigError, Mode, Secret};
@@ -50,7 +51,9 @@ pub struct Context {
     pub accounts: AccountReads,
     /// Reads what quota changes are checked against, several to a statement under load.
     pub quota_reads: QuotaChangeReads,
-    /// The pool of those three's statements ([`crate::store::gather::pool`]): every
+    /// Writes new projects, several to a statement under load.
+    pub project_writes: ProjectWrites,
+    /// The pool of those four's statements ([`crate::store::gather::pool`]): every
     /// authenticated request uses it, so `/readyz` checks it too.
     pub gathers_pool: PgPool,
 }
@@ -60,19 +63,27 @@ struct Gathers {
     submissions: Submissions,
     accounts: AccountReads,
     quota_reads: QuotaChangeReads,
+    project_writes: ProjectWrites,
     pool: PgPool,
 }
 
 /// The gathers, on a pool of their own ([`crate::store::gather::pool`]); jobs with a dedupe
 /// key are written on the main pool (the `pool` given).
 fn gathers(pool: &PgPool, config: &Config, wake_ups: &Arc<WakeUps>) -> Gathers {
-    let connections =
-        Submissions::CONNECTIONS + AccountReads::CONNECTIONS + QuotaChangeReads::CONNECTIONS;
+    let connections = Submissions::CONNECTIONS
+        + AccountReads::CONNECTIONS
+        + QuotaChangeReads::CONNECTIONS
+        + ProjectWrites::CONNECTIONS;
     let shared = crate::store::gather::pool(pool, &config.database, connections);
     Gathers {
         submissions: Submissions::new(pool.clone(), shared.clone(), Arc::clone(wake_ups)),
         accounts: AccountReads::new(shared.clone()),
         quota_reads: QuotaChangeReads::new(shared.clone()),
+        project_writes: ProjectWrites::new(
+            shared.clone(),
+            config.delivery.namespace_template.clone(),
+            Arc::clone(wake_ups),
+        ),
         pool: shared,
     }
 }
@@ -114,6 +125,7 @@ impl Context {
             submissions: gathers.submissions,
             accounts: gathers.accounts,
             quota_reads: gathers.quota_reads,
+            project_writes: gathers.project_writes,
             gathers_pool: gathers.pool,
             wake_ups,
             pool,
@@ -143,6 +155,7 @@ impl Context {
             submissions: gathers.submissions,
             accounts: gathers.accounts,
             quota_reads: gathers.quota_reads,
+            project_writes: gathers.project_writes,
             gathers_pool: gathers.pool,
             wake_ups,
             pool,

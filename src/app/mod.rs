@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod ops;
 pub mod organisation;
+pub mod project_writes;
 pub mod projects;
 pub mod quota_requests;
 pub mod token;

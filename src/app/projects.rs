@@ -11,6 +11,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::jobs::{JobMeta, enqueue};
+use super::project_writes::NewProvisioned;
 use super::{AppError, AppResult, Caller, PageParams, Submitted};
 use crate::context::Context;
 use crate::domain::ValidationError;
@@ -307,18 +308,62 @@ pub async fn create(
     }
     let request = Submission { caller, department_id, name: &name, entry, input: &input };
     // Most requests fit well within the quota: the database checks them as it commits, so
-    // requests for the same field and site wait for each other only through the commit.
-    // The few it refuses (over quota, or past 90 % of it: a warning to write) run again
-    // with the check before the commit, which answers them with the numbers. A request
-    // under an Idempotency-Key commits with its answer, so it checks before the commit.
-    if !super::idempotency::under_key()
-        && let Some(done) = submit(ctx, &request, Check::AtCommit).await?
-    {
-        return Ok(done);
+    // requests for the same field and site wait for each other only through the commit, and
+    // those that need no approval are written together with those arriving meanwhile. The
+    // few it refuses (over quota, or past 90 % of it: a warning to write) run again with the
+    // check before the commit, which answers them with the numbers. A request under an
+    // Idempotency-Key commits with its answer, so it checks before the commit.
+    if !super::idempotency::under_key() {
+        if approval_needed(ctx, &input.sla_type, &input.performance_tier).is_none()
+            && let Some(done) = write_together(ctx, &request).await?
+        {
+            return Ok(done);
+        }
+        if let Some(done) = submit(ctx, &request, Check::AtCommit).await? {
+            return Ok(done);
+        }
     }
     submit(ctx, &request, Check::BeforeCommit).await?.ok_or_else(|| {
         AppError::internal("a reservation checked before its commit was refused at it")
     })
+}
+
+/// Writes the project of `request`, which needs no approval, with those of the requests
+/// arriving meanwhile ([`super::project_writes`]); `None` when it was not written there (it
+/// is then written alone, which says why it cannot be).
+async fn write_together(
+    ctx: &Context,
+    request: &Submission<'_>,
+) -> AppResult<Option<ProjectSubmitted>> {
+    let Submission { caller, department_id, name, entry, input } = *request;
+    let id = Uuid::now_v7();
+    let payload = ProjectJob {
+        project_id: id,
+        requested_by: caller.username.clone(),
+        generation: Some(projects::FIRST_GENERATION),
+    };
+    // The job's scope gets the department's field once it is read.
+    let meta = JobMeta::by(caller).about("project", id, Owner::default());
+    let new = NewProvisioned {
+        id,
+        department_id,
+        site: input.site.clone(),
+        name: name.as_str().to_owned(),
+        sla_type: input.sla_type.clone(),
+        performance_tier: input.performance_tier.clone(),
+        cpu: entry.cpu as i32,
+        ram_gb: entry.ram_gb as i32,
+        extra_quota: json!(entry.extra),
+        expires_at: input.expires_at,
+        created_by: caller.id,
+        job: super::jobs::prepare::<ProvisionNamespace>(ctx, &payload, meta)?,
+        actor: caller.actor(),
+    };
+    let written = ctx.project_writes.create(new).await?;
+    Ok(written.map(|(project, job)| ProjectSubmitted {
+        project,
+        submitted: Some(Submitted { job, existing: false }),
+    }))
 }
 
 /// A valid request for a new project.

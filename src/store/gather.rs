@@ -15,8 +15,8 @@
 //! unreachable, what waits is answered so at once rather than wait for a connection in turn.
 //!
 //! The daemon's gathers: the jobs people submit (`jobs::submissions`), the accounts behind
-//! tokens (`users::AccountReads`) and what quota changes are checked against
-//! (`capacity::QuotaChangeReads`).
+//! tokens (`users::AccountReads`), what quota changes are checked against
+//! (`capacity::QuotaChangeReads`) and new projects (`app::project_writes`).
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -208,6 +208,25 @@ pub async fn department_and_site(
     Ok((department.map(|d| d.0), site.map(|s| s.0)))
 }
 
+/// [`department_and_site`] for several requests in one round trip, in their order.
+pub async fn departments_and_sites(
+    conn: &mut PgConnection,
+    asked: &[(Uuid, &str)],
+) -> Result<Vec<(Option<Department>, Option<OrgUnit>)>, StoreError> {
+    type Found = (Option<Json<Department>>, Option<Json<OrgUnit>>);
+    let found: Vec<Found> = sqlx::query_as(
+        "SELECT (SELECT to_jsonb(d) FROM departments d WHERE d.id = n.department_id),
+                (SELECT to_jsonb(s) FROM sites s WHERE s.name = n.site)
+           FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS n(department_id, site, i)
+          ORDER BY n.i",
+    )
+    .bind(asked.iter().map(|(department_id, _)| *department_id).collect::<Vec<_>>())
+    .bind(asked.iter().map(|(_, site)| *site).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await?;
+    Ok(found.into_iter().map(|(d, s)| (d.map(|d| d.0), s.map(|s| s.0))).collect())
+}
+
 pub async fn find_department_by_name(
     conn: &mut PgConnection,
     name: &str,

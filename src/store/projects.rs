@@ -6,6 +6,8 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::audit::Actor;
+use super::jobs::{Job, NewJob};
 use super::{Page, PageRequest, StoreError};
 use crate::domain::project::ProjectStatus;
 use crate::domain::scope::Scope;
@@ -151,6 +153,180 @@ pub async fn insert(conn: &mut PgConnection, new: &NewProject<'_>) -> Result<Pro
     .fetch_one(conn)
     .await?;
     Ok(project)
+}
+
+/// A new project for [`create_many`]: its row, its department's field, the
+/// `provision_namespace` job that starts it and who asks for it.
+pub struct Provisioned<'a> {
+    /// `provisioning`, needing no approval, its reservation checked at the commit; its
+    /// `last_job_id` is the job [`create_many`] makes.
+    pub project: NewProject<'a>,
+    pub field_id: Uuid,
+    /// Due now, with no dedupe or coalesce key.
+    pub job: &'a NewJob<'a>,
+    pub actor: &'a Actor,
+}
+
+/// A project as [`create_many`] returns it, with its job (read back from JSON: the two rows'
+/// columns share names).
+#[derive(sqlx::FromRow)]
+struct Made {
+    #[sqlx(flatten)]
+    project: Project,
+    #[sqlx(json)]
+    job: Job,
+}
+
+/// Inserts several new projects at generation [`FIRST_GENERATION`], each with its job and its
+/// `project.create` audit event (the project as [`get`] reads it, timestamps as
+/// `utc_text!` writes them), in one statement: they commit together (on a connection outside
+/// a transaction, at once), each reservation checked by the database at the commit (migration
+/// 24), which refuses them all if one does not fit (SQLSTATE `IHQ01`) or warns (`IHQ90`). The
+/// projects are written in the order of their (field, site) locks, which the commit then
+/// takes in that order: two such statements cannot each hold a lock the other waits for.
+/// Returns each project and its job, in `batch`'s order; when the statement fails, none was
+/// made.
+#[tracing::instrument(skip_all, fields(count = batch.len()))]
+pub async fn create_many(
+    conn: &mut PgConnection,
+    batch: &[Provisioned<'_>],
+) -> Result<Vec<(Project, Job)>, StoreError> {
+    let fits = |p: &Provisioned<'_>| {
+        p.project.status == ProjectStatus::Provisioning
+            && p.project.approval_reason.is_none()
+            && p.project.approval_expires_after_secs.is_none()
+            && p.project.reservation_checked_at_commit
+            && p.job.dedupe_key.is_none()
+            && p.job.coalesce_key.is_none()
+            && p.job.run_at.is_none()
+            && p.job.delay.is_zero()
+    };
+    if !batch.iter().all(fits) {
+        let why = "create_many writes provisioning projects checked at the commit, with jobs due now and no keys";
+        return Err(StoreError::Database(sqlx::Error::InvalidArgument(why.to_owned())));
+    }
+    let job_ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
+    let made: Vec<Made> = sqlx::query_as(concat!(
+        "WITH checked AS (SELECT project_reservation_check(true)),
+         given AS (
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::uuid[],
+                                  $6::text[], $7::text[], $8::text[], $9::int4[], $10::int4[],
+                                  $11::jsonb[], $12::uuid[], $13::timestamptz[], $14::uuid[],
+                                  $15::text[], $16::jsonb[], $17::text[], $18::text[],
+                                  $19::uuid[], $20::uuid[], $21::text[], $22::int4[],
+                                  $23::uuid[], $24::text[], $25::text[])
+                 AS n(id, name, department_id, field_id, site_id, namespace, sla_type,
+                      performance_tier, cpu, ram_gb, extra_quota, created_by, expires_at,
+                      job_id, kind, payload, subject_type, subject_id, scope_field_id,
+                      scope_department_id, submitted_by_name, max_attempts, actor_id, actor,
+                      request_id)),
+         queued AS (
+             INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
+                               scope_department_id, submitted_by, submitted_by_name,
+                               max_attempts, run_at)
+             SELECT n.job_id, n.kind, n.payload, n.subject_type, n.subject_id,
+                    n.scope_field_id, n.scope_department_id, n.created_by,
+                    n.submitted_by_name, n.max_attempts, now()
+               FROM given n
+             RETURNING *),
+         inserted AS (
+             INSERT INTO projects (id, name, department_id, site_id, namespace, sla_type,
+                                   performance_tier, cpu, ram_gb, extra_quota, status,
+                                   created_by, generation, expires_at, last_job_id)
+             SELECT n.id, n.name, n.department_id, n.site_id, n.namespace, n.sla_type,
+                    n.performance_tier, n.cpu, n.ram_gb, n.extra_quota, $26, n.created_by,
+                    $27, n.expires_at, n.job_id
+               FROM given n, checked
+              ORDER BY capacity_lock_key(n.field_id, n.site_id), n.id
+             RETURNING *),
+         made AS (",
+        project_select!("inserted"),
+        "),
+         recorded AS (
+             INSERT INTO audit_events (actor_id, actor, action, subject_type, subject_id,
+                                       after, request_id, field_ids)
+             SELECT n.actor_id, n.actor, 'project.create', 'project', p.id::text,
+                    jsonb_build_object(
+                        'id', p.id, 'name', p.name, 'namespace', p.namespace,
+                        'department_id', p.department_id, 'department', p.department,
+                        'field_id', p.field_id, 'field', p.field, 'site_id', p.site_id,
+                        'site', p.site, 'sla_type', p.sla_type,
+                        'performance_tier', p.performance_tier, 'cpu', p.cpu,
+                        'ram_gb', p.ram_gb, 'extra_quota', p.extra_quota,
+                        'status', p.status, 'failure_reason', p.failure_reason,
+                        'failed_from', p.failed_from, 'last_job_id', p.last_job_id,
+                        'generation', p.generation,
+                        'approval_expires_at', ",
+        utc_text!("p.approval_expires_at"),
+        ", 'approval_reason', p.approval_reason,
+                        'delete_at', ",
+        utc_text!("p.delete_at"),
+        ", 'expires_at', ",
+        utc_text!("p.expires_at"),
+        ",
+                        'used_cpu', p.used_cpu, 'used_ram_gb', p.used_ram_gb,
+                        'usage_at', ",
+        utc_text!("p.usage_at"),
+        ", 'under_half_since', ",
+        utc_text!("p.under_half_since"),
+        ",
+                        'oversized', p.oversized, 'created_by', p.created_by,
+                        'created_at', ",
+        utc_text!("p.created_at"),
+        ", 'updated_at', ",
+        utc_text!("p.updated_at"),
+        ", 'deleted_at', ",
+        utc_text!("p.deleted_at"),
+        "),
+                    n.request_id, ARRAY[p.field_id]
+               FROM made p JOIN given n ON n.id = p.id)
+         SELECT p.*,
+                (SELECT to_jsonb(j) FROM (SELECT ",
+        job_columns!(),
+        " FROM queued WHERE queued.id = p.last_job_id) j) AS job
+           FROM made p"
+    ))
+    .bind(batch.iter().map(|p| p.project.id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.project.name).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.project.department_id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.field_id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.project.site_id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.project.namespace).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.project.sla_type).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.project.performance_tier).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.project.cpu).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.project.ram_gb).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.project.extra_quota).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.project.created_by).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.project.expires_at).collect::<Vec<_>>())
+    .bind(&job_ids)
+    .bind(batch.iter().map(|p| p.job.kind).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| &p.job.payload).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.job.subject.as_ref().map(|s| s.0)).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.job.subject.as_ref().map(|s| s.1.as_str())).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.job.scope.field_id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.job.scope.department_id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.job.submitted_by_name.as_ref()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.job.max_attempts).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.actor.user_id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.actor.name.as_str()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|p| p.actor.request_id.as_deref()).collect::<Vec<_>>())
+    .bind(ProjectStatus::Provisioning.as_str())
+    .bind(FIRST_GENERATION)
+    .fetch_all(conn)
+    .await?;
+    let mut by_id: std::collections::HashMap<Uuid, Made> =
+        made.into_iter().map(|m| (m.project.id, m)).collect();
+    batch
+        .iter()
+        .map(|p| {
+            let Made { project, job } = by_id.remove(&p.project.id).ok_or_else(|| {
+                let missing = format!("project {} was not returned", p.project.id);
+                StoreError::Database(sqlx::Error::Decode(missing.into()))
+            })?;
+            Ok((project, job))
+        })
+        .collect()
 }
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Project, StoreError> {

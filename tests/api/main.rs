@@ -38,6 +38,7 @@ mod netbox_fake;
 mod ops;
 mod outages;
 mod private_pg;
+mod project_writes;
 mod projects;
 mod prometheus_fake;
 mod quota_requests;
