@@ -16,8 +16,10 @@
 //! then goes the way a project goes alone ([`super::projects::create`]), which answers it
 //! with the reason: a department or site not found, a namespace the template cannot make,
 //! and every refusal of the shared statement (a name taken, a quota that does not hold one
-//! of them, a use past 90 % to warn of), which writes none of its projects. Any other failure
-//! (no connection, the database away) is every request's answer at once.
+//! of them, a use past 90 % to warn of), which writes none of its projects: all of them are
+//! then written alone. Any other failure is every request's answer at once: the database away
+//! (503), a deadlock with another transaction (503, to be sent again, as for a project
+//! written alone), or our own mistake (500).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -143,18 +145,22 @@ impl ProjectStatement {
                     placed.push(Placed { asked, field_id, site_id, namespace });
                 }
                 // Written alone, to be told what is wrong.
-                _ => asked.answer(Ok(None)),
+                _ => {
+                    count("alone", 1);
+                    asked.answer(Ok(None));
+                }
             }
         }
         if placed.is_empty() {
             return None;
         }
-        let written = {
+        let made = {
             let provisioned: Vec<Provisioned<'_>> = placed.iter().map(provisioned).collect();
             projects::create_many(&mut conn, &provisioned).await
         };
-        match written {
+        match made {
             Ok(made) => {
+                count("shared", made.len());
                 let kinds: BTreeSet<&str> = made.iter().map(|(_, job)| job.kind.as_str()).collect();
                 self.wake_ups.send(kinds.into_iter().map(WakeUp::now));
                 for (placed, made) in placed.into_iter().zip(made) {
@@ -171,8 +177,16 @@ impl ProjectStatement {
     }
 }
 
+/// Counts `projects` new projects `outcome` (`shared`: written by a shared statement; `alone`:
+/// sent to be written alone) in `infrahub_project_writes_total`.
+fn count(outcome: &'static str, projects: usize) {
+    metrics::counter!("infrahub_project_writes_total", "outcome" => outcome)
+        .increment(projects as u64);
+}
+
 /// Sends each ask of `batch` to be written alone (answered `None`).
 fn alone(batch: Vec<Asked<ProjectStatement>>) -> Option<Unreachable> {
+    count("alone", batch.len());
     for asked in batch {
         asked.answer(Ok(None));
     }
@@ -226,10 +240,11 @@ fn refused_for_one(err: &StoreError) -> bool {
     }
 }
 
-/// The database's failure inside `err`, to share with every caller.
+/// The database's failure inside `err`, to share with every caller (one that is not the
+/// database's is ours: an internal error, not the database away).
 fn into_sqlx(err: StoreError) -> sqlx::Error {
     match err {
         StoreError::Database(err) => err,
-        other => sqlx::Error::Protocol(other.to_string()),
+        other => sqlx::Error::InvalidArgument(other.to_string()),
     }
 }

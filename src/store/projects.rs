@@ -182,10 +182,15 @@ struct Made {
 /// `utc_text!` writes them), in one statement: they commit together (on a connection outside
 /// a transaction, at once), each reservation checked by the database at the commit (migration
 /// 24), which refuses them all if one does not fit (SQLSTATE `IHQ01`) or warns (`IHQ90`). The
-/// projects are written in the order of their (field, site) locks, which the commit then
-/// takes in that order: two such statements cannot each hold a lock the other waits for.
-/// Returns each project and its job, in `batch`'s order; when the statement fails, none was
-/// made.
+/// projects are written ordered by field, then site, and their deferred triggers, which take
+/// the (field, site) locks at the commit, fire in the order the rows were written (what
+/// PostgreSQL does, though it does not promise it): so the locks are taken in the order every
+/// transaction that takes several takes them (a server moved between fields locks its site's
+/// fields in that order too, `app::allocation`), and none can hold a lock another of them
+/// waits for while it waits for one that other holds. Each lock is held from the moment it is
+/// taken to the end of the commit. Returns each project and its job, in `batch`'s order;
+/// when the statement fails, none was made. (It commits as it ends: a failure to read its
+/// answer after that leaves what it wrote.)
 #[tracing::instrument(skip_all, fields(count = batch.len()))]
 pub async fn create_many(
     conn: &mut PgConnection,
@@ -214,18 +219,18 @@ pub async fn create_many(
                                   $11::jsonb[], $12::uuid[], $13::timestamptz[], $14::uuid[],
                                   $15::text[], $16::jsonb[], $17::text[], $18::text[],
                                   $19::uuid[], $20::uuid[], $21::text[], $22::int4[],
-                                  $23::uuid[], $24::text[], $25::text[])
+                                  $23::uuid[], $24::text[], $25::text[], $28::uuid[])
                  AS n(id, name, department_id, field_id, site_id, namespace, sla_type,
                       performance_tier, cpu, ram_gb, extra_quota, created_by, expires_at,
                       job_id, kind, payload, subject_type, subject_id, scope_field_id,
                       scope_department_id, submitted_by_name, max_attempts, actor_id, actor,
-                      request_id)),
+                      request_id, submitted_by)),
          queued AS (
              INSERT INTO jobs (id, kind, payload, subject_type, subject_id, scope_field_id,
                                scope_department_id, submitted_by, submitted_by_name,
                                max_attempts, run_at)
              SELECT n.job_id, n.kind, n.payload, n.subject_type, n.subject_id,
-                    n.scope_field_id, n.scope_department_id, n.created_by,
+                    n.scope_field_id, n.scope_department_id, n.submitted_by,
                     n.submitted_by_name, n.max_attempts, now()
                FROM given n
              RETURNING *),
@@ -237,7 +242,7 @@ pub async fn create_many(
                     n.performance_tier, n.cpu, n.ram_gb, n.extra_quota, $26, n.created_by,
                     $27, n.expires_at, n.job_id
                FROM given n, checked
-              ORDER BY capacity_lock_key(n.field_id, n.site_id), n.id
+              ORDER BY n.field_id, n.site_id, n.id
              RETURNING *),
          made AS (",
         project_select!("inserted"),
@@ -313,6 +318,7 @@ pub async fn create_many(
     .bind(batch.iter().map(|p| p.actor.request_id.as_deref()).collect::<Vec<_>>())
     .bind(ProjectStatus::Provisioning.as_str())
     .bind(FIRST_GENERATION)
+    .bind(batch.iter().map(|p| p.job.submitted_by).collect::<Vec<_>>())
     .fetch_all(conn)
     .await?;
     let mut by_id: std::collections::HashMap<Uuid, Made> =

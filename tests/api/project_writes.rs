@@ -9,11 +9,13 @@ use futures::future::join_all;
 use infrahub::app::projects::{CreateProject, ProjectSubmitted};
 use infrahub::app::{self, AppError, Caller};
 use infrahub::config::Mode;
+use infrahub::domain::role::Role;
+use infrahub::domain::scope::Scope;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, create_user};
 
 /// The test organisation with a quota for department shop at site fra (silver/regular is
 /// 4 CPU / 16 GB), delivering into a repository under `dir`.
@@ -37,15 +39,25 @@ async fn create_together(
     app: &TestApp,
     asked: Vec<CreateProject>,
 ) -> Vec<Result<ProjectSubmitted, AppError>> {
-    join_all(asked.into_iter().enumerate().map(|(n, input)| {
-        let caller = Caller::new(&app.org.team_lead, Some(format!("req-{n}")));
+    let callers = asked.iter().map(|_| Caller::new(&app.org.team_lead, None)).collect();
+    create_together_as(app, callers, asked).await
+}
+
+/// [`create_together`], each project asked for by its own caller.
+async fn create_together_as(
+    app: &TestApp,
+    callers: Vec<Caller>,
+    asked: Vec<CreateProject>,
+) -> Vec<Result<ProjectSubmitted, AppError>> {
+    join_all(asked.into_iter().zip(callers).enumerate().map(|(n, (input, mut caller))| {
+        caller.request_id = Some(format!("req-{n}"));
         async move { app::projects::create(&app.ctx, &caller, input).await }
     }))
     .await
 }
 
-/// How many statements (distinct commit times: a statement's rows share its `now()`) wrote
-/// the projects `ids`.
+/// How many statements wrote the projects `ids`: a statement's rows share its `now()`, the
+/// time its transaction started.
 async fn statements(pool: &PgPool, ids: &[Uuid]) -> i64 {
     sqlx::query_scalar("SELECT count(DISTINCT created_at) FROM projects WHERE id = ANY($1)")
         .bind(ids)
@@ -80,7 +92,9 @@ async fn projects_asked_together_share_a_statement_and_keep_their_own_job_and_ev
     let dir = tempfile::tempdir().unwrap();
     let app = app_with_quota(&pool, dir.path(), 100).await;
     let names: Vec<String> = (0..8).map(|n| format!("app-{n}")).collect();
-    let answers = create_together(&app, names.iter().map(|n| silver(n, "fra")).collect()).await;
+    let mut asked: Vec<CreateProject> = names.iter().map(|n| silver(n, "fra")).collect();
+    asked[0].expires_at = Some(Utc::now() + chrono::Duration::days(30));
+    let answers = create_together(&app, asked).await;
     let done: Vec<ProjectSubmitted> = answers.into_iter().map(|a| a.unwrap()).collect();
     let ids: Vec<Uuid> = done.iter().map(|d| d.project.id).collect();
     assert_eq!(statements(&pool, &ids).await, 1, "eight projects asked together, one statement");
@@ -91,6 +105,7 @@ async fn projects_asked_together_share_a_statement_and_keep_their_own_job_and_ev
         assert_eq!(project.namespace, format!("shop-{}", names[n]));
         assert_eq!(project.status.as_str(), "provisioning");
         assert_eq!((project.cpu, project.ram_gb, project.generation), (4, 16, 1));
+        assert_eq!(project.expires_at.is_some(), n == 0, "its time to live kept");
         let job = &submitted.submitted.as_ref().expect("a job").job;
         assert_eq!(project.last_job_id, Some(job.id), "written as the project's latest job");
         assert_eq!(job.kind, "provision_namespace");
@@ -153,6 +168,12 @@ async fn a_project_over_quota_among_others_is_refused_alone(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!((projects, jobs, events, reserved), (2, 2, 2, 8), "nothing of the refused kept");
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"infrahub_project_writes_total{outcome="alone"}"#),
+        "the projects sent alone are counted: {metrics}"
+    );
 }
 
 #[sqlx::test]
@@ -174,7 +195,7 @@ async fn a_name_taken_or_a_site_unknown_fails_only_its_own_request(pool: PgPool)
     let asked = vec![silver("f", "fra"), silver("g", "fr\0a")];
     let answers = create_together(&app, asked).await;
     assert!(answers[0].is_ok(), "{:?}", answers[0].as_ref().err());
-    assert!(answers[1].is_err());
+    assert!(answers[1].is_err(), "nothing to write it at");
 
     // A name taken is found by the statement, which writes none: each is then written alone.
     let asked = vec![silver("d", "fra"), silver("taken", "fra"), silver("e", "fra")];
@@ -198,4 +219,122 @@ async fn a_name_taken_or_a_site_unknown_fails_only_its_own_request(pool: PgPool)
     .await
     .unwrap();
     assert_eq!((projects, events), (6, 6), "taken, a, c, f, d, e: once each");
+}
+
+/// Projects of two fields' departments at two sites in one statement: each request gets its
+/// own project, in its own department and field, counted against its own quota.
+#[sqlx::test]
+async fn projects_of_several_departments_and_sites_together_each_keep_their_own(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_quota(&pool, dir.path(), 100).await;
+    let ber = app.add_site("ber").await;
+    let other_lead = create_user(
+        &pool,
+        "ledger-lead",
+        Role::TeamLead,
+        Scope::Department(app.org.other_dept),
+        false,
+    )
+    .await;
+    for (dept, site) in
+        [(app.org.dept, ber), (app.org.other_dept, app.org.site), (app.org.other_dept, ber)]
+    {
+        sqlx::query(
+            "INSERT INTO department_quotas (department_id, site_id, cpu_limit, ram_gb_limit)
+             VALUES ($1, $2, 100, 1000)",
+        )
+        .bind(dept)
+        .bind(site)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let shop = || Caller::new(&app.org.team_lead, None);
+    let ledger = || Caller::new(&other_lead, None);
+    let asked = [
+        (ledger(), "l-ber", "ber"),
+        (shop(), "s-fra", "fra"),
+        (ledger(), "l-fra", "fra"),
+        (shop(), "s-ber", "ber"),
+        (shop(), "s-ber-2", "ber"),
+    ];
+    let names: Vec<&str> = asked.iter().map(|(_, name, _)| *name).collect();
+    let (callers, inputs) =
+        asked.into_iter().map(|(caller, name, site)| (caller, silver(name, site))).unzip();
+    let answers = create_together_as(&app, callers, inputs).await;
+    let done: Vec<ProjectSubmitted> = answers.into_iter().map(|a| a.unwrap()).collect();
+    let ids: Vec<Uuid> = done.iter().map(|d| d.project.id).collect();
+    assert_eq!(statements(&pool, &ids).await, 1);
+    for (submitted, name) in done.iter().zip(&names) {
+        let project = &submitted.project;
+        assert_eq!(project.name, *name);
+        let (dept, field, prefix) = if name.starts_with('l') {
+            (app.org.other_dept, app.org.other_field, "ledger")
+        } else {
+            (app.org.dept, app.org.field, "shop")
+        };
+        assert_eq!((project.department_id, project.field_id), (dept, field), "{name}");
+        assert_eq!(project.site, if name.contains("ber") { "ber" } else { "fra" }, "{name}");
+        assert_eq!(project.namespace, format!("{prefix}-{name}"));
+        let job = &submitted.submitted.as_ref().unwrap().job;
+        let (scope, event_fields): (Option<Uuid>, Vec<Uuid>) = sqlx::query_as(
+            "SELECT (SELECT scope_field_id FROM jobs WHERE id = $1),
+                    (SELECT field_ids FROM audit_events WHERE subject_id = $2::text)",
+        )
+        .bind(job.id)
+        .bind(project.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((scope, event_fields), (Some(field), vec![field]), "{name}");
+    }
+    let reserved: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
+        "SELECT department_id, site_id, cpu FROM project_reservations
+          ORDER BY department_id = $1 DESC, site_id = $2 DESC",
+    )
+    .bind(app.org.dept)
+    .bind(app.org.site)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        reserved,
+        [
+            (app.org.dept, app.org.site, 4),
+            (app.org.dept, ber, 8),
+            (app.org.other_dept, app.org.site, 4),
+            (app.org.other_dept, ber, 4),
+        ]
+    );
+}
+
+/// Projects asked together that take their department past 90 % of its quota: the statement
+/// is refused to warn, they are written alone, and the webhooks are told once.
+#[sqlx::test]
+async fn a_department_passing_90_percent_together_is_told_once(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_quota(&pool, dir.path(), 12).await;
+    let admin = app.admin_token().await;
+    let hook = json!({ "name": "near", "url": "http://127.0.0.1:9/hook",
+                       "events": ["quota.above_90"] });
+    app.post("/api/v1/admin/webhooks", &admin, hook)
+        .await
+        .expect(reqwest::StatusCode::CREATED, None);
+    // 4 + 4 + 4 of 12 CPU: the third passes 90 %.
+    let asked = (0..3).map(|n| silver(&format!("app-{n}"), "fra")).collect();
+    let answers = create_together(&app, asked).await;
+    assert_eq!(
+        ids(&answers).len(),
+        3,
+        "{:?}",
+        answers.iter().filter_map(|a| a.as_ref().err()).collect::<Vec<_>>()
+    );
+    let told: Vec<Value> =
+        sqlx::query_scalar("SELECT payload FROM jobs WHERE kind = 'deliver_webhook'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["notification"]["event"], "quota.above_90", "{told:?}");
+    assert_eq!(told[0]["notification"]["data"]["used"]["cpu"], 12, "{told:?}");
 }
