@@ -123,14 +123,14 @@ impl ProjectStatement {
     async fn write(&self, batch: Vec<Asked<Self>>) -> Option<Unreachable> {
         let mut conn = match self.pool.acquire().await {
             Ok(conn) => conn,
-            Err(err) => return fail_all(batch, err),
+            Err(err) => return failed(batch, err),
         };
         let asked: Vec<(Uuid, &str)> =
             batch.iter().map(|a| (a.ask.department_id, a.ask.site.as_str())).collect();
         let found = match org::departments_and_sites(&mut conn, &asked).await {
             Ok(found) => found,
             Err(err) if refused_for_one(&err) => return alone(batch),
-            Err(err) => return fail_all(batch, into_sqlx(err)),
+            Err(err) => return failed(batch, into_sqlx(err)),
         };
         let mut placed = Vec::with_capacity(batch.len());
         for (mut asked, (department, site)) in batch.into_iter().zip(found) {
@@ -172,16 +172,23 @@ impl ProjectStatement {
                 tracing::info!(error = %err, count = placed.len(), "a shared project statement was refused; its projects go alone");
                 alone(placed.into_iter().map(|p| p.asked).collect())
             }
-            Err(err) => fail_all(placed.into_iter().map(|p| p.asked).collect(), into_sqlx(err)),
+            Err(err) => failed(placed.into_iter().map(|p| p.asked).collect(), into_sqlx(err)),
         }
     }
 }
 
 /// Counts `projects` new projects `outcome` (`shared`: written by a shared statement; `alone`:
-/// sent to be written alone) in `infrahub_project_writes_total`.
+/// sent to be written alone; `failed`: answered with the statement's failure) in
+/// `infrahub_project_writes_total`.
 fn count(outcome: &'static str, projects: usize) {
     metrics::counter!("infrahub_project_writes_total", "outcome" => outcome)
         .increment(projects as u64);
+}
+
+/// Answers each ask of `batch` with `err` ([`fail_all`]).
+fn failed(batch: Vec<Asked<ProjectStatement>>, err: sqlx::Error) -> Option<Unreachable> {
+    count("failed", batch.len());
+    fail_all(batch, err)
 }
 
 /// Sends each ask of `batch` to be written alone (answered `None`).

@@ -149,6 +149,7 @@ async fn a_project_over_quota_among_others_is_refused_alone(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     // Two fit in 10 CPU; the statement of five is refused at its commit.
     let app = app_with_quota(&pool, dir.path(), 10).await;
+    let before = alone_counted(&app).await;
     let asked = (0..5).map(|n| silver(&format!("app-{n}"), "fra")).collect();
     let answers = create_together(&app, asked).await;
     let refused: Vec<&AppError> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
@@ -168,12 +169,23 @@ async fn a_project_over_quota_among_others_is_refused_alone(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!((projects, jobs, events, reserved), (2, 2, 2, 8), "nothing of the refused kept");
+    let sent_alone = alone_counted(&app).await;
+    assert!(
+        sent_alone >= before + 5,
+        "the five projects sent alone are counted: {before} before, {sent_alone} after"
+    );
+}
+
+/// `infrahub_project_writes_total{outcome="alone"}` as `/metrics` says it (shared by the
+/// tests running in this process: it only rises).
+async fn alone_counted(app: &TestApp) -> u64 {
     let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
-    assert!(
-        metrics.contains(r#"infrahub_project_writes_total{outcome="alone"}"#),
-        "the projects sent alone are counted: {metrics}"
-    );
+    let series = r#"infrahub_project_writes_total{outcome="alone"} "#;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .map_or(0, |v| v.trim().parse().unwrap())
 }
 
 #[sqlx::test]
