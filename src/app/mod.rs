@@ -187,7 +187,8 @@ impl AppError {
     }
 
     /// 503 when the database is away or the transaction gave way to a concurrent one (trying
-    /// again may pass), 500 otherwise.
+    /// again may pass), 422 for a text PostgreSQL cannot store (the sender's NUL character,
+    /// should one get past the adapters' own checks), 500 otherwise.
     fn from_database(err: &sqlx::Error) -> Self {
         if is_unavailable(err) {
             tracing::warn!(error = %err, "the database is unavailable");
@@ -203,10 +204,23 @@ impl AppError {
                 "contended",
                 "the request met a concurrent one and was rolled back; try again",
             )
+        } else if holds_nul(err) {
+            tracing::info!(error = %err, "PostgreSQL refused a NUL character");
+            Self::invalid(
+                "invalid_value",
+                "a value contains a NUL character, which cannot be stored",
+            )
         } else {
             Self::internal(err)
         }
     }
+}
+
+/// Whether PostgreSQL refused a value for a NUL character: in a text (SQLSTATE 22021, the
+/// only byte our UTF-8 strings can hold that it refuses) or escaped in a JSON string (22P05).
+fn holds_nul(err: &sqlx::Error) -> bool {
+    let code = err.as_database_error().and_then(|db| db.code());
+    matches!(code.as_deref(), Some("22021" | "22P05"))
 }
 
 /// Whether PostgreSQL rolled the transaction back because of a concurrent one (a deadlock it

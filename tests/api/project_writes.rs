@@ -207,7 +207,8 @@ async fn a_name_taken_or_a_site_unknown_fails_only_its_own_request(pool: PgPool)
     let asked = vec![silver("f", "fra"), silver("g", "fr\0a")];
     let answers = create_together(&app, asked).await;
     assert!(answers[0].is_ok(), "{:?}", answers[0].as_ref().err());
-    assert!(answers[1].is_err(), "nothing to write it at");
+    let refused = answers[1].as_ref().expect_err("nothing to write it at");
+    assert_eq!(refused.code, "invalid_value", "the sender's mistake, not ours: {refused:?}");
 
     // A name taken is found by the statement, which writes none: each is then written alone.
     let asked = vec![silver("d", "fra"), silver("taken", "fra"), silver("e", "fra")];
