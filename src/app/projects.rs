@@ -276,16 +276,26 @@ async fn enqueue_work(
     meta: JobMeta,
     requested_by: &str,
 ) -> AppResult<Enqueued> {
+    let (payload, meta) = project_job((id, generation, owner), meta, requested_by);
+    Ok(match work {
+        Work::Provision => enqueue::<ProvisionNamespace>(conn, ctx, &payload, meta).await?,
+        Work::Deprovision => enqueue::<DeprovisionNamespace>(conn, ctx, &payload, meta).await?,
+    })
+}
+
+/// The payload and metadata of the job for generation `generation` of project `id`, owned by
+/// `owner`, asked for by `requested_by`.
+fn project_job(
+    (id, generation, owner): (Uuid, i64, Owner),
+    meta: JobMeta,
+    requested_by: &str,
+) -> (ProjectJob, JobMeta) {
     let payload = ProjectJob {
         project_id: id,
         requested_by: requested_by.to_owned(),
         generation: Some(generation),
     };
-    let meta = meta.about("project", id, owner);
-    Ok(match work {
-        Work::Provision => enqueue::<ProvisionNamespace>(conn, ctx, &payload, meta).await?,
-        Work::Deprovision => enqueue::<DeprovisionNamespace>(conn, ctx, &payload, meta).await?,
-    })
+    (payload, meta.about("project", id, owner))
 }
 
 /// Creates a project in the caller's department (team leads): reserves the catalog's quota
@@ -306,7 +316,12 @@ pub async fn create(
     {
         return Err(ValidationError::new("expires_at", "must be in the future").into());
     }
-    let request = Submission { caller, department_id, name: &name, entry, input: &input };
+    let approval = entry.approval_reason(
+        &input.sla_type,
+        &input.performance_tier,
+        ctx.config.approval.cpu_above,
+    );
+    let request = Submission { caller, department_id, name: &name, entry, approval, input: &input };
     // Most requests fit well within the quota: the database checks them as it commits, so
     // requests for the same field and site wait for each other only through the commit, and
     // those that need no approval are written together with those arriving meanwhile. The
@@ -314,7 +329,7 @@ pub async fn create(
     // check before the commit, which answers them with the numbers. A request under an
     // Idempotency-Key commits with its answer, so it checks before the commit.
     if !super::idempotency::under_key() {
-        if approval_needed(ctx, &input.sla_type, &input.performance_tier).is_none()
+        if request.approval.is_none()
             && let Some(done) = write_together(ctx, &request).await?
         {
             return Ok(done);
@@ -335,15 +350,11 @@ async fn write_together(
     ctx: &Context,
     request: &Submission<'_>,
 ) -> AppResult<Option<ProjectSubmitted>> {
-    let Submission { caller, department_id, name, entry, input } = *request;
+    let Submission { caller, department_id, name, entry, input, .. } = *request;
     let id = Uuid::now_v7();
-    let payload = ProjectJob {
-        project_id: id,
-        requested_by: caller.username.clone(),
-        generation: Some(projects::FIRST_GENERATION),
-    };
     // The job's scope gets the department's field once it is read.
-    let meta = JobMeta::by(caller).about("project", id, Owner::default());
+    let of = (id, projects::FIRST_GENERATION, Owner::default());
+    let (payload, meta) = project_job(of, JobMeta::by(caller), &caller.username);
     let new = NewProvisioned {
         id,
         department_id,
@@ -372,6 +383,8 @@ struct Submission<'a> {
     department_id: Uuid,
     name: &'a Label,
     entry: &'a CatalogEntry,
+    /// Why it needs approval, if it does.
+    approval: Option<String>,
     input: &'a CreateProject,
 }
 
@@ -392,7 +405,7 @@ async fn submit(
     request: &Submission<'_>,
     check: Check,
 ) -> AppResult<Option<ProjectSubmitted>> {
-    let Submission { caller, department_id, name, entry, input } = *request;
+    let Submission { caller, department_id, name, entry, ref approval, input } = *request;
     let mut tx = ctx.pool.begin().await?;
     let (dept, site) = org::department_and_site(&mut tx, department_id, &input.site).await?;
     let dept = dept.ok_or(StoreError::NotFound)?;
@@ -401,11 +414,6 @@ async fn submit(
     let site = site.ok_or_else(|| AppError::unknown_site(&input.site))?;
     let wanted = entry.resources();
     let extra = json!(entry.extra);
-    let approval = entry.approval_reason(
-        &input.sla_type,
-        &input.performance_tier,
-        ctx.config.approval.cpu_above,
-    );
     let status = lifecycle::initial(approval.is_some());
     let expires = ctx.config.approval.expire_after_secs as i64;
     // A request that needs approval starts nothing: a field admin's approval does. Otherwise
